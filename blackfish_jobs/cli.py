@@ -1,0 +1,334 @@
+"""The ``bfjobs`` command: a thin Click layer (parse, call the library, print).
+
+Only click and bfjobs' light modules are imported at start-up; submitit, SQLAlchemy and
+huggingface_hub are imported by the commands that need them, so ``bfjobs --help`` stays fast
+on a busy login node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import __version__, config, constants
+from .errors import BadInput, BfjobsError, JobFailed
+
+if TYPE_CHECKING:
+    from .db import Database, JobRow
+
+SLURM_FLAGS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
+
+
+class Context:
+    """Per-invocation state: the DB is opened only when a command asks for it."""
+
+    def __init__(self, db_url: str | None) -> None:
+        self.db_url = db_url
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from .db import Database
+
+            self._db = Database(self.db_url)
+        return self._db
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def slurm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The Slurm flags shared by submit/render; they override bfjobs.toml."""
+    options = [
+        click.option("--partition", help="Slurm partition (e.g. a data-mover partition)."),
+        click.option("--qos", help="Slurm QOS (e.g. xfer at NERSC)."),
+        click.option("--account", help="Slurm account to charge."),
+        click.option("--time", help="Time limit, e.g. 02:00:00."),
+        click.option("--mem", help="Memory, e.g. 8G."),
+        click.option("--cpus-per-task", "cpus_per_task", help="CPUs for the job."),
+        click.option("--constraint", help="Slurm node features."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--profile",
+        "profile_name",
+        metavar="NAME",
+        help="Blackfish profile from profiles.cfg (default: Blackfish's default profile).",
+    )(fn)
+
+
+def _load_profile(name: str | None) -> config.Profile:
+    profile = config.load_profile(name)
+    if profile.builtin:
+        _echo_err(
+            f"bfjobs: no {config.profiles_path()}; using the built-in 'local' profile "
+            f"(home_dir and cache_dir {profile.home_dir}, jobs run on this machine)"
+        )
+    return profile
+
+
+def _settings(profile: config.Profile, kind: str, flags: dict[str, Any]) -> config.JobSettings:
+    settings = config.load_settings(profile.name, kind)
+    return settings.merged(**config.check_overrides(**{k: flags.get(k) for k in SLURM_FLAGS}))
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _native(row: JobRow) -> str:
+    return f"Slurm job {row.native_id}" if row.backend == "slurm" else f"local pid {row.native_id}"
+
+
+def _describe(row: JobRow) -> str:
+    text = f"{row.id}  {row.kind}  {row.state:<13} {_native(row)}  {row.target}"
+    if row.reason:
+        text += f"  ({row.reason})"
+    return text
+
+
+def _progress(rows: list[JobRow], elapsed: float) -> None:
+    """A single updating progress line, only on a terminal."""
+    if not sys.stderr.isatty():
+        return
+    parts = [f"{r.id} {r.state}" + (f" on {r.node}" if r.node else "") for r in rows[:4]]
+    more = f" (+{len(rows) - 4})" if len(rows) > 4 else ""
+    line = f"\r[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] " + ", ".join(parts) + more
+    click.echo(line.ljust(100)[:160], err=True, nl=False)
+
+
+def _finish_progress() -> None:
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+
+
+def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as_json: bool) -> None:
+    from . import tracker
+
+    rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
+    _finish_progress()
+    ok = all(r.state == tracker.COMPLETED and os.path.exists(r.target) for r in rows)
+    if as_json:
+        _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
+    else:
+        for r in rows:
+            click.echo(_describe(r))
+    if not ok:
+        bad = [r for r in rows if r.state != tracker.COMPLETED or not os.path.exists(r.target)]
+        raise JobFailed(f"{len(bad)} of {len(rows)} job(s) did not complete: {bad[0].id} is {bad[0].state}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bfjobs")
+@click.option("--db", "db_url", metavar="URL", help="Database URL [env BFJOBS_DB_URL; default Blackfish's app.sqlite].")
+@click.pass_context
+def cli(click_ctx: click.Context, db_url: str | None) -> None:
+    """Pull Apptainer images and download models for Blackfish as Slurm jobs.
+
+    Jobs are rendered from Jinja templates, submitted and tracked with submitit, and their
+    results land in Blackfish's shared caches and app database.
+    """
+    click_ctx.obj = Context(db_url)
+
+
+@cli.group()
+def submit() -> None:
+    """Submit a job (pull an image, download a model)."""
+
+
+@cli.group(name="render")
+def render_group() -> None:
+    """Print the exact sbatch script a submit would send."""
+
+
+def pull_image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = slurm_options(fn)
+    fn = click.option("--force", is_flag=True, help="Pull again even if the image is present.")(fn)
+    fn = click.option("--name", "sif_name", metavar="FILE.sif", help="File name instead of <name>_<tag>.sif.")(fn)
+    fn = click.option(
+        "--to",
+        type=click.Choice(["shared", "home"]),
+        default="shared",
+        show_default=True,
+        help="shared: <cache_dir>/images (where Blackfish looks); home: <home_dir>/images.",
+    )(fn)
+    fn = profile_option(fn)
+    return click.argument("uri")(fn)
+
+
+def _pull_spec(uri: str, profile_name: str | None, to: str, sif_name: str | None, force: bool, flags: dict):
+    from . import specs
+
+    profile = _load_profile(profile_name)
+    settings = _settings(profile, "pull-image", flags)
+    return specs.pull_image(uri, profile, settings, to=to, name=sif_name, force=force)  # type: ignore[arg-type]
+
+
+@submit.command("pull-image")
+@pull_image_options
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit 0 only if the image is in place.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def submit_pull_image(
+    ctx: Context,
+    uri: str,
+    profile_name: str | None,
+    to: str,
+    sif_name: str | None,
+    force: bool,
+    wait_: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Pull URI (docker://, oras://, library://, shub://, https://) into Blackfish's image cache."""
+    from . import api
+
+    spec = _pull_spec(uri, profile_name, to, sif_name, force, flags)
+    outcome = api.submit(ctx.db, spec)
+    if isinstance(outcome, api.AlreadyPresent):
+        if as_json:
+            _print_json(outcome.to_json())
+        else:
+            click.echo(f"already present: {outcome.path} (use --force to pull again)")
+        return
+    if not as_json:
+        click.echo(f"submitted {outcome.id} ({_native(outcome)}): {spec.label}")
+    if wait_:
+        _wait_and_report(ctx, [outcome.id], None, as_json)
+    elif as_json:
+        _print_json(outcome.to_json())
+
+
+@render_group.command("pull-image")
+@pull_image_options
+def render_pull_image(
+    uri: str, profile_name: str | None, to: str, sif_name: str | None, force: bool, **flags: Any
+) -> None:
+    """Print the sbatch script `bfjobs submit pull-image` would submit for URI."""
+    from . import api
+
+    spec = _pull_spec(uri, profile_name, to, sif_name, force, flags)
+    if not spec.profile.is_slurm:
+        _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
+    click.echo(api.preview(spec), nl=False)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1)
+@profile_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object for one JOB_ID, else an array.")
+@click.pass_obj
+def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_json: bool) -> None:
+    """Refresh and show jobs (the given ones, or every unfinished one)."""
+    from . import tracker
+
+    rows = [ctx.db.resolve(j) for j in job_ids] if job_ids else ctx.db.unfinished()
+    if profile_name:
+        rows = [r for r in rows if r.profile == profile_name]
+    rows = tracker.refresh(ctx.db, rows)
+    if as_json:
+        _print_json(rows[0].to_json() if len(job_ids) == 1 else [r.to_json() for r in rows])
+        return
+    if not rows:
+        click.echo("no unfinished jobs")
+    for row in rows:
+        click.echo(_describe(row))
+
+
+@cli.command(name="list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(constants.STATES, case_sensitive=False),
+    help="Only jobs in this state (repeatable).",
+)
+@click.option("--kind", type=click.Choice(list(constants.KINDS)), help="Only this kind of job.")
+@profile_option
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option("--refresh", is_flag=True, help="Ask Slurm (once) about unfinished jobs first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of job objects.")
+@click.pass_obj
+def list_(
+    ctx: Context,
+    states: tuple[str, ...],
+    kind: str | None,
+    profile_name: str | None,
+    limit: int,
+    refresh: bool,
+    as_json: bool,
+) -> None:
+    """List jobs from the database (no Slurm call unless --refresh)."""
+    if refresh:
+        from . import tracker
+
+        tracker.refresh(ctx.db, ctx.db.unfinished())
+    rows = ctx.db.listing(states=[s.upper() for s in states], kind=kind, profile=profile_name, limit=limit)
+    if as_json:
+        _print_json([r.to_json() for r in rows])
+        return
+    for row in rows:
+        click.echo(_describe(row))
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(0, None), help="Give up after this many seconds (exit 1).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+    """Wait for jobs to finish; exit 0 only if all COMPLETED."""
+    _wait_and_report(ctx, [ctx.db.resolve(j).id for j in job_ids], timeout, as_json)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI: every failure is one line on stderr and an exit code (0/1/2)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _echo_err("bfjobs: aborted")
+        sys.exit(1)
+    except click.UsageError as exc:
+        _echo_err(f"bfjobs: error: {' '.join(exc.format_message().split())}")
+        sys.exit(2)
+    except click.ClickException as exc:
+        _echo_err(f"bfjobs: error: {' '.join(exc.format_message().split())}")
+        sys.exit(exc.exit_code)
+    except BfjobsError as exc:
+        _echo_err(f"bfjobs: error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _echo_err("bfjobs: interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("BFJOBS_DEBUG"):
+            raise
+        _echo_err(
+            f"bfjobs: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            " (set BFJOBS_DEBUG=1 for the traceback)"
+        )
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+__all__ = ["BadInput", "cli", "main"]

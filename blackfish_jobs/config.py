@@ -1,0 +1,268 @@
+"""Profiles (Blackfish's ``profiles.cfg``) and bfjobs' own job settings (``bfjobs.toml``).
+
+``profiles.cfg`` is read exactly as Blackfish reads it (a plain ``configparser.ConfigParser``),
+so a file that Blackfish accepts is accepted here and vice versa. bfjobs' own settings live in a
+separate TOML file because every section of ``profiles.cfg`` is taken as a profile by Blackfish.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from . import constants, validate
+from .errors import ConfigError, show
+
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One Blackfish profile: where a user's and the shared caches live, and how jobs run."""
+
+    name: str
+    schema: str  # "slurm" or "local"
+    home_dir: Path
+    cache_dir: Path
+    host: str | None = None
+    user: str | None = None
+    builtin: bool = False
+
+    @property
+    def is_slurm(self) -> bool:
+        return self.schema == "slurm"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where job folders live: on the shared filesystem so any process can re-attach."""
+        return self.home_dir.joinpath(*constants.JOBS_SUBDIR)
+
+
+def builtin_profile(home: Path | None = None) -> Profile:
+    """The ``local`` profile used when there is no ``profiles.cfg``: everything under the app dir."""
+    base = validate.safe_path("BLACKFISH_HOME_DIR", (home or constants.blackfish_home()).resolve())
+    return Profile(constants.BUILTIN_PROFILE, "local", base, base, builtin=True)
+
+
+def profiles_path(home: Path | None = None) -> Path:
+    return (home or constants.blackfish_home()) / "profiles.cfg"
+
+
+def _read_parser(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a profiles file: {exc}") from None
+    if parser.defaults():
+        raise ConfigError(f"{path}: a [DEFAULT] section is not allowed (Blackfish reserves it)")
+    return parser
+
+
+def _default_section(parser: configparser.ConfigParser) -> str:
+    """Blackfish's rule: ``default = true``, else a section named ``default``, else the first."""
+    sections = parser.sections()
+    for sec in sections:
+        if parser.get(sec, "default", raw=True, fallback="").strip().lower() in _TRUE:
+            return sec
+    if "default" in sections:
+        return "default"
+    return sections[0]
+
+
+def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
+    """Resolve ``--profile NAME`` (or the default profile) to a validated :class:`Profile`."""
+    if name is not None and not _PROFILE_NAME.match(name):
+        raise ConfigError(f"--profile: not a profile name (letters, digits, '.', '_', '-'): {show(name)}")
+    path = profiles_path(home)
+    if not path.is_file():
+        if name in (None, constants.BUILTIN_PROFILE):
+            return builtin_profile(home)
+        raise ConfigError(f"profile {name!r} not found: there is no {path}")
+    parser = _read_parser(path)
+    if not parser.sections():
+        if name in (None, constants.BUILTIN_PROFILE):
+            return builtin_profile(home)
+        raise ConfigError(f"profile {name!r} not found: {path} has no profiles")
+    section = name if name is not None else _default_section(parser)
+    if not parser.has_section(section):
+        known = ", ".join(parser.sections())
+        raise ConfigError(f"profile {section!r} not found in {path} (profiles: {known})")
+    if not _PROFILE_NAME.match(section):
+        raise ConfigError(f"{path}: invalid profile name {show(section)}")
+    try:
+        raw = {k: v.strip() for k, v in parser.items(section)}
+    except configparser.Error as exc:
+        raise ConfigError(f"{path} [{section}]: {exc}") from None
+    schema = raw.get("schema") or raw.get("type")
+    if schema not in ("slurm", "local"):
+        raise ConfigError(f"{path} [{section}]: 'schema' must be 'slurm' or 'local', got {show(schema)}")
+    required = ["home_dir", "cache_dir"] + (["host", "user"] if schema == "slurm" else [])
+    for key in required:
+        if not raw.get(key):
+            raise ConfigError(f"{path} [{section}]: missing required key '{key}'")
+    home_dir = validate.safe_path(f"[{section}] home_dir", Path(raw["home_dir"]).expanduser())
+    cache_dir = validate.safe_path(f"[{section}] cache_dir", Path(raw["cache_dir"]).expanduser())
+    host = validate.ascii_only(f"[{section}] host", raw["host"]) if schema == "slurm" else None
+    user = validate.ascii_only(f"[{section}] user", raw["user"]) if schema == "slurm" else None
+    return Profile(section, schema, home_dir, cache_dir, host=host, user=user)
+
+
+# --------------------------------------------------------------------------- bfjobs.toml
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How a job is run: Slurm resources and the node's environment. All values validated."""
+
+    partition: str | None = None
+    qos: str | None = None
+    account: str | None = None
+    time: str | None = None
+    mem: str | None = None
+    cpus_per_task: int | None = None
+    constraint: str | None = None
+    modules: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    apptainer: str = "apptainer"
+    templates_dir: Path | None = None
+    hf_endpoint: str | None = None
+    max_workers: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def merged(self, **overrides: Any) -> JobSettings:
+        """Return a copy with the non-``None`` overrides (already validated) applied."""
+        clean = {k: v for k, v in overrides.items() if v is not None and v != ()}
+        return replace(self, **clean)
+
+
+#: Built-in defaults per kind; bfjobs.toml and command-line flags override them.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pull-image": {"time": "02:00:00", "mem": "8G", "cpus_per_task": 2},
+    "download-model": {"time": "12:00:00", "mem": "8G", "cpus_per_task": 4},
+}
+
+_APPTAINER = re.compile(r"^(?:[A-Za-z0-9._+-]+|/[A-Za-z0-9._+@/-]+)$")
+
+
+def _check_setting(key: str, value: Any, where: str) -> Any:
+    """Validate one bfjobs.toml (or command-line) setting; return its normalised value."""
+    label = f"{where} {key}"
+    if key in ("partition", "qos", "account"):
+        return validate.name(label, _as_str(label, value))
+    if key == "time":
+        return validate.slurm_time(label, _as_str(label, value))
+    if key == "mem":
+        return validate.slurm_mem(label, _as_str(label, value))
+    if key == "cpus_per_task":
+        return validate.positive_int(label, value, 1024)
+    if key == "max_workers":
+        return validate.positive_int(label, value, 64)
+    if key == "constraint":
+        return validate.constraint(label, _as_str(label, value))
+    if key == "modules":
+        return tuple(validate.module(label, _as_str(label, v)) for v in _as_list(label, value))
+    if key == "setup":
+        return tuple(validate.setup_line(label, _as_str(label, v)) for v in _as_list(label, value))
+    if key == "apptainer":
+        text = validate.ascii_only(label, _as_str(label, value))
+        if not _APPTAINER.match(text) or ".." in text.split("/"):
+            raise ConfigError(f"{label}: expected a command name or absolute path, got {show(text)}")
+        return text
+    if key == "templates_dir":
+        return validate.safe_path(label, Path(_as_str(label, value)).expanduser())
+    if key == "hf_endpoint":
+        return validate.url(label, _as_str(label, value))
+    raise ConfigError(f"{where}: unknown setting {show(key)}")
+
+
+def _as_str(label: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{label}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _as_list(label: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{label}: expected a list of strings")
+    if len(value) > 64:
+        raise ConfigError(f"{label}: too many entries ({len(value)}, at most 64)")
+    return value
+
+
+_SETTING_KEYS = {f.name for f in fields(JobSettings)} - {"extra"}
+
+
+def settings_path(home: Path | None = None) -> Path:
+    env = constants.config_path_env()
+    return Path(env) if env else (home or constants.blackfish_home()) / "bfjobs.toml"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"defaults", "profiles"}
+    if unknown:
+        first = show(sorted(unknown)[0])
+        raise ConfigError(f"{path}: unknown top-level table {first} (use [defaults] or [profiles.NAME])")
+    return data
+
+
+def _layer(table: Any, where: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a table into its plain settings and the settings of its ``kind`` sub-table."""
+    if table is None:
+        return {}, {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    plain: dict[str, Any] = {}
+    per_kind: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in constants.KINDS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a table")
+            if key == kind:
+                per_kind = {k: _check_setting(k, v, f"{where}.{key}") for k, v in value.items()}
+            else:
+                for k, v in value.items():  # validate the other kinds too: typos surface early
+                    _check_setting(k, v, f"{where}.{key}")
+            continue
+        if key not in _SETTING_KEYS:
+            raise ConfigError(f"{where}: unknown setting {show(key)}")
+        plain[key] = _check_setting(key, value, where)
+    return plain, per_kind
+
+
+def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSettings:
+    """Merge built-in defaults < [defaults] < [defaults.KIND] < [profiles.P] < [profiles.P.KIND]."""
+    path = settings_path(home)
+    data = _read_toml(path)
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
+    d_plain, d_kind = _layer(data.get("defaults"), f"{path.name} [defaults]", kind)
+    p_plain, p_kind = _layer(profiles.get(profile), f"{path.name} [profiles.{profile}]", kind)
+    merged: dict[str, Any] = dict(KIND_DEFAULTS.get(kind, {}))
+    for layer in (d_plain, d_kind, p_plain, p_kind):
+        merged.update(layer)
+    env_templates = constants.templates_dir_env()
+    if env_templates:
+        merged["templates_dir"] = _check_setting("templates_dir", env_templates, "BFJOBS_TEMPLATES_DIR")
+    if "hf_endpoint" not in merged and constants.hf_endpoint_env():
+        merged["hf_endpoint"] = _check_setting("hf_endpoint", constants.hf_endpoint_env(), "HF_ENDPOINT")
+    return JobSettings(**merged)
+
+
+def check_overrides(**flags: Any) -> dict[str, Any]:
+    """Validate command-line overrides with the same rules as the TOML file."""
+    return {k: _check_setting(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}

@@ -1,0 +1,78 @@
+"""Every environment variable bfjobs reads, in one place.
+
+Values are read when asked for (functions, not module globals) so a long-lived process or a
+test that changes the environment sees the current value; nothing else in the package touches
+``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Kinds of work bfjobs knows how to run.
+KINDS = ("pull-image", "download-model")
+
+#: Name of bfjobs' own job table and Alembic version table (never Blackfish's ``ddl_version``).
+JOBS_TABLE = "bfjobs_jobs"
+VERSION_TABLE = "bfjobs_alembic_version"
+
+#: Sub-folder of ``<home_dir>`` holding one folder per job (script, logs, submitit pickles).
+JOBS_SUBDIR = ("jobs", "bfjobs")
+
+#: Built-in profile used when there is no ``profiles.cfg`` at all.
+BUILTIN_PROFILE = "local"
+
+#: One state vocabulary for Slurm, local jobs and the DB (UNKNOWN only when nothing can be known).
+STATES = (
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "UNKNOWN",
+)
+FINISHED_STATES = frozenset(STATES[2:9])
+
+#: Hard limit for any single user-supplied value; longer values are refused, never truncated.
+MAX_VALUE_LEN = 512
+
+
+def blackfish_home() -> Path:
+    """Blackfish's app directory (``$BLACKFISH_HOME_DIR``, default ``~/.blackfish``)."""
+    raw = os.environ.get("BLACKFISH_HOME_DIR") or "~/.blackfish"
+    return Path(raw).expanduser()
+
+
+def db_url_env() -> str | None:
+    """``BFJOBS_DB_URL``: the database to use instead of ``$BLACKFISH_HOME_DIR/app.sqlite``."""
+    return os.environ.get("BFJOBS_DB_URL") or None
+
+
+def templates_dir_env() -> str | None:
+    """``BFJOBS_TEMPLATES_DIR``: a site templates directory searched before the packaged one."""
+    return os.environ.get("BFJOBS_TEMPLATES_DIR") or None
+
+
+def config_path_env() -> str | None:
+    """``BFJOBS_CONFIG``: an alternative to ``$BLACKFISH_HOME_DIR/bfjobs.toml``."""
+    return os.environ.get("BFJOBS_CONFIG") or None
+
+
+def hf_endpoint_env() -> str | None:
+    """``HF_ENDPOINT``: a Hugging Face mirror (same variable huggingface_hub reads)."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def node_scratch_base() -> Path:
+    """Node-local scratch for Apptainer's cache and temp files: ``$TMPDIR``, else ``/tmp``."""
+    return Path(os.environ.get("TMPDIR") or "/tmp")
+
+
+def slurm_job_id_env() -> str | None:
+    """The id of the Slurm job we are running in, if any."""
+    return os.environ.get("SLURM_JOB_ID") or None

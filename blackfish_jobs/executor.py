@@ -1,0 +1,146 @@
+"""Submission through submitit: Slurm with our Jinja script, or a detached local process.
+
+:class:`TemplatedSlurmExecutor` keeps everything submitit does (pickling the task, reading the
+job id, result files, re-attaching from any process) and only replaces the sbatch text with the
+rendered template. :class:`DetachedLocalExecutor` runs the same task without Slurm for the
+``local`` profile, in its own session so it outlives the command that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import utils as submitit_utils
+from submitit.local import local as submitit_local
+
+from . import render, tasks
+from .errors import ClusterError
+from .specs import JobSpec
+
+_TASKS = {"pull-image": tasks.pull_image}
+
+
+def minutes(slurm_time: str | None, default: float = 120.0) -> float:
+    """Convert a Slurm time string to minutes (for submitit's timeout and the local runner)."""
+    if not slurm_time:
+        return default
+    days = 0
+    rest = slurm_time
+    if "-" in rest:
+        d, rest = rest.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in rest.split(":")]
+        hours, mins, secs = [*parts, 0, 0][:3]
+    else:
+        parts = [int(p) for p in rest.split(":")]
+        if len(parts) == 1:
+            return float(parts[0]) + days * 1440
+        if len(parts) == 2:
+            mins, secs = parts
+            hours = 0
+        else:
+            hours, mins, secs = parts
+    return days * 1440 + hours * 60 + mins + secs / 60
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What the backend tells us about a job it accepted."""
+
+    backend: str  # "slurm" or "local"
+    native_id: str  # Slurm job id, or the local controller's pid
+    script: str | None  # the sbatch text actually submitted (Slurm only)
+
+
+class TemplatedSlurmExecutor(submitit.SlurmExecutor):
+    """A SlurmExecutor whose sbatch script is the rendered bfjobs template."""
+
+    def __init__(self, folder: Path, spec: JobSpec, bfjobs_id: str) -> None:
+        super().__init__(folder=folder, max_num_timeout=0)
+        self._spec = spec
+        self._bfjobs_id = bfjobs_id
+        # submitit uses "time" to count timeouts; the real limit is in the template's header.
+        self.parameters["time"] = int(minutes(spec.settings.time))
+
+    def _make_submission_file_text(self, command: str, uid: str) -> str:
+        expected = str(render.argv(render.submit_argv(Path(self.folder))))
+        if command != expected:  # submitit changed how it builds the command: fail loudly
+            raise ClusterError(f"unexpected submitit command {command!r}; expected {expected!r}")
+        return render.render(self._spec, Path(self.folder), self._bfjobs_id)
+
+
+class DetachedLocalExecutor(submitit.LocalExecutor):
+    """LocalExecutor whose controller starts in a new session with no terminal attached.
+
+    submitit's own controller inherits the caller's terminal and dies with it (SIGHUP); a pull
+    started with ``bfjobs submit`` on a laptop must keep running after the command returns.
+    """
+
+    def _submit_command(self, command: str) -> submitit_local.LocalJob[Any]:
+        env = dict(os.environ)
+        env.update(
+            SUBMITIT_LOCAL_NTASKS="1",
+            SUBMITIT_LOCAL_COMMAND=command,
+            SUBMITIT_LOCAL_TIMEOUT_S=str(int(60 * self.parameters.get("timeout_min", 120))),
+            SUBMITIT_LOCAL_SIGNAL_DELAY_S="30",
+            SUBMITIT_LOCAL_NODEID="0",
+            SUBMITIT_LOCAL_JOB_NUM_NODES="1",
+            SUBMITIT_STDERR_TO_STDOUT="",
+            SUBMITIT_EXECUTOR="local",
+            CUDA_VISIBLE_DEVICES="",
+            SUBMITIT_LOCAL_WITH_SHELL="",
+        )
+        log = Path(self.folder) / "local-controller.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "submitit.local._local", str(self.folder)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return submitit_local.LocalJob(folder=self.folder, job_id=str(process.pid), process=process)
+
+
+_SBATCH_ERROR = re.compile(r"sbatch: error: (.*)")
+
+
+def submit(spec: JobSpec, folder: Path, bfjobs_id: str) -> tuple[Submitted, Any]:
+    """Submit ``spec``'s task; returns what we record plus the live submitit job object."""
+    fn = _TASKS[spec.kind]
+    if spec.profile.is_slurm:
+        executor: submitit.core.core.PicklingExecutor = TemplatedSlurmExecutor(folder, spec, bfjobs_id)
+    else:
+        executor = DetachedLocalExecutor(folder=folder, max_num_timeout=0)
+        executor.update_parameters(timeout_min=minutes(spec.settings.time))
+    try:
+        # submitit prints sbatch's stderr itself on failure; we report it once, in one line.
+        with contextlib.redirect_stderr(io.StringIO()):
+            job = executor.submit(fn, spec.task)
+    except submitit_utils.FailedJobError as exc:
+        raise ClusterError(f"sbatch refused the job: {_scheduler_message(str(exc))}") from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ClusterError(f"could not submit the job: {exc}") from None
+    script = None
+    if spec.profile.is_slurm:
+        script = job.paths.submission_file.read_text()
+    return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id), script), job
+
+
+def _scheduler_message(text: str) -> str:
+    """The scheduler's own words from a failed sbatch call (its ``sbatch: error:`` lines)."""
+    found = _SBATCH_ERROR.findall(text)
+    if found:
+        return "; ".join(dict.fromkeys(m.strip() for m in found))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# Install (if needed) and start a real single-node Slurm cluster with accounting
+# on this machine: munged -> MariaDB -> slurmdbd -> (sacctmgr) -> slurmctld -> slurmd.
+#
+# Made for Debian 12 (slurm-wlm 22.05), run as root, without systemd. Everything
+# listens on 127.0.0.1. Idempotent: when the cluster is already up, a run only
+# checks its health (about a second). Stop it with scripts/slurm-down.sh.
+#
+# Environment knobs:
+#   BFJOBS_SLURM_CLUSTER  cluster name (default: bfjobs)
+#   BFJOBS_SLURM_ACCOUNT  account that root and nobody are added to (default: bfjobs)
+#   BFJOBS_SLURM_CPUS     CPUs declared for the node; more than the machine has, so
+#                         many small jobs run at once (default: 64)
+#   BFJOBS_SLURM_TIMEOUT  seconds to wait for each daemon to come up (default: 90)
+set -euo pipefail
+
+CLUSTER=$(printf '%s' "${BFJOBS_SLURM_CLUSTER:-bfjobs}" | tr '[:upper:]' '[:lower:]')
+ACCOUNT=${BFJOBS_SLURM_ACCOUNT:-bfjobs}
+WANT_CPUS=${BFJOBS_SLURM_CPUS:-64}
+TIMEOUT=${BFJOBS_SLURM_TIMEOUT:-90}
+NODE=$(hostname -s)
+
+PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+
+SLURM_CONF=/etc/slurm/slurm.conf
+DBD_CONF=/etc/slurm/slurmdbd.conf
+SLURM_RUN=/run/slurm
+SLURM_LOG=/var/log/slurm
+STATE_DIR=/var/lib/slurm/slurmctld
+SPOOL_DIR=/var/lib/slurm/slurmd
+MUNGE_KEY=/etc/munge/munge.key
+MUNGE_PID=/run/munge/munged.pid
+MUNGE_LOG=/var/log/munge/munged.log
+MYSQL_DATA=/var/lib/mysql
+MYSQL_RUN=/run/mysqld
+MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
+MYSQL_PID=$MYSQL_RUN/mysqld.pid
+MYSQL_LOG=/var/log/mysql/bfjobs-mariadbd.log
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+
+START_NS=$(date +%s%N)
+
+# ---------------------------------------------------------------- helpers
+
+say() { printf '[slurm-up] %s\n' "$*"; }
+
+# die MESSAGE [LOGFILE...]: print the message and the tail of each log, exit 1.
+die() {
+    local msg=$1 f
+    shift
+    printf '[slurm-up] ERROR: %s\n' "$msg" >&2
+    for f in "$@"; do
+        if [[ -s $f ]]; then
+            printf '[slurm-up] --- last lines of %s ---\n' "$f" >&2
+            tail -n 25 "$f" >&2
+        fi
+    done
+    exit 1
+}
+
+# running NAME PIDFILE: true when the pid file names a live process called NAME.
+# A zombie counts as dead: the init here can take seconds to reap exited daemons.
+running() {
+    local name=$1 pidfile=$2 pid comm stat
+    [[ -r $pidfile ]] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [[ -n $pid ]] || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ $comm == "$name" && ${stat:0:1} != Z ]]
+}
+
+# stop NAME PIDFILE: TERM the daemon (after checking its name), KILL after 15 s.
+stop() {
+    local name=$1 pidfile=$2 pid i
+    running "$name" "$pidfile" || return 0
+    pid=$(tr -dc '0-9' <"$pidfile")
+    say "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        running "$name" "$pidfile" || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+}
+
+# wait_for DESCRIPTION LOGFILE COMMAND...: poll COMMAND until it succeeds or TIMEOUT.
+wait_for() {
+    local what=$1 logfile=$2 deadline=$((SECONDS + TIMEOUT))
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            die "timed out after ${TIMEOUT}s waiting for $what" "$logfile"
+        fi
+        sleep 0.2
+    done
+}
+
+# install_file PATH OWNER MODE < CONTENT: replace PATH only when CONTENT differs.
+# Returns 0 when the file changed, 1 when it was already up to date.
+install_file() {
+    local path=$1 owner=$2 mode=$3 tmp
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [[ -f $path ]] && cmp -s "$tmp" "$path"; then
+        rm -f "$tmp"
+        chown "$owner" "$path"
+        chmod "$mode" "$path"
+        return 1
+    fi
+    install -o "${owner%%:*}" -g "${owner##*:}" -m "$mode" "$tmp" "$path"
+    rm -f "$tmp"
+    return 0
+}
+
+mysql_root() { mariadb --socket="$MYSQL_SOCK" -uroot; }
+
+# ---------------------------------------------------------------- checks
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+[[ $CLUSTER =~ ^[a-z0-9_-]+$ ]] || die "BFJOBS_SLURM_CLUSTER must match [a-z0-9_-]+ (got '$CLUSTER')"
+[[ $WANT_CPUS =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_CPUS must be a number (got '$WANT_CPUS')"
+[[ $TIMEOUT =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_TIMEOUT must be a number (got '$TIMEOUT')"
+
+# ---------------------------------------------------------------- packages
+
+install_packages() {
+    local missing=() p policy=/usr/sbin/policy-rc.d
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+
+    say "installing ${missing[*]}"
+    # Keep the packages' maintainer scripts from starting services (no systemd here).
+    if [[ -e $policy ]]; then
+        mv "$policy" "$policy.bfjobs-saved"
+    fi
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    # shellcheck disable=SC2064  # expand now: the trap must know the path
+    trap "rm -f '$policy'; [ -e '$policy.bfjobs-saved' ] && mv '$policy.bfjobs-saved' '$policy'" EXIT
+
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq -o DPkg::Lock::Timeout=300 ||
+        say "warning: apt-get update failed; trying the package lists already here"
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
+        "${PACKAGES[@]}" >/tmp/bfjobs-slurm-apt.log 2>&1 ||
+        die "apt-get install failed" /tmp/bfjobs-slurm-apt.log
+
+    rm -f "$policy"
+    if [[ -e $policy.bfjobs-saved ]]; then
+        mv "$policy.bfjobs-saved" "$policy"
+    fi
+    trap - EXIT
+}
+
+install_packages
+
+# ---------------------------------------------------------------- config
+
+# Real memory from slurmd -C; declare 95% of it so the node never reads as "low memory".
+hw=$(slurmd -C 2>/dev/null | head -n 1)
+real_mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
+hw_cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
+[[ -n $real_mem && -n $hw_cpus ]] || die "could not read the hardware from 'slurmd -C' (got: $hw)"
+mem_mb=$((real_mem * 95 / 100))
+cpus=$((WANT_CPUS > hw_cpus ? WANT_CPUS : hw_cpus))
+
+install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" /var/lib/slurm
+install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
+install -d -o root -g root -m 0755 "$SPOOL_DIR"
+
+# The database password lives only in slurmdbd.conf: keep the one already there.
+db_pass=$(sed -n 's/^StoragePass=//p' "$DBD_CONF" 2>/dev/null || true)
+if [[ -z $db_pass ]]; then
+    db_pass=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)
+fi
+
+slurm_conf_changed=0
+install_file "$SLURM_CONF" root:root 0644 <<EOF && slurm_conf_changed=1
+# Written by blackfish-jobs scripts/slurm-up.sh: edit the script, not this file.
+# Single-node test cluster on 127.0.0.1, without cgroups, with accounting (slurmdbd).
+ClusterName=$CLUSTER
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=slurm
+AuthType=auth/munge
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation=$STATE_DIR
+SlurmdSpoolDir=$SPOOL_DIR
+SlurmctldPidFile=$SLURM_RUN/slurmctld.pid
+SlurmdPidFile=$SLURM_RUN/slurmd.pid
+SlurmctldLogFile=$SLURM_LOG/slurmctld.log
+SlurmdLogFile=$SLURM_LOG/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+
+# No cgroups on this machine.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SwitchType=switch/none
+MailProg=/bin/true
+
+# The node declares more CPUs than it has (config_overrides) so that many
+# small test jobs run at the same time.
+SlurmdParameters=config_overrides
+ReturnToService=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+
+# Schedule fast: tests submit and wait for many short jobs.
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000,sched_interval=5,bf_interval=5,default_queue_depth=500
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+Waittime=0
+
+# Accounting through slurmdbd (sacct works); nothing is enforced.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+JobCompType=jobcomp/none
+
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem_mb State=UNKNOWN
+PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE DefMemPerCPU=100 State=UP
+PartitionName=datamover Nodes=$NODE Default=NO MaxTime=INFINITE DefMemPerCPU=100 State=UP
+EOF
+
+dbd_conf_changed=0
+install_file "$DBD_CONF" slurm:slurm 0600 <<EOF && dbd_conf_changed=1
+# Written by blackfish-jobs scripts/slurm-up.sh: edit the script, not this file.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=slurm
+DebugLevel=info
+LogFile=$SLURM_LOG/slurmdbd.log
+PidFile=$SLURM_RUN/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageLoc=$DB_NAME
+StorageUser=$DB_USER
+StoragePass=$db_pass
+EOF
+
+# slurmctld refuses to start on state saved under another cluster name.
+if [[ -f $STATE_DIR/clustername ]] && [[ $(cat "$STATE_DIR/clustername") != "$CLUSTER" ]]; then
+    stop slurmd "$SLURM_RUN/slurmd.pid"
+    stop slurmctld "$SLURM_RUN/slurmctld.pid"
+    say "cluster name changed to $CLUSTER: moving old controller state to $STATE_DIR.prev"
+    rm -rf "$STATE_DIR.prev"
+    mv "$STATE_DIR" "$STATE_DIR.prev"
+    install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
+fi
+
+# A changed config needs a restart of the daemons already running with the old one.
+if ((dbd_conf_changed)); then
+    stop slurmdbd "$SLURM_RUN/slurmdbd.pid"
+fi
+if ((slurm_conf_changed)); then
+    stop slurmd "$SLURM_RUN/slurmd.pid"
+    stop slurmctld "$SLURM_RUN/slurmctld.pid"
+fi
+
+# ---------------------------------------------------------------- munge
+
+munge_ok() { munge -n </dev/null | unmunge >/dev/null; }
+
+if ! running munged "$MUNGE_PID"; then
+    install -d -o munge -g munge -m 0755 /run/munge
+    install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+    if [[ ! -s $MUNGE_KEY ]]; then
+        say "creating $MUNGE_KEY"
+        mungekey --create --keyfile="$MUNGE_KEY"
+    fi
+    chown munge:munge "$MUNGE_KEY"
+    chmod 0600 "$MUNGE_KEY"
+    say "starting munged"
+    # --force: a munged killed hard leaves its socket behind.
+    runuser -u munge -- /usr/sbin/munged --force </dev/null >/dev/null 2>&1 ||
+        die "munged failed to start" "$MUNGE_LOG"
+fi
+wait_for "munged" "$MUNGE_LOG" munge_ok
+
+# ---------------------------------------------------------------- MariaDB
+
+mysql_ok() { mariadb-admin --socket="$MYSQL_SOCK" -uroot ping; }
+
+if ! running mariadbd "$MYSQL_PID"; then
+    install -d -o mysql -g mysql -m 0755 "$MYSQL_RUN" /var/log/mysql
+    if [[ ! -d $MYSQL_DATA/mysql ]]; then
+        say "initialising the MariaDB data directory"
+        install -d -o mysql -g mysql -m 0755 "$MYSQL_DATA"
+        mariadb-install-db --user=mysql --datadir="$MYSQL_DATA" --skip-test-db \
+            --auth-root-authentication-method=socket >"$MYSQL_LOG" 2>&1 ||
+            die "mariadb-install-db failed" "$MYSQL_LOG"
+    fi
+    say "starting mariadbd"
+    setsid mariadbd --user=mysql --datadir="$MYSQL_DATA" \
+        --bind-address=127.0.0.1 --port=3306 --socket="$MYSQL_SOCK" --pid-file="$MYSQL_PID" \
+        --log-error="$MYSQL_LOG" --innodb-lock-wait-timeout=900 \
+        </dev/null >>"$MYSQL_LOG" 2>&1 &
+    wait_for "mariadbd" "$MYSQL_LOG" mysql_ok
+fi
+
+# ---------------------------------------------------------------- slurmdbd
+
+dbd_ok() { sacctmgr -n -P show cluster format=cluster; }
+
+if ! running slurmdbd "$SLURM_RUN/slurmdbd.pid"; then
+    # Database and user: cheap and idempotent, so done at every slurmdbd start.
+    mysql_root <<EOF || die "could not create the accounting database" "$MYSQL_LOG"
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$db_pass';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$db_pass';
+GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+    say "starting slurmdbd"
+    slurmdbd </dev/null >"$SLURM_LOG/slurmdbd.start.log" 2>&1 ||
+        die "slurmdbd failed to start" "$SLURM_LOG/slurmdbd.start.log" "$SLURM_LOG/slurmdbd.log"
+fi
+wait_for "slurmdbd" "$SLURM_LOG/slurmdbd.log" dbd_ok
+
+# ---------------------------------------------------------------- accounting
+
+# Cluster, account and users must exist before slurmctld registers with slurmdbd.
+assoc=$(sacctmgr -n -P show assoc format=cluster,account,user) ||
+    die "sacctmgr cannot read associations" "$SLURM_LOG/slurmdbd.log"
+registered=0
+if ! grep -qx "$CLUSTER|root|" <<<"$assoc"; then
+    say "registering cluster $CLUSTER"
+    sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    registered=1
+fi
+if ! grep -qx "$CLUSTER|$ACCOUNT|" <<<"$assoc"; then
+    say "adding account $ACCOUNT"
+    sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" \
+        description="blackfish-jobs tests" organization=bfjobs >/dev/null
+    registered=1
+fi
+for user in root nobody; do
+    if ! grep -qx "$CLUSTER|$ACCOUNT|$user" <<<"$assoc"; then
+        say "adding user $user to account $ACCOUNT"
+        sacctmgr -i add user "$user" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+        registered=1
+    fi
+done
+if ((registered)); then
+    # A controller that started before its cluster existed does not report jobs.
+    stop slurmd "$SLURM_RUN/slurmd.pid"
+    stop slurmctld "$SLURM_RUN/slurmctld.pid"
+fi
+
+# ---------------------------------------------------------------- slurmctld, slurmd
+
+ctld_ok() { scontrol ping | grep -q 'is UP'; }
+
+if ! running slurmctld "$SLURM_RUN/slurmctld.pid"; then
+    say "starting slurmctld"
+    slurmctld </dev/null >"$SLURM_LOG/slurmctld.start.log" 2>&1 ||
+        die "slurmctld failed to start" "$SLURM_LOG/slurmctld.start.log" "$SLURM_LOG/slurmctld.log"
+fi
+wait_for "slurmctld" "$SLURM_LOG/slurmctld.log" ctld_ok
+
+if ! running slurmd "$SLURM_RUN/slurmd.pid"; then
+    say "starting slurmd -N $NODE"
+    slurmd -N "$NODE" </dev/null >"$SLURM_LOG/slurmd.start.log" 2>&1 ||
+        die "slurmd failed to start" "$SLURM_LOG/slurmd.start.log" "$SLURM_LOG/slurmd.log"
+fi
+
+# ---------------------------------------------------------------- health
+
+node_state() { sinfo -h -n "$NODE" -o %T 2>/dev/null | sort -u | tr '\n' ' ' | sed 's/ $//'; }
+
+resumed=0
+deadline=$((SECONDS + TIMEOUT))
+while :; do
+    state=$(node_state)
+    case $state in
+        idle | mixed | allocated | completing | "mixed completing" | "allocated completing") break ;;
+        *drain* | down)
+            # Left drained/down by an earlier run: slurmd is up now, so resume once.
+            if ((!resumed)) && running slurmd "$SLURM_RUN/slurmd.pid"; then
+                scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
+                resumed=1
+            fi
+            ;;
+    esac
+    if ((SECONDS >= deadline)); then
+        sinfo -R >&2 || true
+        die "node $NODE is not usable after ${TIMEOUT}s (state: '${state:-none}')" \
+            "$SLURM_LOG/slurmd.log" "$SLURM_LOG/slurmctld.log"
+    fi
+    if ! running slurmd "$SLURM_RUN/slurmd.pid"; then
+        die "slurmd exited" "$SLURM_LOG/slurmd.start.log" "$SLURM_LOG/slurmd.log"
+    fi
+    sleep 0.2
+done
+
+wait_for "sacct" "$SLURM_LOG/slurmdbd.log" sacct -n -X -o JobID
+
+# ---------------------------------------------------------------- summary
+
+elapsed=$((($(date +%s%N) - START_NS) / 1000000))
+say "Slurm is up in $((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000)))s: cluster=$CLUSTER node=$NODE" \
+    "cpus=$cpus mem=${mem_mb}M partitions=$(sinfo -h -o %R | paste -sd, -)"
+sinfo
