@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, config, constants
-from .errors import BadInput, BfjobsError, JobFailed
+from .errors import BfjobsError, JobFailed
 
 if TYPE_CHECKING:
     from .db import Database, JobRow
@@ -133,7 +133,40 @@ def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as
 # ----------------------------------------------------------------------------- commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class BfjobsGroup(click.Group):
+    """A group whose ``main`` turns every failure into one stderr line and an exit code.
+
+    Exit codes: 0 success, 1 job or cluster failure, 2 bad input. Overriding ``main`` (rather
+    than wrapping the console script) keeps the behaviour identical under ``CliRunner``.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra["standalone_mode"] = False
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "bfjobs", **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            _fail(f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        except BfjobsError as exc:
+            _fail(f"error: {exc}", exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # last line of defence: users never see a traceback
+            if os.environ.get("BFJOBS_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set BFJOBS_DEBUG=1 for the traceback)", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    _echo_err("bfjobs: " + " ".join(message.split())[:1000])
+    sys.exit(code)
+
+
+@click.group(cls=BfjobsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bfjobs")
 @click.option("--db", "db_url", metavar="URL", help="Database URL [env BFJOBS_DB_URL; default Blackfish's app.sqlite].")
 @click.pass_context
@@ -300,35 +333,5 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI: every failure is one line on stderr and an exit code (0/1/2)."""
-    try:
-        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        _echo_err("bfjobs: aborted")
-        sys.exit(1)
-    except click.UsageError as exc:
-        _echo_err(f"bfjobs: error: {' '.join(exc.format_message().split())}")
-        sys.exit(2)
-    except click.ClickException as exc:
-        _echo_err(f"bfjobs: error: {' '.join(exc.format_message().split())}")
-        sys.exit(exc.exit_code)
-    except BfjobsError as exc:
-        _echo_err(f"bfjobs: error: {exc}")
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _echo_err("bfjobs: interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("BFJOBS_DEBUG"):
-            raise
-        _echo_err(
-            f"bfjobs: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            " (set BFJOBS_DEBUG=1 for the traceback)"
-        )
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
-
-
-__all__ = ["BadInput", "cli", "main"]
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs")

@@ -106,6 +106,25 @@ def packaged_templates_dir() -> Path:
     return here.parent / "templates" / "sbatch"
 
 
+def _context_class() -> type:
+    """A Jinja context whose ``super()`` yields :class:`Shell`: a parent block is template text
+    that the renderer already quoted, not a value to quote again."""
+    import jinja2.runtime
+
+    class ShellBlockReference(jinja2.runtime.BlockReference):
+        def __call__(self) -> Shell:
+            return Shell(super().__call__())
+
+    class ShellContext(jinja2.runtime.Context):
+        def super(self, name: str, current: Any) -> Any:
+            ref = super().super(name, current)
+            if isinstance(ref, jinja2.runtime.BlockReference):
+                return ShellBlockReference(ref.name, ref._context, ref._stack, ref._depth)
+            return ref
+
+    return ShellContext
+
+
 def environment(site_dir: Path | None = None) -> Any:
     """A Jinja environment: the site's directory first, then the packaged templates.
 
@@ -131,6 +150,7 @@ def environment(site_dir: Path | None = None) -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.context_class = _context_class()
     env.filters["argv"] = argv
     return env
 

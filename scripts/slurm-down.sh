@@ -11,6 +11,10 @@ set -euo pipefail
 
 say() { printf '[slurm-down] %s\n' "$*"; }
 
+# Take turns with slurm-up.sh.
+exec 9>/run/bfjobs-slurm.lock
+flock -w 600 9 || { echo "[slurm-down] ERROR: /run/bfjobs-slurm.lock is still held" >&2; exit 1; }
+
 # alive PID NAME: true when PID is a live (not zombie) process called NAME.
 # Zombies count as dead: the init here can take seconds to reap exited daemons.
 alive() {
@@ -24,11 +28,11 @@ alive() {
 # stop NAME PIDFILE: TERM the daemon if the pid file names a live NAME, KILL after 20 s.
 stop() {
     local name=$1 pidfile=$2 pid i
-    if [[ ! -r $pidfile ]]; then
+    if [[ ! -e $pidfile ]]; then
         say "$name: not running (no pid file)"
         return 0
     fi
-    pid=$(tr -dc '0-9' <"$pidfile")
+    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile" || true)
     if [[ -z $pid ]] || ! alive "$pid" "$name"; then
         say "$name: not running (stale pid file)"
         rm -f "$pidfile"

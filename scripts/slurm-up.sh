@@ -2,9 +2,10 @@
 # Install (if needed) and start a real single-node Slurm cluster with accounting
 # on this machine: munged -> MariaDB -> slurmdbd -> (sacctmgr) -> slurmctld -> slurmd.
 #
-# Made for Debian 12 (slurm-wlm 22.05), run as root, without systemd. Everything
-# listens on 127.0.0.1. Idempotent: when the cluster is already up, a run only
-# checks its health (about a second). Stop it with scripts/slurm-down.sh.
+# Made for Debian 12 (slurm-wlm 22.05), run as root, without systemd. All traffic
+# goes over 127.0.0.1 (MariaDB binds only there; the Slurm daemons have no bind
+# option and listen on all addresses). Idempotent: when the cluster is already up,
+# a run only checks its health (under a second). Stop it with scripts/slurm-down.sh.
 #
 # Environment knobs:
 #   BFJOBS_SLURM_CLUSTER  cluster name (default: bfjobs)
@@ -26,7 +27,9 @@ SLURM_CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
 SLURM_RUN=/run/slurm
 SLURM_LOG=/var/log/slurm
-STATE_DIR=/var/lib/slurm/slurmctld
+# One controller state directory per cluster name: slurmctld refuses to start on
+# state saved under another name, and job ids then stay unique per cluster.
+STATE_DIR=/var/lib/slurm/slurmctld/$CLUSTER
 SPOOL_DIR=/var/lib/slurm/slurmd
 MUNGE_KEY=/etc/munge/munge.key
 MUNGE_PID=/run/munge/munged.pid
@@ -50,6 +53,10 @@ die() {
     local msg=$1 f
     shift
     printf '[slurm-up] ERROR: %s\n' "$msg" >&2
+    if [[ -n ${node_state:-} ]]; then
+        printf '[slurm-up] node %s is "%s"; reasons:\n' "$NODE" "$node_state" >&2
+        sinfo -R >&2 || true
+    fi
     for f in "$@"; do
         if [[ -s $f ]]; then
             printf '[slurm-up] --- last lines of %s ---\n' "$f" >&2
@@ -59,12 +66,13 @@ die() {
     exit 1
 }
 
-# running NAME PIDFILE: true when the pid file names a live process called NAME.
+# pid_of PIDFILE: the pid written in PIDFILE, or nothing.
+pid_of() { tr -dc '0-9' 2>/dev/null <"$1" || true; }
+
+# alive PID NAME: true when PID is a live process called NAME (checked in /proc).
 # A zombie counts as dead: the init here can take seconds to reap exited daemons.
-running() {
-    local name=$1 pidfile=$2 pid comm stat
-    [[ -r $pidfile ]] || return 1
-    pid=$(tr -dc '0-9' <"$pidfile")
+alive() {
+    local pid=$1 name=$2 comm stat
     [[ -n $pid ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
@@ -72,29 +80,39 @@ running() {
     [[ $comm == "$name" && ${stat:0:1} != Z ]]
 }
 
-# stop NAME PIDFILE: TERM the daemon (after checking its name), KILL after 15 s.
+# running NAME PIDFILE: true when the pid file names a live process called NAME.
+running() { alive "$(pid_of "$2")" "$1"; }
+
+# stop NAME PIDFILE: TERM the daemon (after checking its name), KILL after 20 s.
 stop() {
     local name=$1 pidfile=$2 pid i
-    running "$name" "$pidfile" || return 0
-    pid=$(tr -dc '0-9' <"$pidfile")
+    pid=$(pid_of "$pidfile")
+    alive "$pid" "$name" || return 0
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        running "$name" "$pidfile" || return 0
+    for ((i = 0; i < 200; i++)); do
+        alive "$pid" "$name" || return 0
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.2
 }
 
-# wait_for DESCRIPTION LOGFILE COMMAND...: poll COMMAND until it succeeds or TIMEOUT.
+# wait_for WHAT "LOGFILE..." NAME WATCH COMMAND...: poll COMMAND until it succeeds.
+# Fails after TIMEOUT seconds, or once daemon NAME has been gone for 3 s (WATCH is its
+# pid or the pid file it writes; "-" watches nothing), showing the tail of each log.
 wait_for() {
-    local what=$1 logfile=$2 deadline=$((SECONDS + TIMEOUT))
-    shift 2
+    local what=$1 name=$3 watch=$4 deadline=$((SECONDS + TIMEOUT)) gone=0 pid
+    local -a logs
+    read -ra logs <<<"$2"
+    shift 4
     until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            die "timed out after ${TIMEOUT}s waiting for $what" "$logfile"
+        if [[ $watch != - ]]; then
+            if [[ $watch =~ ^[0-9]+$ ]]; then pid=$watch; else pid=$(pid_of "$watch"); fi
+            if alive "$pid" "$name"; then gone=0; else gone=$((gone + 1)); fi
+            ((gone < 15)) || die "$name exited while waiting for $what" "${logs[@]}"
         fi
+        ((SECONDS < deadline)) || die "timed out after ${TIMEOUT}s waiting for $what" "${logs[@]}"
         sleep 0.2
     done
 }
@@ -124,6 +142,11 @@ mysql_root() { mariadb --socket="$MYSQL_SOCK" -uroot; }
 [[ $CLUSTER =~ ^[a-z0-9_-]+$ ]] || die "BFJOBS_SLURM_CLUSTER must match [a-z0-9_-]+ (got '$CLUSTER')"
 [[ $WANT_CPUS =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_CPUS must be a number (got '$WANT_CPUS')"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_TIMEOUT must be a number (got '$TIMEOUT')"
+
+# Two runs at once (say, two test sessions) would race: take turns.
+# (The daemons started below get "9>&-" so that they do not hold the lock.)
+exec 9>/run/bfjobs-slurm.lock
+flock -w 600 9 || die "another slurm-up.sh/slurm-down.sh still holds /run/bfjobs-slurm.lock"
 
 # ---------------------------------------------------------------- packages
 
@@ -170,7 +193,7 @@ hw_cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
 mem_mb=$((real_mem * 95 / 100))
 cpus=$((WANT_CPUS > hw_cpus ? WANT_CPUS : hw_cpus))
 
-install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" /var/lib/slurm
+install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" /var/lib/slurm /var/lib/slurm/slurmctld
 install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
 install -d -o root -g root -m 0755 "$SPOOL_DIR"
 
@@ -252,16 +275,6 @@ StorageUser=$DB_USER
 StoragePass=$db_pass
 EOF
 
-# slurmctld refuses to start on state saved under another cluster name.
-if [[ -f $STATE_DIR/clustername ]] && [[ $(cat "$STATE_DIR/clustername") != "$CLUSTER" ]]; then
-    stop slurmd "$SLURM_RUN/slurmd.pid"
-    stop slurmctld "$SLURM_RUN/slurmctld.pid"
-    say "cluster name changed to $CLUSTER: moving old controller state to $STATE_DIR.prev"
-    rm -rf "$STATE_DIR.prev"
-    mv "$STATE_DIR" "$STATE_DIR.prev"
-    install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
-fi
-
 # A changed config needs a restart of the daemons already running with the old one.
 if ((dbd_conf_changed)); then
     stop slurmdbd "$SLURM_RUN/slurmdbd.pid"
@@ -286,10 +299,10 @@ if ! running munged "$MUNGE_PID"; then
     chmod 0600 "$MUNGE_KEY"
     say "starting munged"
     # --force: a munged killed hard leaves its socket behind.
-    runuser -u munge -- /usr/sbin/munged --force </dev/null >/dev/null 2>&1 ||
+    runuser -u munge -- /usr/sbin/munged --force </dev/null >/dev/null 2>&1 9>&- ||
         die "munged failed to start" "$MUNGE_LOG"
 fi
-wait_for "munged" "$MUNGE_LOG" munge_ok
+wait_for "munged" "$MUNGE_LOG" munged "$MUNGE_PID" munge_ok
 
 # ---------------------------------------------------------------- MariaDB
 
@@ -305,11 +318,13 @@ if ! running mariadbd "$MYSQL_PID"; then
             die "mariadb-install-db failed" "$MYSQL_LOG"
     fi
     say "starting mariadbd"
+    touch "$MYSQL_LOG"
+    chown mysql:mysql "$MYSQL_LOG"
     setsid mariadbd --user=mysql --datadir="$MYSQL_DATA" \
         --bind-address=127.0.0.1 --port=3306 --socket="$MYSQL_SOCK" --pid-file="$MYSQL_PID" \
         --log-error="$MYSQL_LOG" --innodb-lock-wait-timeout=900 \
-        </dev/null >>"$MYSQL_LOG" 2>&1 &
-    wait_for "mariadbd" "$MYSQL_LOG" mysql_ok
+        </dev/null >>"$MYSQL_LOG" 2>&1 9>&- &
+    wait_for "mariadbd" "$MYSQL_LOG" mariadbd "$!" mysql_ok
 fi
 
 # ---------------------------------------------------------------- slurmdbd
@@ -326,10 +341,10 @@ GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
 FLUSH PRIVILEGES;
 EOF
     say "starting slurmdbd"
-    slurmdbd </dev/null >"$SLURM_LOG/slurmdbd.start.log" 2>&1 ||
+    slurmdbd </dev/null >"$SLURM_LOG/slurmdbd.start.log" 2>&1 9>&- ||
         die "slurmdbd failed to start" "$SLURM_LOG/slurmdbd.start.log" "$SLURM_LOG/slurmdbd.log"
 fi
-wait_for "slurmdbd" "$SLURM_LOG/slurmdbd.log" dbd_ok
+wait_for "slurmdbd" "$SLURM_LOG/slurmdbd.start.log $SLURM_LOG/slurmdbd.log" slurmdbd "$SLURM_RUN/slurmdbd.pid" dbd_ok
 
 # ---------------------------------------------------------------- accounting
 
@@ -339,19 +354,22 @@ assoc=$(sacctmgr -n -P show assoc format=cluster,account,user) ||
 registered=0
 if ! grep -qx "$CLUSTER|root|" <<<"$assoc"; then
     say "registering cluster $CLUSTER"
-    sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    sacctmgr -i add cluster "$CLUSTER" >/dev/null ||
+        die "sacctmgr could not add cluster $CLUSTER" "$SLURM_LOG/slurmdbd.log"
     registered=1
 fi
 if ! grep -qx "$CLUSTER|$ACCOUNT|" <<<"$assoc"; then
     say "adding account $ACCOUNT"
     sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" \
-        description="blackfish-jobs tests" organization=bfjobs >/dev/null
+        description="blackfish-jobs tests" organization=bfjobs >/dev/null ||
+        die "sacctmgr could not add account $ACCOUNT" "$SLURM_LOG/slurmdbd.log"
     registered=1
 fi
 for user in root nobody; do
     if ! grep -qx "$CLUSTER|$ACCOUNT|$user" <<<"$assoc"; then
         say "adding user $user to account $ACCOUNT"
-        sacctmgr -i add user "$user" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
+        sacctmgr -i add user "$user" account="$ACCOUNT" cluster="$CLUSTER" >/dev/null ||
+            die "sacctmgr could not add user $user" "$SLURM_LOG/slurmdbd.log"
         registered=1
     fi
 done
@@ -367,47 +385,42 @@ ctld_ok() { scontrol ping | grep -q 'is UP'; }
 
 if ! running slurmctld "$SLURM_RUN/slurmctld.pid"; then
     say "starting slurmctld"
-    slurmctld </dev/null >"$SLURM_LOG/slurmctld.start.log" 2>&1 ||
+    slurmctld </dev/null >"$SLURM_LOG/slurmctld.start.log" 2>&1 9>&- ||
         die "slurmctld failed to start" "$SLURM_LOG/slurmctld.start.log" "$SLURM_LOG/slurmctld.log"
 fi
-wait_for "slurmctld" "$SLURM_LOG/slurmctld.log" ctld_ok
+wait_for "slurmctld" "$SLURM_LOG/slurmctld.start.log $SLURM_LOG/slurmctld.log" slurmctld "$SLURM_RUN/slurmctld.pid" ctld_ok
 
 if ! running slurmd "$SLURM_RUN/slurmd.pid"; then
     say "starting slurmd -N $NODE"
-    slurmd -N "$NODE" </dev/null >"$SLURM_LOG/slurmd.start.log" 2>&1 ||
+    slurmd -N "$NODE" </dev/null >"$SLURM_LOG/slurmd.start.log" 2>&1 9>&- ||
         die "slurmd failed to start" "$SLURM_LOG/slurmd.start.log" "$SLURM_LOG/slurmd.log"
 fi
 
 # ---------------------------------------------------------------- health
 
-node_state() { sinfo -h -n "$NODE" -o %T 2>/dev/null | sort -u | tr '\n' ' ' | sed 's/ $//'; }
-
+# node_usable: true when the node takes jobs. A node left drained or down by an
+# earlier run is resumed once, when slurmd is up again.
 resumed=0
-deadline=$((SECONDS + TIMEOUT))
-while :; do
-    state=$(node_state)
-    case $state in
-        idle | mixed | allocated | completing | "mixed completing" | "allocated completing") break ;;
-        *drain* | down)
-            # Left drained/down by an earlier run: slurmd is up now, so resume once.
-            if ((!resumed)) && running slurmd "$SLURM_RUN/slurmd.pid"; then
-                scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
-                resumed=1
-            fi
-            ;;
+node_state=
+node_usable() {
+    node_state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | sort -u | paste -sd' ' -)
+    case $node_state in
+        *'*'* | *down* | *drain* | *fail* | *unknown* | *not_responding* | *maint* | *reboot* | *future* | "") ;;
+        *idle* | *mix* | *alloc* | *complet*) return 0 ;;
     esac
-    if ((SECONDS >= deadline)); then
-        sinfo -R >&2 || true
-        die "node $NODE is not usable after ${TIMEOUT}s (state: '${state:-none}')" \
-            "$SLURM_LOG/slurmd.log" "$SLURM_LOG/slurmctld.log"
+    if [[ $node_state == *drain* || $node_state == down ]] && ((!resumed)) &&
+        running slurmd "$SLURM_RUN/slurmd.pid"; then
+        scontrol update NodeName="$NODE" State=RESUME || true
+        resumed=1
     fi
-    if ! running slurmd "$SLURM_RUN/slurmd.pid"; then
-        die "slurmd exited" "$SLURM_LOG/slurmd.start.log" "$SLURM_LOG/slurmd.log"
-    fi
-    sleep 0.2
-done
+    return 1
+}
 
-wait_for "sacct" "$SLURM_LOG/slurmdbd.log" sacct -n -X -o JobID
+if ! node_usable; then
+    wait_for "node $NODE to be usable" "$SLURM_LOG/slurmd.start.log $SLURM_LOG/slurmd.log $SLURM_LOG/slurmctld.log" \
+        slurmd "$SLURM_RUN/slurmd.pid" node_usable
+fi
+wait_for "sacct to answer" "$SLURM_LOG/slurmdbd.log $SLURM_LOG/slurmctld.log" - - sacct -n -X -o JobID
 
 # ---------------------------------------------------------------- summary
 

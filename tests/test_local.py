@@ -1,0 +1,84 @@
+"""The built-in local profile: the same pull through submitit's LocalExecutor, no Slurm."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+
+from conftest import wait_for
+
+URI = "docker://ghcr.io/huggingface/text-generation-inference:latest"
+
+
+def images(site):
+    d = site.app_dir / "images"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def test_local_pull_end_to_end(site):
+    proc = site.bfjobs("submit", "pull-image", URI, "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "built-in 'local' profile" in proc.stderr
+    job = json.loads(proc.stdout)
+    target = site.app_dir.resolve() / "images" / "text-generation-inference_latest.sif"
+    assert job["state"] == "COMPLETED" and job["backend"] == "local" and job["slurm_job_id"] is None
+    assert job["result"]["path"] == str(target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert job["result"]["size"] == target.stat().st_size
+    assert images(site) == [target.name]  # nothing else (no partial file) published
+    # Apptainer's cache and temp dirs were job-private, outside home and caches, and removed.
+    [call] = site.apptainer_calls()
+    for var in ("APPTAINER_CACHEDIR", "APPTAINER_TMPDIR"):
+        path = call[var]
+        assert path and not path.startswith(str(site.root))
+        assert not os.path.exists(path)
+    # the DB row is there, in bfjobs' table inside Blackfish's app.sqlite
+    conn = sqlite3.connect(site.db_path)
+    assert conn.execute("SELECT state, kind FROM bfjobs_jobs WHERE id = ?", (job["id"],)).fetchone() == (
+        "COMPLETED", "pull-image",
+    )
+    # a second request finds it and submits nothing
+    again = site.bfjobs("submit", "pull-image", URI)
+    assert again.returncode == 0 and "already present" in again.stdout
+    assert len(site.apptainer_calls()) == 1
+
+
+def test_local_failed_pull_publishes_nothing(site):
+    proc = site.bfjobs("submit", "pull-image", "docker://alpine:broken", "--wait", "--json",
+                       FAKE_APPTAINER_FAIL_ON="broken")
+    assert proc.returncode == 1
+    job = json.loads(proc.stdout)
+    assert job["state"] == "FAILED"
+    assert "apptainer pull exited with code 255" in job["reason"]
+    assert images(site) == []
+    assert proc.stderr.strip().splitlines()[-1].startswith("bfjobs: error: 1 of 1 job(s) did not complete")
+
+
+def test_running_local_job_seen_from_a_new_process(site):
+    submitted = site.bfjobs("submit", "pull-image", "docker://alpine:slow", "--json", FAKE_APPTAINER_SLEEP="4")
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)
+    status = json.loads(site.bfjobs("status", job["id"], "--json").stdout)
+    assert status["state"] == "RUNNING"  # submitit's re-attached LocalJob would say "done" here
+    final = wait_for(
+        lambda: (s := json.loads(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
+        timeout=60,
+    )
+    assert final["state"] == "COMPLETED"
+    assert images(site) == ["alpine_slow.sif"]
+
+
+def test_killed_local_job_is_failed_not_running(site):
+    submitted = site.bfjobs("submit", "pull-image", "docker://alpine:killed", "--json", FAKE_APPTAINER_SLEEP="30")
+    job = json.loads(submitted.stdout)
+    wait_for(lambda: site.apptainer_calls(), timeout=30)
+    os.killpg(job["local_pid"], signal.SIGKILL)  # the controller runs in its own session
+    final = wait_for(
+        lambda: (s := json.loads(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
+        timeout=30,
+    )
+    assert final["state"] == "FAILED"
+    assert "ended without a result" in final["reason"]

@@ -1,0 +1,91 @@
+"""Image URIs: what is accepted, what it is called on disk, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from blackfish_jobs import config, specs
+from blackfish_jobs.errors import BadInput
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("uri", "filename"),
+    [
+        ("docker://ghcr.io/huggingface/text-generation-inference:latest", "text-generation-inference_latest.sif"),
+        ("docker://vllm/vllm-openai:v0.26.0", "vllm-openai_v0.26.0.sif"),
+        ("docker://alpine", "alpine_latest.sif"),
+        ("docker://localhost:5000/team/tool:1.2", "tool_1.2.sif"),
+        (f"docker://ubuntu@{DIGEST}", f"ubuntu_sha256-{'0123456789abcdef' * 4}.sif"),
+        (f"docker://ubuntu:24.04@{DIGEST}", "ubuntu_24.04.sif"),
+        ("oras://ghcr.io/org/image:1.0", "image_1.0.sif"),
+        ("library://sylabsed/examples/lolcow:latest", "lolcow_latest.sif"),
+        ("library://alpine", "alpine_latest.sif"),
+        ("shub://vsoch/hello-world", "hello-world_latest.sif"),
+        ("https://example.org/images/tool_2.0.sif", "tool_2.0.sif"),
+        ("https://example.org/images/tool", "tool_latest.sif"),
+    ],
+)
+def test_accepted_uris_and_file_names(uri, filename):
+    assert specs.parse_image_uri(uri).filename == filename
+
+
+HOSTILE = [
+    "docker://alpine;touch /tmp/pwned",
+    "docker://alpine$(id)",
+    "docker://alpine`id`",
+    "docker://alpine:latest\nid",
+    "docker://alpine:latest\r",
+    "docker://alp ine",
+    "docker://../../etc/passwd",
+    "docker://alpine:..",
+    "docker://ALPINE",
+    "docker://alpine@sha256:xyz",
+    "docker://alpine@sha256:" + "0" * 63,
+    "http://example.org/x.sif",
+    "file:///etc/passwd",
+    "/etc/passwd",
+    "alpine",
+    "-rf",
+    "--help",
+    "docker://",
+    "docker://alpine:" + "a" * 200,
+    "docker://" + "a/" * 300 + "b",
+    "https://example.org/x.sif?a=1&b=2",
+    "https://example.org/../x.sif",
+    "https://user:pw@example.org/x.sif",
+    "docker://alpine:{{ 7*7 }}",
+    "docker://alpine:%j",
+    "docker://\u0430lpine",  # Cyrillic a
+    "docker://alpine\u202e",
+    "docker://alpine\x00",
+    "",
+]
+
+
+@pytest.mark.parametrize("uri", HOSTILE)
+def test_hostile_uris_are_refused_in_one_line(uri):
+    with pytest.raises(BadInput) as info:
+        specs.parse_image_uri(uri)
+    message = str(info.value)
+    assert message.startswith("URI")
+    assert "\n" not in message and "\r" not in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("name", ["../x.sif", "x", "x.sif;id", ".hidden.sif", "a/b.sif", "x.SIF", "é.sif"])
+def test_bad_sif_names(name):
+    with pytest.raises(BadInput):
+        specs.check_sif_name(name)
+
+
+def test_destination_shared_or_home(site):
+    site.write_profiles()
+    profile = config.load_profile("slurm")
+    settings = config.load_settings("slurm", "pull-image")
+    shared = specs.pull_image("docker://alpine:3.20", profile, settings)
+    home = specs.pull_image("docker://alpine:3.20", profile, settings, to="home", name="mine.sif")
+    assert shared.target == site.cache_dir / "images" / "alpine_3.20.sif"
+    assert home.target == site.home_dir / "images" / "mine.sif"
+    assert "token" not in str(shared.request_record()).lower()
