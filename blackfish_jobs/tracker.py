@@ -288,8 +288,18 @@ def refresh(db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slur
             for key, value in values.items():
                 setattr(row, key, value)
             row.updated_at = now
+            if row.state == COMPLETED:
+                on_completed(db, row)
         fresh.append(row)
     return fresh
+
+
+def on_completed(db: Database, row: JobRow) -> None:
+    """Work that follows a successful job, once, when its result is first collected."""
+    if row.kind == "download-model":
+        from . import registry
+
+        registry.register(db, row)
 
 
 def wait(
