@@ -7,13 +7,14 @@ Data flows one way: a validated :mod:`specs` request is rendered (:mod:`render`)
 from __future__ import annotations
 
 import getpass
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout, render
 from .db import Database, JobRow, utcnow
-from .specs import JobSpec
+from .specs import DownloadModel, JobSpec, PullImage
 from .tracker import PENDING, RUNNING
 
 
@@ -24,9 +25,21 @@ class AlreadyPresent:
     kind: str
     path: Path
     profile: str
+    commit: str | None = None  # downloads: the snapshot's commit
+    where: str | None = None  # downloads: "shared" or "home"
+
+    def describe(self) -> str:
+        if self.commit is None:
+            return f"already present: {self.path} (use --force to pull again)"
+        cache = "the shared cache" if self.where == "shared" else "your home cache"
+        return f"already available: commit {self.commit} in {cache}: {self.path}"
 
     def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "state": "PRESENT", "path": str(self.path), "profile": self.profile}
+        data: dict[str, object] = {"kind": self.kind, "state": "PRESENT", "path": str(self.path)}
+        data["profile"] = self.profile
+        if self.commit is not None:
+            data.update(commit=self.commit, where=self.where, model_dir=str(self.path.parent.parent))
+        return data
 
 
 def new_id() -> str:
@@ -48,16 +61,39 @@ def check_destination(spec: JobSpec) -> None:
     """Refuse before submitting when the caller could not publish the artefact."""
     dest = spec.target.parent
     hint = ""
-    if dest.is_relative_to(spec.profile.cache_dir) and spec.kind == "pull-image":
+    if spec.kind == "pull-image" and dest.is_relative_to(spec.profile.cache_dir):
         hint = "The shared cache is read-only for users: use --to home, or ask your admins."
+    if spec.kind == "download-model" and isinstance(spec.task, DownloadModel) and spec.task.shared:
+        hint = "--shared is for admins of the shared cache; without it models go to your home_dir."
     layout.require_writable(dest, "the destination", hint)
     layout.require_writable(spec.profile.jobs_dir, "the job folder")
 
 
+def present(spec: JobSpec) -> AlreadyPresent | None:
+    """Is the artefact already where Blackfish will find it? (A few ``stat`` calls, no walk.)
+
+    Models follow Blackfish's admin guide: the shared cache first, then the user's; with no
+    ``--revision`` a shared snapshot is used as it is (never "latest" over a shared copy).
+    """
+    task = spec.task
+    if task.force:
+        return None
+    if isinstance(task, PullImage):
+        return AlreadyPresent(spec.kind, spec.target, spec.profile.name) if spec.target.exists() else None
+    places = [("shared", layout.models_dir(spec.profile.cache_dir)), ("home", layout.models_dir(spec.profile.home_dir))]
+    for where, models in places:
+        commit = layout.find_snapshot(models, task.repo_id, task.revision)
+        if commit is not None:
+            snapshot = layout.repo_dir(models, task.repo_id) / "snapshots" / commit
+            return AlreadyPresent(spec.kind, snapshot, spec.profile.name, commit, where)
+    return None
+
+
 def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent:
-    """Submit ``spec`` unless its artefact is already present (one ``stat``, no cache walk)."""
-    if spec.target.exists() and not spec.task.force:
-        return AlreadyPresent(spec.kind, spec.target, spec.profile.name)
+    """Submit ``spec`` unless its artefact is already present."""
+    found = present(spec)
+    if found is not None:
+        return found
     check_destination(spec)
     db.migrate()  # fail on a bad database before anything is submitted
     from . import executor
@@ -94,3 +130,11 @@ def _user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):
         return None
+
+
+def artefact_in_place(row: JobRow) -> bool:
+    """After COMPLETED: is the published artefact really there (the image, or the snapshot)?"""
+    if row.kind == "download-model":
+        snapshot = (row.result or {}).get("snapshot")
+        return bool(snapshot) and os.path.isdir(snapshot)
+    return os.path.exists(row.target)

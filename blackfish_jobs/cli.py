@@ -115,19 +115,52 @@ def _finish_progress() -> None:
 
 
 def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as_json: bool) -> None:
-    from . import tracker
+    from . import api, tracker
 
     rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
     _finish_progress()
-    ok = all(r.state == tracker.COMPLETED and os.path.exists(r.target) for r in rows)
+    _registration_notice(ctx)
+    ok = all(r.state == tracker.COMPLETED and api.artefact_in_place(r) for r in rows)
     if as_json:
         _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
     else:
         for r in rows:
             click.echo(_describe(r))
     if not ok:
-        bad = [r for r in rows if r.state != tracker.COMPLETED or not os.path.exists(r.target)]
+        bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
         raise JobFailed(f"{len(bad)} of {len(rows)} job(s) did not complete: {bad[0].id} is {bad[0].state}")
+
+
+def _registration_notice(ctx: Context, waiting: int | None = None) -> None:
+    """Register what can be; say once when finished downloads wait for Blackfish's model table."""
+    from . import registry
+
+    if waiting is None:
+        waiting = registry.sync(ctx.db)[1]
+    if waiting:
+        _echo_err(
+            f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {ctx.db.safe_url()} has no "
+            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+        )
+
+
+def _submit_and_report(ctx: Context, spec: Any, wait_: bool, as_json: bool) -> None:
+    """Shared tail of every ``submit`` command: submit (or report present), print, maybe wait."""
+    from . import api
+
+    outcome = api.submit(ctx.db, spec)
+    if isinstance(outcome, api.AlreadyPresent):
+        if as_json:
+            _print_json(outcome.to_json())
+        else:
+            click.echo(outcome.describe())
+        return
+    if not as_json:
+        click.echo(f"submitted {outcome.id} ({_native(outcome)}): {spec.label}")
+    if wait_:
+        _wait_and_report(ctx, [outcome.id], None, as_json)
+    elif as_json:
+        _print_json(outcome.to_json())
 
 
 # ----------------------------------------------------------------------------- commands
@@ -229,22 +262,7 @@ def submit_pull_image(
     **flags: Any,
 ) -> None:
     """Pull URI (docker://, oras://, library://, shub://, https://) into Blackfish's image cache."""
-    from . import api
-
-    spec = _pull_spec(uri, profile_name, to, sif_name, force, flags)
-    outcome = api.submit(ctx.db, spec)
-    if isinstance(outcome, api.AlreadyPresent):
-        if as_json:
-            _print_json(outcome.to_json())
-        else:
-            click.echo(f"already present: {outcome.path} (use --force to pull again)")
-        return
-    if not as_json:
-        click.echo(f"submitted {outcome.id} ({_native(outcome)}): {spec.label}")
-    if wait_:
-        _wait_and_report(ctx, [outcome.id], None, as_json)
-    elif as_json:
-        _print_json(outcome.to_json())
+    _submit_and_report(ctx, _pull_spec(uri, profile_name, to, sif_name, force, flags), wait_, as_json)
 
 
 @render_group.command("pull-image")
@@ -259,6 +277,97 @@ def render_pull_image(
     if not spec.profile.is_slurm:
         _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
     click.echo(api.preview(spec), nl=False)
+
+
+def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = slurm_options(fn)
+    fn = click.option("--force", is_flag=True, help="Download again into the chosen destination.")(fn)
+    fn = click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")(fn)
+    fn = click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable).")(fn)
+    fn = click.option(
+        "--shared", is_flag=True, help="Write to <cache_dir>/models (admins) instead of <home_dir>/models."
+    )(fn)
+    fn = click.option("--revision", metavar="REV", help="Branch, tag or 40-hex commit (default: the main branch).")(fn)
+    fn = profile_option(fn)
+    return click.argument("repo_id")(fn)
+
+
+def _download_spec(
+    repo_id: str,
+    profile_name: str | None,
+    revision: str | None,
+    shared: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    force: bool,
+    flags: dict,
+):
+    from . import specs
+
+    profile = _load_profile(profile_name)
+    settings = _settings(profile, "download-model", flags)
+    return specs.download_model(
+        repo_id, profile, settings, revision=revision, shared=shared, include=include, exclude=exclude, force=force
+    )
+
+
+@submit.command("download-model")
+@download_model_options
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit 0 only if the snapshot is in place.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def submit_download_model(
+    ctx: Context,
+    repo_id: str,
+    profile_name: str | None,
+    revision: str | None,
+    shared: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    force: bool,
+    wait_: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.
+
+    The shared cache is checked first, then yours: a model already there is used as it is.
+    """
+    spec = _download_spec(repo_id, profile_name, revision, shared, include, exclude, force, flags)
+    _submit_and_report(ctx, spec, wait_, as_json)
+
+
+@render_group.command("download-model")
+@download_model_options
+def render_download_model(
+    repo_id: str,
+    profile_name: str | None,
+    revision: str | None,
+    shared: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    force: bool,
+    **flags: Any,
+) -> None:
+    """Print the sbatch script `bfjobs submit download-model` would submit for REPO_ID."""
+    from . import api
+
+    spec = _download_spec(repo_id, profile_name, revision, shared, include, exclude, force, flags)
+    if not spec.profile.is_slurm:
+        _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
+    click.echo(api.preview(spec), nl=False)
+
+
+@cli.command()
+@click.pass_obj
+def sync(ctx: Context) -> None:
+    """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
+    from . import registry, tracker
+
+    tracker.refresh(ctx.db, ctx.db.unfinished())
+    registered, waiting = registry.sync(ctx.db)
+    click.echo(f"registered {registered} model(s) in Blackfish's model table; {waiting} waiting")
+    _registration_notice(ctx, waiting)
 
 
 @cli.command()

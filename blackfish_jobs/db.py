@@ -22,7 +22,7 @@ from . import constants
 from .errors import BadInput, show
 
 #: The newest migration; checked against the migrations folder by the tests.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = sa.MetaData()
 
@@ -45,6 +45,7 @@ jobs = sa.Table(
     sa.Column("submitted_at", sa.DateTime, nullable=False),
     sa.Column("ended_at", sa.DateTime),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("registered_at", sa.DateTime),  # download registered in Blackfish's model table
 )
 
 
@@ -75,6 +76,7 @@ class JobRow:
     submitted_at: datetime
     ended_at: datetime | None
     updated_at: datetime
+    registered_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON shape of a job (documented in the README)."""
@@ -96,6 +98,7 @@ class JobRow:
             "submitted_at": _iso(self.submitted_at),
             "ended_at": _iso(self.ended_at),
             "updated_at": _iso(self.updated_at),
+            "registered_at": _iso(self.registered_at),
         }
 
 

@@ -26,7 +26,7 @@ from . import render, tasks
 from .errors import ClusterError
 from .specs import JobSpec
 
-_TASKS = {"pull-image": tasks.pull_image}
+_TASKS = {"pull-image": tasks.pull_image, "download-model": tasks.download_model}
 
 
 def minutes(slurm_time: str | None, default: float = 120.0) -> float:

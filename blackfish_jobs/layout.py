@@ -53,3 +53,51 @@ def require_writable(path: Path, what: str, hint: str = "") -> None:
         existing = nearest_existing(path)
         extra = f" {hint}" if hint else ""
         raise NotWritable(f"cannot write to {what} {path} ({existing} is not writable by you).{extra}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def repo_folder(repo_id: str) -> str:
+    """``namespace/name`` → ``models--namespace--name`` (the hub-cache folder name)."""
+    return "models--" + repo_id.replace("/", "--")
+
+
+def repo_dir(models: Path, repo_id: str) -> Path:
+    return models / repo_folder(repo_id)
+
+
+def read_ref(repo: Path, ref: str) -> str | None:
+    """The commit a recorded branch/tag points to, if the ref file exists and looks valid."""
+    try:
+        text = (repo / "refs" / ref).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+
+
+def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | None:
+    """The commit of a snapshot of ``repo_id`` present under ``models``, or None.
+
+    Reads only the repo's own folder (its refs and the names in ``snapshots/``), never the whole
+    cache. ``revision`` None means "any snapshot": the one ``refs/main`` names, else the newest.
+    """
+    repo = repo_dir(models, repo_id)
+    snapshots = repo / "snapshots"
+    if revision is not None:
+        commit = revision if _is_sha(revision) else read_ref(repo, revision)
+        return commit if commit and (snapshots / commit).is_dir() else None
+    main = read_ref(repo, "main")
+    if main and (snapshots / main).is_dir():
+        return main
+    try:
+        entries = [e for e in os.scandir(snapshots) if _is_sha(e.name) and e.is_dir()]
+    except OSError:
+        return None
+    if not entries:
+        return None
+    return max(entries, key=lambda e: e.stat().st_mtime).name
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)

@@ -107,6 +107,83 @@ class PullImage:
         return self.dest_dir / self.filename
 
 
+# Hugging Face repo ids: namespace/name, each part of word characters, '.', '-'; no '--' or '..'
+# (Blackfish splits folder names on '--'), no leading/trailing '.' or '-', at most 96 characters.
+_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\'\"`$;&|<>(){}!#%]")
+_GLOB = re.compile(r"^[A-Za-z0-9._*?/\[\]!,+@=-]{1,256}$")
+
+
+def check_repo_id(value: str) -> str:
+    """A Hub model id ``namespace/name`` that Blackfish can find on disk."""
+    validate.ascii_only("REPO_ID", value)
+    parts = value.split("/")
+    if len(parts) != 2:
+        raise BadInput(f"REPO_ID: expected namespace/name (e.g. meta-llama/Llama-3.1-8B), got {show(value)}")
+    for part in parts:
+        if not _REPO_PART.match(part) or "--" in part or ".." in part:
+            raise BadInput(
+                f"REPO_ID: {show(part)} is not a valid Hub name (letters, digits, '.', '_', '-'; "
+                "no '--' or '..'; at most 96 characters)"
+            )
+    if value.endswith(".git"):
+        raise BadInput(f"REPO_ID: must not end with .git: {show(value)}")
+    return value
+
+
+def is_commit(revision: str) -> bool:
+    return bool(_SHA.match(revision))
+
+
+def check_revision(value: str) -> str:
+    """A branch or tag (git's ref-name rules) or a full 40-hex commit sha."""
+    validate.ascii_only("--revision", value)
+    if is_commit(value):
+        return value
+    bad = (
+        len(value) > 200
+        or _REF_FORBIDDEN.search(value)
+        or value.startswith(("-", "/"))
+        or value.endswith(("/", ".", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "@{" in value
+        or value == "@"
+        or any(part.startswith(".") for part in value.split("/"))
+    )
+    if bad:
+        raise BadInput(f"--revision: not a branch, tag or 40-hex commit: {show(value)}")
+    return value
+
+
+def check_pattern(field: str, value: str) -> str:
+    """An include/exclude glob as huggingface_hub's fnmatch takes it."""
+    validate.ascii_only(field, value)
+    if not _GLOB.match(value) or ".." in value.split("/") or value.startswith("/"):
+        raise BadInput(f"{field}: not a file pattern (e.g. '*.safetensors', 'original/*'): {show(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class DownloadModel:
+    """Node-side request for ``snapshot_download`` (pickled into the job folder: no token here)."""
+
+    repo_id: str
+    revision: str | None  # None: the default branch
+    models_dir: Path  # <cache_dir>/models or <home_dir>/models
+    endpoint: str | None
+    allow_patterns: tuple[str, ...] | None
+    ignore_patterns: tuple[str, ...] | None
+    max_workers: int
+    force: bool = False
+    shared: bool = False
+
+    @property
+    def target(self) -> Path:
+        return layout.repo_dir(self.models_dir, self.repo_id)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One job to render and submit: the profile, the resolved settings and the node request."""
@@ -114,7 +191,7 @@ class JobSpec:
     kind: Literal["pull-image", "download-model"]
     profile: Profile
     settings: JobSettings
-    task: PullImage
+    task: PullImage | DownloadModel
     label: str  # short human description, e.g. "docker://alpine:3.20 → /cache/images/alpine_3.20.sif"
 
     @property
@@ -124,7 +201,7 @@ class JobSpec:
     def request_record(self) -> dict[str, Any]:
         """What the DB keeps about the request (JSON-serialisable, no secrets)."""
         data = asdict(self.task)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 def pull_image(
@@ -145,3 +222,37 @@ def pull_image(
     base = profile.cache_dir if to == "shared" else profile.home_dir
     task = PullImage(ref.uri, layout.images_dir(base), filename, settings.apptainer, force)
     return JobSpec("pull-image", profile, settings, task, f"{ref.uri} -> {task.target}")
+
+
+def download_model(
+    repo_id: str,
+    profile: Profile,
+    settings: JobSettings,
+    *,
+    revision: str | None = None,
+    shared: bool = False,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    force: bool = False,
+) -> JobSpec:
+    """Validate a download request; destination is the user's models dir unless ``shared``."""
+    repo_id = check_repo_id(repo_id)
+    revision = check_revision(revision) if revision is not None else None
+    if len(include) > 64 or len(exclude) > 64:
+        raise BadInput("--include/--exclude: at most 64 patterns each")
+    allow = tuple(check_pattern("--include", p) for p in include) or None
+    ignore = tuple(check_pattern("--exclude", p) for p in exclude) or None
+    base = profile.cache_dir if shared else profile.home_dir
+    task = DownloadModel(
+        repo_id=repo_id,
+        revision=revision,
+        models_dir=layout.models_dir(base),
+        endpoint=settings.hf_endpoint,
+        allow_patterns=allow,
+        ignore_patterns=ignore,
+        max_workers=settings.max_workers or 8,
+        force=force,
+        shared=shared,
+    )
+    at = f"@{revision}" if revision else ""
+    return JobSpec("download-model", profile, settings, task, f"{repo_id}{at} -> {task.target}")

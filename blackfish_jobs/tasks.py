@@ -25,7 +25,7 @@ from typing import Any
 
 from . import layout
 from .errors import TaskError
-from .specs import PullImage
+from .specs import DownloadModel, PullImage, is_commit
 
 PUBLIC_DIR_MODE = 0o755
 PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts
@@ -166,4 +166,166 @@ def _image_result(req: PullImage, target: Path, started: float, node: str, *, al
         "duration_s": round(time.monotonic() - started, 3),
         "node": node,
         "already_present": already_present,
+    }
+
+
+# --------------------------------------------------------------------------- models
+
+
+def chmod_public(root: Path) -> None:
+    """``chmod -R 755`` on one repo folder (Blackfish's admin guide); symlinks left alone.
+
+    huggingface_hub writes some files 0600 whatever the umask (its issue #1141); other users of
+    a shared cache must read them.
+    """
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, PUBLIC_DIR_MODE)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, PUBLIC_FILE_MODE)
+
+
+def write_ref(repo: Path, ref: str, commit: str) -> None:
+    """Record ``refs/<ref>`` atomically (write a temporary file, then rename)."""
+    path = repo / "refs" / ref
+    ensure_public_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(commit)
+    os.chmod(tmp, PUBLIC_FILE_MODE)
+    os.replace(tmp, path)
+
+
+def publish_snapshot(staged: Path, repo: Path, commit: str, *, force: bool) -> bool:
+    """Move a complete staged repo folder's blobs, then its snapshot, into ``repo``.
+
+    Blobs are content-addressed (same name, same bytes), so existing ones are kept. The snapshot
+    folder appears in one ``rename`` once every blob it links to is in place. Returns False when
+    another job published the same commit first (its snapshot is then used as it is).
+    """
+    for sub in ("blobs", "snapshots", "refs"):
+        ensure_public_dir(repo / sub)
+    chmod_public(staged)
+    for kind in ("blobs", "trees"):
+        source = staged / kind
+        if not source.is_dir():
+            continue
+        ensure_public_dir(repo / kind)
+        for entry in source.iterdir():
+            dest = repo / kind / entry.name
+            if force or not dest.exists():
+                os.replace(entry, dest)
+    final = repo / "snapshots" / commit
+    new = staged / "snapshots" / commit
+    if final.exists():
+        if not force:
+            return False
+        old = repo / "snapshots" / f".bfjobs-old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+        os.rename(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
+    try:
+        os.rename(new, final)
+    except OSError:  # ENOTEMPTY/EEXIST: a concurrent job published this commit a moment ago
+        if final.is_dir():
+            return False
+        raise
+    return True
+
+
+def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
+    files = 0
+    size = 0
+    for dirpath, _dirs, filenames in os.walk(snapshot):
+        for name in filenames:
+            files += 1
+            size += os.stat(os.path.join(dirpath, name)).st_size  # follows the blob symlink
+    return files, size
+
+
+@contextlib.contextmanager
+def _hub_errors(req: DownloadModel) -> Iterator[None]:
+    """Turn huggingface_hub's and the network's errors into one clear line for the job's reason."""
+    from huggingface_hub import errors
+
+    what = f"{req.repo_id}@{req.revision or 'main'}"
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise TaskError(f"access to {what} is restricted: set HF_TOKEN or log in (hf auth login)") from None
+    except errors.RevisionNotFoundError:
+        raise TaskError(f"revision {req.revision!r} not found in {req.repo_id}") from None
+    except errors.RepositoryNotFoundError:
+        raise TaskError(f"repository {req.repo_id} not found (or private: set HF_TOKEN)") from None
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise TaskError(f"the hub answered HTTP {status} for {what}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise TaskError(f"download of {what} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("httpx", "httpcore")):  # network errors (httpx2)
+            raise TaskError(f"download of {what} interrupted: {type(exc).__name__}: {exc}") from None
+        raise
+
+
+def download_model(req: DownloadModel) -> dict[str, Any]:
+    """Download a revision-pinned snapshot through a private staging folder, then publish it.
+
+    The staging folder sits next to the destination (same filesystem, so publishing is a rename)
+    and is removed whatever happens: no ``*.incomplete`` file or half snapshot is ever visible,
+    and no huggingface_hub lock file is left in a shared cache.
+    """
+    started = time.monotonic()
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+    from huggingface_hub import HfApi, snapshot_download
+
+    # The token (if any) is read here, on the node, by huggingface_hub itself from HF_TOKEN or
+    # the user's token file: it never passes through bfjobs' scripts, pickles or database.
+    api = HfApi(endpoint=req.endpoint)
+    with stop_on_signals(), _hub_errors(req):
+        info = api.model_info(req.repo_id, revision=req.revision)
+        commit = info.sha
+        if not commit or not is_commit(commit):
+            raise TaskError(f"the hub returned no commit for {req.repo_id}@{req.revision or 'main'}")
+        pipeline = info.pipeline_tag or "unknown"
+        repo = req.target
+        ref = None if req.revision is not None and is_commit(req.revision) else (req.revision or "main")
+        snapshot = repo / "snapshots" / commit
+        published = False
+        if req.force or not snapshot.is_dir():
+            ensure_public_dir(req.models_dir)
+            token = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{uuid.uuid4().hex[:8]}"
+            staging = req.models_dir / f".bfjobs-staging-{token}"
+            try:
+                snapshot_download(
+                    req.repo_id,
+                    revision=commit,
+                    cache_dir=staging,
+                    endpoint=req.endpoint,
+                    allow_patterns=list(req.allow_patterns) if req.allow_patterns else None,
+                    ignore_patterns=list(req.ignore_patterns) if req.ignore_patterns else None,
+                    max_workers=req.max_workers,
+                )
+                published = publish_snapshot(staging / repo.name, repo, commit, force=req.force)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        if ref is not None:
+            write_ref(repo, ref, commit)
+        chmod_public(repo)
+    files, size = _snapshot_stats(snapshot)
+    return {
+        "repo_id": req.repo_id,
+        "revision": req.revision,
+        "commit": commit,
+        "model_dir": str(repo),
+        "snapshot": str(snapshot),
+        "files": files,
+        "bytes": size,
+        "pipeline_tag": pipeline,
+        "duration_s": round(time.monotonic() - started, 3),
+        "node": socket.gethostname(),
+        "already_present": not published,
     }

@@ -156,3 +156,32 @@ def slurm_site(site: Site) -> Iterator[Site]:
         """
     )
     yield site
+
+
+@pytest.fixture
+def read_only_cache(site):
+    """Make cache_dir read-only for everyone, root included: a read-only mount over it."""
+    import os
+
+    if os.geteuid() != 0:
+        site.cache_dir.chmod(0o555)
+        yield site.cache_dir
+        site.cache_dir.chmod(0o755)
+        return
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(site.cache_dir)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield site.cache_dir
+    finally:
+        subprocess.run(["umount", str(site.cache_dir)], check=True)
+
+
+@pytest.fixture
+def hub():
+    """A hub-compatible server on 127.0.0.1 serving the demo repo (tests/hubserver.py)."""
+    from hubserver import HubServer, make_demo_repo
+
+    with HubServer([make_demo_repo()]) as server:
+        yield server

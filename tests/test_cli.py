@@ -99,26 +99,6 @@ def test_already_present_submits_nothing(cli, site):
     assert "already present" in cli("submit", "pull-image", "docker://alpine:3.20").stdout
 
 
-@pytest.fixture
-def read_only_cache(site):
-    """Make cache_dir read-only for everyone, root included: a read-only mount over it."""
-    import os
-
-    if os.geteuid() != 0:
-        site.cache_dir.chmod(0o555)
-        yield site.cache_dir
-        site.cache_dir.chmod(0o755)
-        return
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(site.cache_dir)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield site.cache_dir
-    finally:
-        subprocess.run(["umount", str(site.cache_dir)], check=True)
-
-
 def test_unwritable_destination_refused_before_submitting(cli, site, read_only_cache):
     site.write_profiles()
     result = cli("submit", "pull-image", "docker://alpine:3.20")

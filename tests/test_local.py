@@ -82,3 +82,16 @@ def test_killed_local_job_is_failed_not_running(site):
     )
     assert final["state"] == "FAILED"
     assert "ended without a result" in final["reason"]
+
+
+def test_local_download_model(site, hub):
+    """The built-in local profile downloads a snapshot with the real client, no Slurm."""
+    proc = site.bfjobs("submit", "download-model", "bfjobs-test/tiny-model", "--revision", "v1.0", "--wait", "--json",
+                       HF_ENDPOINT=hub.url)
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)
+    commit = hub.get_repo("bfjobs-test/tiny-model").tags["v1.0"]
+    assert job["state"] == "COMPLETED" and job["result"]["commit"] == commit
+    snapshot = site.app_dir.resolve() / "models" / "models--bfjobs-test--tiny-model" / "snapshots" / commit
+    assert job["result"]["snapshot"] == str(snapshot)
+    assert (snapshot / "pytorch_model.bin").stat().st_size == 256 * 1024

@@ -89,3 +89,51 @@ def test_destination_shared_or_home(site):
     assert shared.target == site.cache_dir / "images" / "alpine_3.20.sif"
     assert home.target == site.home_dir / "images" / "mine.sif"
     assert "token" not in str(shared.request_record()).lower()
+
+
+@pytest.mark.parametrize("repo_id", ["meta-llama/Llama-3.1-8B", "openai/whisper-large-v3", "a/b", "Org_1/m.v2"])
+def test_valid_repo_ids(repo_id):
+    assert specs.check_repo_id(repo_id) == repo_id
+
+
+@pytest.mark.parametrize(
+    "repo_id",
+    ["gpt2", "a/b/c", "a--b/c", "a/b--c", "a/b..c", "../etc", "a/.b", "a/b-", "-a/b", "a/b.git", "a/" + "x" * 97,
+     "a/b c", "a/b;id", "a/$(id)", "a/b\n", "a/\u0430", "", "/b", "a/"],
+)
+def test_invalid_repo_ids(repo_id):
+    with pytest.raises(BadInput) as info:
+        specs.check_repo_id(repo_id)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("rev", ["main", "v1.0", "refs/pr/1", "release/2024-06", "a" * 40])
+def test_valid_revisions(rev):
+    assert specs.check_revision(rev) == rev
+
+
+@pytest.mark.parametrize(
+    "rev", ["..", "a..b", "-x", "x.lock", "a b", "x~1", "x^", "a:b", "@{1}", "@", ".hidden", "a/.b", "a//b", "a/",
+            "$(id)", "a;b", "a\nb", "`id`", "A" * 40 + "x" * 200, "v1.0\u200f"],
+)
+def test_invalid_revisions(rev):
+    with pytest.raises(BadInput):
+        specs.check_revision(rev)
+
+
+@pytest.mark.parametrize("pattern", ["../*", "/etc/*", "*.bin;id", "$(id)", "a b", "x\n", "{{x}}"])
+def test_invalid_patterns(pattern):
+    with pytest.raises(BadInput):
+        specs.check_pattern("--include", pattern)
+
+
+def test_download_destination(site):
+    site.write_profiles()
+    profile = config.load_profile("slurm")
+    settings = config.load_settings("slurm", "download-model")
+    home = specs.download_model("org/model", profile, settings, include=("*.json",))
+    shared = specs.download_model("org/model", profile, settings, revision="v1", shared=True)
+    assert home.target == site.home_dir / "models" / "models--org--model"
+    assert shared.target == site.cache_dir / "models" / "models--org--model"
+    assert home.task.allow_patterns == ("*.json",) and home.task.ignore_patterns is None
+    assert shared.task.revision == "v1" and shared.task.shared

@@ -1,0 +1,96 @@
+"""Registering finished downloads in Blackfish's ``model`` table, exactly as Blackfish 1.0 does.
+
+Blackfish's schema (REFERENCE.md §1): ``id`` is the 16 raw bytes of a UUID, timestamps are naive
+UTC text, ``revision`` is the full commit sha naming the snapshot folder, ``model_dir`` is the repo
+root, ``image`` the pipeline tag, and ``UNIQUE(repo, profile, revision)`` holds. bfjobs writes only
+that table (never ``download_task``, ``service``, ``jobs`` or ``ddl_version``) and never creates
+it: without it Blackfish has not initialised the database, and the result waits in bfjobs' own
+table (``registered_at`` is NULL) until ``bfjobs sync`` finds the table.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .db import Database, JobRow, jobs, utcnow
+
+MODEL_TABLE = "model"
+
+_UPSERT = sa.text(
+    """
+    INSERT INTO model (id, repo, profile, revision, image, created_at, updated_at, model_dir, metadata)
+    VALUES (:id, :repo, :profile, :revision, :image, :now, :now, :model_dir, :metadata)
+    ON CONFLICT (repo, profile, revision) DO UPDATE SET
+        image = excluded.image,
+        model_dir = excluded.model_dir,
+        metadata = excluded.metadata,
+        updated_at = excluded.updated_at
+    """
+)
+
+
+def _timestamp(moment: datetime) -> str:
+    """Blackfish's text form: naive UTC with microseconds (``2026-11-27 07:55:52.811393``)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def has_model_table(db: Database) -> bool:
+    with db.engine.connect() as conn:
+        return sa.inspect(conn).has_table(MODEL_TABLE)
+
+
+def _values(row: JobRow, now: datetime) -> dict[str, object]:
+    result = row.result or {}
+    size = int(result.get("bytes") or 0)
+    metadata = {
+        "model_size_gb": round(size / 1e9, 3),
+        "size_source": "disk",
+        "fetched_at": now.isoformat(timespec="seconds") + "Z",
+    }
+    return {
+        "id": uuid.uuid4().bytes,
+        "repo": result["repo_id"],
+        "profile": row.profile,
+        "revision": result["commit"],
+        "image": result.get("pipeline_tag") or "unknown",
+        "now": _timestamp(now),
+        "model_dir": result["model_dir"],
+        "metadata": json.dumps(metadata),
+    }
+
+
+def register(db: Database, row: JobRow) -> bool:
+    """Upsert one completed download; False (and nothing written) if Blackfish has no table."""
+    if row.kind != "download-model" or row.state != "COMPLETED" or not row.result:
+        return False
+    if not has_model_table(db):
+        return False
+    now = utcnow()
+    with db.begin() as conn:
+        conn.execute(_UPSERT, _values(row, now))
+        conn.execute(jobs.update().where(jobs.c.id == row.id).values(registered_at=now))
+    row.registered_at = now
+    return True
+
+
+def pending(db: Database) -> list[JobRow]:
+    """Completed downloads not yet in Blackfish's model table."""
+    stmt = sa.select(jobs).where(
+        jobs.c.kind == "download-model", jobs.c.state == "COMPLETED", jobs.c.registered_at.is_(None)
+    )
+    return db.query(stmt.order_by(jobs.c.submitted_at))
+
+
+def sync(db: Database) -> tuple[int, int]:
+    """Register every pending download; returns (registered, still pending)."""
+    rows = pending(db)
+    if not rows:
+        return 0, 0
+    if not has_model_table(db):
+        return 0, len(rows)
+    done = sum(register(db, row) for row in rows)
+    return done, len(rows) - done
