@@ -237,48 +237,6 @@ def pull_image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("uri")(fn)
 
 
-def _pull_spec(uri: str, profile_name: str | None, to: str, sif_name: str | None, force: bool, flags: dict):
-    from . import specs
-
-    profile = _load_profile(profile_name)
-    settings = _settings(profile, "pull-image", flags)
-    return specs.pull_image(uri, profile, settings, to=to, name=sif_name, force=force)  # type: ignore[arg-type]
-
-
-@submit.command("pull-image")
-@pull_image_options
-@click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit 0 only if the image is in place.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@click.pass_obj
-def submit_pull_image(
-    ctx: Context,
-    uri: str,
-    profile_name: str | None,
-    to: str,
-    sif_name: str | None,
-    force: bool,
-    wait_: bool,
-    as_json: bool,
-    **flags: Any,
-) -> None:
-    """Pull URI (docker://, oras://, library://, shub://, https://) into Blackfish's image cache."""
-    _submit_and_report(ctx, _pull_spec(uri, profile_name, to, sif_name, force, flags), wait_, as_json)
-
-
-@render_group.command("pull-image")
-@pull_image_options
-def render_pull_image(
-    uri: str, profile_name: str | None, to: str, sif_name: str | None, force: bool, **flags: Any
-) -> None:
-    """Print the sbatch script `bfjobs submit pull-image` would submit for URI."""
-    from . import api
-
-    spec = _pull_spec(uri, profile_name, to, sif_name, force, flags)
-    if not spec.profile.is_slurm:
-        _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
-    click.echo(api.preview(spec), nl=False)
-
-
 def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = slurm_options(fn)
     fn = click.option("--force", is_flag=True, help="Download again into the chosen destination.")(fn)
@@ -292,70 +250,63 @@ def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("repo_id")(fn)
 
 
-def _download_spec(
-    repo_id: str,
-    profile_name: str | None,
-    revision: str | None,
-    shared: bool,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    force: bool,
-    flags: dict,
-):
+def _spec(kind: str, params: dict[str, Any]) -> Any:
+    """Build the validated spec for ``kind`` from a command's parameters."""
     from . import specs
 
-    profile = _load_profile(profile_name)
-    settings = _settings(profile, "download-model", flags)
+    profile = _load_profile(params.pop("profile_name"))
+    settings = _settings(profile, kind, {k: params.pop(k) for k in SLURM_FLAGS})
+    if kind == "pull-image":
+        return specs.pull_image(
+            params["uri"], profile, settings, to=params["to"], name=params["sif_name"], force=params["force"]
+        )
     return specs.download_model(
-        repo_id, profile, settings, revision=revision, shared=shared, include=include, exclude=exclude, force=force
+        params["repo_id"],
+        profile,
+        settings,
+        revision=params["revision"],
+        shared=params["shared"],
+        include=params["include"],
+        exclude=params["exclude"],
+        force=params["force"],
     )
 
 
-@submit.command("download-model")
-@download_model_options
-@click.option("--wait", "wait_", is_flag=True, help="Wait for the job; exit 0 only if the snapshot is in place.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@click.pass_obj
-def submit_download_model(
-    ctx: Context,
-    repo_id: str,
-    profile_name: str | None,
-    revision: str | None,
-    shared: bool,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    force: bool,
-    wait_: bool,
-    as_json: bool,
-    **flags: Any,
-) -> None:
-    """Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.
+def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artefact: str) -> None:
+    """Create ``bfjobs submit KIND`` and ``bfjobs render KIND`` from one option set."""
 
-    The shared cache is checked first, then yours: a model already there is used as it is.
-    """
-    spec = _download_spec(repo_id, profile_name, revision, shared, include, exclude, force, flags)
-    _submit_and_report(ctx, spec, wait_, as_json)
+    @submit.command(kind, help=submit_help)
+    @options
+    @click.option("--wait", "wait_", is_flag=True, help=f"Wait for the job; exit 0 only if the {artefact} is in place.")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @click.pass_obj
+    def submit_kind(ctx: Context, wait_: bool, as_json: bool, **params: Any) -> None:
+        _submit_and_report(ctx, _spec(kind, params), wait_, as_json)
+
+    @render_group.command(kind, help=f"Print the sbatch script `bfjobs submit {kind}` would submit.")
+    @options
+    def render_kind(**params: Any) -> None:
+        from . import api
+
+        spec = _spec(kind, params)
+        if not spec.profile.is_slurm:
+            _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
+        click.echo(api.preview(spec), nl=False)
 
 
-@render_group.command("download-model")
-@download_model_options
-def render_download_model(
-    repo_id: str,
-    profile_name: str | None,
-    revision: str | None,
-    shared: bool,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    force: bool,
-    **flags: Any,
-) -> None:
-    """Print the sbatch script `bfjobs submit download-model` would submit for REPO_ID."""
-    from . import api
-
-    spec = _download_spec(repo_id, profile_name, revision, shared, include, exclude, force, flags)
-    if not spec.profile.is_slurm:
-        _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
-    click.echo(api.preview(spec), nl=False)
+_define_kind(
+    "pull-image",
+    pull_image_options,
+    "Pull URI (docker://, oras://, library://, shub://, https://) into Blackfish's image cache.",
+    "image",
+)
+_define_kind(
+    "download-model",
+    download_model_options,
+    "Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.\n\n"
+    "The shared cache is checked first, then yours: a model already there is used as it is.",
+    "snapshot",
+)
 
 
 @cli.command()
