@@ -143,9 +143,9 @@ def test_cancelled_pull_leaves_nothing(slurm_site):
     site = slurm_site
     job = json.loads(site.bfjobs("submit", "pull-image", "docker://alpine:cancel", "--json", check=True,
                                  FAKE_APPTAINER_SLEEP="60").stdout)
-    wait_for(lambda: site.apptainer_calls(), timeout=60)
     images = site.cache_dir / "images"
-    assert any(name.startswith(".bfjobs-partial-") for name in os.listdir(images))
+    # the pull is under way: its partial file sits, hidden, next to the final name
+    wait_for(lambda: images.is_dir() and any(n.startswith(".bfjobs-partial-") for n in os.listdir(images)), timeout=60)
     subprocess.run(["scancel", job["slurm_job_id"]], check=True)
     final = wait_for(lambda: (s := status(site, job["id"]))["state"] not in ("PENDING", "RUNNING") and s, timeout=60)
     assert final["state"] == "CANCELLED"
