@@ -8,8 +8,10 @@ job that fails, times out or is cancelled leaves nothing half-published in a sha
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -128,31 +130,110 @@ def publish_file(partial: Path, target: Path, force: bool) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def publish_lock(directory: Path, name: str, poll: float = 1.0) -> Iterator[None]:
+    """Hold an exclusive POSIX ``fcntl`` lock on ``<directory>/.bfjobs-lock-<name>``.
+
+    ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
+    no-op (huggingface_hub #4228). The lock file exists only while held: the holder unlinks it
+    before unlocking, and a waiter that wins a lock on an already-unlinked file retries, so no
+    stale lock file is ever left to block another user (huggingface_hub #2580).
+    """
+    path = directory / f".bfjobs-lock-{name}"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # held right now by another user (their file): wait for its release
+            time.sleep(poll)
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the previous holder removed this file after we opened it: start again
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
+    """Remove leftovers of killed jobs (only called with the artefact's publish lock held)."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            removed.append(entry.name)
+    if removed:
+        print(f"bfjobs: removed leftovers of interrupted jobs: {', '.join(removed)}", flush=True)
+    return removed
+
+
+def _job_tag() -> str:
+    """``<slurm job id or pid>-<8 hex>``: unique, and recognisable in leftovers' names."""
+    return f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{uuid.uuid4().hex[:8]}"
+
+
+_JOB_TAG_RE = r"[0-9_]+-[0-9a-f]{8}"
+
+
 def pull_image(req: PullImage) -> dict[str, Any]:
-    """``apptainer pull`` into ``req.dest_dir`` under a temporary name, then publish as 755."""
+    """``apptainer pull`` into ``req.dest_dir`` under a temporary name, then publish as 755.
+
+    Jobs pulling the same file serialise on a publish lock: the second finds the image in place
+    and reuses it instead of pulling again.
+    """
     started = time.monotonic()
     target = req.target
     node = socket.gethostname()
     if target.exists() and not req.force:
         return _image_result(req, target, started, node, already_present=True)
     ensure_public_dir(req.dest_dir)
-    token = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{uuid.uuid4().hex[:8]}"
+    token = _job_tag()
     partial = req.dest_dir / layout.partial_name(req.filename, token)
-    with stop_on_signals(), node_scratch(f"bfjobs-pull-{token}-") as scratch:
-        env = dict(os.environ)
-        for var in ("APPTAINER", "SINGULARITY"):
-            env[f"{var}_CACHEDIR"] = str(scratch / "cache")
-            env[f"{var}_TMPDIR"] = str(scratch / "tmp")
-        (scratch / "cache").mkdir()
-        (scratch / "tmp").mkdir()
+    stale = re.compile(re.escape(layout.PARTIAL_PREFIX) + _JOB_TAG_RE + "-" + re.escape(req.filename))
+    with stop_on_signals(), publish_lock(req.dest_dir, req.filename):
+        if target.exists() and not req.force:  # another job published it while we waited
+            return _image_result(req, target, started, node, already_present=True)
+        remove_stale(req.dest_dir, stale)
         try:
-            _run([req.apptainer, "pull", str(partial), req.uri], env)
-            if not partial.is_file() or partial.stat().st_size == 0:
-                raise TaskError(f"apptainer reported success but wrote no image at {partial}")
+            with node_scratch(f"bfjobs-pull-{token}-") as scratch:
+                _pull_into(req, partial, scratch)
             published = publish_file(partial, target, req.force)
         finally:
-            partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)  # already gone after a successful publish
     return _image_result(req, target, started, node, already_present=not published)
+
+
+def _pull_into(req: PullImage, partial: Path, scratch: Path) -> None:
+    """Run ``apptainer pull`` to ``partial`` with private cache and temp dirs in ``scratch``."""
+    env = dict(os.environ)
+    for var in ("APPTAINER", "SINGULARITY"):
+        env[f"{var}_CACHEDIR"] = str(scratch / "cache")
+        env[f"{var}_TMPDIR"] = str(scratch / "tmp")
+    (scratch / "cache").mkdir()
+    (scratch / "tmp").mkdir()
+    _run([req.apptainer, "pull", str(partial), req.uri], env)
+    if not partial.is_file() or partial.stat().st_size == 0:
+        raise TaskError(f"apptainer reported success but wrote no image at {partial}")
 
 
 def _image_result(req: PullImage, target: Path, started: float, node: str, *, already_present: bool) -> dict:
@@ -269,6 +350,37 @@ def _hub_errors(req: DownloadModel) -> Iterator[None]:
         raise
 
 
+def _download_locked(req: DownloadModel, commit: str) -> bool:
+    """Download ``commit`` through a private staging folder and publish it, under its lock.
+
+    A second job for the same commit waits for the lock, then finds the snapshot and reuses it.
+    Staging folders of killed jobs for this commit are removed first (safe: we hold the lock).
+    """
+    from huggingface_hub import snapshot_download
+
+    repo = req.target
+    key = f"{repo.name}@{commit}"
+    stale = re.compile(re.escape(f".bfjobs-staging-{key}-") + _JOB_TAG_RE)
+    with publish_lock(req.models_dir, key):
+        if not req.force and (repo / "snapshots" / commit).is_dir():
+            return False
+        remove_stale(req.models_dir, stale)
+        staging = req.models_dir / f".bfjobs-staging-{key}-{_job_tag()}"
+        try:
+            snapshot_download(
+                req.repo_id,
+                revision=commit,
+                cache_dir=staging,
+                endpoint=req.endpoint,
+                allow_patterns=list(req.allow_patterns) if req.allow_patterns else None,
+                ignore_patterns=list(req.ignore_patterns) if req.ignore_patterns else None,
+                max_workers=req.max_workers,
+            )
+            return publish_snapshot(staging / repo.name, repo, commit, force=req.force)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def download_model(req: DownloadModel) -> dict[str, Any]:
     """Download a revision-pinned snapshot through a private staging folder, then publish it.
 
@@ -280,7 +392,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
-    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub import HfApi
 
     # The token (if any) is read here, on the node, by huggingface_hub itself from HF_TOKEN or
     # the user's token file: it never passes through bfjobs' scripts, pickles or database.
@@ -297,21 +409,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
         published = False
         if req.force or not snapshot.is_dir():
             ensure_public_dir(req.models_dir)
-            token = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{uuid.uuid4().hex[:8]}"
-            staging = req.models_dir / f".bfjobs-staging-{token}"
-            try:
-                snapshot_download(
-                    req.repo_id,
-                    revision=commit,
-                    cache_dir=staging,
-                    endpoint=req.endpoint,
-                    allow_patterns=list(req.allow_patterns) if req.allow_patterns else None,
-                    ignore_patterns=list(req.ignore_patterns) if req.ignore_patterns else None,
-                    max_workers=req.max_workers,
-                )
-                published = publish_snapshot(staging / repo.name, repo, commit, force=req.force)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            published = _download_locked(req, commit)
         if ref is not None:
             write_ref(repo, ref, commit)
         chmod_public(repo)
