@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import layout, render
 from .db import Database, JobRow, utcnow
 from .specs import DownloadModel, JobSpec, PullImage
 from .tracker import PENDING, RUNNING
+
+if TYPE_CHECKING:
+    from .verify import Finding
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,53 @@ def present(spec: JobSpec) -> AlreadyPresent | None:
     return None
 
 
-def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent:
-    """Submit ``spec`` unless its artefact is already present."""
+@dataclass(frozen=True)
+class InFlight:
+    """Nothing submitted: a job for the same artefact is already pending or running."""
+
+    row: JobRow
+
+    def describe(self) -> str:
+        native = f"Slurm job {self.row.native_id}" if self.row.backend == "slurm" else f"pid {self.row.native_id}"
+        return f"already in flight: job {self.row.id} ({native}, {self.row.state}) for {self.row.target}"
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.row.to_json(), "in_flight": True}
+
+
+def in_flight(db: Database, spec: JobSpec) -> JobRow | None:
+    """An unfinished job for the same image, or the same repo@revision, if there is one.
+
+    One indexed DB query; the candidates (usually none) are refreshed with one Slurm call so a
+    job that just ended does not block a new request.
+    """
+    import sqlalchemy as sa
+
+    from . import tracker
+    from .constants import FINISHED_STATES
+    from .db import jobs
+
+    stmt = sa.select(jobs).where(
+        jobs.c.target == str(spec.target), jobs.c.kind == spec.kind, jobs.c.state.not_in(sorted(FINISHED_STATES))
+    )
+    rows = db.query(stmt)
+    if isinstance(spec.task, DownloadModel):
+        rows = [r for r in rows if r.request.get("revision") == spec.task.revision]
+    if not rows:
+        return None
+    live = [r for r in tracker.refresh(db, rows) if r.state not in FINISHED_STATES]
+    return live[0] if live else None
+
+
+def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent | InFlight:
+    """Submit ``spec`` unless its artefact is already present or already being fetched."""
     found = present(spec)
+    if found is not None:
+        return found
+    running = in_flight(db, spec)
+    if running is not None:
+        return InFlight(running)
+    found = present(spec)  # the in-flight job may have just published it
     if found is not None:
         return found
     check_destination(spec)
@@ -101,7 +150,11 @@ def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent:
     job_id = new_id()
     folder = spec.profile.jobs_dir / job_id
     folder.mkdir(parents=True, exist_ok=False)
-    submitted, _job = executor.submit(spec, folder, job_id)
+    try:
+        submitted, _job = executor.submit(spec, folder, job_id)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
+        raise
     now = utcnow()
     row = JobRow(
         id=job_id,
@@ -138,3 +191,28 @@ def artefact_in_place(row: JobRow) -> bool:
         snapshot = (row.result or {}).get("snapshot")
         return bool(snapshot) and os.path.isdir(snapshot)
     return os.path.exists(row.target)
+
+
+def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Finding]:
+    """Verify artefacts: given job ids or paths, else the latest completed job per artefact."""
+    from . import verify as checks
+
+    rows: list[JobRow] = []
+    findings: list[Finding] = []
+    for ref in refs:
+        if ref.startswith("/"):
+            findings.append(checks.verify_path(Path(ref)))
+        else:
+            rows.append(db.resolve(ref))
+    if not refs:
+        latest: dict[str, JobRow] = {}
+        for row in db.listing(states=["COMPLETED"], profile=profile):
+            latest.setdefault(row.target + "@" + str((row.result or {}).get("commit")), row)
+        rows = list(latest.values())
+    for row in rows:
+        result = row.result or {}
+        if row.kind == "pull-image":
+            findings.append(checks.verify_image(Path(row.target), result.get("sha256"), result.get("size"), row.id))
+        elif result.get("snapshot"):
+            findings.append(checks.verify_snapshot(Path(result["snapshot"]), row.id))
+    return findings

@@ -100,13 +100,12 @@ def _describe(row: JobRow) -> str:
 
 
 def _progress(rows: list[JobRow], elapsed: float) -> None:
-    """A single updating progress line, only on a terminal."""
+    """A single updating progress line (state, node, elapsed), only on a terminal."""
     if not sys.stderr.isatty():
         return
-    parts = [f"{r.id} {r.state}" + (f" on {r.node}" if r.node else "") for r in rows[:4]]
-    more = f" (+{len(rows) - 4})" if len(rows) > 4 else ""
-    line = f"\r[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] " + ", ".join(parts) + more
-    click.echo(line.ljust(100)[:160], err=True, nl=False)
+    from .views import progress_line
+
+    click.echo("\r" + progress_line(rows, elapsed)[:150].ljust(100), err=True, nl=False)
 
 
 def _finish_progress() -> None:
@@ -128,7 +127,24 @@ def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as
             click.echo(_describe(r))
     if not ok:
         bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
-        raise JobFailed(f"{len(bad)} of {len(rows)} job(s) did not complete: {bad[0].id} is {bad[0].state}")
+        raise JobFailed(_not_ok_message(rows, bad, timeout))
+
+
+def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None) -> str:
+    """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
+    from . import tracker
+
+    first = bad[0]
+    if first.state not in tracker.ENDED:
+        still = sum(r.state not in tracker.ENDED for r in rows)
+        return (
+            f"timed out after {timeout or 0:g} s: {still} of {len(rows)} job(s) not finished: "
+            f"{first.id} is {first.state}"
+        )
+    why = f" ({first.reason})" if first.reason else ""
+    if first.state == tracker.COMPLETED:
+        why = f" but its {first.kind} artefact is not in place ({first.target})"
+    return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
 
 
 def _registration_notice(ctx: Context, waiting: int | None = None) -> None:
@@ -154,6 +170,14 @@ def _submit_and_report(ctx: Context, spec: Any, wait_: bool, as_json: bool) -> N
             _print_json(outcome.to_json())
         else:
             click.echo(outcome.describe())
+        return
+    if isinstance(outcome, api.InFlight):
+        if not as_json:
+            click.echo(outcome.describe())
+        if wait_:
+            _wait_and_report(ctx, [outcome.row.id], None, as_json)
+        elif as_json:
+            _print_json(outcome.to_json())
         return
     if not as_json:
         click.echo(f"submitted {outcome.id} ({_native(outcome)}): {spec.label}")
@@ -310,6 +334,30 @@ _define_kind(
 
 
 @cli.command()
+@click.argument("refs", nargs=-1, metavar="[JOB_ID|PATH]...")
+@profile_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of findings.")
+@click.pass_obj
+def verify(ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_json: bool) -> None:
+    """Check artefacts for corruption: images against their recorded sha256, snapshots against
+    the hub's tree listing. Without arguments: every artefact of a completed job. Exit 1 if any
+    is corrupt. Reads every byte: run it on a data-transfer node for large caches."""
+    from . import api
+
+    findings = api.verify(ctx.db, list(refs), profile_name)
+    if as_json:
+        _print_json([f.to_json() for f in findings])
+    else:
+        for f in findings:
+            verdict = "ok" if f.ok else "CORRUPT"
+            note = f" ({f.problem})" if f.problem else ""
+            click.echo(f"{verdict:<8} {f.kind:<8} {f.path}{note}")
+    bad = [f for f in findings if not f.ok]
+    if bad:
+        raise JobFailed(f"{len(bad)} of {len(findings)} artefact(s) failed verification: {bad[0].path}")
+
+
+@cli.command()
 @click.pass_obj
 def sync(ctx: Context) -> None:
     """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
@@ -321,26 +369,64 @@ def sync(ctx: Context) -> None:
     _registration_notice(ctx, waiting)
 
 
+def _resolve_all(ctx: Context, refs: Sequence[str]) -> list[JobRow]:
+    """Each JOB_ID (bfjobs id, unique prefix, or Slurm job id) once, in the order given."""
+    rows = {}
+    for ref in refs:
+        row = ctx.db.resolve(ref)
+        rows.setdefault(row.id, row)
+    return list(rows.values())
+
+
+def _show_jobs(rows: Sequence[JobRow], empty: str) -> None:
+    from .views import print_jobs
+
+    if not rows:
+        click.echo(empty)
+        return
+    print_jobs(rows)
+
+
+class SinceType(click.ParamType):
+    """``--since``: an ISO date/time (local unless it says Z or an offset) or an age like 12h, 7d."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from .views import parse_since
+
+        try:
+            return parse_since(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @cli.command()
 @click.argument("job_ids", nargs=-1)
 @profile_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for one JOB_ID, else an array.")
 @click.pass_obj
 def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_json: bool) -> None:
-    """Refresh and show jobs (the given ones, or every unfinished one)."""
-    from . import tracker
+    """Refresh and show jobs (the given ones, or every unfinished one).
 
-    rows = [ctx.db.resolve(j) for j in job_ids] if job_ids else ctx.db.unfinished()
+    One accounting query for all of them (plus at most one squeue call for jobs too new for
+    accounting, or for all of them where there is no accounting). Exit 1 if Slurm could not be
+    asked about some job.
+    """
+    from . import tracker
+    from .errors import ClusterError
+
+    rows = _resolve_all(ctx, job_ids) if job_ids else ctx.db.unfinished()
     if profile_name:
         rows = [r for r in rows if r.profile == profile_name]
-    rows = tracker.refresh(ctx.db, rows)
+    report = tracker.refresh_report(ctx.db, rows)
+    rows = report.rows
     if as_json:
-        _print_json(rows[0].to_json() if len(job_ids) == 1 else [r.to_json() for r in rows])
-        return
-    if not rows:
-        click.echo("no unfinished jobs")
-    for row in rows:
-        click.echo(_describe(row))
+        _print_json(rows[0].to_json() if len(job_ids) == 1 and rows else [r.to_json() for r in rows])
+    else:
+        _show_jobs(rows, "no unfinished jobs")
+    if report.problems:
+        raise ClusterError(f"some jobs were not refreshed: {report.problems[0]}")
 
 
 @cli.command(name="list")
@@ -353,7 +439,8 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
 )
 @click.option("--kind", type=click.Choice(list(constants.KINDS)), help="Only this kind of job.")
 @profile_option
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option("--since", type=SinceType(), help="Only jobs submitted since DATE (2026-11-27T08:00, 12h, 7d).")
+@click.option("--limit", type=click.IntRange(0, None), default=50, show_default=True, help="At most N jobs (0: all).")
 @click.option("--refresh", is_flag=True, help="Ask Slurm (once) about unfinished jobs first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of job objects.")
 @click.pass_obj
@@ -362,21 +449,28 @@ def list_(
     states: tuple[str, ...],
     kind: str | None,
     profile_name: str | None,
+    since: Any,
     limit: int,
     refresh: bool,
     as_json: bool,
 ) -> None:
-    """List jobs from the database (no Slurm call unless --refresh)."""
+    """List jobs from the database, newest first (no Slurm call unless --refresh)."""
+    problems: list[str] = []
     if refresh:
         from . import tracker
 
-        tracker.refresh(ctx.db, ctx.db.unfinished())
-    rows = ctx.db.listing(states=[s.upper() for s in states], kind=kind, profile=profile_name, limit=limit)
+        problems = tracker.refresh_report(ctx.db, ctx.db.unfinished()).problems
+    rows = ctx.db.listing(
+        states=[s.upper() for s in states], kind=kind, profile=profile_name, since=since, limit=limit
+    )
     if as_json:
         _print_json([r.to_json() for r in rows])
-        return
-    for row in rows:
-        click.echo(_describe(row))
+    else:
+        _show_jobs(rows, "no jobs")
+    if problems:
+        from .errors import ClusterError
+
+        raise ClusterError(f"some jobs were not refreshed: {problems[0]}")
 
 
 @cli.command()
@@ -385,8 +479,71 @@ def list_(
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
-    """Wait for jobs to finish; exit 0 only if all COMPLETED."""
-    _wait_and_report(ctx, [ctx.db.resolve(j).id for j in job_ids], timeout, as_json)
+    """Wait for jobs to end; exit 0 only if all COMPLETED (1 otherwise, or on --timeout).
+
+    Polls with back-off (1 s, growing to 30 s); on a terminal a progress line shows each job's
+    state and node. A job Slurm no longer knows ends the wait as UNKNOWN instead of hanging.
+    """
+    _wait_and_report(ctx, [r.id for r in _resolve_all(ctx, job_ids)], timeout, as_json)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--stderr", "use_stderr", is_flag=True, help="The job's stderr log instead of its stdout.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.pass_obj
+def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
+    """Print a job's output from its job folder (--follow: until the job ends)."""
+    from . import joblogs
+
+    row = ctx.db.resolve(job_id)
+    out = click.get_binary_stream("stdout")
+    try:
+        row = joblogs.show(ctx.db, row, "err" if use_stderr else "out", out, follow=follow)
+    except BrokenPipeError:  # `bfjobs logs X | head`: the reader has all it wanted
+        _silence_stdout()
+        return
+    if follow:
+        why = f" ({row.reason})" if row.reason else ""
+        _echo_err(f"bfjobs: job {row.id} ended: {row.state}{why}")
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit-time flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs afterwards (an object for one JOB_ID).")
+@click.pass_obj
+def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel jobs: one scancel for all Slurm jobs; local jobs get SIGTERM.
+
+    The task removes its partial file when signalled, so nothing half-published remains. The
+    job reads CANCELLED once Slurm says so (waited for a few seconds). Exit 1 if Slurm refused.
+    """
+    from . import tracker
+    from .errors import ClusterError
+
+    outcomes = tracker.cancel(ctx.db, _resolve_all(ctx, job_ids))
+    if as_json:
+        rows = [o.row.to_json() for o in outcomes]
+        _print_json(rows[0] if len(outcomes) == 1 else rows)
+    else:
+        for o in outcomes:
+            text = {
+                "cancelled": f"cancelled ({o.row.state})",
+                "requested": f"cancel requested; {o.message}",
+                "already ended": f"already ended: {o.row.state}",
+                "refused": f"not cancelled: {o.message}",
+            }[o.action]
+            click.echo(f"{o.row.id}  {_native(o.row)}  {text}")
+    refused = [o for o in outcomes if o.action == "refused" and o.row.state not in tracker.ENDED]
+    if refused:
+        raise ClusterError(f"{len(refused)} job(s) not cancelled: {refused[0].row.id}: {refused[0].message}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -191,6 +191,24 @@ class Database:
         with self.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
+    def update_many(self, changes: Sequence[tuple[str, str, dict[str, Any]]]) -> set[str]:
+        """Apply ``(job_id, expected_state, values)`` in one transaction; return the ids changed.
+
+        A row whose state another process changed meanwhile is left alone (compare-and-set), so
+        two refreshers never both record the same transition; one transaction keeps a refresh
+        of a thousand jobs to one write.
+        """
+        done: set[str] = set()
+        if not changes:
+            return done
+        with self.begin() as conn:
+            for job_id, expected, values in changes:
+                values = {"updated_at": utcnow(), **values}
+                stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == expected).values(**values)
+                if conn.execute(stmt).rowcount:
+                    done.add(job_id)
+        return done
+
     def get(self, job_id: str) -> JobRow | None:
         rows = self.query(sa.select(jobs).where(jobs.c.id == job_id))
         return rows[0] if rows else None

@@ -90,10 +90,23 @@ def sha256_file(path: Path) -> str:
 
 
 def _run(argv: list[str], env: dict[str, str]) -> None:
-    """Run a command with output streamed to the job log; stop it if we are interrupted."""
+    """Run a command with output streamed to the job log; stop it if we are interrupted.
+
+    Its stderr is copied line by line to the job's stderr, and the last line becomes part of
+    the error (Apptainer's ``FATAL: ...`` is the reason a user needs to see).
+    """
     print("+", " ".join(argv), flush=True)
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr)
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    last = ""
     try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if line.strip():
+                last = line.strip()
+        sys.stderr.flush()
         code = proc.wait()
     except BaseException:
         proc.terminate()
@@ -104,7 +117,8 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
             proc.wait()
         raise
     if code != 0:
-        raise TaskError(f"{Path(argv[0]).name} {argv[1]} exited with code {code} (see the job log)")
+        detail = f": {last[:300]}" if last else " (see the job log)"
+        raise TaskError(f"{Path(argv[0]).name} {argv[1]} exited with code {code}{detail}")
 
 
 def publish_file(partial: Path, target: Path, force: bool) -> bool:

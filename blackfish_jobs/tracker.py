@@ -1,30 +1,57 @@
-"""Job states and results: one refresh asks the backend once for all jobs, then stores results.
+"""Job states and results: one refresh asks Slurm once for all jobs, then stores what it learned.
 
 State vocabulary (Slurm, local and DB alike): PENDING, RUNNING, COMPLETED, FAILED, CANCELLED,
-TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, and UNKNOWN only when nothing can be known.
-A job whose scheduler state is COMPLETED but whose result says the work failed is FAILED.
+TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, and UNKNOWN only when nothing can be known any
+more. A job whose scheduler state is COMPLETED but whose result says the work failed is FAILED.
+
+How a refresh of Slurm jobs decides (one ``sacct`` call for all, at most one ``squeue`` call):
+
+1. ``sacct`` (bounded by the oldest submit time, each record checked against its job's own
+   submit time) gives the state of every job accounting knows.
+2. Jobs it does not list (too new for accounting, or no accounting at all: ``sacct`` failed or
+   says it is disabled) are asked of ``squeue -t all`` in one call; the controller also keeps
+   finished jobs for ``MinJobAge`` seconds.
+3. A finished job is settled against its own result file (``COMPLETED`` whose result is an
+   error is FAILED with the error as reason; no result gives the log tail as reason).
+4. A job neither knows: its result file decides; without one it is UNKNOWN, with the reason,
+   once it is older than a grace period (it cannot be "too new" any more). If ``squeue`` itself
+   failed nothing is concluded and the refresh reports the problem instead.
+
+UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
+back, a result file that appears late on a shared filesystem) replaces it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import constants
+from . import constants, slurm
 from .db import Database, JobRow, utcnow
+from .errors import ClusterError
 
 PENDING, RUNNING, COMPLETED, FAILED = "PENDING", "RUNNING", "COMPLETED", "FAILED"
 CANCELLED, TIMEOUT, OUT_OF_MEMORY = "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"
 NODE_FAIL, PREEMPTED, UNKNOWN = "NODE_FAIL", "PREEMPTED", "UNKNOWN"
 STATES = constants.STATES
 FINISHED = constants.FINISHED_STATES
+#: States that end a wait: the finished ones, and UNKNOWN (nothing more can be learned now).
+ENDED = FINISHED | {UNKNOWN}
+
+#: A job Slurm does not know yet may be this new before it counts as vanished (sacct lag,
+#: a controller restarting); also the clock skew allowed between login node and controller.
+GRACE = timedelta(seconds=60)
+SKEW = timedelta(minutes=10)
+#: A job Slurm calls COMPLETED may be this long without a visible result file (shared
+#: filesystems cache directory entries) before it counts as "ended without a result".
+RESULT_GRACE = timedelta(seconds=30)
 
 # Slurm's job states (squeue/sacct long names) onto ours.
 _SLURM = {
@@ -65,12 +92,13 @@ def from_slurm(raw: str) -> str:
 
 @dataclass
 class Observation:
-    """What a refresh learned about one job."""
+    """What a refresh learned about one job (``known=False``: nothing; leave the row alone)."""
 
     state: str
     node: str | None = None
     reason: str | None = None
     result: dict[str, Any] | None = None
+    known: bool = True
 
 
 # ------------------------------------------------------------------------ result files
@@ -86,9 +114,17 @@ def read_result(row: JobRow) -> tuple[str, Any] | None:
     """submitit's ``(outcome, value)`` from the job folder, or None if not written (yet)."""
     from submitit.core.utils import pickle_load
 
+    if not row.native_id:
+        return None
     path = result_path(row)
     if not path.exists():
-        return None
+        # Listing the folder makes NFS-like filesystems revalidate their cached entries.
+        try:
+            os.listdir(row.folder)
+        except OSError:
+            return None
+        if not path.exists():
+            return None
     try:
         outcome, value = pickle_load(path)
     except Exception as exc:  # a truncated pickle: the job died while writing it
@@ -111,13 +147,22 @@ def _last_error_line(traceback_text: str) -> str:
     return last
 
 
-def log_tail(row: JobRow, lines: int = 1) -> str | None:
-    """The last non-empty line of the job's stderr (for a reason when there is no result)."""
-    from submitit.core.utils import JobPaths
+def log_path(row: JobRow, stream: str = "out") -> Path | None:
+    """The job's stdout (``out``) or stderr (``err``) log: ``<folder>/<native id>_0_log.<stream>``.
 
+    The same name for Slurm (the template's ``--output``/``--error``) and local jobs (submitit's
+    local controller); computed here so ``bfjobs logs`` does not import submitit.
+    """
     if not row.native_id:
         return None
-    path = JobPaths(row.folder, job_id=row.native_id, task_id=0).stderr
+    return Path(row.folder) / f"{row.native_id}_0_log.{stream}"
+
+
+def log_tail(row: JobRow, lines: int = 1) -> str | None:
+    """The last non-empty line(s) of the job's stderr (a reason when there is no result)."""
+    path = log_path(row, "err")
+    if path is None:
+        return None
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -126,100 +171,245 @@ def log_tail(row: JobRow, lines: int = 1) -> str | None:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
-    found = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(found[-lines:]) if found else None
+    found = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    tail = " | ".join(found[-lines:]) if found else None
+    return tail[-300:] if tail else None
 
 
-def settle(row: JobRow, backend_state: str, node: str | None = None) -> Observation:
-    """Combine the scheduler's state with the job's own result file."""
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def settle(row: JobRow, backend_state: str, node: str | None = None, detail: str | None = None) -> Observation:
+    """Combine the scheduler's state with the job's own result file.
+
+    ``detail`` is what Slurm adds: the pending reason, or how the job ended ("exit code 137").
+    """
     if backend_state not in FINISHED:
-        return Observation(backend_state, node)
+        return Observation(backend_state, node, detail if backend_state == PENDING else None)
     outcome = read_result(row)
     if outcome is not None and outcome[0] == "success":
         result = outcome[1] if isinstance(outcome[1], dict) else {"value": outcome[1]}
         if backend_state == COMPLETED:
             return Observation(COMPLETED, node, None, result)
-        return Observation(backend_state, node, f"scheduler says {backend_state} after the work finished", result)
+        return Observation(backend_state, node, f"Slurm says {backend_state} after the work finished", result)
     if outcome is not None:
         reason = _last_error_line(outcome[1])
         state = FAILED if backend_state == COMPLETED else backend_state
         if "timed-out" in reason or "time limit" in reason:
             state = TIMEOUT
-        return Observation(state, node, reason)
+        if backend_state == CANCELLED and detail:
+            reason = f"cancelled {detail} ({reason})"
+        return Observation(state, node, _one_line(reason))
+    tail = log_tail(row)
+    said = f" ({detail})" if detail else ""
     if backend_state == COMPLETED:
-        return Observation(FAILED, node, "job ended without writing a result: " + (log_tail(row) or "no log"))
-    return Observation(backend_state, node, log_tail(row) or f"Slurm state {backend_state}")
+        reason = f"job ended without writing a result{said}: " + (tail or "no log")
+        return Observation(FAILED, node, _one_line(reason))
+    if backend_state == CANCELLED and node is None and tail is None:
+        return Observation(CANCELLED, node, _one_line(f"cancelled before it started{said}"))
+    if backend_state == CANCELLED:
+        return Observation(CANCELLED, node, _one_line(f"cancelled{said} without a result; log: {tail or 'empty'}"))
+    reason = f"job ended {backend_state} without writing a result{said}; log: {tail or 'empty'}"
+    return Observation(backend_state, node, _one_line(reason))
 
 
 # ------------------------------------------------------------------------ Slurm
 
+SlurmRunner = slurm.Runner
+run_slurm = slurm.run
 
-SlurmRunner = Callable[[list[str]], str]
+# Accounting a site does not have is not asked again in the same process for a while (a wait
+# loop would otherwise start a failing sacct on every poll); keyed by runner and PATH.
+_NO_ACCOUNTING: dict[tuple[int, str], tuple[float, str]] = {}
+_NO_ACCOUNTING_TTL_S = 600.0
 
 
-def run_slurm(argv: list[str]) -> str:
-    """Run a Slurm client command; raise OSError/CalledProcessError on failure."""
-    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
+def _accounting_key(runner: SlurmRunner) -> tuple[int, str]:
+    return id(runner), os.environ.get("PATH", "")
 
 
-def sacct_states(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
-    """One ``sacct`` call for all rows, bounded by their earliest submit time.
+def _no_accounting(runner: SlurmRunner) -> str | None:
+    hit = _NO_ACCOUNTING.get(_accounting_key(runner))
+    if hit and time.monotonic() - hit[0] < _NO_ACCOUNTING_TTL_S:
+        return hit[1]
+    return None
 
-    The ``-S`` bound keeps a Slurm id reused after a controller reset from matching an old record.
-    Returns ``{job_id: (raw_state, nodelist)}`` for the jobs accounting knows about.
+
+def _end_detail(record: slurm.Record) -> str | None:
+    """How Slurm says a job ended, in words: "by uid 0", "exit code 137 (SIGKILL?)"."""
+    parts: list[str] = []
+    words = record.raw_state.split()
+    if len(words) >= 3 and words[1] == "by":
+        parts.append(f"by uid {words[2]}")
+    if record.exit_code and ":" in record.exit_code:
+        code, _, sig = record.exit_code.partition(":")
+        if sig.isdigit() and int(sig):
+            parts.append(f"killed by signal {sig}{_signame(int(sig))}")
+        elif code.isdigit() and int(code):
+            text = f"exit code {code}"
+            if 128 < int(code) < 160:
+                text += f" (128+{int(code) - 128}{_signame(int(code) - 128)}?)"
+            parts.append(text)
+    if record.reason and record.raw_state.split()[0] not in ("COMPLETED", "CANCELLED"):
+        parts.append(f"Slurm reason {record.reason}")
+    return ", ".join(parts) or None
+
+
+def _signame(number: int) -> str:
+    try:
+        return f" = {signal.Signals(number).name}"
+    except ValueError:
+        return ""
+
+
+def _match(row: JobRow, records: Iterable[slurm.Record]) -> slurm.Record | None:
+    """The record that is this job's: submitted no earlier than the job (less clock skew).
+
+    A requeued job gets a new submit time, so there is no upper bound — except for a job we
+    already call UNKNOWN: a much newer record under its id is another job reusing the id.
     """
-    start = min(r.submitted_at for r in rows) - timedelta(minutes=5)
-    argv = ["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State,NodeList", "-S", start.strftime("%Y-%m-%dT%H:%M:%S")]
-    argv += ["-j", ",".join(sorted({r.native_id for r in rows if r.native_id}))]
-    out = runner(argv)
-    found: dict[str, tuple[str, str]] = {}
-    for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3:
-            found[parts[0]] = (parts[1], parts[2])
-    return found
+    floor = row.submitted_at - SKEW
+    ceiling = row.submitted_at + SKEW if row.state == UNKNOWN else None
+    fitting = [
+        r
+        for r in records
+        if (r.submit is None and ceiling is None)
+        or (r.submit is not None and r.submit >= floor and (ceiling is None or r.submit <= ceiling))
+    ]
+    return fitting[-1] if fitting else None
 
 
-def squeue_states(ids: Iterable[str], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
-    """One ``squeue`` call for jobs accounting does not show yet (or at all)."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    out = runner(["squeue", "-h", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(wanted)])
-    found: dict[str, tuple[str, str]] = {}
-    for line in out.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 3:
-            found[parts[0]] = (parts[1], parts[2])
-    return found
+@dataclass
+class _Asked:
+    """What the Slurm calls of one refresh said overall."""
+
+    accounting_error: slurm.AccountingUnavailable | None = None
+    queue_asked: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)  # accounting says live, the controller does not know it
+
+
+def survey_slurm(
+    rows: Sequence[JobRow], runner: SlurmRunner = run_slurm, *, verify: bool = False
+) -> tuple[dict[str, Observation], list[str]]:
+    """Observations for Slurm jobs with one ``sacct`` and at most one ``squeue`` call.
+
+    ``verify`` also asks ``squeue`` about the jobs accounting calls live, so a record that
+    slurmdbd never closed (a "runaway" job) cannot keep a wait going forever; ``wait`` does
+    this every few minutes, not on every poll. Returns the observations and the problems that
+    kept some jobs unobserved (Slurm unreachable), one line each.
+    """
+    if not rows:
+        return {}, []
+    asked = _Asked()
+    problems: list[str] = []
+    accounting: dict[str, list[slurm.Record]] | None = None
+    memo = _no_accounting(runner)
+    if memo:
+        asked.accounting_error = slurm.AccountingUnavailable(memo, disabled=True)
+    else:
+        since = min(r.submitted_at for r in rows) - SKEW
+        try:
+            accounting = slurm.sacct([r.native_id or "" for r in rows], since, runner)
+        except slurm.AccountingUnavailable as exc:
+            asked.accounting_error = exc
+            if exc.disabled:
+                _NO_ACCOUNTING[_accounting_key(runner)] = (time.monotonic(), str(exc))
+    found: dict[str, slurm.Record] = {}
+    ask_queue: list[JobRow] = []
+    for row in rows:
+        record = _match(row, accounting.get(row.native_id or "", [])) if accounting is not None else None
+        if record is not None:
+            found[row.id] = record
+        if row.native_id and (record is None or (verify and from_slurm(record.raw_state) not in FINISHED)):
+            ask_queue.append(row)
+    if ask_queue:
+        try:
+            queue = slurm.squeue([r.native_id or "" for r in ask_queue], runner)
+        except slurm.SlurmUnavailable as exc:
+            problems.append(f"cannot ask Slurm about {len(ask_queue)} job(s): {exc}")
+        else:
+            for row in ask_queue:
+                asked.queue_asked.add(row.id)
+                record = _match(row, [queue[row.native_id]] if row.native_id in queue else [])
+                if record is not None:
+                    found[row.id] = record  # the controller's view is the freshest
+                elif row.id in found:
+                    asked.stale.add(row.id)
+                    del found[row.id]
+    now = utcnow()
+    observed: dict[str, Observation] = {}
+    for row in rows:
+        record = found.get(row.id)
+        observed[row.id] = _from_record(row, record, now) if record else _vanished(row, asked, now)
+    return observed, problems
+
+
+def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observation:
+    state = from_slurm(record.raw_state)
+    node = record.node or row.node
+    if state == UNKNOWN:  # a Slurm state we have no word for: keep polling, say what Slurm said
+        keep = row.state if row.state in (PENDING, RUNNING) else RUNNING
+        return Observation(keep, node, _one_line(f"Slurm state {record.raw_state}"))
+    if state == PENDING and record.source == "sacct" and (record.node or row.state == RUNNING):
+        # accounting lags the controller: it records the allocation before the state, and a job
+        # the controller already called RUNNING does not go back to PENDING on sacct's word
+        state = RUNNING
+    if state == PENDING:
+        return Observation(PENDING, record.node, record.reason)
+    if state not in FINISHED:
+        return Observation(state, node)
+    if state == COMPLETED and read_result(row) is None and record.end and now - record.end < RESULT_GRACE:
+        return Observation(row.state, row.node, row.reason, known=False)  # the result may still be in flight
+    return settle(row, state, record.node if state == CANCELLED else node, _end_detail(record))
+
+
+def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
+    """Neither accounting nor the controller knows the job: its folder, else UNKNOWN."""
+    outcome = read_result(row)
+    if outcome is not None:
+        return settle(row, COMPLETED if outcome[0] == "success" else FAILED, row.node)
+    keep = Observation(row.state, row.node, row.reason, known=False)
+    if not row.native_id:
+        return Observation(UNKNOWN, row.node, "no Slurm job id was recorded for this job")
+    sid = row.native_id
+    if row.id not in asked.queue_asked:  # squeue failed: nothing can be concluded now
+        return keep
+    if now - row.submitted_at < GRACE:
+        return keep  # too new to be missing (accounting lag, a controller coming back)
+    if row.id in asked.stale:
+        reason = (
+            f"accounting still calls Slurm job {sid} live but the controller no longer knows it "
+            "(an unclosed accounting record), and it wrote no result"
+        )
+    elif asked.accounting_error is None:
+        reason = f"Slurm job {sid} is known neither to accounting nor to the controller, and wrote no result"
+    else:
+        reason = (
+            f"no accounting ({asked.accounting_error}); the controller no longer knows Slurm job {sid} "
+            "(ended more than MinJobAge ago, or lost), and it wrote no result"
+        )
+    return Observation(UNKNOWN, row.node, _one_line(reason))
 
 
 def observe_slurm(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, Observation]:
     """States for Slurm jobs: one sacct call, plus one squeue call for any it does not list."""
+    return survey_slurm(rows, runner)[0]
+
+
+def sacct_states(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
+    """``{slurm id: (raw state, node)}`` from one bounded sacct call (kept for callers)."""
     if not rows:
         return {}
-    try:
-        known = sacct_states(rows, runner)
-    except (OSError, subprocess.SubprocessError):
-        known = {}
-    missing = [r.native_id for r in rows if r.native_id and r.native_id not in known]
-    if missing:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            known.update(squeue_states(missing, runner))
-    out: dict[str, Observation] = {}
-    for row in rows:
-        raw = known.get(row.native_id or "")
-        if raw is None:
-            # Neither accounting nor the controller knows it: only the job folder can tell.
-            outcome = read_result(row)
-            if outcome is not None:
-                out[row.id] = settle(row, COMPLETED if outcome[0] == "success" else FAILED)
-            else:
-                out[row.id] = Observation(row.state, row.node, row.reason)
-            continue
-        node = raw[1] if raw[1] and raw[1] not in ("None assigned", "(null)") else None
-        out[row.id] = settle(row, from_slurm(raw[0]), node)
-    return out
+    since = min(r.submitted_at for r in rows) - SKEW
+    found = slurm.sacct([r.native_id or "" for r in rows], since, runner)
+    return {sid: (recs[-1].raw_state, recs[-1].node or "") for sid, recs in found.items()}
+
+
+def squeue_states(ids: Iterable[str], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
+    """``{slurm id: (raw state, node)}`` from one squeue call (kept for callers)."""
+    return {sid: (r.raw_state, r.node or "") for sid, r in slurm.squeue(ids, runner).items()}
 
 
 # ------------------------------------------------------------------------ local
@@ -256,42 +446,81 @@ def observe_local(row: JobRow) -> Observation:
     if read_result(row) is not None:
         return settle(row, COMPLETED)
     reason = "local job process ended without a result: " + (log_tail(row) or "no log")
-    return Observation(FAILED, "localhost", reason)
+    return Observation(FAILED, "localhost", _one_line(reason))
 
 
 # ------------------------------------------------------------------------ refresh
 
 
-def refresh(db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> list[JobRow]:
-    """Refresh unfinished ``rows`` (one Slurm query for all), store changes, return fresh rows."""
+@dataclass
+class Refreshed:
+    """The fresh rows of a refresh, and why some could not be observed (one line each)."""
+
+    rows: list[JobRow]
+    problems: list[str]
+
+
+def reload(db: Database, ids: Sequence[str]) -> list[JobRow]:
+    """Rows by bfjobs id, in the given order, with one query (another process may have moved them)."""
+    import sqlalchemy as sa
+
+    from .db import jobs
+
+    unique = list(dict.fromkeys(ids))
+    by_id = {r.id: r for r in db.query(sa.select(jobs).where(jobs.c.id.in_(unique)))}
+    return [by_id[i] for i in unique if i in by_id]
+
+
+def refresh_report(
+    db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm, *, verify: bool = False
+) -> Refreshed:
+    """Refresh the rows not finished yet (one Slurm query for all), store changes, report problems.
+
+    Each change is written only if the row still has the state it was read with, so two
+    processes refreshing at once never both record (and post-process) the same transition.
+    """
     live = [r for r in rows if r.state not in FINISHED]
-    observed = observe_slurm([r for r in live if r.backend == "slurm"], runner)
+    observed, problems = survey_slurm([r for r in live if r.backend == "slurm"], runner, verify=verify)
     for row in live:
         if row.backend == "local":
             observed[row.id] = observe_local(row)
     now = utcnow()
-    fresh: list[JobRow] = []
+    changes: list[tuple[JobRow, dict[str, Any]]] = []
     for row in rows:
         obs = observed.get(row.id)
-        if obs is not None and (obs.state, obs.node, obs.reason, obs.result) != (
-            row.state,
-            row.node,
-            row.reason,
-            row.result,
-        ):
-            values: dict[str, Any] = {"state": obs.state, "node": obs.node or row.node, "reason": obs.reason}
-            if obs.result is not None:
-                values["result"] = obs.result
-            if obs.state in FINISHED:
-                values["ended_at"] = now
-            db.update(row.id, updated_at=now, **values)
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.updated_at = now
-            if row.state == COMPLETED:
-                on_completed(db, row)
-        fresh.append(row)
-    return fresh
+        if obs is None or not obs.known:
+            continue
+        node = obs.node or row.node
+        result = obs.result if obs.result is not None else row.result
+        if (obs.state, node, obs.reason, result) == (row.state, row.node, row.reason, row.result):
+            continue
+        values: dict[str, Any] = {"state": obs.state, "node": node, "reason": obs.reason, "updated_at": now}
+        if obs.result is not None:
+            values["result"] = obs.result
+        if obs.state in ENDED and (row.state not in ENDED or row.ended_at is None):
+            values["ended_at"] = now
+        changes.append((row, values))
+    applied = db.update_many([(row.id, row.state, values) for row, values in changes])
+    moved = [row.id for row, _ in changes if row.id not in applied]
+    others = {r.id: r for r in reload(db, moved)} if moved else {}
+    fresh: dict[str, JobRow] = {}
+    for row, values in changes:
+        if row.id not in applied:
+            continue
+        for key, value in values.items():
+            setattr(row, key, value)
+        if row.state == COMPLETED:
+            on_completed(db, row)
+    for row in rows:
+        fresh[row.id] = others.get(row.id, row)
+    return Refreshed([fresh[r.id] for r in rows], problems)
+
+
+def refresh(
+    db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm, *, verify: bool = False
+) -> list[JobRow]:
+    """Refresh unfinished ``rows`` (one Slurm query for all), store changes, return fresh rows."""
+    return refresh_report(db, rows, runner, verify=verify).rows
 
 
 def on_completed(db: Database, row: JobRow) -> None:
@@ -311,18 +540,38 @@ def wait(
     runner: SlurmRunner = run_slurm,
     first_delay: float = 1.0,
     max_delay: float = 30.0,
+    verify_every: float = 300.0,
+    give_up_after: float = 900.0,
 ) -> list[JobRow]:
-    """Poll with back-off until every job is finished (or ``timeout`` seconds have passed)."""
+    """Poll with back-off until every job has ended (or ``timeout`` seconds have passed).
+
+    It always ends: jobs Slurm forgot become UNKNOWN (see the module docstring), accounting
+    that calls a job live is checked against the controller every ``verify_every`` seconds, and
+    when Slurm cannot be asked at all for ``give_up_after`` seconds it raises ClusterError.
+    """
     started = time.monotonic()
+    job_ids = list(dict.fromkeys(db.resolve(i).id for i in ids))
     delay = first_delay
+    last_verify = started
+    blind_since: float | None = None
     while True:
-        rows = [db.resolve(i) for i in ids]
-        rows = refresh(db, rows, runner)
+        now = time.monotonic()
+        verify = now - last_verify >= verify_every
+        if verify:
+            last_verify = now
+        report = refresh_report(db, reload(db, job_ids), runner, verify=verify)
+        rows = report.rows
         elapsed = time.monotonic() - started
         if on_tick:
             on_tick(rows, elapsed)
-        if all(r.state in FINISHED for r in rows):
+        if all(r.state in ENDED for r in rows):
             return rows
+        if report.problems:
+            blind_since = now if blind_since is None else blind_since
+            if now - blind_since >= give_up_after:
+                raise ClusterError(f"gave up after {give_up_after:g} s without an answer: {report.problems[0]}")
+        else:
+            blind_since = None
         if timeout is not None and elapsed >= timeout:
             return rows
         pause = delay if timeout is None else min(delay, max(0.0, timeout - elapsed))
@@ -332,3 +581,101 @@ def wait(
 
 def elapsed_since(moment: datetime) -> float:
     return (utcnow() - moment).total_seconds()
+
+
+# ------------------------------------------------------------------------ cancel
+
+
+@dataclass
+class CancelOutcome:
+    """What ``cancel`` did for one job: ``row`` is its state afterwards."""
+
+    row: JobRow
+    action: str  # "cancelled", "requested" (Slurm not done yet), "already ended", "refused"
+    message: str | None = None
+
+
+def cancel(
+    db: Database,
+    rows: Sequence[JobRow],
+    runner: SlurmRunner = run_slurm,
+    *,
+    confirm_s: float = 15.0,
+    local_grace_s: float = 20.0,
+) -> list[CancelOutcome]:
+    """Cancel jobs: one ``scancel`` for all Slurm jobs, SIGTERM to local controllers.
+
+    Jobs are refreshed first (one query), so a job already over — or a Slurm id that is no
+    longer ours — is never signalled. The task removes its partial file on SIGTERM; the DB
+    says CANCELLED once Slurm does (polled for up to ``confirm_s`` seconds, controller first).
+    """
+    unique = list({r.id: r for r in rows}.values())
+    fresh = refresh(db, unique, runner)
+    outcomes: dict[str, CancelOutcome] = {}
+    to_scancel: list[JobRow] = []
+    for row in fresh:
+        if row.state in FINISHED:
+            outcomes[row.id] = CancelOutcome(row, "already ended")
+        elif row.state == UNKNOWN:
+            outcomes[row.id] = CancelOutcome(row, "refused", "Slurm no longer knows this job; nothing to cancel")
+        elif row.backend == "local":
+            outcomes[row.id] = _cancel_local(db, row, local_grace_s)
+        else:
+            to_scancel.append(row)
+    if to_scancel:
+        try:
+            refused = slurm.scancel([r.native_id or "" for r in to_scancel], runner)
+        except slurm.SlurmUnavailable as exc:
+            raise ClusterError(f"scancel failed: {exc}") from None
+        asked = [r for r in to_scancel if r.native_id not in refused]
+        for row in to_scancel:
+            if row.native_id in refused:
+                outcomes[row.id] = CancelOutcome(row, "refused", refused[row.native_id or ""])
+        deadline = time.monotonic() + confirm_s
+        delay = 0.3
+        pending = asked
+        while pending:
+            time.sleep(delay)
+            done = refresh(db, reload(db, [r.id for r in pending]), runner, verify=True)
+            for row in done:
+                if row.state in ENDED:
+                    outcomes[row.id] = CancelOutcome(row, "cancelled" if row.state == CANCELLED else "already ended")
+            pending = [r for r in done if r.state not in ENDED]
+            if time.monotonic() + delay > deadline:
+                break
+            delay = min(2.0, delay * 1.5)
+        for row in pending:
+            outcomes[row.id] = CancelOutcome(row, "requested", f"Slurm still says {row.state}")
+    return [outcomes[r.id] for r in fresh]
+
+
+def _cancel_local(db: Database, row: JobRow, grace_s: float) -> CancelOutcome:
+    """SIGTERM to the local controller (it forwards it to the task), SIGKILL to its session after ``grace_s``."""
+    pid = int(row.native_id or 0)
+    if pid and _local_alive(pid, row.folder):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _local_alive(pid, row.folder) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _local_alive(pid, row.folder):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # its own session: the controller leads the group
+    outcome = read_result(row)
+    if outcome is not None and outcome[0] == "success":
+        obs = settle(row, COMPLETED)  # it finished before the signal arrived
+        action = "already ended"
+    else:
+        obs = Observation(CANCELLED, "localhost", "cancelled with bfjobs cancel")
+        action = "cancelled"
+    values: dict[str, Any] = {"state": obs.state, "node": obs.node, "reason": obs.reason, "ended_at": utcnow()}
+    if obs.result is not None:
+        values["result"] = obs.result
+    if db.update_many([(row.id, row.state, values)]):
+        for key, value in values.items():
+            setattr(row, key, value)
+        if row.state == COMPLETED:
+            on_completed(db, row)
+    else:
+        row = reload(db, [row.id])[0]
+    return CancelOutcome(row, action)

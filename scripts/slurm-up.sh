@@ -244,7 +244,11 @@ KillWait=5
 InactiveLimit=0
 Waittime=0
 
-# Accounting through slurmdbd (sacct works); nothing is enforced.
+# Accounting through slurmdbd (sacct works). Associations, QOS and partition limits are
+# enforced at submit time, as at real sites, so sbatch refuses an unknown account or QOS and
+# a time limit over the partition's MaxTime.
+AccountingStorageEnforce=associations,limits,qos
+EnforcePartLimits=ALL
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
@@ -254,7 +258,7 @@ JobCompType=jobcomp/none
 
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE DefMemPerCPU=100 State=UP
-PartitionName=datamover Nodes=$NODE Default=NO MaxTime=INFINITE DefMemPerCPU=100 State=UP
+PartitionName=datamover Nodes=$NODE Default=NO MaxTime=2-00:00:00 DefMemPerCPU=100 State=UP
 EOF
 
 dbd_conf_changed=0

@@ -1,0 +1,199 @@
+"""Slurm client calls, each made once for many jobs: ``sacct``, ``squeue``, ``scancel``.
+
+Slurm's documentation asks tools not to run its clients in loops, so every function here takes
+all the jobs of one refresh at once and makes a single call. Times are read as epoch seconds
+(``SLURM_TIME_FORMAT=%s``) and the ``sacct -S`` bound is written in the local time zone that
+``sacct`` itself uses: a UTC string there would point hours into the future west of Greenwich.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+#: ``(argv) -> stdout``; raises OSError or subprocess.SubprocessError when the call fails.
+Runner = Callable[[list[str]], str]
+
+#: Seconds before a Slurm client call is given up (slurmctld/slurmdbd under load can be slow).
+CALL_TIMEOUT_S = 60
+
+_SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
+_SACCT_FIELDS = "JobIDRaw,State,NodeList,Submit,End,ExitCode,Reason"
+_LIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING")
+_DISABLED = re.compile(r"accounting storage is disabled", re.IGNORECASE)
+_KILL_ERROR = re.compile(r"error on job id (\S+?): (.*)", re.IGNORECASE)
+# scancel errors that only mean "that job is already over" (a refresh will tell how it ended)
+_BENIGN_SCANCEL = ("invalid job id", "already completing or completed", "already completed")
+
+
+class SlurmUnavailable(Exception):
+    """A Slurm client command could not be run or failed (the message is one line)."""
+
+
+class AccountingUnavailable(SlurmUnavailable):
+    """``sacct`` cannot answer; ``disabled`` when the site has no accounting at all."""
+
+    def __init__(self, message: str, disabled: bool) -> None:
+        super().__init__(message)
+        self.disabled = disabled
+
+
+@dataclass(frozen=True)
+class Record:
+    """One job as ``sacct`` or ``squeue`` reports it."""
+
+    job_id: str
+    raw_state: str  # Slurm's words, e.g. "CANCELLED by 0"
+    node: str | None
+    submit: datetime | None  # naive UTC, as the DB stores times
+    end: datetime | None  # when it ended (naive UTC); None while it runs
+    reason: str | None  # Slurm's reason (why pending; why it ended)
+    exit_code: str | None  # "137:0" (sacct only)
+    source: str  # "sacct" or "squeue"
+
+
+def run(argv: list[str]) -> str:
+    """Run a Slurm client command with epoch timestamps; raise on failure."""
+    env = dict(os.environ, SLURM_TIME_FORMAT="%s")
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=env).stdout
+
+
+def describe_failure(argv: list[str], exc: BaseException) -> str:
+    """One line saying why a client call failed (its own stderr when it has one)."""
+    name = argv[0] if argv else "slurm"
+    if isinstance(exc, FileNotFoundError):
+        return f"{name} not found on PATH"
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"{name} did not answer within {exc.timeout:g} s"
+    if isinstance(exc, subprocess.CalledProcessError):
+        text = " ".join((exc.stderr or exc.output or "").split())
+        return f"{name} exited with code {exc.returncode}" + (f": {text[:300]}" if text else "")
+    return f"{name} failed: {' '.join(str(exc).split())[:300]}"
+
+
+def _stderr(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        return str(exc.stderr or exc.output or "")
+    return ""
+
+
+def _epoch(text: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(text), UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _node(text: str) -> str | None:
+    text = text.strip()
+    return None if not text or text in ("None assigned", "(null)", "None") else text
+
+
+def _reason(text: str) -> str | None:
+    text = text.strip()
+    return None if not text or text in ("None", "(null)") else text
+
+
+def local_time(moment: datetime) -> str:
+    """A naive-UTC moment as the local wall-clock time Slurm's clients parse (``-S``)."""
+    return moment.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _job_ids(ids: Iterable[str]) -> list[str]:
+    return sorted({i for i in ids if i}, key=lambda i: (len(i), i))
+
+
+def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str, list[Record]]:
+    """One ``sacct`` call for ``ids``, limited to jobs active since ``since`` (naive UTC).
+
+    The bound keeps a Slurm id reused after a controller reset from matching a record older
+    than every job asked about; callers still check each record's submit time. Several records
+    for one id (a reused id within the window) are all returned, newest last.
+    """
+    wanted = _job_ids(ids)
+    if not wanted:
+        return {}
+    argv = ["sacct", "-X", "-n", "-P", "-o", _SACCT_FIELDS, "-S", local_time(since), "-j", ",".join(wanted)]
+    try:
+        out = runner(argv)
+    except (OSError, subprocess.SubprocessError) as exc:
+        disabled = isinstance(exc, FileNotFoundError) or bool(_DISABLED.search(_stderr(exc)))
+        raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
+    found: dict[str, list[Record]] = {}
+    for line in out.splitlines():
+        parts = line.split("|", 6)
+        if len(parts) < 7 or not parts[0].strip():
+            continue
+        job_id, state, node, submit, end, exit_code, reason = (p.strip() for p in parts)
+        record = Record(
+            job_id, state, _node(node), _epoch(submit), _epoch(end), _reason(reason), exit_code or None, "sacct"
+        )
+        found.setdefault(job_id, []).append(record)
+    for records in found.values():
+        records.sort(key=lambda r: r.submit or datetime.min)
+    return found
+
+
+def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
+    """One ``squeue -t all`` call: live jobs, and finished ones the controller still holds.
+
+    The controller keeps a finished job for ``MinJobAge`` seconds, so this also answers for
+    recently ended jobs when there is no accounting. A job it no longer knows is simply absent.
+    """
+    wanted = _job_ids(ids)
+    if not wanted:
+        return {}
+    argv = ["squeue", "-h", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ",".join(wanted)]
+    try:
+        out = runner(argv)
+    except subprocess.CalledProcessError as exc:
+        # With a single unknown id squeue fails with "Invalid job id specified": that is an answer.
+        if "invalid job id" in _stderr(exc).lower():
+            return {}
+        raise SlurmUnavailable(describe_failure(argv, exc)) from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SlurmUnavailable(describe_failure(argv, exc)) from None
+    found: dict[str, Record] = {}
+    for line in out.splitlines():
+        parts = line.split("|", 5)
+        if len(parts) < 6 or not parts[0].strip().isdigit():
+            continue
+        job_id, state, node, submit, end, reason = (p.strip() for p in parts)
+        ended = _epoch(end) if state not in _LIVE else None  # a live job's %e is its time limit
+        found[job_id] = Record(job_id, state, _node(node), _epoch(submit), ended, _reason(reason), None, "squeue")
+    return found
+
+
+def scancel(ids: Iterable[str], runner: Runner = run) -> dict[str, str]:
+    """One ``scancel`` call for ``ids``; returns ``{id: message}`` for jobs it would not cancel.
+
+    Jobs that are already over ("Invalid job id", "already completing") are not errors: the
+    next refresh says how they ended. Anything else (permission denied, controller down) is.
+    """
+    wanted = _job_ids(ids)
+    if not wanted:
+        return {}
+    argv = ["scancel", *wanted]
+    try:
+        runner(argv)
+        return {}
+    except subprocess.CalledProcessError as exc:
+        refused: dict[str, str] = {}
+        other: list[str] = []
+        for line in _stderr(exc).splitlines():
+            match = _KILL_ERROR.search(line)
+            if match and match.group(1) in wanted:
+                message = match.group(2).strip()
+                if not any(b in message.lower() for b in _BENIGN_SCANCEL):
+                    refused[match.group(1)] = message
+            elif line.strip():
+                other.append(line.strip())
+        if other or (not refused and exc.returncode != 0 and not _stderr(exc).strip()):
+            raise SlurmUnavailable(describe_failure(argv, exc)) from None
+        return refused
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SlurmUnavailable(describe_failure(argv, exc)) from None

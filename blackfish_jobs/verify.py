@@ -1,0 +1,113 @@
+"""Detect corrupt or truncated artefacts in the caches.
+
+Images are checked against the size and sha256 their pull job recorded. Model snapshots are
+checked against the tree listing huggingface_hub stores beside them (``trees/<commit>.json``):
+every listed file must resolve, have the listed size, and hash to the listed git blob id (or
+LFS sha256). Reading every byte is the point here, so this is an explicit command, never part of
+an interactive path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .tasks import sha256_file
+
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The verdict on one artefact."""
+
+    path: str
+    kind: str  # "image" or "snapshot"
+    ok: bool
+    problem: str | None = None
+    job_id: str | None = None
+    checked_files: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "ok": self.ok,
+            "problem": self.problem,
+            "job_id": self.job_id,
+            "checked_files": self.checked_files,
+        }
+
+
+def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str | None = None) -> Finding:
+    """A SIF file against what its pull recorded (without a record: only that it is readable)."""
+    if not path.is_file():
+        return Finding(str(path), "image", False, "missing", job_id)
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        return Finding(str(path), "image", False, f"size {actual_size} != recorded {size} (truncated?)", job_id, 1)
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256:
+        return Finding(str(path), "image", False, f"sha256 {digest[:12]}… != recorded {sha256[:12]}…", job_id, 1)
+    problem = None if sha256 is not None else "no recorded sha256 (not pulled by bfjobs): only read it"
+    return Finding(str(path), "image", True, problem, job_id, 1)
+
+
+def _git_blob_sha1(path: Path, size: int) -> str:
+    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
+    """Every file of a snapshot against ``trees/<commit>.json``."""
+    commit = snapshot.name
+    repo = snapshot.parent.parent
+    if not snapshot.is_dir():
+        return Finding(str(snapshot), "snapshot", False, "missing", job_id)
+    listing = repo / "trees" / f"{commit}.json"
+    try:
+        files = json.loads(listing.read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        files = None
+    if files is None:
+        broken = [p for p in snapshot.rglob("*") if p.is_symlink() and not p.exists()]
+        if broken:
+            return Finding(str(snapshot), "snapshot", False, f"dangling link {broken[0].relative_to(snapshot)}", job_id)
+        return Finding(str(snapshot), "snapshot", True, "no tree listing: only checked that files resolve", job_id)
+    checked = 0
+    for name, meta in sorted(files.items()):
+        path = snapshot / name
+        if not path.exists():
+            # a snapshot made with --include/--exclude holds only some files; a broken link is corrupt
+            if path.is_symlink():
+                return Finding(str(snapshot), "snapshot", False, f"{name}: blob missing", job_id, checked)
+            continue
+        actual = os.stat(path).st_size
+        expected = meta.get("lfs_size", meta.get("size"))
+        if expected is not None and actual != expected:
+            return Finding(str(snapshot), "snapshot", False, f"{name}: size {actual} != {expected}", job_id, checked)
+        if "lfs_sha256" in meta:
+            ok = sha256_file(path) == meta["lfs_sha256"]
+        else:
+            ok = _git_blob_sha1(path, actual) == meta.get("blob_id")
+        if not ok:
+            return Finding(
+                str(snapshot), "snapshot", False, f"{name}: content does not match the hub's hash", job_id, checked
+            )
+        checked += 1
+    if checked == 0:
+        return Finding(str(snapshot), "snapshot", False, "no listed file is present", job_id)
+    return Finding(str(snapshot), "snapshot", True, None, job_id, checked)
+
+
+def verify_path(path: Path) -> Finding:
+    """A path given by hand: a ``.sif`` file or a ``snapshots/<commit>`` folder."""
+    if path.is_dir() or path.parent.name == "snapshots":
+        return verify_snapshot(path)
+    return verify_image(path, None, None)

@@ -1,0 +1,121 @@
+"""How jobs are shown: a rich table on a terminal, aligned plain text otherwise, a progress line.
+
+Nothing heavy is imported here at start-up: ``rich`` is imported only when stdout is a
+terminal, so ``bfjobs list`` in a script or pipe stays as light as ``bfjobs --help``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from .db import JobRow
+
+COLUMNS = ("ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "TARGET", "REASON")
+
+_STYLE = {
+    "PENDING": "blue",
+    "RUNNING": "cyan",
+    "COMPLETED": "green",
+    "CANCELLED": "yellow",
+    "UNKNOWN": "magenta",
+}
+_RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def native(row: JobRow) -> str:
+    """The scheduler's id for the SLURM ID column: the Slurm job id, or ``pid N`` for local jobs."""
+    if row.backend == "slurm":
+        return row.native_id or "-"
+    return f"pid {row.native_id}" if row.native_id else "-"
+
+
+def local_time(moment: datetime | None) -> str:
+    """A naive-UTC DB timestamp in the viewer's local time, to the second."""
+    if moment is None:
+        return "-"
+    return moment.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cells(row: JobRow, *, short_target: bool = False) -> tuple[str, ...]:
+    target = row.target.rsplit("/", 1)[-1] if short_target else row.target
+    reason = " ".join((row.reason or "").split())
+    return (row.id, row.kind, row.state, native(row), row.node or "-", local_time(row.submitted_at), target, reason)
+
+
+def plain_lines(rows: Sequence[JobRow]) -> list[str]:
+    """A header and one aligned line per job; the reason (free text) comes last, unpadded."""
+    table = [COLUMNS, *(cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS) - 1)]
+    out = []
+    for line in table:
+        fixed = "  ".join(value.ljust(widths[i]) for i, value in enumerate(line[:-1]))
+        out.append(f"{fixed}  {line[-1]}".rstrip())
+    return out
+
+
+def print_jobs(rows: Sequence[JobRow], stream: TextIO | None = None) -> None:
+    """A rich table when ``stream`` (stdout) is a terminal, else plain aligned text."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        _rich_table(rows, stream)
+        return
+    stream.write("\n".join(plain_lines(rows)) + "\n")
+    stream.flush()
+
+
+def _rich_table(rows: Sequence[JobRow], stream: TextIO) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in COLUMNS:
+        table.add_column(name, overflow="fold", no_wrap=name in ("ID", "STATE", "SLURM ID"))
+    for row in rows:
+        values = list(cells(row, short_target=True))
+        style = _STYLE.get(row.state, "red")
+        values[2] = f"[{style}]{values[2]}[/]"
+        table.add_row(*values[:2], values[2], *values[3:])
+    Console(file=stream, highlight=False).print(table)
+
+
+def progress_line(rows: Sequence[JobRow], elapsed: float) -> str:
+    """``[mm:ss] id STATE on node (for 1:23), …`` — counts by state when there are many jobs."""
+    clock = f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}]"
+    if len(rows) <= 3:
+        parts = []
+        for r in rows:
+            part = f"{r.id} {r.state}" + (f" on {r.node}" if r.node else "")
+            if r.state == "PENDING" and r.reason:
+                part += f" ({r.reason})"
+            parts.append(part)
+        return f"{clock} " + ", ".join(parts)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{clock} {len(rows)} jobs: {summary}"
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO date/time (local time unless it carries ``Z`` or an offset) or an
+    age such as ``90m``, ``12h``, ``7d``; returned as naive UTC, the way the DB stores times."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    value = text.strip()
+    match = _RELATIVE.match(value)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(f"not a date, time or age: {text!r} (try 2026-11-27, 2026-11-27T08:00, 12h, 7d)") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a wall-clock time where the user is
+    return moment.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,217 @@
+"""Tracker rules for what a real cluster cannot do on demand: a dead controller, a runaway
+accounting record, a result file late on a shared filesystem, a reused Slurm id, scancel
+refusals. Each fake here stands in for one Slurm client answer; the real path of every rule is
+exercised in test_tracking.py and test_scale.py.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from blackfish_jobs import slurm, tracker
+from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.errors import ClusterError
+from blackfish_jobs.views import parse_since
+
+UNREACHABLE = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+
+
+def epoch(moment: datetime) -> str:
+    return str(int(moment.replace(tzinfo=UTC).timestamp()))
+
+
+class FakeSlurm:
+    """Answers sacct/squeue/scancel from tables; ``None`` means the command fails."""
+
+    def __init__(self, sacct: list[str] | None = None, squeue: list[str] | None = None) -> None:
+        self.sacct = sacct
+        self.squeue = squeue
+        self.scancel_stderr = ""
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> str:
+        self.calls.append(argv)
+        name = argv[0]
+        if name == "scancel":
+            if self.scancel_stderr:
+                raise subprocess.CalledProcessError(1, argv, "", self.scancel_stderr)
+            return ""
+        lines = getattr(self, name)
+        if lines is None:
+            raise subprocess.CalledProcessError(1, argv, "", f"{name}: error: {UNREACHABLE}")
+        return "".join(line + "\n" for line in lines)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    tracker._NO_ACCOUNTING.clear()
+    return Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
+
+
+def add_row(db: Database, tmp_path: Path, native_id: str, *, age: float = 600, state: str = "RUNNING",
+            result: object = None) -> JobRow:
+    folder = tmp_path / f"job{native_id}"
+    folder.mkdir()
+    if result is not None:
+        with open(folder / f"{native_id}_0_result.pkl", "wb") as fh:
+            pickle.dump(result, fh)
+    now = utcnow()
+    row = JobRow(
+        id=f"{int(native_id):012x}", kind="pull-image", profile="slurm", backend="slurm", native_id=native_id,
+        state=state, reason=None, folder=str(folder), target=str(tmp_path / "x.sif"), request={}, result=None,
+        node=None, user="me", submitted_at=now - timedelta(seconds=age), ended_at=None, updated_at=now,
+    )
+    db.insert(row)
+    return row
+
+
+def sacct_line(row: JobRow, state: str, *, node: str = "n1", submit: datetime | None = None,
+               end: datetime | None = None, exit_code: str = "0:0") -> str:
+    submitted = epoch(submit or row.submitted_at)
+    ended = epoch(end) if end else "Unknown"
+    return f"{row.native_id}|{state}|{node}|{submitted}|{ended}|{exit_code}|None"
+
+
+def test_controller_unreachable_keeps_state_reports_and_wait_gives_up(db, tmp_path):
+    row = add_row(db, tmp_path, "101")
+    done = add_row(db, tmp_path, "102", result=("success", {"path": "/x.sif"}))
+    fake = FakeSlurm(sacct=None, squeue=None)
+    report = tracker.refresh_report(db, [row, done], fake)
+    assert [r.state for r in report.rows] == ["RUNNING", "COMPLETED"]  # the result file still decides
+    assert len(report.problems) == 1 and "Unable to contact slurm controller" in report.problems[0]
+    assert db.get(row.id).state == "RUNNING"  # nothing concluded, nothing written
+    with pytest.raises(ClusterError, match=r"gave up after 0\.3 s"):
+        tracker.wait(db, [row.id], runner=fake, first_delay=0.05, give_up_after=0.3)
+
+
+def test_runaway_accounting_record_ends_when_verified(db, tmp_path):
+    row = add_row(db, tmp_path, "201")
+    fake = FakeSlurm(sacct=[sacct_line(row, "RUNNING")], squeue=[])
+    assert tracker.refresh(db, [row], fake)[0].state == "RUNNING"
+    assert [c[0] for c in fake.calls] == ["sacct"]  # sacct knew it: no squeue on a plain refresh
+    fake.calls.clear()
+    rows = tracker.wait(db, [row.id], runner=fake, first_delay=0.01, verify_every=0, timeout=5)
+    assert rows[0].state == "UNKNOWN" and "unclosed accounting record" in rows[0].reason
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue"]
+
+
+def test_completed_without_result_waits_for_a_late_result_file(db, tmp_path):
+    row = add_row(db, tmp_path, "301")
+    just_now = utcnow() - timedelta(seconds=2)
+    fake = FakeSlurm(sacct=[sacct_line(row, "COMPLETED", end=just_now)], squeue=[])
+    assert tracker.refresh(db, [row], fake)[0].state == "RUNNING"  # not FAILED yet: the file may be in flight
+    fake.sacct = [sacct_line(row, "COMPLETED", end=utcnow() - timedelta(seconds=60))]
+    failed = tracker.refresh(db, [row], fake)[0]
+    assert failed.state == "FAILED" and "without writing a result" in failed.reason
+
+
+def test_record_of_a_reused_id_is_not_this_job(db, tmp_path):
+    row = add_row(db, tmp_path, "401", age=120)
+    old = sacct_line(row, "COMPLETED", submit=row.submitted_at - timedelta(days=3))
+    fake = FakeSlurm(sacct=[old], squeue=[f"401|RUNNING|n1|{epoch(row.submitted_at)}|NONE|None"])
+    fresh = tracker.refresh(db, [row], fake)[0]
+    assert fresh.state == "RUNNING" and [c[0] for c in fake.calls] == ["sacct", "squeue"]
+    # a job already UNKNOWN does not adopt a much newer job that reuses its id
+    gone = add_row(db, tmp_path, "402", state="UNKNOWN")
+    newer = sacct_line(gone, "RUNNING", submit=gone.submitted_at + timedelta(days=1))
+    fake = FakeSlurm(sacct=[newer], squeue=[])
+    assert tracker.refresh(db, [gone], fake)[0].state == "UNKNOWN"
+
+
+def test_vanished_rules(db, tmp_path):
+    new = add_row(db, tmp_path, "501", age=5, state="PENDING")
+    old = add_row(db, tmp_path, "502", age=600)
+    fake = FakeSlurm(sacct=[], squeue=[])
+    rows = tracker.refresh(db, [new, old], fake)
+    assert rows[0].state == "PENDING"  # within the grace period: sacct lag, not gone
+    assert rows[1].state == "UNKNOWN" and rows[1].ended_at is not None
+    # accounting disabled: the same conclusion, saying why; asked once per process
+    tracker._NO_ACCOUNTING.clear()
+    other = add_row(db, tmp_path, "503", age=600)
+    disabled = subprocess.CalledProcessError(1, ["sacct"], "", "sacct: error: Slurm accounting storage is disabled")
+
+    def runner(argv: list[str]) -> str:
+        if argv[0] == "sacct":
+            raise disabled
+        return ""
+
+    for _ in range(2):
+        report = tracker.refresh_report(db, [other], runner)
+    assert report.rows[0].state == "UNKNOWN" and "no accounting" in report.rows[0].reason
+    assert report.problems == []
+
+
+def test_no_sacct_at_all_is_no_accounting():
+    def runner(argv: list[str]) -> str:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+
+    with pytest.raises(slurm.AccountingUnavailable) as caught:
+        slurm.sacct(["1"], utcnow(), runner)
+    assert caught.value.disabled and str(caught.value) == "sacct not found on PATH"
+
+
+def test_squeue_with_one_unknown_id_is_an_answer_not_a_failure():
+    def runner(argv: list[str]) -> str:
+        raise subprocess.CalledProcessError(1, argv, "", "slurm_load_jobs error: Invalid job id specified")
+
+    assert slurm.squeue(["999"], runner) == {}
+
+
+def test_scancel_refusals(db, tmp_path):
+    benign = "scancel: error: Kill job error on job id 7: Invalid job id specified"
+    denied = "scancel: error: Kill job error on job id 8: Access/permission denied"
+
+    def runner_with(stderr: str):
+        def runner(argv: list[str]) -> str:
+            raise subprocess.CalledProcessError(1, argv, "", stderr)
+
+        return runner
+
+    assert slurm.scancel(["7"], runner_with(benign)) == {}
+    assert slurm.scancel(["7", "8"], runner_with(benign + "\n" + denied)) == {"8": "Access/permission denied"}
+    with pytest.raises(slurm.SlurmUnavailable, match="Unable to contact"):
+        slurm.scancel(["7"], runner_with(f"scancel: error: {UNREACHABLE}"))
+
+
+def test_state_words_and_details():
+    assert tracker.from_slurm("CANCELLED by 0") == "CANCELLED"
+    assert tracker.from_slurm("OUT_OF_ME+") == "OUT_OF_MEMORY"
+    assert tracker.from_slurm("COMPLETING") == "RUNNING"
+    assert tracker.from_slurm("WEIRD_NEW_STATE") == "UNKNOWN"
+    rec = slurm.Record("1", "FAILED", "n1", None, None, None, "137:0", "sacct")
+    assert tracker._end_detail(rec) == "exit code 137 (128+9 = SIGKILL?)"
+    rec = slurm.Record("1", "CANCELLED by 1000", None, None, None, None, "0:15", "sacct")
+    assert tracker._end_detail(rec) == "by uid 1000, killed by signal 15 = SIGTERM"
+
+
+def test_since_parsing(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    now = datetime(2026, 11, 27, 12, 0, 0)
+    assert parse_since("90m", now) == datetime(2026, 11, 27, 10, 30)
+    assert parse_since("2026-11-27T08:00:00Z", now) == datetime(2026, 11, 27, 8, 0)
+    assert parse_since("2026-11-27T08:00:00+02:00", now) == datetime(2026, 11, 27, 6, 0)
+    with pytest.raises(ValueError, match="not a date"):
+        parse_since("last tuesday", now)
+
+
+def test_status_says_so_when_slurm_is_unreachable(cli, site, tmp_path, monkeypatch):
+    site.write_profiles()
+    db = Database()
+    row = add_row(db, tmp_path, "601")
+    bin_dir = tmp_path / "dead-slurm"
+    bin_dir.mkdir()
+    for name in ("sacct", "squeue"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho '{name}: error: {UNREACHABLE}' >&2\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = cli("status")
+    assert result.exit_code == 1
+    assert row.id in result.stdout and "RUNNING" in result.stdout  # the last known state, shown
+    [line] = result.stderr.splitlines()
+    assert line.startswith("bfjobs: error: some jobs were not refreshed:") and "Unable to contact" in line
