@@ -10,6 +10,7 @@ import getpass
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from .specs import DownloadModel, JobSpec, PullImage
 from .tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:
+    from .executor import Submitted
     from .verify import Finding
 
 
@@ -52,14 +54,14 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def preview(spec: JobSpec) -> str:
+def preview(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> str:
     """Exactly the script ``submit`` would send, with a placeholder id and job folder.
 
     For a local profile this is the script a Slurm profile would submit (local jobs run the
     same task without sbatch).
     """
     folder = spec.profile.jobs_dir / render.PREVIEW_ID
-    return render.render(spec, folder, render.PREVIEW_ID)
+    return render.render(spec, folder, render.PREVIEW_ID, elements)
 
 
 def check_destination(spec: JobSpec) -> None:
@@ -108,55 +110,63 @@ class InFlight:
         return {**self.row.to_json(), "in_flight": True}
 
 
-def in_flight(db: Database, spec: JobSpec) -> JobRow | None:
-    """An unfinished job for the same image, or the same repo@revision, if there is one.
+def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
+    """For each spec (by index), an unfinished job for the same image or repo@revision.
 
-    One indexed DB query; the candidates (usually none) are refreshed with one Slurm call so a
-    job that just ended does not block a new request.
+    One indexed DB query for all; the candidates (usually none) are refreshed with one Slurm
+    call so a job that has just ended does not block a new request.
     """
+    if not specs:
+        return {}
     import sqlalchemy as sa
 
     from . import tracker
     from .constants import FINISHED_STATES
     from .db import jobs
 
-    stmt = sa.select(jobs).where(
-        jobs.c.target == str(spec.target), jobs.c.kind == spec.kind, jobs.c.state.not_in(sorted(FINISHED_STATES))
-    )
+    targets = sorted({str(s.target) for s in specs})
+    stmt = sa.select(jobs).where(jobs.c.target.in_(targets), jobs.c.state.not_in(sorted(FINISHED_STATES)))
     rows = db.query(stmt)
-    if isinstance(spec.task, DownloadModel):
-        rows = [r for r in rows if r.request.get("revision") == spec.task.revision]
     if not rows:
-        return None
+        return {}
     live = [r for r in tracker.refresh(db, rows) if r.state not in FINISHED_STATES]
-    return live[0] if live else None
+    found: dict[int, JobRow] = {}
+    for index, spec in enumerate(specs):
+        for row in live:
+            revision = spec.task.revision if isinstance(spec.task, DownloadModel) else None  # images: none
+            if row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision:
+                found[index] = row
+                break
+    return found
 
 
-def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent | InFlight:
-    """Submit ``spec`` unless its artefact is already present or already being fetched."""
-    found = present(spec)
-    if found is not None:
-        return found
-    running = in_flight(db, spec)
-    if running is not None:
-        return InFlight(running)
-    found = present(spec)  # the in-flight job may have just published it
-    if found is not None:
-        return found
-    check_destination(spec)
-    db.migrate()  # fail on a bad database before anything is submitted
-    from . import executor
+def in_flight(db: Database, spec: JobSpec) -> JobRow | None:
+    """An unfinished job for the same image, or the same repo@revision, if there is one."""
+    return in_flight_many(db, [spec]).get(0)
 
-    job_id = new_id()
-    folder = spec.profile.jobs_dir / job_id
-    folder.mkdir(parents=True, exist_ok=False)
-    try:
-        submitted, _job = executor.submit(spec, folder, job_id)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
-        raise
+
+Outcome = JobRow | AlreadyPresent | InFlight
+
+
+def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None], list[int]]:
+    """Present or in flight (reported, not submitted), and the indexes left to submit."""
+    outcomes: list[Outcome | None] = [present(spec) for spec in specs]
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    running = in_flight_many(db, [specs[i] for i in todo])
+    for position, index in enumerate(todo):
+        if position in running:
+            outcomes[index] = InFlight(running[position])
+        else:
+            outcomes[index] = present(specs[index])  # an in-flight job may have just published it
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    for spec in {specs[i].target.parent: specs[i] for i in todo}.values():  # once per directory
+        check_destination(spec)
+    return outcomes, todo
+
+
+def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:
     now = utcnow()
-    row = JobRow(
+    return JobRow(
         id=job_id,
         kind=spec.kind,
         profile=spec.profile.name,
@@ -174,8 +184,69 @@ def submit(db: Database, spec: JobSpec) -> JobRow | AlreadyPresent | InFlight:
         ended_at=None,
         updated_at=now,
     )
+
+
+def _new_folder(spec: JobSpec) -> tuple[str, Path]:
+    job_id = new_id()
+    folder = spec.profile.jobs_dir / job_id
+    folder.mkdir(parents=True, exist_ok=False)
+    return job_id, folder
+
+
+def submit(db: Database, spec: JobSpec) -> Outcome:
+    """Submit ``spec`` unless its artefact is already present or already being fetched."""
+    outcomes, todo = _triage(db, [spec])
+    if not todo:
+        assert outcomes[0] is not None
+        return outcomes[0]
+    db.migrate()  # fail on a bad database before anything is submitted
+    from . import executor
+
+    job_id, folder = _new_folder(spec)
+    try:
+        submitted, _job = executor.submit(spec, folder, job_id)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
+        raise
+    row = _record(spec, job_id, folder, submitted)
     db.insert(row)
     return row
+
+
+#: Slurm's default MaxArraySize is 1001 (indexes 0-1000): longer lists become several arrays.
+ARRAY_CHUNK = 1000
+
+
+def submit_many(db: Database, specs: Sequence[JobSpec]) -> list[Outcome]:
+    """Submit many artefacts of one kind and profile: ONE Slurm job array per 1,000 of them.
+
+    Each element is its own bfjobs job (its own id and DB row; Slurm id ``<array>_<index>``),
+    with the same rules as a single submission: present or in-flight artefacts are reported,
+    not submitted. Local profiles start one local job per element.
+    """
+    outcomes, todo = _triage(db, specs)
+    if not todo:
+        return [o for o in outcomes if o is not None]
+    db.migrate()
+    from . import executor
+
+    if not specs[0].profile.is_slurm:
+        for index in todo:
+            outcomes[index] = submit(db, specs[index])
+        return [o for o in outcomes if o is not None]
+    for start in range(0, len(todo), ARRAY_CHUNK):
+        chunk = todo[start : start + ARRAY_CHUNK]
+        array_id, folder = _new_folder(specs[chunk[0]])
+        try:
+            submitted = executor.submit_array([specs[i] for i in chunk], folder, array_id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        rows = [_record(specs[i], new_id(), folder, sub) for i, sub in zip(chunk, submitted, strict=True)]
+        db.insert_many(rows)
+        for index, row in zip(chunk, rows, strict=True):
+            outcomes[index] = row
+    return [o for o in outcomes if o is not None]
 
 
 def _user() -> str | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, config, constants
-from .errors import BfjobsError, JobFailed
+from .errors import BadInput, BfjobsError, JobFailed
 
 if TYPE_CHECKING:
     from .db import Database, JobRow
@@ -81,7 +81,7 @@ def _load_profile(name: str | None) -> config.Profile:
 
 def _settings(profile: config.Profile, kind: str, flags: dict[str, Any]) -> config.JobSettings:
     settings = config.load_settings(profile.name, kind)
-    return settings.merged(**config.check_overrides(**{k: flags.get(k) for k in SLURM_FLAGS}))
+    return settings.merged(**config.check_overrides(**flags))
 
 
 def _print_json(data: Any) -> None:
@@ -113,7 +113,17 @@ def _finish_progress() -> None:
         click.echo("", err=True)
 
 
-def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as_json: bool) -> None:
+def _wait_and_report(
+    ctx: Context,
+    ids: Sequence[str],
+    timeout: float | None,
+    as_json: bool,
+    json_prefix: Sequence[dict[str, Any]] | None = None,
+) -> None:
+    """Wait, print the jobs, and fail (exit 1) unless every one COMPLETED with its artefact.
+
+    ``json_prefix`` (``--from-file``): entries printed before the jobs, always as one array.
+    """
     from . import api, tracker
 
     rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
@@ -121,7 +131,10 @@ def _wait_and_report(ctx: Context, ids: Sequence[str], timeout: float | None, as
     _registration_notice(ctx)
     ok = all(r.state == tracker.COMPLETED and api.artefact_in_place(r) for r in rows)
     if as_json:
-        _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
+        if json_prefix is not None:
+            _print_json([*json_prefix, *(r.to_json() for r in rows)])
+        else:
+            _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
     else:
         for r in rows:
             click.echo(_describe(r))
@@ -160,31 +173,33 @@ def _registration_notice(ctx: Context, waiting: int | None = None) -> None:
         )
 
 
-def _submit_and_report(ctx: Context, spec: Any, wait_: bool, as_json: bool) -> None:
-    """Shared tail of every ``submit`` command: submit (or report present), print, maybe wait."""
+def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, as_json: bool) -> None:
+    """Shared tail of every ``submit`` command: submit (or report present / in flight), print, wait.
+
+    One request prints one JSON object; ``--from-file`` prints an array (one entry per line).
+    """
     from . import api
 
-    outcome = api.submit(ctx.db, spec)
-    if isinstance(outcome, api.AlreadyPresent):
-        if as_json:
-            _print_json(outcome.to_json())
+    outcomes = api.submit_many(ctx.db, specs) if many else [api.submit(ctx.db, specs[0])]
+    waiting: list[str] = []
+    settled: list[dict[str, Any]] = []  # present artefacts: nothing to wait for
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if isinstance(outcome, api.AlreadyPresent):
+            message = outcome.describe()
+            settled.append(outcome.to_json())
+        elif isinstance(outcome, api.InFlight):
+            message = outcome.describe()
+            waiting.append(outcome.row.id)
         else:
-            click.echo(outcome.describe())
-        return
-    if isinstance(outcome, api.InFlight):
+            message = f"submitted {outcome.id} ({_native(outcome)}): {spec.label}"
+            waiting.append(outcome.id)
         if not as_json:
-            click.echo(outcome.describe())
-        if wait_:
-            _wait_and_report(ctx, [outcome.row.id], None, as_json)
-        elif as_json:
-            _print_json(outcome.to_json())
-        return
-    if not as_json:
-        click.echo(f"submitted {outcome.id} ({_native(outcome)}): {spec.label}")
-    if wait_:
-        _wait_and_report(ctx, [outcome.id], None, as_json)
+            click.echo(message)
+    if wait_ and waiting:
+        _wait_and_report(ctx, waiting, None, as_json, settled if many else None)
     elif as_json:
-        _print_json(outcome.to_json())
+        data = [o.to_json() for o in outcomes]
+        _print_json(data if many else data[0])
 
 
 # ----------------------------------------------------------------------------- commands
@@ -258,7 +273,7 @@ def pull_image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="shared: <cache_dir>/images (where Blackfish looks); home: <home_dir>/images.",
     )(fn)
     fn = profile_option(fn)
-    return click.argument("uri")(fn)
+    return click.argument("uri", required=False)(fn)
 
 
 def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,29 +286,58 @@ def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
     fn = click.option("--revision", metavar="REV", help="Branch, tag or 40-hex commit (default: the main branch).")(fn)
     fn = profile_option(fn)
-    return click.argument("repo_id")(fn)
+    return click.argument("repo_id", required=False)(fn)
 
 
-def _spec(kind: str, params: dict[str, Any]) -> Any:
-    """Build the validated spec for ``kind`` from a command's parameters."""
+def list_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--max-parallel", "max_parallel", metavar="N",
+        help="With --from-file: at most N elements of the job array run at once (Slurm's %N).",
+    )(fn)
+    return click.option(
+        "--from-file", "from_file", metavar="FILE",
+        help="One entry per line ('#' comments; '-' reads stdin): one Slurm job array for all.",
+    )(fn)
+
+
+def _specs(kind: str, params: dict[str, Any]) -> tuple[list[Any], bool]:
+    """Validated specs for ``kind`` from a command's parameters, and whether they came from a file."""
     from . import specs
 
+    main_arg = "uri" if kind == "pull-image" else "repo_id"
+    from_file = params.pop("from_file")
+    if (params[main_arg] is None) == (from_file is None):
+        what = "URI" if kind == "pull-image" else "REPO_ID"
+        raise BadInput(f"give either {what} or --from-file FILE (exactly one)")
+    if from_file is not None and params.get("sif_name"):
+        raise BadInput("--name names one image: it cannot be used with --from-file")
     profile = _load_profile(params.pop("profile_name"))
-    settings = _settings(profile, kind, {k: params.pop(k) for k in SLURM_FLAGS})
-    if kind == "pull-image":
-        return specs.pull_image(
-            params["uri"], profile, settings, to=params["to"], name=params["sif_name"], force=params["force"]
+    flags = {k: params.pop(k) for k in (*SLURM_FLAGS, "max_parallel")}
+    settings = _settings(profile, kind, flags)
+
+    def build(entry: str) -> Any:
+        if kind == "pull-image":
+            return specs.pull_image(
+                entry, profile, settings, to=params["to"], name=params.get("sif_name"), force=params["force"]
+            )
+        repo_id, revision = (entry, params["revision"]) if from_file is None else specs.split_repo_revision(entry)
+        return specs.download_model(
+            repo_id,
+            profile,
+            settings,
+            revision=revision,
+            shared=params["shared"],
+            include=params["include"],
+            exclude=params["exclude"],
+            force=params["force"],
         )
-    return specs.download_model(
-        params["repo_id"],
-        profile,
-        settings,
-        revision=params["revision"],
-        shared=params["shared"],
-        include=params["include"],
-        exclude=params["exclude"],
-        force=params["force"],
-    )
+
+    if from_file is None:
+        return [build(params[main_arg])], False
+    if kind == "download-model" and params["revision"] is not None:
+        raise BadInput("--revision applies to one model: with --from-file write repo@revision per line")
+    what = "URI" if kind == "pull-image" else "model"
+    return [spec for _line, spec in specs.from_list(from_file, build, what)], True
 
 
 def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artefact: str) -> None:
@@ -301,21 +345,28 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
 
     @submit.command(kind, help=submit_help)
     @options
+    @list_options
     @click.option("--wait", "wait_", is_flag=True, help=f"Wait for the job; exit 0 only if the {artefact} is in place.")
-    @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (an array with --from-file).")
     @click.pass_obj
     def submit_kind(ctx: Context, wait_: bool, as_json: bool, **params: Any) -> None:
-        _submit_and_report(ctx, _spec(kind, params), wait_, as_json)
+        specs, many = _specs(kind, params)
+        _submit_and_report(ctx, specs, many, wait_, as_json)
 
     @render_group.command(kind, help=f"Print the sbatch script `bfjobs submit {kind}` would submit.")
     @options
+    @list_options
     def render_kind(**params: Any) -> None:
         from . import api
 
-        spec = _spec(kind, params)
-        if not spec.profile.is_slurm:
+        specs, many = _specs(kind, params)
+        if not specs[0].profile.is_slurm:
             _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
-        click.echo(api.preview(spec), nl=False)
+        if many:  # as submit would: artefacts already in place are not elements of the array
+            specs = [s for s in specs if api.present(s) is None]
+            if not specs:
+                raise BadInput("every artefact in the list is already present: nothing would be submitted")
+        click.echo(api.preview(specs[0], specs if many else None), nl=False)
 
 
 _define_kind(

@@ -17,7 +17,10 @@ from typing import Any
 from . import constants, validate
 from .errors import ConfigError, show
 
-_PROFILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # used with fullmatch: "$" would let "name\n" through
+# Blackfish hands host and user to ssh: no leading '-' (an ssh option) and no shell characters.
+_HOST = re.compile(r"[A-Za-z0-9_\[:][A-Za-z0-9._:\[\]-]{0,252}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -49,6 +52,20 @@ def builtin_profile(home: Path | None = None) -> Profile:
     return Profile(constants.BUILTIN_PROFILE, "local", base, base, builtin=True)
 
 
+def _user_path(label: str, value: str) -> Path:
+    """A ``~``-expanded, validated absolute path.
+
+    Checked before expansion: ``~nosuchuser`` or a NUL would otherwise make ``expanduser`` raise
+    (a traceback) instead of a one-line error.
+    """
+    text = validate.ascii_only(label, value)
+    try:
+        expanded = Path(text).expanduser()
+    except (RuntimeError, KeyError, ValueError):
+        raise ConfigError(f"{label}: cannot expand '~' (no such user or home directory) in {show(text)}") from None
+    return validate.safe_path(label, expanded)
+
+
 def profiles_path(home: Path | None = None) -> Path:
     return (home or constants.blackfish_home()) / "profiles.cfg"
 
@@ -78,7 +95,7 @@ def _default_section(parser: configparser.ConfigParser) -> str:
 
 def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
     """Resolve ``--profile NAME`` (or the default profile) to a validated :class:`Profile`."""
-    if name is not None and not _PROFILE_NAME.match(name):
+    if name is not None and not _PROFILE_NAME.fullmatch(name):
         raise ConfigError(f"--profile: not a profile name (letters, digits, '.', '_', '-'): {show(name)}")
     path = profiles_path(home)
     if not path.is_file():
@@ -92,9 +109,9 @@ def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
         raise ConfigError(f"profile {name!r} not found: {path} has no profiles")
     section = name if name is not None else _default_section(parser)
     if not parser.has_section(section):
-        known = ", ".join(parser.sections())
+        known = ", ".join(s if _PROFILE_NAME.fullmatch(s) else show(s) for s in parser.sections())
         raise ConfigError(f"profile {section!r} not found in {path} (profiles: {known})")
-    if not _PROFILE_NAME.match(section):
+    if not _PROFILE_NAME.fullmatch(section):
         raise ConfigError(f"{path}: invalid profile name {show(section)}")
     try:
         raw = {k: v.strip() for k, v in parser.items(section)}
@@ -107,11 +124,19 @@ def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
     for key in required:
         if not raw.get(key):
             raise ConfigError(f"{path} [{section}]: missing required key '{key}'")
-    home_dir = validate.safe_path(f"[{section}] home_dir", Path(raw["home_dir"]).expanduser())
-    cache_dir = validate.safe_path(f"[{section}] cache_dir", Path(raw["cache_dir"]).expanduser())
-    host = validate.ascii_only(f"[{section}] host", raw["host"]) if schema == "slurm" else None
-    user = validate.ascii_only(f"[{section}] user", raw["user"]) if schema == "slurm" else None
+    home_dir = _user_path(f"[{section}] home_dir", raw["home_dir"])
+    cache_dir = _user_path(f"[{section}] cache_dir", raw["cache_dir"])
+    host = _ssh_word(f"[{section}] host", raw["host"], _HOST) if schema == "slurm" else None
+    user = _ssh_word(f"[{section}] user", raw["user"], _USER) if schema == "slurm" else None
     return Profile(section, schema, home_dir, cache_dir, host=host, user=user)
+
+
+def _ssh_word(label: str, value: str, pattern: re.Pattern[str]) -> str:
+    """A host or user name as ssh takes it: a leading '-' would be read as an ssh option."""
+    validate.ascii_only(label, value)
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"{label}: not a valid name (letters, digits, '.', '_', '-'; no leading '-'): {show(value)}")
+    return value
 
 
 # --------------------------------------------------------------------------- bfjobs.toml
@@ -134,6 +159,7 @@ class JobSettings:
     templates_dir: Path | None = None
     hf_endpoint: str | None = None
     max_workers: int | None = None
+    max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def merged(self, **overrides: Any) -> JobSettings:
@@ -148,7 +174,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "download-model": {"time": "12:00:00", "mem": "8G", "cpus_per_task": 4},
 }
 
-_APPTAINER = re.compile(r"^(?:[A-Za-z0-9._+-]+|/[A-Za-z0-9._+@/-]+)$")
+# a command name (never an option: no leading '-' or '.') or an absolute path (checked by safe_path)
+_APPTAINER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 
 def _check_setting(key: str, value: Any, where: str) -> Any:
@@ -162,6 +189,8 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
         return validate.slurm_mem(label, _as_str(label, value))
     if key == "cpus_per_task":
         return validate.positive_int(label, value, 1024)
+    if key == "max_parallel":
+        return validate.positive_int(label, value, 10000)
     if key == "max_workers":
         return validate.positive_int(label, value, 64)
     if key == "constraint":
@@ -172,11 +201,16 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
         return tuple(validate.setup_line(label, _as_str(label, v)) for v in _as_list(label, value))
     if key == "apptainer":
         text = validate.ascii_only(label, _as_str(label, value))
-        if not _APPTAINER.match(text) or ".." in text.split("/"):
+        if text.startswith("/"):
+            return str(validate.safe_path(label, text))
+        if not _APPTAINER.fullmatch(text):
             raise ConfigError(f"{label}: expected a command name or absolute path, got {show(text)}")
         return text
     if key == "templates_dir":
-        return validate.safe_path(label, Path(_as_str(label, value)).expanduser())
+        path = _user_path(label, _as_str(label, value))
+        if not path.is_dir():  # refused with the other settings, before submit creates a job folder
+            raise ConfigError(f"{label}: {show(str(path))} does not exist or is not a directory")
+        return path
     if key == "hf_endpoint":
         return validate.url(label, _as_str(label, value))
     raise ConfigError(f"{where}: unknown setting {show(key)}")

@@ -182,9 +182,14 @@ class Database:
     # ------------------------------------------------------------------ jobs
 
     def insert(self, row: JobRow) -> None:
-        values = {c.name: getattr(row, c.name) for c in jobs.columns}
+        self.insert_many([row])
+
+    def insert_many(self, rows: Sequence[JobRow]) -> None:
+        """Insert rows in one transaction (a job array's elements are recorded together)."""
+        if not rows:
+            return
         with self.begin() as conn:
-            conn.execute(jobs.insert().values(**values))
+            conn.execute(jobs.insert(), [{c.name: getattr(row, c.name) for c in jobs.columns} for row in rows])
 
     def update(self, job_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())

@@ -9,11 +9,14 @@ rendered template. :class:`DetachedLocalExecutor` runs the same task without Slu
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
 import subprocess
 import sys
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +65,21 @@ class Submitted:
 
 
 class TemplatedSlurmExecutor(submitit.SlurmExecutor):
-    """A SlurmExecutor whose sbatch script is the rendered bfjobs template."""
+    """A SlurmExecutor whose sbatch script is the rendered bfjobs template.
 
-    def __init__(self, folder: Path, spec: JobSpec, bfjobs_id: str) -> None:
+    With ``elements`` it submits one Slurm job array through the same template: submitit's own
+    array path builds a plain ``SlurmExecutor`` internally and would bypass the template, so
+    :meth:`_internal_process_submissions` is overridden to keep submitit's file layout (one
+    ``<array>_<index>_submitted.pkl`` per element, results written per element by submitit).
+    """
+
+    def __init__(
+        self, folder: Path, spec: JobSpec, bfjobs_id: str, elements: Sequence[JobSpec] | None = None
+    ) -> None:
         super().__init__(folder=folder, max_num_timeout=0)
         self._spec = spec
         self._bfjobs_id = bfjobs_id
+        self._elements = list(elements) if elements else None
         # submitit uses "time" to count timeouts; the real limit is in the template's header.
         self.parameters["time"] = int(minutes(spec.settings.time))
 
@@ -75,7 +87,31 @@ class TemplatedSlurmExecutor(submitit.SlurmExecutor):
         expected = str(render.argv(render.submit_argv(Path(self.folder))))
         if command != expected:  # submitit changed how it builds the command: fail loudly
             raise ClusterError(f"unexpected submitit command {command!r}; expected {expected!r}")
-        return render.render(self._spec, Path(self.folder), self._bfjobs_id)
+        return render.render(self._spec, Path(self.folder), self._bfjobs_id, self._elements)
+
+    def _internal_process_submissions(
+        self, delayed_submissions: list[submitit_utils.DelayedSubmission]
+    ) -> list[submitit.core.core.Job[Any]]:
+        if self._elements is None:
+            return super()._internal_process_submissions(delayed_submissions)
+        if len(delayed_submissions) != len(self._elements):
+            raise ClusterError("job array: one submission per element is required")
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickles = []
+        for delayed in delayed_submissions:
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+            delayed.dump(path)
+            pickles.append(path)
+        first = self._submit_command(self._submitit_command_str)
+        jobs = [
+            submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=[0])
+            for i in range(len(delayed_submissions))
+        ]
+        for job, path in zip(jobs, pickles, strict=True):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
 
 
 class DetachedLocalExecutor(submitit.LocalExecutor):
@@ -113,6 +149,24 @@ class DetachedLocalExecutor(submitit.LocalExecutor):
 
 
 _SBATCH_ERROR = re.compile(r"sbatch: error: (.*)")
+
+
+def submit_array(specs: Sequence[JobSpec], folder: Path, array_id: str) -> list[Submitted]:
+    """Submit ``specs`` (same kind and profile) as ONE Slurm job array: one sbatch call.
+
+    Element ``i`` is Slurm job ``<array id>_<i>``; each has its own submitted pickle and result
+    file in ``folder``, so every element is tracked exactly like a single job.
+    """
+    fn = _TASKS[specs[0].kind]
+    executor = TemplatedSlurmExecutor(folder, specs[0], array_id, elements=specs)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
+    except submitit_utils.FailedJobError as exc:
+        raise ClusterError(f"sbatch refused the job array: {_scheduler_message(str(exc))}") from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ClusterError(f"could not submit the job array: {exc}") from None
+    return [Submitted("slurm", str(job.job_id), None) for job in jobs]
 
 
 def submit(spec: JobSpec, folder: Path, bfjobs_id: str) -> tuple[Submitted, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,16 @@ PREVIEW_ID = "render-preview"
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:=/@+&|\[\]*()!-]+")
 _SBATCH_PATTERN = re.compile(r"[A-Za-z0-9_.,:=/@+%-]+")  # output/error paths: %j is intended
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+_PLAIN = re.compile(r"[\x20-\x7e]*")
+
+
+def _has_control(text: str) -> bool:
+    """Control, format (direction overrides such as U+202E, zero-width spaces), unassigned or
+    line-separator characters: the same rule as :func:`validate.basic`. Once quoted they are
+    inert, but they make a script read differently from what runs."""
+    if _PLAIN.fullmatch(text):
+        return False
+    return any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") for ch in text)
 
 
 class Shell(str):
@@ -37,7 +47,7 @@ def _finalize(value: Any) -> str:
     if isinstance(value, Shell):
         return value
     text = str(value)
-    if _CONTROL.search(text):
+    if _has_control(text):
         raise TemplateError(f"refusing to render a value with control characters: {show(text)}")
     return shlex.quote(text)
 
@@ -60,18 +70,26 @@ def sbatch_line(flag: str, value: str | int | None = None, *, allow_percent: boo
     return Shell(f"#SBATCH --{flag}={text}")
 
 
-def sbatch_directives(spec: JobSpec, folder: Path, job_name: str) -> list[Shell]:
+def log_pattern(array: str | None) -> str:
+    """submitit's log names: ``%j_0_log`` for a job, ``%A_%a_0_log`` for an array element."""
+    return "%A_%a_0_log" if array else "%j_0_log"
+
+
+def sbatch_directives(spec: JobSpec, folder: Path, job_name: str, array: str | None = None) -> list[Shell]:
     """The header lines submitit relies on (output/error paths) plus the site's resources."""
     s = spec.settings
+    logs = log_pattern(array)
     lines = [
         sbatch_line("job-name", job_name),
-        sbatch_line("output", f"{folder}/%j_0_log.out", allow_percent=True),
-        sbatch_line("error", f"{folder}/%j_0_log.err", allow_percent=True),
+        sbatch_line("output", f"{folder}/{logs}.out", allow_percent=True),
+        sbatch_line("error", f"{folder}/{logs}.err", allow_percent=True),
         sbatch_line("open-mode", "append"),
         sbatch_line("signal", "USR2@90"),
         sbatch_line("nodes", 1),
         sbatch_line("ntasks", 1),
     ]
+    if array is not None:
+        lines.append(sbatch_line("array", array, allow_percent=True))
     for flag, value in (
         ("partition", s.partition),
         ("qos", s.qos),
@@ -155,48 +173,62 @@ def environment(site_dir: Path | None = None) -> Any:
     return env
 
 
-def context(spec: JobSpec, folder: Path, bfjobs_id: str) -> dict[str, Any]:
-    """Everything a template may use. Values are plain data; quoting happens in the finalizer."""
+def context(
+    spec: JobSpec, folder: Path, bfjobs_id: str, elements: Sequence[JobSpec] | None = None
+) -> dict[str, Any]:
+    """Everything a template may use. Values are plain data; quoting happens in the finalizer.
+
+    For a job array, ``array`` is the ``--array`` value, ``elements`` the per-element requests
+    (each element reads its own request from its pickle), and ``request``/``target`` are the
+    first element's.
+    """
     s = spec.settings
+    array = f"0-{len(elements) - 1}%{s.max_parallel or len(elements)}" if elements else None
     return {
         "version": __version__,
         "kind": spec.kind,
         "bfjobs_id": bfjobs_id,
         "profile": spec.profile.name,
         "folder": str(folder),
-        "label": spec.label,
+        "label": spec.label if not elements else f"{len(elements)} {spec.kind} jobs (a Slurm job array)",
         "target": str(spec.target),
         "request": spec.request_record(),
-        "sbatch": sbatch_directives(spec, folder, job_name(spec)),
+        "array": array,
+        "elements": [e.request_record() for e in elements or ()],
+        "sbatch": sbatch_directives(spec, folder, job_name(spec) if not elements else f"bfjobs-{spec.kind}-array",
+                                    array),
         "modules": list(s.modules),
         "setup": [Shell(line) for line in s.setup],
         "command": submit_argv(folder),
     }
 
 
-def render(spec: JobSpec, folder: Path, bfjobs_id: str) -> str:
-    """Render ``<kind>.sh.j2`` for ``spec``; template problems become one-line errors."""
+def render(spec: JobSpec, folder: Path, bfjobs_id: str, elements: Sequence[JobSpec] | None = None) -> str:
+    """Render ``<kind>.sh.j2`` for ``spec`` (or a job array of ``elements``).
+
+    Template problems become one-line errors.
+    """
     import jinja2
 
     env = environment(spec.settings.templates_dir)
     name = f"{spec.kind}.sh.j2"
     try:
-        text = env.get_template(name).render(context(spec, folder, bfjobs_id))
+        text = env.get_template(name).render(context(spec, folder, bfjobs_id, elements))
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"template {exc.name} not found") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {exc.filename or name} line {exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name}: {exc.message}") from None
-    _check_contract(text, folder)
+    _check_contract(text, folder, log_pattern("array" if elements else None))
     return text
 
 
-def _check_contract(text: str, folder: Path) -> None:
+def _check_contract(text: str, folder: Path, logs: str) -> None:
     """A site template must keep what submitit needs, or jobs could never be re-attached."""
     needed = {
         "export SUBMITIT_EXECUTOR=slurm": "export SUBMITIT_EXECUTOR=slurm",
-        "--output": f"#SBATCH --output={folder}/%j_0_log.out",
+        "--output": f"#SBATCH --output={folder}/{logs}.out",
         "the submitit command": "submitit.core._submit",
     }
     for what, line in needed.items():

@@ -22,7 +22,10 @@ Runner = Callable[[list[str]], str]
 CALL_TIMEOUT_S = 60
 
 _SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
-_SACCT_FIELDS = "JobIDRaw,State,NodeList,Submit,End,ExitCode,Reason"
+_SACCT_FIELDS = "JobID,JobIDRaw,State,NodeList,Submit,End,ExitCode,Reason"
+# "123", an array element "123_4", or pending elements still folded together "123_[5-9%2]"
+_ARRAY_RANGE = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
+_JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 _LIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING")
 _DISABLED = re.compile(r"accounting storage is disabled", re.IGNORECASE)
 _KILL_ERROR = re.compile(r"error on job id (\S+?): (.*)", re.IGNORECASE)
@@ -107,6 +110,20 @@ def _job_ids(ids: Iterable[str]) -> list[str]:
     return sorted({i for i in ids if i}, key=lambda i: (len(i), i))
 
 
+def expand_job_id(job_id: str) -> list[str]:
+    """``123`` and ``123_4`` as they are; ``123_[5-7,9%2]`` (pending array elements) expanded."""
+    match = _ARRAY_RANGE.match(job_id)
+    if not match:
+        return [job_id] if _JOB_ID.match(job_id) else []
+    base, spec = match.groups()
+    out: list[str] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str, list[Record]]:
     """One ``sacct`` call for ``ids``, limited to jobs active since ``since`` (naive UTC).
 
@@ -125,14 +142,16 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
         raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
     found: dict[str, list[Record]] = {}
     for line in out.splitlines():
-        parts = line.split("|", 6)
-        if len(parts) < 7 or not parts[0].strip():
+        parts = line.split("|", 7)
+        if len(parts) < 8 or not parts[0].strip():
             continue
-        job_id, state, node, submit, end, exit_code, reason = (p.strip() for p in parts)
-        record = Record(
-            job_id, state, _node(node), _epoch(submit), _epoch(end), _reason(reason), exit_code or None, "sacct"
-        )
-        found.setdefault(job_id, []).append(record)
+        shown, raw, state, node, submit, end, exit_code, reason = (p.strip() for p in parts)
+        # array elements are known by "<array id>_<index>" (their raw ids are unrelated numbers)
+        for job_id in expand_job_id(shown) if "_" in shown else [raw]:
+            record = Record(
+                job_id, state, _node(node), _epoch(submit), _epoch(end), _reason(reason), exit_code or None, "sacct"
+            )
+            found.setdefault(job_id, []).append(record)
     for records in found.values():
         records.sort(key=lambda r: r.submit or datetime.min)
     return found
@@ -147,7 +166,7 @@ def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
     wanted = _job_ids(ids)
     if not wanted:
         return {}
-    argv = ["squeue", "-h", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ",".join(wanted)]
+    argv = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ",".join(wanted)]
     try:
         out = runner(argv)
     except subprocess.CalledProcessError as exc:
@@ -160,7 +179,7 @@ def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
     found: dict[str, Record] = {}
     for line in out.splitlines():
         parts = line.split("|", 5)
-        if len(parts) < 6 or not parts[0].strip().isdigit():
+        if len(parts) < 6 or not _JOB_ID.match(parts[0].strip()):
             continue
         job_id, state, node, submit, end, reason = (p.strip() for p in parts)
         ended = _epoch(end) if state not in _LIVE else None  # a live job's %e is its time limit

@@ -7,6 +7,8 @@ gets pickled into the job folder) never contains secrets.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +33,9 @@ _OCI = re.compile(
 # library:// and shub:// references: [host/]entity/collection/container[:tag]
 _LIBRARY = re.compile(rf"^(?P<path>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*){{0,3}})(?::(?P<tag>{_TAG}))?$")
 _HTTPS = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)(?P<path>(?:/[A-Za-z0-9._~+-]+)+)$")
-_SIF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,250}\.sif$")
+# At most 200 characters: on the node the name gets a ".bfjobs-partial-<job tag>-" (or
+# ".bfjobs-lock-") prefix and must still fit in one 255-character file name.
+_SIF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,195}\.sif")
 SCHEMES = ("docker", "oras", "library", "shub", "https")
 
 
@@ -85,10 +89,14 @@ def parse_image_uri(uri: str) -> ImageRef:
     return ImageRef(uri, scheme, m["path"].rsplit("/", 1)[-1], None, None)
 
 
-def check_sif_name(value: str) -> str:
-    validate.ascii_only("--name", value)
-    if not _SIF_NAME.match(value):
-        raise BadInput(f"--name: expected a file name like NAME_TAG.sif (letters, digits, . _ + -), got {show(value)}")
+def check_sif_name(value: str, field: str = "--name") -> str:
+    """An image file name; ``field`` names where it came from (``--name``, or the URI it is derived from)."""
+    validate.ascii_only(field, value)
+    if not _SIF_NAME.fullmatch(value):
+        raise BadInput(
+            f"{field}: expected a file name like NAME_TAG.sif (letters, digits, . _ + -; "
+            f"at most 200 characters), got {show(value)}"
+        )
     return value
 
 
@@ -109,7 +117,10 @@ class PullImage:
 
 # Hugging Face repo ids: namespace/name, each part of word characters, '.', '-'; no '--' or '..'
 # (Blackfish splits folder names on '--'), no leading/trailing '.' or '-', at most 96 characters.
-_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+# The node's staging folder ".bfjobs-staging-models--<ns>--<name>@<40 hex>-<job tag>" must fit in
+# one 255-character file name: 86 characters go around the id, so 160 leaves a margin.
+MAX_REPO_ID_LEN = 160
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\'\"`$;&|<>(){}!#%]")
 _GLOB = re.compile(r"^[A-Za-z0-9._*?/\[\]!,+@=-]{1,256}$")
@@ -118,11 +129,13 @@ _GLOB = re.compile(r"^[A-Za-z0-9._*?/\[\]!,+@=-]{1,256}$")
 def check_repo_id(value: str) -> str:
     """A Hub model id ``namespace/name`` that Blackfish can find on disk."""
     validate.ascii_only("REPO_ID", value)
+    if len(value) > MAX_REPO_ID_LEN:
+        raise BadInput(f"REPO_ID: too long ({len(value)} characters, at most {MAX_REPO_ID_LEN}): {show(value)}")
     parts = value.split("/")
     if len(parts) != 2:
         raise BadInput(f"REPO_ID: expected namespace/name (e.g. meta-llama/Llama-3.1-8B), got {show(value)}")
     for part in parts:
-        if not _REPO_PART.match(part) or "--" in part or ".." in part:
+        if not _REPO_PART.fullmatch(part) or "--" in part or ".." in part:
             raise BadInput(
                 f"REPO_ID: {show(part)} is not a valid Hub name (letters, digits, '.', '_', '-'; "
                 "no '--' or '..'; at most 96 characters)"
@@ -215,8 +228,7 @@ def pull_image(
 ) -> JobSpec:
     """Validate a pull request; destination defaults to the shared cache Blackfish reads."""
     ref = parse_image_uri(uri)
-    filename = check_sif_name(name) if name is not None else ref.filename
-    check_sif_name(filename)
+    filename = check_sif_name(name) if name is not None else check_sif_name(ref.filename, "URI: image file name")
     if to not in ("shared", "home"):
         raise BadInput(f"--to: expected 'shared' or 'home', got {show(to)}")
     base = profile.cache_dir if to == "shared" else profile.home_dir
@@ -256,3 +268,73 @@ def download_model(
     )
     at = f"@{revision}" if revision else ""
     return JobSpec("download-model", profile, settings, task, f"{repo_id}{at} -> {task.target}")
+
+
+MAX_LIST_LINES = 10_000
+MAX_LIST_BYTES = 4 * 1024 * 1024
+
+
+def read_list_file(path: str) -> list[tuple[int, str]]:
+    """``(line number, entry)`` for each entry of a ``--from-file`` list.
+
+    One entry per line; blank lines and ``#`` comments (whole-line, or after whitespace) are
+    skipped. The file itself is checked here; the entries by the kind's own validators.
+    """
+    text_path = validate.ascii_only("--from-file", path) if path != "-" else path
+    try:
+        if text_path == "-":
+            raw = sys.stdin.buffer.read(MAX_LIST_BYTES + 1)
+        else:
+            with open(text_path, "rb") as fh:
+                raw = fh.read(MAX_LIST_BYTES + 1)
+    except OSError as exc:
+        raise BadInput(f"--from-file: cannot read {show(path)}: {exc.strerror}") from None
+    if len(raw) > MAX_LIST_BYTES:
+        raise BadInput(f"--from-file: {show(path)} is larger than {MAX_LIST_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"--from-file: {show(path)} is not UTF-8 text") from None
+    entries = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        comment = re.search(r"(^|\s)#", line)
+        if comment:
+            line = line[: comment.start()]
+        if line.strip():
+            entries.append((number, line.strip()))
+    if not entries:
+        raise BadInput(f"--from-file: {show(path)} lists nothing (one entry per line, '#' comments)")
+    if len(entries) > MAX_LIST_LINES:
+        raise BadInput(f"--from-file: {show(path)} lists {len(entries)} entries (at most {MAX_LIST_LINES})")
+    return entries
+
+
+def from_list(
+    path: str, build: Callable[[str], JobSpec], what: str
+) -> list[tuple[int, JobSpec]]:
+    """Build one spec per entry; any bad entry refuses the whole file, naming its lines."""
+    specs: list[tuple[int, JobSpec]] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for number, entry in read_list_file(path):
+        try:
+            spec = build(entry)
+        except BadInput as exc:
+            errors.append(f"line {number}: {exc}")
+            continue
+        key = spec.label
+        if key in seen:
+            continue  # the same artefact twice: one job
+        seen.add(key)
+        specs.append((number, spec))
+    if errors:
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise BadInput(f"--from-file {show(path)}: {len(errors)} bad {what}(s), nothing submitted: {shown}")
+    return specs
+
+
+def split_repo_revision(entry: str) -> tuple[str, str | None]:
+    """``namespace/name[@revision]`` from a download list."""
+    repo, sep, revision = entry.partition("@")
+    return repo, (revision if sep else None)

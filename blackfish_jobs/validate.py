@@ -14,6 +14,9 @@ from pathlib import Path
 from .constants import MAX_VALUE_LEN
 from .errors import BadInput, show
 
+#: Longest file name (one path component) Linux filesystems accept.
+NAME_MAX = 255
+
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]*$")
@@ -56,6 +59,9 @@ def safe_path(field: str, value: str | Path) -> Path:
     parts = text.split("/")
     if ".." in parts or "." in parts:
         raise BadInput(f"{field}: '.' and '..' are not allowed in paths, got {show(text)}")
+    if any(len(part) > NAME_MAX for part in parts):
+        # refused here, or stat()/mkdir() would fail later with ENAMETOOLONG (a traceback)
+        raise BadInput(f"{field}: a path component is longer than {NAME_MAX} characters in {show(text)}")
     if "//" in text.rstrip("/") and text != "/":
         raise BadInput(f"{field}: empty path component in {show(text)}")
     return Path(text.rstrip("/") or "/")

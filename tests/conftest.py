@@ -77,6 +77,20 @@ class Site:
     def write_settings(self, text: str) -> None:
         (self.app_dir / "bfjobs.toml").write_text(textwrap.dedent(text))
 
+    def configure(self, hub=None, mem: str = "500M") -> None:
+        """Slurm profile as default, small jobs, and the test hub as the HF endpoint if given."""
+        self.write_profiles()
+        endpoint = f'hf_endpoint = "{hub.url}"' if hub is not None else ""
+        self.write_settings(
+            f"""
+            [defaults]
+            time = "00:10:00"
+            mem = "{mem}"
+            cpus_per_task = 1
+            {endpoint}
+            """
+        )
+
     def apptainer_calls(self) -> list[dict]:
         if not self.apptainer_log.exists():
             return []

@@ -42,7 +42,7 @@ def test_help_lists_commands(cli):
     ("args", "code", "fragment"),
     [
         (["nope"], 2, "No such command"),
-        (["submit", "pull-image"], 2, "Missing argument"),
+        (["submit", "pull-image"], 2, "give either URI or --from-file"),
         (["submit", "pull-image", "docker://alpine$(id)"], 2, "not a valid docker://"),
         (["submit", "pull-image", "docker://alpine", "--to", "/etc"], 2, "--to"),
         (["submit", "pull-image", "docker://alpine", "--name", "../../x.sif"], 2, "--name"),

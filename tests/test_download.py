@@ -23,18 +23,8 @@ REPO = DEMO_REPO_ID
 FOLDER = "models--bfjobs-test--tiny-model"
 
 
-def configure(site, hub, extra: str = "") -> None:
-    site.write_profiles()
-    site.write_settings(
-        f"""
-        [defaults]
-        time = "00:10:00"
-        mem = "500M"
-        cpus_per_task = 1
-        hf_endpoint = "{hub.url}"
-        {extra}
-        """
-    )
+def configure(site, hub=None) -> None:
+    site.configure(hub)
 
 
 def run(site, *args, **env):

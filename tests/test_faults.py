@@ -28,17 +28,7 @@ UNFINISHED = ("PENDING", "RUNNING")
 
 
 def configure(site, hub=None) -> None:
-    site.write_profiles()
-    endpoint = f'hf_endpoint = "{hub.url}"' if hub is not None else ""
-    site.write_settings(
-        f"""
-        [defaults]
-        time = "00:10:00"
-        mem = "500M"
-        cpus_per_task = 1
-        {endpoint}
-        """
-    )
+    site.configure(hub)
 
 
 def submit(site, *args: str, **env: str) -> dict:

@@ -75,7 +75,7 @@ def sacct_line(row: JobRow, state: str, *, node: str = "n1", submit: datetime | 
                end: datetime | None = None, exit_code: str = "0:0") -> str:
     submitted = epoch(submit or row.submitted_at)
     ended = epoch(end) if end else "Unknown"
-    return f"{row.native_id}|{state}|{node}|{submitted}|{ended}|{exit_code}|None"
+    return f"{row.native_id}|{row.native_id}|{state}|{node}|{submitted}|{ended}|{exit_code}|None"
 
 
 def test_controller_unreachable_keeps_state_reports_and_wait_gives_up(db, tmp_path):
