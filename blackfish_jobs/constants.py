@@ -45,7 +45,12 @@ MAX_VALUE_LEN = 512
 def blackfish_home() -> Path:
     """Blackfish's app directory (``$BLACKFISH_HOME_DIR``, default ``~/.blackfish``)."""
     raw = os.environ.get("BLACKFISH_HOME_DIR") or "~/.blackfish"
-    return Path(raw).expanduser()
+    try:
+        return Path(raw).expanduser()
+    except (RuntimeError, KeyError, ValueError):  # "~nosuchuser": one line, not a traceback
+        from .errors import ConfigError
+
+        raise ConfigError(f"BLACKFISH_HOME_DIR: cannot expand '~' in {raw[:60]!r}") from None
 
 
 def db_url_env() -> str | None:

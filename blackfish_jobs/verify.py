@@ -106,8 +106,40 @@ def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
     return Finding(str(snapshot), "snapshot", True, None, job_id, checked)
 
 
+def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> Path:
+    """A path given by hand, accepted only if it is an artefact of the profile's caches.
+
+    ``<images>/<name>.sif`` or ``<models>/models--<ns>--<name>/snapshots/<40-hex commit>``
+    (resolved first, so ``..`` or a symlink cannot point elsewhere): verify reads every byte, and
+    must never be aimed at ``/`` or ``/proc/kcore``.
+    """
+    from .errors import BadInput, show
+
+    try:
+        path = Path(text).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        raise BadInput(f"verify: no such artefact: {show(text)}") from None
+    if path.suffix == ".sif" and path.is_file() and path.parent in images_dirs:
+        return path
+    parts = path.parts
+    if (
+        path.is_dir()
+        and len(parts) >= 3
+        and parts[-2] == "snapshots"
+        and len(parts[-1]) == 40
+        and all(c in "0123456789abcdef" for c in parts[-1])
+        and parts[-3].startswith("models--")
+        and path.parent.parent.parent in models_dirs
+    ):
+        return path
+    raise BadInput(
+        f"verify: {show(text)} is not an image (<images>/NAME.sif) or a snapshot "
+        "(<models>/models--NS--NAME/snapshots/COMMIT) of this profile's caches"
+    )
+
+
 def verify_path(path: Path) -> Finding:
-    """A path given by hand: a ``.sif`` file or a ``snapshots/<commit>`` folder."""
-    if path.is_dir() or path.parent.name == "snapshots":
+    """A path checked by :func:`cache_path`: a ``.sif`` file or a ``snapshots/<commit>`` folder."""
+    if path.is_dir():
         return verify_snapshot(path)
     return verify_image(path, None, None)

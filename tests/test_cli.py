@@ -114,3 +114,21 @@ def test_list_and_status_on_empty_db(cli, site):
     assert cli("list", "--json").stdout.strip() == "[]"
     result = cli("status")
     assert result.exit_code == 0 and "no unfinished jobs" in result.stdout
+
+
+@pytest.mark.parametrize("path", ["/", "/etc/passwd", "/proc/kcore", "{cache}/images/../../x.sif", "{cache}/models"])
+def test_verify_reads_only_the_profiles_artefacts(cli, site, path):
+    site.write_profiles()
+    (site.cache_dir / "images").mkdir()
+    (site.root / "x.sif").write_bytes(b"not in a cache")
+    result = cli("verify", path.format(cache=site.cache_dir))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("bfjobs: error: verify:") and result.stderr.count("\n") == 1
+
+
+def test_verify_a_sif_by_path(cli, site):
+    site.write_profiles()
+    (site.cache_dir / "images").mkdir()
+    (site.cache_dir / "images" / "a_1.sif").write_bytes(b"sif")
+    result = cli("verify", str(site.cache_dir / "images" / "a_1.sif"))
+    assert result.exit_code == 0 and result.stdout.startswith("ok ")
