@@ -266,13 +266,19 @@ def artefact_in_place(row: JobRow) -> bool:
 
 def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Finding]:
     """Verify artefacts: given job ids or paths, else the latest completed job per artefact."""
+    from . import config
     from . import verify as checks
 
     rows: list[JobRow] = []
     findings: list[Finding] = []
+    if any(ref.startswith("/") for ref in refs):
+        where = config.load_profile(profile)
+        bases = [where.cache_dir, where.home_dir]
+        images = [layout.images_dir(b).resolve() for b in bases]
+        models = [layout.models_dir(b).resolve() for b in bases]
     for ref in refs:
         if ref.startswith("/"):
-            findings.append(checks.verify_path(Path(ref)))
+            findings.append(checks.verify_path(checks.cache_path(ref, images, models)))
         else:
             rows.append(db.resolve(ref))
     if not refs:
