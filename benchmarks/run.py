@@ -175,7 +175,8 @@ def command(argv: list[str], env: dict[str, str]) -> Variant:
 # ----------------------------------------------------------------------------- profiling evidence
 
 HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx", "rich",
-         "blackfish_jobs.db", "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
+         "blackfish_jobs.db", "blackfish_jobs.sqlite_jobs", "blackfish_jobs.slurm",
+         "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
          "blackfish_jobs.config")
 
 
@@ -201,7 +202,9 @@ def import_costs(argv: list[str], env: dict[str, str]) -> dict[str, float]:
 #: cProfile entries worth showing: label -> (a piece of the file name, function name).
 PROFILED = {
     "imports (all)": ("<frozen importlib._bootstrap>", "_find_and_load"),
+    "entry._prestart_sacct": ("blackfish_jobs/entry.py", "_prestart_sacct"),
     "Context.db (opens DB)": ("blackfish_jobs/cli.py", "db"),
+    "SqliteJobs._rows (stdlib reads)": ("blackfish_jobs/sqlite_jobs.py", "_rows"),
     "Database.__init__": ("blackfish_jobs/db.py", "__init__"),
     "Database.migrate": ("blackfish_jobs/db.py", "migrate"),
     "Database.unfinished": ("blackfish_jobs/db.py", "unfinished"),
@@ -728,6 +731,24 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- main
 
 
+def byte_compile(wanted: bool) -> None:
+    """Byte-compile bfjobs' own modules, as ``pip install`` does for a wheel (or remove them).
+
+    An editable install under ``PYTHONDONTWRITEBYTECODE=1`` (this test VM's environment) never
+    writes them, so every command would compile bfjobs' sources anew (~10-20 ms), which no
+    installed copy does; the other packages (click, SQLAlchemy, huggingface_hub) have theirs.
+    """
+    package = REPO / "blackfish_jobs"
+    if wanted:
+        import compileall
+
+        if not compileall.compile_dir(str(package), quiet=1):
+            raise BenchError(f"could not byte-compile {package}")
+    else:
+        for cache in package.rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def terminate_cleanly() -> Iterator[None]:
     """SIGTERM (a CI timeout) runs the ``finally`` blocks too: held Slurm jobs are cancelled."""
@@ -761,8 +782,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (keeps the suite working)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--only", action="append", metavar="GROUP",
-                        choices=("startup", "list", "status", "lookup", "download", "from-file"),
-                        help="run only these groups (repeatable)")
+                        choices=("startup", "help", "list", "status", "lookup", "download", "from-file"),
+                        help="run only these groups (repeatable; help = startup)")
+    parser.add_argument("--no-byte-compile", action="store_true",
+                        help="measure bfjobs without bytecode (removes blackfish_jobs/__pycache__ first)")
     parser.add_argument("--no-cluster-start", action="store_true",
                         help="do not run scripts/slurm-up.sh when sinfo fails (Slurm rows are then skipped)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -774,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         print_report(saved, as_json=args.json)
         return 0
     sizes = QUICK if args.quick else FULL
-    groups = set(args.only or ("startup", "list", "status", "lookup", "download", "from-file"))
+    groups = {"startup" if g == "help" else g for g in args.only or ()} or {
+        "startup", "list", "status", "lookup", "download", "from-file"}
     started = time.monotonic()
     load_at_start = os.getloadavg()[0]
     rows: list[Row] = []
@@ -793,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"setup: {name} in {ctx.setup[name]:.1f} s")
             return value
 
+        step("bytecode", lambda: byte_compile(not args.no_byte_compile))
         # Slurm first: accounting catches up with 1,000 new jobs while the rest is built.
         if "status" in groups or "from-file" in groups:
             ctx.slurm_problem = step("slurm check", lambda: fixtures.slurm_up(start=not args.no_cluster_start))
@@ -832,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "mode": "quick" if args.quick else "full",
         "sizes": asdict(sizes),
-        "machine": {**machine(), "loadavg_1m_at_start": load_at_start},
+        "machine": {**machine(), "loadavg_1m_at_start": load_at_start, "bfjobs_bytecode": not args.no_byte_compile},
         "setup_s": ctx.setup,
         "total_s": round(time.monotonic() - started, 1),
         "results": [json.loads(json.dumps(r.to_json(), default=str)) for r in rows],
@@ -855,7 +880,8 @@ def print_report(report: dict[str, Any], *, as_json: bool) -> None:
     where = report["machine"]
     print(f"\n{report['mode']} run, {report['total_s']} s, {where['cpus']} CPUs, load average "
           f"{where.get('loadavg_1m_at_start', 0):.1f} -> {where.get('loadavg_1m', 0):.1f}, "
-          f"git {where['git_commit']}{'+dirty' if where['git_dirty'] else ''}")
+          f"git {where['git_commit']}{'+dirty' if where['git_dirty'] else ''}"
+          f"{'' if where.get('bfjobs_bytecode', True) else ', bfjobs without bytecode'}")
 
 
 if __name__ == "__main__":

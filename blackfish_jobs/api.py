@@ -118,15 +118,10 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     """
     if not specs:
         return {}
-    import sqlalchemy as sa
-
     from . import tracker
     from .constants import FINISHED_STATES
-    from .db import jobs
 
-    targets = sorted({str(s.target) for s in specs})
-    stmt = sa.select(jobs).where(jobs.c.target.in_(targets), jobs.c.state.not_in(sorted(FINISHED_STATES)))
-    rows = db.query(stmt)
+    rows = db.unfinished(targets=sorted({str(s.target) for s in specs}))
     if not rows:
         return {}
     live = [r for r in tracker.refresh(db, rows) if r.state not in FINISHED_STATES]

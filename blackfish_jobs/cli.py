@@ -1,8 +1,9 @@
 """The ``bfjobs`` command: a thin Click layer (parse, call the library, print).
 
-Only click and bfjobs' light modules are imported at start-up; submitit, SQLAlchemy and
-huggingface_hub are imported by the commands that need them, so ``bfjobs --help`` stays fast
-on a busy login node.
+Only click and bfjobs' light modules are imported at start-up; configuration, submitit,
+SQLAlchemy and huggingface_hub are imported by the commands that need them, so ``bfjobs --help``
+stays fast on a busy login node. The console script enters through :mod:`blackfish_jobs.entry`,
+which gives ``bfjobs status`` a head start on its ``sacct`` call before this module is imported.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, config, constants
+from . import __version__, constants
 from .errors import BadInput, BfjobsError, JobFailed
 
 if TYPE_CHECKING:
+    from . import config
     from .db import Database, JobRow
 
 SLURM_FLAGS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
@@ -70,6 +72,8 @@ def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load_profile(name: str | None) -> config.Profile:
+    from . import config
+
     profile = config.load_profile(name)
     if profile.builtin:
         _echo_err(
@@ -80,6 +84,8 @@ def _load_profile(name: str | None) -> config.Profile:
 
 
 def _settings(profile: config.Profile, kind: str, flags: dict[str, Any]) -> config.JobSettings:
+    from . import config
+
     settings = config.load_settings(profile.name, kind)
     return settings.merged(**config.check_overrides(**flags))
 
@@ -464,7 +470,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     accounting, or for all of them where there is no accounting). Exit 1 if Slurm could not be
     asked about some job.
     """
-    from . import tracker
+    from . import tracker, views  # noqa: F401 - views now: its import then overlaps a prestarted sacct (entry.py)
     from .errors import ClusterError
 
     rows = _resolve_all(ctx, job_ids) if job_ids else ctx.db.unfinished()

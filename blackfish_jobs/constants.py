@@ -8,7 +8,10 @@ test that changes the environment sees the current value; nothing else in the pa
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib is imported when a path is asked for: `bfjobs status` reads the DB
+    from pathlib import Path  # location before it starts sacct, and pathlib costs ~4 ms there
 
 #: Kinds of work bfjobs knows how to run.
 KINDS = ("pull-image", "download-model")
@@ -16,6 +19,10 @@ KINDS = ("pull-image", "download-model")
 #: Name of bfjobs' own job table and Alembic version table (never Blackfish's ``ddl_version``).
 JOBS_TABLE = "bfjobs_jobs"
 VERSION_TABLE = "bfjobs_alembic_version"
+
+#: bfjobs' newest migration (checked against the migrations folder by the tests); the stdlib
+#: SQLite path only touches a database at this revision.
+HEAD_REVISION = "0002"
 
 #: Sub-folder of ``<home_dir>`` holding one folder per job (script, logs, submitit pickles).
 JOBS_SUBDIR = ("jobs", "bfjobs")
@@ -44,6 +51,8 @@ MAX_VALUE_LEN = 512
 
 def blackfish_home() -> Path:
     """Blackfish's app directory (``$BLACKFISH_HOME_DIR``, default ``~/.blackfish``)."""
+    from pathlib import Path
+
     raw = os.environ.get("BLACKFISH_HOME_DIR") or "~/.blackfish"
     try:
         return Path(raw).expanduser()
@@ -56,6 +65,11 @@ def blackfish_home() -> Path:
 def db_url_env() -> str | None:
     """``BFJOBS_DB_URL``: the database to use instead of ``$BLACKFISH_HOME_DIR/app.sqlite``."""
     return os.environ.get("BFJOBS_DB_URL") or None
+
+
+def default_db_url() -> str:
+    """``BFJOBS_DB_URL``, else Blackfish's own ``$BLACKFISH_HOME_DIR/app.sqlite``."""
+    return db_url_env() or f"sqlite:///{blackfish_home() / 'app.sqlite'}"
 
 
 def templates_dir_env() -> str | None:
@@ -75,6 +89,8 @@ def hf_endpoint_env() -> str | None:
 
 def node_scratch_base() -> Path:
     """Node-local scratch for Apptainer's cache and temp files: ``$TMPDIR``, else ``/tmp``."""
+    from pathlib import Path
+
     return Path(os.environ.get("TMPDIR") or "/tmp")
 
 

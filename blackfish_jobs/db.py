@@ -1,12 +1,18 @@
-"""bfjobs' job table in Blackfish's app database (SQLite by default), via SQLAlchemy Core.
+"""bfjobs' job table in Blackfish's app database (SQLite by default).
 
-bfjobs owns only its own tables, created by its own Alembic migrations with its own version
-table (``bfjobs_alembic_version``); Blackfish's tables and ``ddl_version`` are never created or
-altered here. SQLite is opened the way Blackfish opens it: WAL, a busy timeout, foreign keys.
+bfjobs owns only its own tables, defined here with SQLAlchemy Core and created by its own
+Alembic migrations with its own version table (``bfjobs_alembic_version``); Blackfish's tables
+and ``ddl_version`` are never created or altered here. SQLite is opened the way Blackfish opens
+it: WAL, a busy timeout, foreign keys, ``synchronous=NORMAL``.
+
+Rows of a plain SQLite file at the head schema go through the stdlib (:mod:`sqlite_jobs`):
+``import sqlalchemy`` alone costs more than a whole ``bfjobs list`` that way. SQLAlchemy is
+imported only when needed: migrations, other databases (``--db postgresql://…``), ``begin``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,39 +20,60 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from . import constants
 from .errors import BadInput, show
+from .sqlite_jobs import PRAGMAS, SqliteJobs, sqlite_path
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 #: The newest migration; checked against the migrations folder by the tests.
-HEAD_REVISION = "0002"
+HEAD_REVISION = constants.HEAD_REVISION
 
-metadata = sa.MetaData()
 
-jobs = sa.Table(
-    constants.JOBS_TABLE,
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("profile", sa.String(128), nullable=False),
-    sa.Column("backend", sa.String(16), nullable=False),
-    sa.Column("native_id", sa.String(64)),
-    sa.Column("state", sa.String(32), nullable=False),
-    sa.Column("reason", sa.Text),
-    sa.Column("folder", sa.String(1024), nullable=False),
-    sa.Column("target", sa.String(1024), nullable=False),
-    sa.Column("request", sa.JSON, nullable=False),
-    sa.Column("result", sa.JSON),
-    sa.Column("node", sa.String(256)),
-    sa.Column("user", sa.String(128)),
-    sa.Column("submitted_at", sa.DateTime, nullable=False),
-    sa.Column("ended_at", sa.DateTime),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.Column("registered_at", sa.DateTime),  # download registered in Blackfish's model table
-)
+@functools.cache
+def _tables() -> tuple[sa.MetaData, sa.Table]:
+    """bfjobs' table, the one definition of its schema (the migrations create it).
+
+    Built on first use, with ``metadata`` and ``jobs`` reached as module attributes: importing
+    SQLAlchemy costs more than a whole ``bfjobs list`` on the stdlib path.
+    """
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    jobs = sa.Table(
+        constants.JOBS_TABLE,
+        metadata,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("profile", sa.String(128), nullable=False),
+        sa.Column("backend", sa.String(16), nullable=False),
+        sa.Column("native_id", sa.String(64)),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("folder", sa.String(1024), nullable=False),
+        sa.Column("target", sa.String(1024), nullable=False),
+        sa.Column("request", sa.JSON, nullable=False),
+        sa.Column("result", sa.JSON),
+        sa.Column("node", sa.String(256)),
+        sa.Column("user", sa.String(128)),
+        sa.Column("submitted_at", sa.DateTime, nullable=False),
+        sa.Column("ended_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("registered_at", sa.DateTime),  # download registered in Blackfish's model table
+    )
+    return metadata, jobs
+
+
+def __getattr__(name: str) -> Any:
+    """``metadata`` and ``jobs``: SQLAlchemy objects, built when first asked for."""
+    if name == "metadata":
+        return _tables()[0]
+    if name == "jobs":
+        return _tables()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utcnow() -> datetime:
@@ -108,35 +135,70 @@ def _iso(value: datetime | None) -> str | None:
 
 def default_url() -> str:
     """``BFJOBS_DB_URL``, else Blackfish's own ``$BLACKFISH_HOME_DIR/app.sqlite``."""
-    return constants.db_url_env() or f"sqlite:///{constants.blackfish_home() / 'app.sqlite'}"
+    return constants.default_db_url()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+    for pragma in PRAGMAS:
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
 
 class Database:
-    """A handle on the app database with bfjobs' table migrated to the current head."""
+    """A handle on the app database with bfjobs' table migrated to the current head.
 
-    def __init__(self, url: str | None = None) -> None:
+    A plain SQLite file (the default, Blackfish's ``app.sqlite``) is read and written through
+    the stdlib (:mod:`sqlite_jobs`) once its schema is at head, so the everyday commands never
+    import SQLAlchemy; Alembic still migrates it, and SQLAlchemy serves every other URL.
+    ``stdlib_sqlite=False`` forces SQLAlchemy (the tests compare the two paths).
+    """
+
+    def __init__(self, url: str | None = None, *, stdlib_sqlite: bool = True) -> None:
         self.url = url or default_url()
+        self._sqlite_file = sqlite_path(self.url) if stdlib_sqlite else None
+        self._store: SqliteJobs | None = None
+        self._migrated = False
+        if self._sqlite_file is not None:
+            Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _ = self.engine  # a bad URL is refused now, before any work
+
+    @functools.cached_property
+    def engine(self) -> sa.Engine:
+        """SQLAlchemy's engine, created on first use (migrations, other databases, the registry)."""
+        import sqlalchemy as sa
+
         try:
             parsed = sa.engine.make_url(self.url)
         except sa.exc.ArgumentError:
             raise BadInput(f"--db: not a database URL: {show(self.url)}") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(parsed)
+        engine = sa.create_engine(parsed)
         if parsed.get_backend_name() == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._migrated = False
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def _lite(self) -> SqliteJobs | None:
+        """The stdlib path for a plain SQLite file, its schema migrated to head first; else None."""
+        if self._store is None and self._sqlite_file is not None:
+            store = SqliteJobs.open(self._sqlite_file)
+            if store is None:  # a new database, or an older schema: Alembic brings it to head
+                self._migrate_with_alembic()
+                store = SqliteJobs.open(self._sqlite_file)
+            if store is None:
+                self._sqlite_file = None  # sqlite3 failed where SQLAlchemy did not: SQLAlchemy carries on
+            else:
+                self._store = store
+                self._migrated = True
+        return self._store
 
     # ------------------------------------------------------------------ migrations
 
     def current_revision(self) -> str | None:
+        import sqlalchemy as sa
+
         with self.engine.connect() as conn:
             if not sa.inspect(conn).has_table(constants.VERSION_TABLE):
                 return None
@@ -144,13 +206,16 @@ class Database:
             return conn.execute(sa.select(table.c.version_num)).scalar()
 
     def migrate(self) -> None:
-        """Apply bfjobs' migrations if needed (a cheap version check on the fast path).
-
-        Two processes may race here on a fresh database; the loser's CREATE fails, it re-reads
-        the version and carries on once the winner has committed.
-        """
-        if self._migrated:
+        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head)."""
+        if self._migrated or self._lite() is not None:
             return
+        self._migrate_with_alembic()
+
+    def _migrate_with_alembic(self) -> None:
+        """Two processes may race here on a fresh database; the loser's CREATE fails, it re-reads
+        the version and carries on once the winner has committed."""
+        import sqlalchemy as sa
+
         for attempt in range(20):
             try:
                 if self.current_revision() == HEAD_REVISION:
@@ -175,6 +240,7 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
+        """A SQLAlchemy transaction (Blackfish's own tables, tests); bfjobs' rows use the methods below."""
         self.migrate()
         with self.engine.begin() as conn:
             yield conn
@@ -188,11 +254,21 @@ class Database:
         """Insert rows in one transaction (a job array's elements are recorded together)."""
         if not rows:
             return
+        lite = self._lite()
+        if lite is not None:
+            lite.insert_many(rows)
+            return
+        jobs = _tables()[1]
         with self.begin() as conn:
             conn.execute(jobs.insert(), [{c.name: getattr(row, c.name) for c in jobs.columns} for row in rows])
 
     def update(self, job_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
+        lite = self._lite()
+        if lite is not None:
+            lite.update_many([(job_id, None, values)])
+            return
+        jobs = _tables()[1]
         with self.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
@@ -203,20 +279,35 @@ class Database:
         two refreshers never both record the same transition; one transaction keeps a refresh
         of a thousand jobs to one write.
         """
-        done: set[str] = set()
         if not changes:
-            return done
+            return set()
+        now = utcnow()
+        stamped = [(job_id, expected, {"updated_at": now, **values}) for job_id, expected, values in changes]
+        lite = self._lite()
+        if lite is not None:
+            return lite.update_many(stamped)
+        jobs = _tables()[1]
+        done: set[str] = set()
         with self.begin() as conn:
-            for job_id, expected, values in changes:
-                values = {"updated_at": utcnow(), **values}
+            for job_id, expected, values in stamped:
                 stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == expected).values(**values)
                 if conn.execute(stmt).rowcount:
                     done.add(job_id)
         return done
 
     def get(self, job_id: str) -> JobRow | None:
-        rows = self.query(sa.select(jobs).where(jobs.c.id == job_id))
+        rows = self.get_many([job_id])
         return rows[0] if rows else None
+
+    def get_many(self, ids: Sequence[str]) -> list[JobRow]:
+        """Rows by bfjobs id with one query (in no particular order; unknown ids are absent)."""
+        if not ids:
+            return []
+        lite = self._lite()
+        if lite is not None:
+            return lite.get_many(ids)
+        jobs = _tables()[1]
+        return self.query(jobs.select().where(jobs.c.id.in_(list(dict.fromkeys(ids)))))
 
     def resolve(self, ref: str) -> JobRow:
         """A job by bfjobs id (or unique id prefix), or by Slurm job id when unambiguous."""
@@ -225,16 +316,7 @@ class Database:
         row = self.get(ref)
         if row is not None:
             return row
-        candidates = self.query(
-            sa.select(jobs)
-            .where(
-                sa.or_(
-                    jobs.c.id.startswith(ref, autoescape=True),
-                    sa.and_(jobs.c.backend == "slurm", jobs.c.native_id == ref),
-                )
-            )
-            .limit(3)
-        )
+        candidates = self._find(ref)
         if len(candidates) == 1:
             return candidates[0]
         from .errors import JobNotFound
@@ -243,13 +325,36 @@ class Database:
             raise JobNotFound(f"no bfjobs job {show(ref)} in {self.safe_url()}")
         raise JobNotFound(f"job id {show(ref)} is ambiguous; use the full bfjobs id")
 
+    def _find(self, ref: str) -> list[JobRow]:
+        """Up to 3 jobs whose id starts with ``ref`` or whose Slurm job id is ``ref``."""
+        lite = self._lite()
+        if lite is not None:
+            return lite.find(ref, limit=3)
+        import sqlalchemy as sa
+
+        jobs = _tables()[1]
+        match = sa.or_(
+            jobs.c.id.startswith(ref, autoescape=True), sa.and_(jobs.c.backend == "slurm", jobs.c.native_id == ref)
+        )
+        return self.query(jobs.select().where(match).limit(3))
+
     def query(self, stmt: sa.Select[Any]) -> list[JobRow]:
+        """Rows for a SQLAlchemy statement (always the SQLAlchemy path)."""
         with self.begin() as conn:
             return [_row(r) for r in conn.execute(stmt).mappings()]
 
-    def unfinished(self, ids: Sequence[str] | None = None) -> list[JobRow]:
-        stmt = sa.select(jobs).where(jobs.c.state.not_in(sorted(constants.FINISHED_STATES)))
-        if ids:
+    def unfinished(self, ids: Sequence[str] | None = None, *, targets: Sequence[str] | None = None) -> list[JobRow]:
+        """Jobs not finished yet, oldest first: all (no ``ids``), or only these ids, or these targets."""
+        lite = self._lite()
+        if lite is not None:
+            return lite.unfinished(ids, targets=targets)
+        if targets is not None and not targets:
+            return []
+        jobs = _tables()[1]
+        stmt = jobs.select().where(jobs.c.state.not_in(sorted(constants.FINISHED_STATES)))
+        if targets is not None:
+            stmt = stmt.where(jobs.c.target.in_(list(dict.fromkeys(targets))))
+        elif ids:
             stmt = stmt.where(jobs.c.id.in_(list(ids)))
         return self.query(stmt.order_by(jobs.c.submitted_at))
 
@@ -262,9 +367,14 @@ class Database:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[JobRow]:
-        stmt = sa.select(jobs)
+        states = list(states)
+        lite = self._lite()
+        if lite is not None:
+            return lite.listing(states=states, kind=kind, profile=profile, since=since, limit=limit)
+        jobs = _tables()[1]
+        stmt = jobs.select()
         if states:
-            stmt = stmt.where(jobs.c.state.in_(list(states)))
+            stmt = stmt.where(jobs.c.state.in_(states))
         if kind:
             stmt = stmt.where(jobs.c.kind == kind)
         if profile:
@@ -277,6 +387,9 @@ class Database:
         return self.query(stmt)
 
     def safe_url(self) -> str:
+        """The URL for messages (a plain SQLite file URL has no password to hide)."""
+        if self._sqlite_file is not None:
+            return self.url
         return self.engine.url.render_as_string(hide_password=True)
 
 

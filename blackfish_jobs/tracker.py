@@ -48,7 +48,7 @@ ENDED = FINISHED | {UNKNOWN}
 #: A job Slurm does not know yet may be this new before it counts as vanished (sacct lag,
 #: a controller restarting); also the clock skew allowed between login node and controller.
 GRACE = timedelta(seconds=60)
-SKEW = timedelta(minutes=10)
+SKEW = slurm.CLOCK_SKEW
 #: A job Slurm calls COMPLETED may be this long without a visible result file (shared
 #: filesystems cache directory entries) before it counts as "ended without a result".
 RESULT_GRACE = timedelta(seconds=30)
@@ -92,13 +92,18 @@ def from_slurm(raw: str) -> str:
 
 @dataclass
 class Observation:
-    """What a refresh learned about one job (``known=False``: nothing; leave the row alone)."""
+    """What a refresh learned about one job (``known=False``: nothing; leave the row alone).
+
+    ``gone``: the controller (asked successfully) no longer knows the job, nor does accounting,
+    and it wrote no result — ``cancel`` takes that as its scancel having removed a pending job.
+    """
 
     state: str
     node: str | None = None
     reason: str | None = None
     result: dict[str, Any] | None = None
     known: bool = True
+    gone: bool = False
 
 
 # ------------------------------------------------------------------------ result files
@@ -309,7 +314,7 @@ def survey_slurm(
     if memo:
         asked.accounting_error = slurm.AccountingUnavailable(memo, disabled=True)
     else:
-        since = min(r.submitted_at for r in rows) - SKEW
+        since = slurm.sacct_since(r.submitted_at for r in rows)
         try:
             accounting = slurm.sacct([r.native_id or "" for r in rows], since, runner)
         except slurm.AccountingUnavailable as exc:
@@ -376,8 +381,8 @@ def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
     sid = row.native_id
     if row.id not in asked.queue_asked:  # squeue failed: nothing can be concluded now
         return keep
-    if now - row.submitted_at < GRACE:
-        return keep  # too new to be missing (accounting lag, a controller coming back)
+    if now - row.submitted_at < GRACE:  # too new to be missing (accounting lag, a controller coming back)
+        return Observation(row.state, row.node, row.reason, known=False, gone=True)
     if row.id in asked.stale:
         reason = (
             f"accounting still calls Slurm job {sid} live but the controller no longer knows it "
@@ -390,7 +395,7 @@ def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
             f"no accounting ({asked.accounting_error}); the controller no longer knows Slurm job {sid} "
             "(ended more than MinJobAge ago, or lost), and it wrote no result"
         )
-    return Observation(UNKNOWN, row.node, _one_line(reason))
+    return Observation(UNKNOWN, row.node, _one_line(reason), gone=True)
 
 
 def observe_slurm(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, Observation]:
@@ -402,7 +407,7 @@ def sacct_states(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dic
     """``{slurm id: (raw state, node)}`` from one bounded sacct call (kept for callers)."""
     if not rows:
         return {}
-    since = min(r.submitted_at for r in rows) - SKEW
+    since = slurm.sacct_since(r.submitted_at for r in rows)
     found = slurm.sacct([r.native_id or "" for r in rows], since, runner)
     return {sid: (recs[-1].raw_state, recs[-1].node or "") for sid, recs in found.items()}
 
@@ -454,20 +459,18 @@ def observe_local(row: JobRow) -> Observation:
 
 @dataclass
 class Refreshed:
-    """The fresh rows of a refresh, and why some could not be observed (one line each)."""
+    """The fresh rows of a refresh, why some could not be observed (one line each), and the ids
+    of the jobs Slurm no longer knows at all (see ``Observation.gone``)."""
 
     rows: list[JobRow]
     problems: list[str]
+    gone: set[str] = field(default_factory=set)
 
 
 def reload(db: Database, ids: Sequence[str]) -> list[JobRow]:
     """Rows by bfjobs id, in the given order, with one query (another process may have moved them)."""
-    import sqlalchemy as sa
-
-    from .db import jobs
-
     unique = list(dict.fromkeys(ids))
-    by_id = {r.id: r for r in db.query(sa.select(jobs).where(jobs.c.id.in_(unique)))}
+    by_id = {r.id: r for r in db.get_many(unique)}
     return [by_id[i] for i in unique if i in by_id]
 
 
@@ -513,7 +516,8 @@ def refresh_report(
             on_completed(db, row)
     for row in rows:
         fresh[row.id] = others.get(row.id, row)
-    return Refreshed([fresh[r.id] for r in rows], problems)
+    gone = {job_id for job_id, obs in observed.items() if obs.gone}
+    return Refreshed([fresh[r.id] for r in rows], problems, gone)
 
 
 def refresh(
@@ -636,7 +640,8 @@ def cancel(
         pending = asked
         while pending:
             time.sleep(delay)
-            done = refresh(db, reload(db, [r.id for r in pending]), runner, verify=True)
+            report = refresh_report(db, reload(db, [r.id for r in pending]), runner, verify=True)
+            done = [_dropped(db, r) if r.id in report.gone and r.state not in FINISHED else r for r in report.rows]
             for row in done:
                 if row.state in ENDED:
                     outcomes[row.id] = CancelOutcome(row, "cancelled" if row.state == CANCELLED else "already ended")
@@ -647,6 +652,25 @@ def cancel(
         for row in pending:
             outcomes[row.id] = CancelOutcome(row, "requested", f"Slurm still says {row.state}")
     return [outcomes[r.id] for r in fresh]
+
+
+def _dropped(db: Database, row: JobRow) -> JobRow:
+    """A job our scancel removed that Slurm then forgot at once: CANCELLED, not "missing".
+
+    Slurm keeps no trace of a pending job array element cancelled before it was split off
+    (neither ``squeue -t all`` nor ``sacct`` lists it), so the refresh alone would say PENDING
+    until the grace period ends, then UNKNOWN (at once for an element pending longer).
+    """
+    if row.node is None:
+        reason = "cancelled before it started (Slurm dropped the pending job)"
+    else:
+        reason = "cancelled; Slurm no longer knows the job and it wrote no result"
+    values: dict[str, Any] = {"state": CANCELLED, "reason": reason, "ended_at": utcnow()}
+    if db.update_many([(row.id, row.state, values)]):
+        for key, value in values.items():
+            setattr(row, key, value)
+        return row
+    return reload(db, [row.id])[0]
 
 
 def _cancel_local(db: Database, row: JobRow, grace_s: float) -> CancelOutcome:

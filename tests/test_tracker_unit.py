@@ -179,6 +179,28 @@ def test_scancel_refusals(db, tmp_path):
         slurm.scancel(["7"], runner_with(f"scancel: error: {UNREACHABLE}"))
 
 
+@pytest.mark.parametrize("age", [5, 600])  # within the grace period for new jobs, and past it
+def test_cancel_of_a_pending_job_slurm_then_forgets_is_cancelled(db, tmp_path, age):
+    """A pending array element cancelled before it was split off leaves no trace in squeue or sacct:
+    the job our scancel removed is CANCELLED, not PENDING until the grace period, then UNKNOWN."""
+    row = add_row(db, tmp_path, "811", age=age, state="PENDING")
+    queue = [f"811|PENDING||{epoch(row.submitted_at)}|N/A|JobArrayTaskLimit"]
+
+    class Forgetting(FakeSlurm):
+        def __call__(self, argv: list[str]) -> str:
+            out = super().__call__(argv)
+            if argv[0] == "scancel":
+                self.squeue = []  # the controller drops the element at once
+            return out
+
+    fake = Forgetting(sacct=[], squeue=queue)
+    [outcome] = tracker.cancel(db, [row], fake, confirm_s=2)
+    assert outcome.action == "cancelled" and outcome.row.state == "CANCELLED"
+    assert outcome.row.reason == "cancelled before it started (Slurm dropped the pending job)"
+    assert db.get(row.id).state == "CANCELLED" and db.get(row.id).ended_at is not None
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue", "scancel", "sacct", "squeue"]
+
+
 def test_state_words_and_details():
     assert tracker.from_slurm("CANCELLED by 0") == "CANCELLED"
     assert tracker.from_slurm("OUT_OF_ME+") == "OUT_OF_MEMORY"

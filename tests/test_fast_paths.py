@@ -1,0 +1,209 @@
+"""The everyday commands' fast paths: no SQLAlchemy on an up-to-date SQLite database, and
+``bfjobs status`` starting its one ``sacct`` call before the CLI is imported (entry.py).
+
+Behaviour only; how fast they are is measured by benchmarks/run.py, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from blackfish_jobs import entry, slurm, tracker
+from blackfish_jobs.db import Database, JobRow, utcnow
+
+# Runs the console script's entry in a fresh interpreter, then says which heavy modules it loaded.
+_RUN = """
+import json, sys
+from blackfish_jobs.entry import main
+heavy = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2")
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY " + json.dumps([m for m in heavy if m in sys.modules]), file=sys.stderr)
+"""
+
+# A stand-in sacct: logs its argv, answers PENDING (held) for every id it is asked about.
+_FAKE_SACCT = """#!/bin/bash
+printf '%s\\n' "$*" >> {log}
+ids=""
+while [ $# -gt 0 ]; do [ "$1" = -j ] && ids="$2"; shift; done
+for id in ${{ids//,/ }}; do echo "$id|$id|PENDING|None assigned|$(date +%s)|Unknown|0:0|JobHeldUser"; done
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_calls():
+    """A prestarted call a failing test left behind must not reach the next test's run()."""
+    yield
+    slurm._reap()
+
+
+@pytest.fixture
+def fake_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PATH with the stand-in sacct; returns its call log (one line per call)."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    log = tmp_path / "sacct-calls.log"
+    script = bindir / "sacct"
+    script.write_text(_FAKE_SACCT.format(log=log))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    tracker._NO_ACCOUNTING.clear()
+    return log
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def add_jobs(db: Database, count: int, *, start: int = 0, profile: str = "slurm") -> list[JobRow]:
+    now = utcnow()
+    rows = [
+        JobRow(
+            id=f"{start + i:012x}",
+            kind="pull-image",
+            profile=profile,
+            backend="slurm",
+            native_id=str(9000 + start + i),
+            state="PENDING",
+            reason=None,
+            folder=f"/nowhere/{i}",
+            target=f"/cache/img{start + i}.sif",
+            request={"uri": f"docker://img:{i}"},
+            result=None,
+            node=None,
+            user="me",
+            submitted_at=now - timedelta(seconds=30 * (count - i)),
+            ended_at=None,
+            updated_at=now,
+        )
+        for i in range(count)
+    ]
+    db.insert_many(rows)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status"], (None, None)),
+        (["status", "--json"], (None, None)),
+        (["--db", "sqlite:////x.db", "status", "--profile", "della", "--json"], ("sqlite:////x.db", "della")),
+        (["--db=sqlite:////x.db", "status", "--profile=della"], ("sqlite:////x.db", "della")),
+        (["status", "0123456789ab"], None),  # job ids: resolved by the CLI, no head start
+        (["status", "--help"], None),
+        (["status", "--json", "--json"], None),
+        (["status", "--profile"], None),
+        (["status", "--profile", "--json"], None),
+        (["--db", "status"], None),
+        (["--verbose", "status"], None),
+        (["list"], None),
+        (["wait", "status"], None),
+        ([], None),
+    ],
+)
+def test_only_a_plain_status_gets_a_head_start(args, expected):
+    assert entry.plain_status(args) == expected
+
+
+def test_a_prestarted_call_is_collected_once_and_fails_like_a_run():
+    ok = [sys.executable, "-c", "print('hello')"]
+    slurm.prestart(ok)
+    assert tuple(ok) in slurm._STARTED
+    assert slurm.run(ok) == "hello\n"
+    assert slurm._STARTED == {}
+    bad = [sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]
+    slurm.prestart(bad)
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        slurm.run(bad)
+    assert failed.value.returncode == 3 and failed.value.stderr == "boom"
+    slurm.prestart(["/nonexistent/sacct", "-X"])  # cannot start: left to run() to report
+    assert slurm._STARTED == {}
+    with pytest.raises(FileNotFoundError):
+        slurm.run(["/nonexistent/sacct", "-X"])
+
+
+def test_an_unused_prestarted_call_is_killed_at_exit():
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    slurm.prestart(sleeper)
+    proc = slurm._STARTED[tuple(sleeper)]
+    slurm._reap()
+    assert slurm._STARTED == {} and proc.returncode is not None
+
+
+def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
+    """The call entry.py starts is exactly the one the tracker asks for: one sacct in all."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    db = Database(url)
+    rows = add_jobs(db, 30)
+    add_jobs(db, 3, start=100, profile="other")
+    entry._prestart_sacct(url, "slurm")
+    assert len(slurm._STARTED) == 1
+    fresh = [r for r in db.unfinished() if r.profile == "slurm"]  # what `status --profile slurm` reads
+    report = tracker.refresh_report(db, fresh)
+    assert slurm._STARTED == {} and report.problems == []
+    [call] = calls(fake_sacct)
+    assert call.split(" -j ")[1].split(",") == [r.native_id for r in rows]
+    assert {(r.state, r.reason) for r in report.rows} == {("PENDING", "JobHeldUser")}
+    assert {r.reason for r in db.unfinished() if r.profile == "slurm"} == {"JobHeldUser"}
+
+
+def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
+    """A job recorded between the head start and the CLI's read: the CLI's own call answers."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    db = Database(url)
+    add_jobs(db, 5)
+    entry._prestart_sacct(url, None)
+    add_jobs(db, 1, start=50)
+    report = tracker.refresh_report(db, db.unfinished())
+    assert len(report.rows) == 6 and {r.reason for r in report.rows} == {"JobHeldUser"}
+    assert len(slurm._STARTED) == 1  # the stale call, killed at exit
+    slurm._reap()
+    assert len(calls(fake_sacct)) == 2
+
+
+def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
+    entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None)
+    entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None)
+    assert slurm._STARTED == {} and not (tmp_path / "missing.sqlite").exists()
+
+
+def _run(site, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN, *args], capture_output=True, text=True, env=site.env(**env), timeout=120
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("HEAVY "), proc.stderr
+    return proc, json.loads(last.removeprefix("HEAVY "))
+
+
+def test_everyday_commands_do_not_import_sqlalchemy(site, fake_sacct):
+    """list, status and a submit whose artefact is present: the stdlib path, nothing heavy."""
+    db = Database()
+    add_jobs(db, 4)
+    proc, heavy = _run(site, "list")
+    assert heavy == [] and len(proc.stdout.splitlines()) == 5, proc.stderr
+    proc, heavy = _run(site, "status", "--json")
+    assert heavy == [] and [j["reason"] for j in json.loads(proc.stdout)] == ["JobHeldUser"] * 4, proc.stderr
+    assert len(calls(fake_sacct)) == 1
+    site.write_profiles()
+    (site.cache_dir / "images").mkdir()
+    (site.cache_dir / "images" / "alpine_3.20.sif").write_bytes(b"sif")
+    proc, heavy = _run(site, "submit", "pull-image", "docker://alpine:3.20")
+    assert heavy == [] and proc.stdout.startswith("already present:"), proc.stderr
+
+
+def test_a_fresh_database_is_migrated_on_first_use(site):
+    """No bfjobs table yet: the first command migrates through Alembic, then reads with the stdlib."""
+    proc, heavy = _run(site, "list")
+    assert proc.stdout.strip() == "no jobs" and "sqlalchemy" in heavy, proc.stderr
+    proc, heavy = _run(site, "list")
+    assert proc.stdout.strip() == "no jobs" and heavy == [], proc.stderr
