@@ -181,9 +181,13 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
     )
 
 
-def _new_folder(spec: JobSpec) -> tuple[str, Path]:
+def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tuple[str, Path]:
+    """A fresh job folder, created only once the script renders (a broken site template must
+    be refused before anything is written)."""
     job_id = new_id()
     folder = spec.profile.jobs_dir / job_id
+    if spec.profile.is_slurm:
+        render.render(spec, folder, job_id, elements)
     folder.mkdir(parents=True, exist_ok=False)
     return job_id, folder
 
@@ -231,7 +235,7 @@ def submit_many(db: Database, specs: Sequence[JobSpec]) -> list[Outcome]:
         return [o for o in outcomes if o is not None]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
-        array_id, folder = _new_folder(specs[chunk[0]])
+        array_id, folder = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
         try:
             submitted = executor.submit_array([specs[i] for i in chunk], folder, array_id)
         except BaseException:

@@ -83,6 +83,13 @@ def _load_profile(name: str | None) -> config.Profile:
     return profile
 
 
+def _no_nan(name: str, value: float | None) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is False): refuse it."""
+    if value is not None and value != value:
+        raise click.BadParameter("not a number", param_hint=name)
+    return value
+
+
 def _settings(profile: config.Profile, kind: str, flags: dict[str, Any]) -> config.JobSettings:
     from . import config
 
@@ -497,7 +504,9 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
 @click.option("--kind", type=click.Choice(list(constants.KINDS)), help="Only this kind of job.")
 @profile_option
 @click.option("--since", type=SinceType(), help="Only jobs submitted since DATE (2026-11-27T08:00, 12h, 7d).")
-@click.option("--limit", type=click.IntRange(0, None), default=50, show_default=True, help="At most N jobs (0: all).")
+@click.option(
+    "--limit", type=click.IntRange(0, 10_000_000), default=50, show_default=True, help="At most N jobs (0: all)."
+)
 @click.option("--refresh", is_flag=True, help="Ask Slurm (once) about unfinished jobs first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of job objects.")
 @click.pass_obj
@@ -532,7 +541,10 @@ def list_(
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True)
-@click.option("--timeout", type=click.FloatRange(0, None), help="Give up after this many seconds (exit 1).")
+@click.option(
+    "--timeout", type=click.FloatRange(0, None), callback=lambda _c, _p, v: _no_nan("--timeout", v),
+    help="Give up after this many seconds (exit 1).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:

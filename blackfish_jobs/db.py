@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -145,6 +146,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def check_url(url: str) -> str:
+    """Refuse a database URL that would be misread: bfjobs writes where the user said, or nowhere.
+
+    SQLite URLs must name an absolute file with portable characters (no query string, ``%``
+    escapes or ``~user`` surprises); other URLs go to SQLAlchemy, whose errors become one line.
+    """
+    from . import validate
+
+    validate.basic("--db", url, max_len=2048)
+    if not re.match(r"^[a-z][a-z0-9+]*://", url):
+        raise BadInput(f"--db: not a database URL (e.g. sqlite:////path/app.sqlite): {show(url)}")
+    if not url.startswith("sqlite"):
+        return url
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return url
+    if not url.startswith("sqlite:///") or any(c in url for c in "?#%"):
+        raise BadInput(f"--db: expected sqlite:////absolute/path/file.sqlite (no query string): {show(url)}")
+    path = url[len("sqlite:///") :]
+    if path.startswith("~"):
+        try:
+            path = str(Path(path).expanduser())
+        except (RuntimeError, KeyError, ValueError):
+            raise BadInput(f"--db: cannot expand '~' in {show(url)}") from None
+    elif not path.startswith("/"):
+        raise BadInput(f"--db: the SQLite file must be an absolute path: {show(url)}")
+    validate.safe_path("--db", path)
+    return "sqlite:///" + path
+
+
 class Database:
     """A handle on the app database with bfjobs' table migrated to the current head.
 
@@ -155,7 +185,7 @@ class Database:
     """
 
     def __init__(self, url: str | None = None, *, stdlib_sqlite: bool = True) -> None:
-        self.url = url or default_url()
+        self.url = check_url(url or default_url())
         self._sqlite_file = sqlite_path(self.url) if stdlib_sqlite else None
         self._store: SqliteJobs | None = None
         self._migrated = False
@@ -175,7 +205,10 @@ class Database:
             raise BadInput(f"--db: not a database URL: {show(self.url)}") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed)
+        try:
+            engine = sa.create_engine(parsed)
+        except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError, ImportError) as exc:
+            raise BadInput(f"--db: cannot use {show(self.url)}: {type(exc).__name__}: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -974,8 +974,7 @@ def test_db_option_that_is_no_url(sb: Sandbox, value: str) -> None:
     assert sb.tree() == before
 
 
-# Known defects in files this suite may not change (db.py, cli.py): each case must turn into a
-# one-line refusal. strict=True: once fixed, these fail as XPASS and the marker must go.
+# Once defects (found by this suite, since fixed): each case must be a one-line refusal.
 DB_DEFECTS = [
     pytest.param("sqlite:///~nosuchuser/x.db", id="tilde-unknown-user"),
     pytest.param("sqlite:///{root}/db/a\x00b", id="nul-in-path"),
@@ -988,7 +987,6 @@ DB_DEFECTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="db.Database accepts these --db URLs (fix described in issue 5 report)")
 @pytest.mark.parametrize("url", DB_DEFECTS)
 def test_db_option_defects(sb: Sandbox, url: str) -> None:
     (sb.root / "db").mkdir(exist_ok=True)
@@ -996,12 +994,10 @@ def test_db_option_defects(sb: Sandbox, url: str) -> None:
     assert os.listdir(sb.root / "db") == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py/db.py: --limit has no upper bound; SQLite overflows (exit 1)")
 def test_list_limit_beyond_sqlite_is_refused(sb: Sandbox) -> None:
     assert_refused(sb.invoke("list", "--limit", str(2**63)), ["--limit"])
 
 
-@pytest.mark.xfail(strict=True, reason="api.py: submit creates <home_dir>/jobs/bfjobs before rendering the script")
 def test_refused_site_template_leaves_no_job_folder(sb: Sandbox) -> None:
     (sb.templates / "pull-image.sh.j2").write_text("{% if %}\n")
     sb.write_settings(f'[defaults]\ntemplates_dir = "{sb.templates}"\n')
@@ -1010,7 +1006,6 @@ def test_refused_site_template_leaves_no_job_folder(sb: Sandbox) -> None:
     assert sb.tree() == before
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: --timeout is a FloatRange that lets nan through (busy polling)")
 @pytest.mark.parametrize("value", ["nan", "-nan", "NaN"])
 def test_wait_timeout_nan_is_refused(sb: Sandbox, value: str) -> None:
     assert_refused(sb.invoke("wait", "0123456789ab", "--timeout", value), ["--timeout"])
