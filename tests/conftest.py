@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,6 +92,17 @@ class Site:
             """
         )
 
+    def failed_pull(self) -> dict:
+        """Submit a pull the apptainer stand-in fails, wait, check the failure; return the job."""
+        proc = self.bfjobs("submit", "pull-image", "docker://alpine:broken", "--wait", "--json",
+                           FAKE_APPTAINER_FAIL_ON="broken")
+        assert proc.returncode == 1
+        job = json.loads(proc.stdout)
+        assert job["state"] == "FAILED"
+        assert "apptainer pull exited with code 255" in job["reason"]
+        assert proc.stderr.strip().splitlines()[-1].startswith("bfjobs: error: 1 of 1 job(s) did not complete")
+        return job
+
     def apptainer_calls(self) -> list[dict]:
         if not self.apptainer_log.exists():
             return []
@@ -172,24 +184,28 @@ def slurm_site(site: Site) -> Iterator[Site]:
     yield site
 
 
+@contextlib.contextmanager
+def tmpfs_over(path: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with ``options`` over ``path`` for the block (skip if mounting is not allowed)."""
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @pytest.fixture
 def read_only_cache(site):
     """Make cache_dir read-only for everyone, root included: a read-only mount over it."""
-    import os
-
     if os.geteuid() != 0:
         site.cache_dir.chmod(0o555)
         yield site.cache_dir
         site.cache_dir.chmod(0o755)
         return
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(site.cache_dir)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield site.cache_dir
-    finally:
-        subprocess.run(["umount", str(site.cache_dir)], check=True)
+    with tmpfs_over(site.cache_dir, "ro,size=1m") as path:
+        yield path
 
 
 @pytest.fixture

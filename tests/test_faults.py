@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO as PROJECT
-from conftest import wait_for
+from conftest import tmpfs_over, wait_for
 from hubserver import DEMO_REPO_ID
 
 pytestmark = pytest.mark.slurm
@@ -210,14 +210,8 @@ def test_sbatch_rejection_reports_the_schedulers_words(slurm_site, flags, words)
 @pytest.fixture
 def tiny_cache(site):
     """cache_dir on a 2 MiB tmpfs: it fills up mid-transfer."""
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=755", "tmpfs", str(site.cache_dir)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield site.cache_dir
-    finally:
-        subprocess.run(["umount", "-l", str(site.cache_dir)], check=False)
+    with tmpfs_over(site.cache_dir, "size=2m,mode=755") as path:
+        yield path
 
 
 def test_filesystem_full_during_download(slurm_site, hub, tiny_cache):
