@@ -4,7 +4,7 @@ Why before Click: a Python CLI's start-up (interpreter, Click, bfjobs' modules) 
 long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both. For
 ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the unfinished Slurm jobs' ids
 with the stdlib (:class:`sqlite_jobs.SqliteJobs`, a few ms), starts exactly the ``sacct`` command
-the tracker will ask for (:func:`slurm.prestart`) and only then imports the CLI, which runs as
+the tracker will ask for (:func:`slurmcmd.prestart`) and only then imports the CLI, which runs as
 always: its ``sacct`` call collects the running one, so there is still one call.
 
 Everything else goes straight to the CLI: other commands, job ids, unknown options, other
@@ -72,7 +72,7 @@ def _options(tokens: Sequence[str], valued: Sequence[str], flags: Sequence[str])
 
 def _prestart_sacct(db_url: str | None, profile: str | None) -> None:
     """Start the ``sacct`` call ``status`` will make for the unfinished Slurm jobs (same argv)."""
-    from . import constants, slurm
+    from . import constants, slurmcmd
     from .sqlite_jobs import SqliteJobs, sqlite_path
 
     try:
@@ -85,8 +85,8 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> None:
         finally:
             store.close()
         if oldest is not None:
-            argv = slurm.sacct_argv([sid or "" for sid in ids], slurm.sacct_since([oldest]))
+            argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
             if argv is not None:
-                slurm.prestart(argv)
+                slurmcmd.prestart(argv)
     except Exception:  # noqa: S110 - only a head start: the CLI meets the same problem and reports it
         pass

@@ -5,31 +5,27 @@ all the jobs of one refresh at once and makes a single call. Times are read as e
 (``SLURM_TIME_FORMAT=%s``) and the ``sacct -S`` bound is written in the local time zone that
 ``sacct`` itself uses: a UTC string there would point hours into the future west of Greenwich.
 
-Import-light on purpose (no dataclasses): ``bfjobs status`` imports this module before the rest
-of the CLI to start its ``sacct`` call early (:func:`prestart`).
+The command lines and the processes themselves are :mod:`slurmcmd`'s (``bfjobs status`` starts
+its ``sacct`` call there before this module is imported).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
+
+from .slurmcmd import CALL_TIMEOUT_S, CLOCK_SKEW, local_time, run, sacct_argv, sacct_since
+from .slurmcmd import job_ids as _job_ids
+
+__all__ = ["CALL_TIMEOUT_S", "CLOCK_SKEW", "local_time", "run", "sacct_argv", "sacct_since"]
 
 #: ``(argv) -> stdout``; raises OSError or subprocess.SubprocessError when the call fails.
 Runner = Callable[[list[str]], str]
 
-#: Seconds before a Slurm client call is given up (slurmctld/slurmdbd under load can be slow).
-CALL_TIMEOUT_S = 60
-
-#: Clock skew allowed between this node and the controller (the ``sacct -S`` bound, record matching).
-CLOCK_SKEW = timedelta(minutes=10)
-
 _SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
-_SACCT_FIELDS = "JobID,JobIDRaw,State,NodeList,Submit,End,ExitCode,Reason"
 # "123", an array element "123_4", or pending elements still folded together "123_[5-9%2]"
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[([0-9,\-]+)(?:%\d+)?\]$")
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
@@ -63,62 +59,6 @@ class Record(NamedTuple):
     reason: str | None  # Slurm's reason (why pending; why it ended)
     exit_code: str | None  # "137:0" (sacct only)
     source: str  # "sacct" or "squeue"
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, SLURM_TIME_FORMAT="%s")
-
-
-# Calls started ahead of time by ``prestart`` and not collected yet, by argv.
-_STARTED: dict[tuple[str, ...], subprocess.Popen[str]] = {}
-
-
-def run(argv: list[str]) -> str:
-    """Run a Slurm client command with epoch timestamps; raise on failure.
-
-    A call :func:`prestart` already started with the same argv is collected instead of run again.
-    """
-    proc = _STARTED.pop(tuple(argv), None)
-    if proc is None:
-        done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=_env())
-        return done.stdout
-    try:
-        out, err = proc.communicate(timeout=CALL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise subprocess.TimeoutExpired(argv, CALL_TIMEOUT_S, out, err) from None
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
-    return out
-
-
-def prestart(argv: list[str]) -> None:
-    """Start ``argv`` now, for the first :func:`run` of the same argv to collect.
-
-    ``bfjobs status`` starts its one ``sacct`` call this way before importing the rest of the CLI,
-    so the call and the start-up overlap (``blackfish_jobs.entry``). If the CLI ends up asking
-    something else (the jobs changed meanwhile), its own call runs as usual and this one is
-    killed at exit. A command that cannot start is left to ``run`` to report.
-    """
-    if tuple(argv) in _STARTED:
-        return
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    except (OSError, ValueError):
-        return
-    if not _STARTED:
-        atexit.register(_reap)
-    _STARTED[tuple(argv)] = proc
-
-
-def _reap() -> None:
-    """Kill and collect prestarted calls nobody used (no zombie, no stray sacct)."""
-    while _STARTED:
-        _argv, proc = _STARTED.popitem()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def describe_failure(argv: list[str], exc: BaseException) -> str:
@@ -163,15 +103,6 @@ def _reason(text: str) -> str | None:
     return None if not text or text in ("None", "(null)") else text
 
 
-def local_time(moment: datetime) -> str:
-    """A naive-UTC moment as the local wall-clock time Slurm's clients parse (``-S``)."""
-    return moment.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _job_ids(ids: Iterable[str]) -> list[str]:
-    return sorted({i for i in ids if i}, key=lambda i: (len(i), i))
-
-
 def expand_job_id(job_id: str) -> list[str]:
     """``123`` and ``123_4`` as they are; ``123_[5-7,9%2]`` (pending array elements) expanded."""
     match = _ARRAY_RANGE.match(job_id)
@@ -184,19 +115,6 @@ def expand_job_id(job_id: str) -> list[str]:
         if lo.isdigit() and (not hi or hi.isdigit()):
             out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
     return out
-
-
-def sacct_since(submitted: Iterable[datetime]) -> datetime:
-    """The ``sacct -S`` bound for jobs submitted at these (naive UTC) times: the oldest, less skew."""
-    return min(submitted) - CLOCK_SKEW
-
-
-def sacct_argv(ids: Iterable[str], since: datetime) -> list[str] | None:
-    """The one ``sacct`` command line for ``ids`` active since ``since``; None without ids."""
-    wanted = _job_ids(ids)
-    if not wanted:
-        return None
-    return ["sacct", "-X", "-n", "-P", "-o", _SACCT_FIELDS, "-S", local_time(since), "-j", ",".join(wanted)]
 
 
 def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str, list[Record]]:
@@ -215,13 +133,19 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
         disabled = isinstance(exc, FileNotFoundError) or bool(_DISABLED.search(_stderr(exc)))
         raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
     found: dict[str, list[Record]] = {}
+    # A refresh of 1,000 jobs parses 1,000 lines: converted times are shared (jobs submitted in
+    # the same second, every "Unknown" end), and -P output has no padding to strip per field.
+    times: dict[str, datetime | None] = {}
     for line in out.splitlines():
-        parts = line.split("|", 7)
-        if len(parts) < 8 or not parts[0].strip():
+        parts = line.strip().split("|", 7)
+        if len(parts) < 8 or not parts[0]:
             continue
-        shown, raw, state, node, submit, end, exit_code, reason = map(str.strip, parts)
-        times = _epoch(submit), _epoch(end)
-        record = Record(raw, state, _node(node), *times, _reason(reason), exit_code or None, "sacct")
+        shown, raw, state, node, submit, end, exit_code, reason = parts
+        if submit not in times:
+            times[submit] = _epoch(submit)
+        if end not in times:
+            times[end] = _epoch(end)
+        record = Record(raw, state, _node(node), times[submit], times[end], _reason(reason), exit_code or None, "sacct")
         if "_" not in shown:
             found.setdefault(raw, []).append(record)
             continue

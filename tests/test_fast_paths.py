@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from blackfish_jobs import entry, slurm, tracker
+from blackfish_jobs import entry, slurmcmd, tracker
 from blackfish_jobs.db import Database, JobRow, utcnow
 
 # Runs the console script's entry in a fresh interpreter, then says which heavy modules it loaded.
@@ -43,7 +43,7 @@ for id in ${{ids//,/ }}; do echo "$id|$id|PENDING|None assigned|$(date +%s)|Unkn
 def _no_leftover_calls():
     """A prestarted call a failing test left behind must not reach the next test's run()."""
     yield
-    slurm._reap()
+    slurmcmd.reap()
 
 
 @pytest.fixture
@@ -116,27 +116,49 @@ def test_only_a_plain_status_gets_a_head_start(args, expected):
 
 def test_a_prestarted_call_is_collected_once_and_fails_like_a_run():
     ok = [sys.executable, "-c", "print('hello')"]
-    slurm.prestart(ok)
-    assert tuple(ok) in slurm._STARTED
-    assert slurm.run(ok) == "hello\n"
-    assert slurm._STARTED == {}
+    slurmcmd.prestart(ok)
+    assert tuple(ok) in slurmcmd._STARTED
+    assert slurmcmd.run(ok) == "hello\n"
+    assert slurmcmd._STARTED == {}
     bad = [sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]
-    slurm.prestart(bad)
+    slurmcmd.prestart(bad)
     with pytest.raises(subprocess.CalledProcessError) as failed:
-        slurm.run(bad)
+        slurmcmd.run(bad)
     assert failed.value.returncode == 3 and failed.value.stderr == "boom"
-    slurm.prestart(["/nonexistent/sacct", "-X"])  # cannot start: left to run() to report
-    assert slurm._STARTED == {}
+    slurmcmd.prestart(["/nonexistent/sacct", "-X"])  # cannot start: left to run() to report
+    assert slurmcmd._STARTED == {}
     with pytest.raises(FileNotFoundError):
-        slurm.run(["/nonexistent/sacct", "-X"])
+        slurmcmd.run(["/nonexistent/sacct", "-X"])
+
+
+def test_a_prestarted_call_with_more_output_than_a_pipe_holds_is_read_whole():
+    """Both pipes are drained together: a client filling stderr while stdout waits cannot hang."""
+    chatty = [sys.executable, "-c", "import sys; sys.stderr.write('e' * 300000); print('x' * 500000 + '\\xff')"]
+    slurmcmd.prestart(chatty)
+    assert slurmcmd.run(chatty) == "x" * 500000 + "\xff\n"
+    raw = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'ok\\xff\\n')"]
+    slurmcmd.prestart(raw)
+    assert slurmcmd.run(raw) == "ok\ufffd\n"  # undecodable bytes from Slurm never crash a refresh
+    assert slurmcmd.run(raw) == "ok\ufffd\n"  # (the same on the ordinary path)
+
+
+def test_a_prestarted_call_that_hangs_is_killed_at_the_timeout():
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    slurmcmd.prestart(sleeper)
+    started = slurmcmd._STARTED.pop(tuple(sleeper))
+    with pytest.raises(subprocess.TimeoutExpired) as late:
+        started.collect(timeout=0.5)
+    assert late.value.output == b"started\n" and started.returncode == -9
 
 
 def test_an_unused_prestarted_call_is_killed_at_exit():
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    slurm.prestart(sleeper)
-    proc = slurm._STARTED[tuple(sleeper)]
-    slurm._reap()
-    assert slurm._STARTED == {} and proc.returncode is not None
+    slurmcmd.prestart(sleeper)
+    started = slurmcmd._STARTED[tuple(sleeper)]
+    slurmcmd.reap()
+    assert slurmcmd._STARTED == {} and started.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(started.pid, 0)  # killed and reaped: no zombie left
 
 
 def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
@@ -146,10 +168,10 @@ def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
     rows = add_jobs(db, 30)
     add_jobs(db, 3, start=100, profile="other")
     entry._prestart_sacct(url, "slurm")
-    assert len(slurm._STARTED) == 1
+    assert len(slurmcmd._STARTED) == 1
     fresh = [r for r in db.unfinished() if r.profile == "slurm"]  # what `status --profile slurm` reads
     report = tracker.refresh_report(db, fresh)
-    assert slurm._STARTED == {} and report.problems == []
+    assert slurmcmd._STARTED == {} and report.problems == []
     [call] = calls(fake_sacct)
     assert call.split(" -j ")[1].split(",") == [r.native_id for r in rows]
     assert {(r.state, r.reason) for r in report.rows} == {("PENDING", "JobHeldUser")}
@@ -165,15 +187,15 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
     add_jobs(db, 1, start=50)
     report = tracker.refresh_report(db, db.unfinished())
     assert len(report.rows) == 6 and {r.reason for r in report.rows} == {"JobHeldUser"}
-    assert len(slurm._STARTED) == 1  # the stale call, killed at exit
-    slurm._reap()
+    assert len(slurmcmd._STARTED) == 1  # the stale call, killed at exit
+    slurmcmd.reap()
     assert len(calls(fake_sacct)) == 2
 
 
 def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
     entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None)
     entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None)
-    assert slurm._STARTED == {} and not (tmp_path / "missing.sqlite").exists()
+    assert slurmcmd._STARTED == {} and not (tmp_path / "missing.sqlite").exists()
 
 
 def _run(site, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
