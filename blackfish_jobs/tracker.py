@@ -24,6 +24,7 @@ back, a result file that appears late on a shared filesystem) replaces it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -82,6 +83,7 @@ _SLURM = {
 }
 
 
+@functools.lru_cache(maxsize=512)  # a refresh maps 1,000 records onto a handful of distinct words
 def from_slurm(raw: str) -> str:
     """``CANCELLED by 0`` → CANCELLED, ``OUT_OF_ME+`` → OUT_OF_MEMORY, unknown → UNKNOWN."""
     word = raw.strip().split(" ")[0].rstrip("+").upper()

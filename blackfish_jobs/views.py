@@ -6,6 +6,7 @@ terminal, so ``bfjobs list`` in a script or pipe stays as light as ``bfjobs --he
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
@@ -42,8 +43,13 @@ def local_time(moment: datetime | None) -> str:
     """A naive-UTC DB timestamp in the viewer's local time, to the second."""
     if moment is None:
         return "-"
-    # time.localtime of the epoch second: half the cost of astimezone() (1,000 rows per status)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((moment - _EPOCH) // _SECOND))
+    return _local_second((moment - _EPOCH) // _SECOND)
+
+
+@functools.lru_cache(maxsize=4096)  # 1,000 rows of a status share a few submit seconds (arrays, --from-file)
+def _local_second(epoch: int) -> str:
+    # time.localtime of the epoch second: half the cost of astimezone()
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def cells(row: JobRow, *, short_target: bool = False) -> tuple[str, ...]:
