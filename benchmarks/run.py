@@ -326,7 +326,8 @@ def bench_status(ctx: Context) -> list[Row]:
                     note=ctx.slurm_problem or "no held jobs")]
     held = ctx.held
     lag = held.wait_accounted()
-    url = f"sqlite:///{ctx.tmp / 'status.sqlite'}"
+    # the live jobs amid a history of finished ones, as in any DB used for a while
+    url = fixtures.make_jobs_db(ctx.tmp / "status.sqlite", ctx.sizes.db_jobs)
     fixtures.insert_live_jobs(url, ctx.tmp / "live-jobs", held.ids)
     wrap_log = ctx.tmp / "slurm-calls.log"
     wrap_dir = fixtures.counting_wrappers(ctx.tmp / "wrap-bin", wrap_log)

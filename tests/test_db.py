@@ -193,6 +193,35 @@ def test_an_older_schema_is_migrated_before_the_stdlib_reads_it(tmp_path):
     assert sqlite_jobs.SqliteJobs.open(str(path)) is not None
 
 
+def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
+    """Only live rows are read, however long the history: the queries carry the index's own term."""
+    import importlib
+
+    from blackfish_jobs import sqlite_jobs
+
+    migration = importlib.import_module("blackfish_jobs.migrations.versions.0003_unfinished_index")
+    assert migration.UNFINISHED == sqlite_jobs._UNFINISHED  # else SQLite silently stops using it
+    db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
+    lite = db._lite()
+    conn = lite.conn
+    live = sqlite_jobs._UNFINISHED
+    slurm_ids = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {live} AND backend = 'slurm'"
+    for sql, params in [
+        (slurm_ids, ()),
+        (slurm_ids + " AND profile = ?", ("della",)),
+        (f"{sqlite_jobs._SELECT} WHERE {sqlite_jobs._UNFINISHED} ORDER BY submitted_at", ()),
+    ]:
+        plan = " ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "USING" in plan and "INDEX ix_bfjobs_jobs_unfinished" in plan, plan
+    # the statements the code runs are those checked above
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    lite.slurm_unfinished("della")
+    lite.unfinished()
+    assert statements == [slurm_ids + " AND profile = 'della'",
+                          f"{sqlite_jobs._SELECT} WHERE {sqlite_jobs._UNFINISHED} ORDER BY submitted_at"]
+
+
 def test_stdlib_connection_has_blackfish_pragmas(tmp_path):
     db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
     conn = db._lite().conn
