@@ -229,3 +229,51 @@ def test_a_fresh_database_is_migrated_on_first_use(site):
     assert proc.stdout.strip() == "no jobs" and "sqlalchemy" in heavy, proc.stderr
     proc, heavy = _run(site, "list")
     assert proc.stdout.strip() == "no jobs" and heavy == [], proc.stderr
+
+
+def test_the_status_process_exits_early_with_flushed_output_and_reaped_calls(tmp_path):
+    """_exit_now skips the interpreter's teardown only: output, exit code and atexit work stay."""
+    pid_file = tmp_path / "sleeper.pid"
+    script = f"""
+import sys
+from blackfish_jobs import entry, slurmcmd
+body = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+sleeper = [sys.executable, "-c", body]
+slurmcmd.prestart(sleeper)
+while True:  # started for real before the exit
+    try:
+        if open({str(pid_file)!r}).read():
+            break
+    except FileNotFoundError:
+        pass
+sys.stdout.write("x" * 100000)
+sys.stderr.write("bfjobs: one line")
+entry._exit_now(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, len(proc.stdout), proc.stderr) == (3, 100000, "bfjobs: one line")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # the unused call was killed and reaped before the exit
+
+
+def test_bfjobs_status_as_a_command_exits_with_its_code(site, fake_sacct, tmp_path):
+    """The console script's own process (python -m): the table whole, then 0; Slurm unreachable: 1."""
+    add_jobs(Database(), 300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "blackfish_jobs", "status"], capture_output=True, text=True, env=site.env(), timeout=120
+    )
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 301, proc.stderr
+    assert len(calls(fake_sacct)) == 1
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    for name in ("sacct", "squeue"):
+        (dead / name).write_text(
+            "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n"
+        )
+        (dead / name).chmod(0o755)
+    env = site.env(PATH=f"{dead}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "blackfish_jobs", "status"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("bfjobs: error: some jobs were not refreshed"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and len(proc.stdout.splitlines()) == 301
