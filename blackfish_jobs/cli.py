@@ -562,7 +562,10 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_obj
 def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
-    """Print a job's output from its job folder (--follow: until the job ends)."""
+    """Print a job's output from its job folder (--follow: until the job ends).
+
+    With --follow the exit code says how the job ended, as for ``wait``: 0 only if COMPLETED.
+    """
     from . import joblogs
 
     row = ctx.db.resolve(job_id)
@@ -574,6 +577,8 @@ def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
         return
     if follow:
         why = f" ({row.reason})" if row.reason else ""
+        if row.state != "COMPLETED":  # as `wait`: a script following a job learns how it ended
+            raise JobFailed(f"job {row.id} ended: {row.state}{why}")
         _echo_err(f"bfjobs: job {row.id} ended: {row.state}{why}")
 
 

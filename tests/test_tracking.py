@@ -258,6 +258,12 @@ def test_logs_follow_until_the_job_ends(slurm_site):
         shell=True, capture_output=True, text=True, env=site.env(),
     )
     assert head.returncode == 0 and len(head.stdout) == 10 and "Traceback" not in head.stderr
+    # a job that fails: its log to the end, then exit 1 and why, in one line
+    failing = submit(site, "docker://alpine:followfail", FAKE_APPTAINER_SLEEP="2", FAKE_APPTAINER_FAIL_ON="followfail")
+    proc = site.bfjobs("logs", failing["id"], "--follow", timeout=90)
+    assert proc.returncode == 1 and "+ apptainer pull" in proc.stdout, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"bfjobs: error: job {failing['id']} ended: FAILED ("), line
 
 
 # ----------------------------------------------------------------------------- without accounting
