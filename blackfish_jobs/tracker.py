@@ -17,6 +17,10 @@ How a refresh of Slurm jobs decides (one ``sacct`` call for all, at most one ``s
    once it is older than a grace period (it cannot be "too new" any more). If ``squeue`` itself
    failed nothing is concluded and the refresh reports the problem instead.
 
+5. NODE_FAIL and PREEMPTED from accounting are confirmed with the controller in that same
+   ``squeue`` call: Slurm requeues such a job when it can, and the controller then already
+   calls it PENDING again, while accounting may still show the failed run for a moment.
+
 UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
 back, a result file that appears late on a shared filesystem) replaces it.
 """
@@ -53,6 +57,9 @@ SKEW = slurm.CLOCK_SKEW
 #: A job Slurm calls COMPLETED may be this long without a visible result file (shared
 #: filesystems cache directory entries) before it counts as "ended without a result".
 RESULT_GRACE = timedelta(seconds=30)
+
+#: Ends after which Slurm requeues a job that allows it (``--requeue``, ``JobRequeue=1``).
+_MAY_BE_REQUEUED = frozenset({NODE_FAIL, PREEMPTED})
 
 # Slurm's job states (squeue/sacct long names) onto ours.
 _SLURM = {
@@ -329,7 +336,7 @@ def survey_slurm(
         record = _match(row, accounting.get(row.native_id or "", [])) if accounting is not None else None
         if record is not None:
             found[row.id] = record
-        if row.native_id and (record is None or (verify and from_slurm(record.raw_state) not in FINISHED)):
+        if row.native_id and (record is None or _ask_controller(record, verify)):
             ask_queue.append(row)
     if ask_queue:
         try:
@@ -342,8 +349,8 @@ def survey_slurm(
                 record = _match(row, [queue[row.native_id]] if row.native_id in queue else [])
                 if record is not None:
                     found[row.id] = record  # the controller's view is the freshest
-                elif row.id in found:
-                    asked.stale.add(row.id)
+                elif row.id in found and from_slurm(found[row.id].raw_state) not in FINISHED:
+                    asked.stale.add(row.id)  # accounting calls it live; the controller does not know it
                     del found[row.id]
     now = utcnow()
     observed: dict[str, Observation] = {}
@@ -351,6 +358,12 @@ def survey_slurm(
         record = found.get(row.id)
         observed[row.id] = _from_record(row, record, now) if record else _vanished(row, asked, now)
     return observed, problems
+
+
+def _ask_controller(record: slurm.Record, verify: bool) -> bool:
+    """Does this accounting record need the controller's word too (see the module docstring)?"""
+    state = from_slurm(record.raw_state)
+    return state in _MAY_BE_REQUEUED or (verify and state not in FINISHED)
 
 
 def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observation:

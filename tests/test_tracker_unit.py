@@ -101,6 +101,29 @@ def test_runaway_accounting_record_ends_when_verified(db, tmp_path):
     assert [c[0] for c in fake.calls] == ["sacct", "squeue"]
 
 
+def test_node_fail_or_preemption_is_confirmed_with_the_controller(db, tmp_path):
+    """Slurm requeues such jobs: accounting's NODE_FAIL is final only if the controller agrees."""
+    requeued = add_row(db, tmp_path, "251")
+    failed = add_row(db, tmp_path, "252")
+    preempted = add_row(db, tmp_path, "253")
+    later = epoch(utcnow())
+    fake = FakeSlurm(
+        sacct=[sacct_line(requeued, "NODE_FAIL", end=utcnow()), sacct_line(failed, "NODE_FAIL", end=utcnow()),
+               sacct_line(preempted, "PREEMPTED", end=utcnow())],
+        squeue=[f"251|PENDING|(null)|{later}|Unknown|BeginTime",  # requeued: waiting to start again
+                f"253|PREEMPTED|n1|{epoch(preempted.submitted_at)}|{later}|None"],  # 252: past MinJobAge
+    )
+    rows = tracker.refresh(db, [requeued, failed, preempted], fake)
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue"]  # one call each, whatever the number of jobs
+    assert fake.calls[1][-1] == "251,252,253"
+    assert (rows[0].state, rows[0].reason) == ("PENDING", "BeginTime")
+    assert rows[1].state == "NODE_FAIL" and rows[2].state == "PREEMPTED"
+    # the controller unreachable: accounting's word stands, and the problem is reported
+    fake = FakeSlurm(sacct=[sacct_line(requeued, "NODE_FAIL", end=utcnow())], squeue=None)
+    report = tracker.refresh_report(db, [db.get(requeued.id)], fake)
+    assert report.rows[0].state == "NODE_FAIL" and len(report.problems) == 1
+
+
 def test_completed_without_result_waits_for_a_late_result_file(db, tmp_path):
     row = add_row(db, tmp_path, "301")
     just_now = utcnow() - timedelta(seconds=2)
