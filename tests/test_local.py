@@ -89,3 +89,18 @@ def test_local_download_model(site, hub):
     snapshot = site.app_dir.resolve() / "models" / "models--bfjobs-test--tiny-model" / "snapshots" / commit
     assert job["result"]["snapshot"] == str(snapshot)
     assert (snapshot / "pytorch_model.bin").stat().st_size == 256 * 1024
+
+
+def test_waiting_for_a_local_job_polls_from_a_fifth_of_a_second(site, monkeypatch):
+    """No scheduler is asked about a local job, so its wait starts at 0.2 s and stays under 2 s."""
+    from blackfish_jobs import tracker
+    from blackfish_jobs.db import Database
+
+    submitted = site.bfjobs("submit", "pull-image", "docker://alpine:brief", "--json", FAKE_APPTAINER_SLEEP="1")
+    job = json.loads(submitted.stdout)
+    pauses: list[float] = []
+    real_sleep = tracker.time.sleep
+    monkeypatch.setattr(tracker.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    [row] = tracker.wait(Database(), [job["id"]], timeout=60)
+    assert row.state == "COMPLETED"
+    assert pauses[0] == tracker.LOCAL_FIRST_DELAY and max(pauses) <= tracker.LOCAL_MAX_DELAY, pauses
