@@ -556,8 +556,9 @@ def list_(
 def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
     """Wait for jobs to end; exit 0 only if all COMPLETED (1 otherwise, or on --timeout).
 
-    Polls with back-off (1 s, growing to 30 s; local jobs 0.2 s to 2 s); on a terminal a progress line shows each job's
-    state and node. A job Slurm no longer knows ends the wait as UNKNOWN instead of hanging.
+    Polls with back-off (1 s, growing to 30 s; local jobs 0.2 s to 2 s); on a terminal a
+    progress line shows each job's state and node. A job Slurm no longer knows ends the wait
+    as UNKNOWN instead of hanging.
     """
     _wait_and_report(ctx, [r.id for r in _resolve_all(ctx, job_ids)], timeout, as_json)
 
