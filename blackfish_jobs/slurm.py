@@ -93,14 +93,18 @@ def _epoch(text: str) -> datetime | None:
         return None
 
 
+_NO_NODE = frozenset({"", "None assigned", "(null)", "None"})
+_NO_REASON = frozenset({"", "None", "(null)"})
+
+
 def _node(text: str) -> str | None:
     text = text.strip()
-    return None if not text or text in ("None assigned", "(null)", "None") else text
+    return None if text in _NO_NODE else text
 
 
 def _reason(text: str) -> str | None:
     text = text.strip()
-    return None if not text or text in ("None", "(null)") else text
+    return None if text in _NO_REASON else text
 
 
 def expand_job_id(job_id: str) -> list[str]:
@@ -136,6 +140,7 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
     # A refresh of 1,000 jobs parses 1,000 lines: converted times are shared (jobs submitted in
     # the same second, every "Unknown" end), and -P output has no padding to strip per field.
     times: dict[str, datetime | None] = {}
+    make = Record._make
     for line in out.splitlines():
         parts = line.strip().split("|", 7)
         if len(parts) < 8 or not parts[0]:
@@ -145,7 +150,9 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
             times[submit] = _epoch(submit)
         if end not in times:
             times[end] = _epoch(end)
-        record = Record(raw, state, _node(node), times[submit], times[end], _reason(reason), exit_code or None, "sacct")
+        node_or_none = None if node in _NO_NODE else node
+        reason_or_none = None if reason in _NO_REASON else reason
+        record = make((raw, state, node_or_none, times[submit], times[end], reason_or_none, exit_code or None, "sacct"))
         if "_" not in shown:
             found.setdefault(raw, []).append(record)
             continue

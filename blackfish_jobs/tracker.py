@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import constants, slurm
 from .db import Database, JobRow, utcnow
@@ -99,8 +99,7 @@ def from_slurm(raw: str) -> str:
     return _SLURM.get(word, UNKNOWN)
 
 
-@dataclass
-class Observation:
+class Observation(NamedTuple):
     """What a refresh learned about one job (``known=False``: nothing; leave the row alone).
 
     ``gone``: the controller (asked successfully) no longer knows the job, nor does accounting,
@@ -278,21 +277,22 @@ def _signame(number: int) -> str:
         return ""
 
 
-def _match(row: JobRow, records: Iterable[slurm.Record]) -> slurm.Record | None:
+def _match(row: JobRow, records: Sequence[slurm.Record]) -> slurm.Record | None:
     """The record that is this job's: submitted no earlier than the job (less clock skew).
 
     A requeued job gets a new submit time, so there is no upper bound — except for a job we
     already call UNKNOWN: a much newer record under its id is another job reusing the id.
+    Records come oldest first: the newest that fits wins.
     """
     floor = row.submitted_at - SKEW
     ceiling = row.submitted_at + SKEW if row.state == UNKNOWN else None
-    fitting = [
-        r
-        for r in records
-        if (r.submit is None and ceiling is None)
-        or (r.submit is not None and r.submit >= floor and (ceiling is None or r.submit <= ceiling))
-    ]
-    return fitting[-1] if fitting else None
+    for r in reversed(records):
+        if r.submit is None:
+            if ceiling is None:
+                return r
+        elif r.submit >= floor and (ceiling is None or r.submit <= ceiling):
+            return r
+    return None
 
 
 @dataclass
@@ -333,7 +333,7 @@ def survey_slurm(
     found: dict[str, slurm.Record] = {}
     ask_queue: list[JobRow] = []
     for row in rows:
-        record = _match(row, accounting.get(row.native_id or "", [])) if accounting is not None else None
+        record = _match(row, accounting.get(row.native_id or "", ())) if accounting is not None else None
         if record is not None:
             found[row.id] = record
         if row.native_id and (record is None or _ask_controller(record, verify)):

@@ -39,23 +39,20 @@ def native(row: JobRow) -> str:
     return f"pid {row.native_id}" if row.native_id else "-"
 
 
+@functools.lru_cache(maxsize=4096)  # the 1,000 rows of a status share a few submit times (arrays, --from-file)
 def local_time(moment: datetime | None) -> str:
     """A naive-UTC DB timestamp in the viewer's local time, to the second."""
     if moment is None:
         return "-"
-    return _local_second((moment - _EPOCH) // _SECOND)
-
-
-@functools.lru_cache(maxsize=4096)  # 1,000 rows of a status share a few submit seconds (arrays, --from-file)
-def _local_second(epoch: int) -> str:
     # time.localtime of the epoch second: half the cost of astimezone()
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((moment - _EPOCH) // _SECOND))
 
 
 def cells(row: JobRow, *, short_target: bool = False) -> tuple[str, ...]:
     target = row.target.rsplit("/", 1)[-1] if short_target else row.target
-    reason = " ".join((row.reason or "").split())
-    return (row.id, row.kind, row.state, native(row), row.node or "-", local_time(row.submitted_at), target, reason)
+    reason = " ".join(row.reason.split()) if row.reason else ""
+    scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)
+    return (row.id, row.kind, row.state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
 
 
 def plain_lines(rows: Sequence[JobRow]) -> list[str]:
