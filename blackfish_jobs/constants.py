@@ -8,8 +8,8 @@ test that changes the environment sees the current value; nothing else in the pa
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see sqlite_jobs' docstring)
 if TYPE_CHECKING:  # pathlib is imported when a path is asked for: `bfjobs status` reads the DB
     from pathlib import Path  # location before it starts sacct, and pathlib costs ~4 ms there
 

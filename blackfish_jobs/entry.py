@@ -17,8 +17,12 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+
+from .constants import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing and collections.abc would be imported before sacct starts
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -112,18 +116,19 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> bool:
 
     True if the database is a SQLite file at the head schema (the stdlib path serves it).
     """
-    from . import constants, slurmcmd
-    from .sqlite_jobs import SqliteJobs, sqlite_path
+    from . import constants, slurmcmd, sqlite_jobs
 
     try:
-        path = sqlite_path(db_url or constants.default_db_url())
-        store = SqliteJobs.open(path, must_exist=True) if path else None
-        if store is None:
+        path = sqlite_jobs.sqlite_path(db_url or constants.default_db_url())
+        if path is None or not os.path.isfile(path):
             return False
+        conn = sqlite_jobs.connect(path)
         try:
-            ids, oldest = store.slurm_unfinished(profile or None)
+            if not sqlite_jobs.at_head(conn):
+                return False
+            ids, oldest = sqlite_jobs.slurm_unfinished(conn, profile or None)
         finally:
-            store.close()
+            conn.close()
         if oldest is not None:
             argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
             if argv is not None:

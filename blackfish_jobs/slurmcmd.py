@@ -1,6 +1,7 @@
 """Slurm client command lines and the processes that run them: ``run``, ``prestart``, ``sacct_argv``.
 
-Why a module of its own, importing only ``os``, ``signal``, ``time`` and ``datetime``:
+Why a module of its own, importing only ``os``, ``signal``, ``time`` and ``datetime`` (not even
+``typing`` or ``contextlib``):
 ``bfjobs status`` builds and starts its one ``sacct`` call here before the CLI is loaded
 (:mod:`blackfish_jobs.entry`), and every millisecond before that start is a millisecond the user
 waits on top of ``sacct`` itself. ``subprocess`` (~2 ms to import) and :mod:`slurm`'s parsers are
@@ -10,12 +11,15 @@ pipes; :func:`run` collects it exactly as ``subprocess.run`` would have answered
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+
+from .constants import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 #: Seconds before a Slurm client call is given up (slurmctld/slurmdbd under load can be slow).
 CALL_TIMEOUT_S = 60
@@ -115,8 +119,10 @@ class _Started:
     def kill(self) -> None:
         """Kill the process if it still runs, and reap it (no zombie, no stray ``sacct``)."""
         if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
+            try:  # noqa: SIM105 - contextlib.suppress would import contextlib before sacct starts
                 os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._wait()
 
     def _wait(self) -> int:

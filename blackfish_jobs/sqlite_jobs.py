@@ -10,6 +10,10 @@ Values are stored byte for byte as SQLAlchemy stores them: JSON columns as ``jso
 (``None`` too, as the text ``null``), datetimes as naive ``YYYY-MM-DD HH:MM:SS.ffffff``; the
 connection gets the same pragmas. Either path reads what the other wrote (tests/test_db.py).
 
+Import-light on purpose: ``bfjobs status`` reads the unfinished Slurm jobs through
+:func:`at_head` and :func:`slurm_unfinished` before it starts ``sacct`` (entry.py), so this module
+imports neither ``typing`` nor ``threading`` nor ``contextlib`` (~3 ms in a clean interpreter).
+
 Only plain file URLs (``sqlite:///path``) take this path: a query string, percent-escapes, ``~``
 or control characters — and every other database — go through SQLAlchemy, unchanged.
 """
@@ -18,15 +22,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
 
-from .constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
+from .constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, TYPE_CHECKING, VERSION_TABLE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
+
     from .db import JobRow
 
 #: Applied to every connection, here and on SQLAlchemy's engine (Blackfish opens its DB so).
@@ -84,6 +87,43 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def at_head(conn: sqlite3.Connection) -> bool:
+    """Is this database's bfjobs schema at :data:`HEAD_REVISION`? (False for any SQLite error.)"""
+    try:
+        row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == HEAD_REVISION
+
+
+def slurm_unfinished(conn: sqlite3.Connection, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
+    """Slurm ids of the unfinished Slurm jobs and their oldest submit time: all ``status`` needs
+    for its sacct call (the stored text sorts as the times do: fixed width, zero-padded)."""
+    sql = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {_UNFINISHED} AND backend = 'slurm'"
+    params: tuple[str, ...] = ()
+    if profile:
+        sql, params = sql + " AND profile = ?", (profile,)
+    found = conn.execute(sql, params).fetchall()
+    if not found:
+        return [], None
+    return [sid for sid, _ in found], datetime.fromisoformat(min(at for _, at in found))
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE``: take the write lock up front (waiting up to busy_timeout) rather than
+    fail when a read transaction cannot be upgraded under another writer."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
 def _qmarks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
@@ -97,6 +137,8 @@ class SqliteJobs:
     """Rows of ``bfjobs_jobs`` in one SQLite file at the head schema; one connection per thread."""
 
     def __init__(self, path: str) -> None:
+        import threading
+
         self.path = path
         self._local = threading.local()
 
@@ -111,14 +153,12 @@ class SqliteJobs:
             return None
         store = cls(path)
         try:
-            row = store.conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
-        except sqlite3.Error:
-            store.close()
-            return None
-        if row is None or row[0] != HEAD_REVISION:
-            store.close()
-            return None
-        return store
+            if at_head(store.conn):
+                return store
+        except sqlite3.Error:  # the file cannot be opened as a database
+            pass
+        store.close()
+        return None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -133,18 +173,8 @@ class SqliteJobs:
             conn.close()
             self._local.conn = None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE``: take the write lock up front (waiting up to busy_timeout) rather
-        than fail when a read transaction cannot be upgraded under another writer."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
 
     # ------------------------------------------------------------------ reads
 
@@ -189,16 +219,8 @@ class SqliteJobs:
         return sorted(rows, key=lambda r: r.submitted_at)
 
     def slurm_unfinished(self, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
-        """Slurm ids of the unfinished Slurm jobs and their oldest submit time: all ``status`` needs
-        for its sacct call (the stored text sorts as the times do: fixed width, zero-padded)."""
-        sql = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {_UNFINISHED} AND backend = 'slurm'"
-        params: tuple[str, ...] = ()
-        if profile:
-            sql, params = sql + " AND profile = ?", (profile,)
-        found = self.conn.execute(sql, params).fetchall()
-        if not found:
-            return [], None
-        return [sid for sid, _ in found], datetime.fromisoformat(min(at for _, at in found))
+        """See :func:`slurm_unfinished`."""
+        return slurm_unfinished(self.conn, profile)
 
     def listing(
         self,
