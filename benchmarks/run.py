@@ -362,10 +362,6 @@ def bench_status(ctx: Context) -> list[Row]:
     one_call = all(c["sacct_calls"] == 1 for c in counted)
     row.met = one_call and row.ratio is not None and row.ratio <= 1.5
     jobs_arg = sacct_argv[sacct_argv.index("-j") + 1] if "-j" in sacct_argv else ""
-    # sacct's own time grows with the job records (every user's) inside its -S window
-    since = sacct_argv[sacct_argv.index("-S") + 1]
-    window = subprocess.run([real_sacct, "-a", "-X", "-n", "-P", "-o", "JobIDRaw", "-S", since],
-                            capture_output=True, text=True, timeout=120, env=ctx.env).stdout
     row.extra = {
         "sacct_calls": [c["sacct_calls"] for c in counted],
         "squeue_calls": [c["squeue_calls"] for c in counted],
@@ -375,7 +371,6 @@ def bench_status(ctx: Context) -> list[Row]:
         "max_single_arg_chars": 131072,  # Linux MAX_ARG_STRLEN: the limit one -j list must stay under
         "sacct_argv": [a if len(a) < 80 else a[:60] + f"...({len(a)} chars)" for a in sacct_argv],
         "accounting_lag_s": round(lag, 2),
-        "other_records_in_sacct_window": len(window.splitlines()),
         "python_overhead_s": row.candidate.median - row.baseline.median,  # type: ignore[union-attr]
         # the best any Python CLI could do here: interpreter start-up plus the same sacct call
         "floor_plus_sacct_ratio": paired_ratio([f + r for f, r in zip(times["floor"], times["raw"], strict=True)],
