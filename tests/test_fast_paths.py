@@ -167,7 +167,7 @@ def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
     db = Database(url)
     rows = add_jobs(db, 30)
     add_jobs(db, 3, start=100, profile="other")
-    entry._prestart_sacct(url, "slurm")
+    assert entry._prestart_sacct(url, "slurm") is True
     assert len(slurmcmd._STARTED) == 1
     fresh = [r for r in db.unfinished() if r.profile == "slurm"]  # what `status --profile slurm` reads
     report = tracker.refresh_report(db, fresh)
@@ -193,8 +193,9 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
 
 
 def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
-    entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None)
-    entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None)
+    # False: neither gets the head start nor, later, the early exit (entry.main)
+    assert entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None) is False
+    assert entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None) is False
     assert slurmcmd._STARTED == {} and not (tmp_path / "missing.sqlite").exists()
 
 
