@@ -94,6 +94,11 @@ def node_scratch_base() -> Path:
     return Path(os.environ.get("TMPDIR") or "/tmp")
 
 
+def colour_wanted() -> bool:
+    """Colours on a terminal unless ``NO_COLOR`` is set (no-color.org) or ``TERM=dumb``."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def slurm_job_id_env() -> str | None:
     """The id of the Slurm job we are running in, if any."""
     return os.environ.get("SLURM_JOB_ID") or None
