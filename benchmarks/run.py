@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import pstats
+import pty
 import random
 import resource
 import shutil
@@ -172,6 +173,29 @@ def command(argv: list[str], env: dict[str, str]) -> Variant:
     return run
 
 
+def on_terminal(argv: list[str], env: dict[str, str]) -> Variant:
+    """A variant that runs ``argv`` with stdout/stderr on a pseudo-terminal, as a user at a login
+    node sees it (the tables differ there), reading the output to the end."""
+
+    def run() -> float:
+        main, child = pty.openpty()
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+        os.close(child)
+        shown = bytearray()
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(main, 1 << 16):
+                shown += chunk
+        code = proc.wait(timeout=600)
+        elapsed = time.perf_counter() - started
+        os.close(main)
+        if code != 0:
+            raise BenchError(f"{' '.join(argv[:4])} on a terminal exited with {code}: {bytes(shown[-400:])!r}")
+        return elapsed
+
+    return run
+
+
 # ----------------------------------------------------------------------------- profiling evidence
 
 HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx", "rich",
@@ -302,6 +326,7 @@ def bench_list(ctx: Context) -> list[Row]:
     if shown != 50 or everything != ctx.sizes.db_jobs:
         raise BenchError(f"bfjobs list --json gave {shown} jobs (want 50), with --limit {everything}")
     times = interleave({"floor": ctx.floor, "list": command([ctx.bfjobs, "list"], env),
+                        "tty": on_terminal([ctx.bfjobs, "list"], env),
                         "all": command([ctx.bfjobs, "list", "--limit", "100000", "--json"], env)}, ctx.sizes.rounds)
     floor = Sample("python -c pass", times["floor"])
     n = f"{ctx.sizes.db_jobs:,}"
@@ -311,11 +336,14 @@ def bench_list(ctx: Context) -> list[Row]:
     full = Row("list-all", f"bfjobs list --limit 100000 --json (all {n} jobs; no target)",
                Sample("bfjobs list --json (all)", times["all"]), floor, paired_ratio(times["all"], times["floor"]),
                "informational")
+    tty = Row("list-tty", f"bfjobs list on a terminal ({n} jobs; no target)",
+              Sample("bfjobs list (terminal)", times["tty"]), floor, paired_ratio(times["tty"], times["floor"]),
+              "informational")
     ctx.profile["bfjobs list imports (ms)"] = import_costs([ctx.bfjobs, "list"], env)
     ctx.profile["bfjobs list cProfile (ms)"] = cprofile(ctx.bfjobs, ["list"], env, ctx.tmp)
     ctx.profile["bfjobs list --json (all) cProfile (ms)"] = cprofile(
         ctx.bfjobs, ["list", "--limit", "100000", "--json"], env, ctx.tmp)
-    return [row, full]
+    return [row, tty, full]
 
 
 def bench_status(ctx: Context) -> list[Row]:
@@ -355,8 +383,8 @@ def bench_status(ctx: Context) -> list[Row]:
     # the same call bfjobs makes, with the environment bfjobs' runner gives it (epoch times)
     raw = command([real_sacct, *sacct_argv], ctx.with_env(SLURM_TIME_FORMAT="%s"))
     status_env = ctx.with_env(BFJOBS_DB_URL=url)
-    times = interleave({"raw": raw, "status": command([ctx.bfjobs, "status"], status_env), "floor": ctx.floor},
-                       ctx.sizes.rounds)
+    times = interleave({"raw": raw, "status": command([ctx.bfjobs, "status"], status_env), "floor": ctx.floor,
+                        "tty": on_terminal([ctx.bfjobs, "status"], status_env)}, ctx.sizes.rounds)
     row = Row("status", title, Sample("bfjobs status", times["status"]), Sample("sacct (same argv)", times["raw"]),
               paired_ratio(times["status"], times["raw"]), "ratio <= 1.5 and 1 sacct call")
     one_call = all(c["sacct_calls"] == 1 for c in counted)
@@ -377,9 +405,12 @@ def bench_status(ctx: Context) -> list[Row]:
                                                times["raw"]),
     }
     row.note = "counted through PATH wrappers in 2 extra runs; timed runs call the real binaries"
+    tty = Row("status-tty", "bfjobs status on a terminal (the same jobs; no target)",
+              Sample("bfjobs status (terminal)", times["tty"]), Sample("sacct (same argv)", times["raw"]),
+              paired_ratio(times["tty"], times["raw"]), "informational")
     ctx.profile["bfjobs status imports (ms)"] = import_costs([ctx.bfjobs, "status"], status_env)
     ctx.profile["bfjobs status cProfile (ms)"] = cprofile(ctx.bfjobs, ["status"], status_env, ctx.tmp)
-    return [row]
+    return [row, tty]
 
 
 def bench_lookup(ctx: Context) -> list[Row]:
