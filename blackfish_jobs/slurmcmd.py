@@ -148,14 +148,10 @@ def prestart(argv: list[str]) -> None:
         return
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds()]  # as subprocess' close_fds
     try:
-        pid = os.posix_spawnp(
-            argv[0],
-            argv,
-            env(),
-            file_actions=[(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
-            setsigdef=_RESTORE_SIGNALS,
-        )
+        pid = os.posix_spawnp(argv[0], argv, env(), file_actions=actions, setsigdef=_RESTORE_SIGNALS)
     except (OSError, ValueError):
         for fd in (out_r, err_r):
             os.close(fd)
@@ -168,6 +164,24 @@ def prestart(argv: list[str]) -> None:
 
         atexit.register(reap)
     _STARTED[tuple(argv)] = _Started(argv, pid, out_r, err_r)
+
+
+def _inherited_fds() -> list[int]:
+    """Descriptors above 2 a child would inherit: ones bfjobs' own caller passed it (Python opens
+    none so); a Slurm client holding such a pipe open could delay its reader's end of file."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: nothing to look at
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # the descriptor listdir itself used, closed by now
+            pass
+    return found
 
 
 def reap() -> None:

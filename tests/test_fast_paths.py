@@ -142,6 +142,20 @@ def test_a_prestarted_call_with_more_output_than_a_pipe_holds_is_read_whole():
     assert slurmcmd.run(raw) == "ok\ufffd\n"  # (the same on the ordinary path)
 
 
+def test_a_prestarted_call_gets_only_its_pipes_and_standard_descriptors():
+    """As subprocess' close_fds: a descriptor the caller left inheritable does not reach sacct."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        lister = [sys.executable, "-c", "import os; print(sorted(int(n) for n in os.listdir('/proc/self/fd')))"]
+        slurmcmd.prestart(lister)
+        seen = json.loads(slurmcmd.run(lister))
+        assert write_end not in seen and seen[:3] == [0, 1, 2], seen
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_a_prestarted_call_that_hangs_is_killed_at_the_timeout():
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
     slurmcmd.prestart(sleeper)
