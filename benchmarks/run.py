@@ -198,7 +198,7 @@ def on_terminal(argv: list[str], env: dict[str, str]) -> Variant:
 
 # ----------------------------------------------------------------------------- profiling evidence
 
-HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx", "rich",
+HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx",
          "blackfish_jobs.db", "blackfish_jobs.sqlite_jobs", "blackfish_jobs.slurm",
          "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
          "blackfish_jobs.config")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("submitit", "sqlalchemy", "huggingface_hub", "alembic", "jinja2", "rich")
+HEAVY = ("submitit", "sqlalchemy", "huggingface_hub", "alembic", "jinja2")
 
 
 def test_help_imports_no_heavy_library():
