@@ -292,3 +292,27 @@ def test_bfjobs_status_as_a_command_exits_with_its_code(site, fake_sacct, tmp_pa
     )
     assert proc.returncode == 1 and proc.stderr.startswith("bfjobs: error: some jobs were not refreshed"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and len(proc.stdout.splitlines()) == 301
+
+
+def test_reading_a_result_names_submitits_file_without_importing_it(tmp_path):
+    """status meets finished jobs all the time: their result file must not cost a submitit import."""
+    script = f"""
+import sys
+from submitit.core.utils import JobPaths
+paths = JobPaths({str(tmp_path)!r}, job_id="77_3", task_id=0).result_pickle
+for name in [m for m in sys.modules if m.startswith("submitit")]:
+    del sys.modules[name]
+from blackfish_jobs import tracker
+from blackfish_jobs.db import JobRow
+import pickle
+with open(paths, "wb") as fh:
+    pickle.dump(("success", {{"path": "/x.sif"}}), fh)
+row = JobRow(id="0" * 12, kind="pull-image", profile="p", backend="slurm", native_id="77_3", state="RUNNING",
+             reason=None, folder={str(tmp_path)!r}, target="/x.sif", request={{}}, result=None, node=None,
+             user=None, submitted_at=None, ended_at=None, updated_at=None)
+assert tracker.result_path(row) == paths, (tracker.result_path(row), paths)
+assert tracker.read_result(row) == ("success", {{"path": "/x.sif"}})
+print(sorted(m for m in sys.modules if m.startswith("submitit")))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
