@@ -198,14 +198,13 @@ def _one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def settle(row: JobRow, backend_state: str, node: str | None = None, detail: str | None = None) -> Observation:
-    """Combine the scheduler's state with the job's own result file.
+def settle(
+    row: JobRow, backend_state: str, outcome: tuple[str, Any] | None, node: str | None = None, detail: str | None = None
+) -> Observation:
+    """Combine the scheduler's final state with the job's result file, as the caller just read it.
 
-    ``detail`` is what Slurm adds: the pending reason, or how the job ended ("exit code 137").
+    ``detail`` is what Slurm adds about how the job ended ("exit code 137").
     """
-    if backend_state not in FINISHED:
-        return Observation(backend_state, node, detail if backend_state == PENDING else None)
-    outcome = read_result(row)
     if outcome is not None and outcome[0] == "success":
         result = outcome[1] if isinstance(outcome[1], dict) else {"value": outcome[1]}
         if backend_state == COMPLETED:
@@ -384,16 +383,17 @@ def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observatio
         return Observation(PENDING, record.node, record.reason)
     if state not in FINISHED:
         return Observation(state, node)
-    if state == COMPLETED and read_result(row) is None and record.end and now - record.end < RESULT_GRACE:
+    outcome = read_result(row)
+    if state == COMPLETED and outcome is None and record.end and now - record.end < RESULT_GRACE:
         return Observation(row.state, row.node, row.reason, known=False)  # the result may still be in flight
-    return settle(row, state, record.node if state == CANCELLED else node, _end_detail(record))
+    return settle(row, state, outcome, record.node if state == CANCELLED else node, _end_detail(record))
 
 
 def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
     """Neither accounting nor the controller knows the job: its folder, else UNKNOWN."""
     outcome = read_result(row)
     if outcome is not None:
-        return settle(row, COMPLETED if outcome[0] == "success" else FAILED, row.node)
+        return settle(row, COMPLETED if outcome[0] == "success" else FAILED, outcome, row.node)
     keep = Observation(row.state, row.node, row.reason, known=False)
     if not row.native_id:
         return Observation(UNKNOWN, row.node, "no Slurm job id was recorded for this job")
@@ -460,15 +460,16 @@ def observe_local(row: JobRow) -> Observation:
     """
     outcome = read_result(row)
     if outcome is not None:
-        return settle(row, COMPLETED)
+        return settle(row, COMPLETED, outcome)
     pid = int(row.native_id or 0)
     if pid and _local_alive(pid, row.folder):
         return Observation(RUNNING, "localhost")
     if row.state in FINISHED:
         return Observation(row.state, row.node, row.reason, row.result)
     time.sleep(0.2)  # the result may be being renamed into place right now
-    if read_result(row) is not None:
-        return settle(row, COMPLETED)
+    outcome = read_result(row)
+    if outcome is not None:
+        return settle(row, COMPLETED, outcome)
     reason = "local job process ended without a result: " + (log_tail(row) or "no log")
     return Observation(FAILED, "localhost", _one_line(reason))
 
@@ -717,7 +718,7 @@ def _cancel_local(db: Database, row: JobRow, grace_s: float) -> CancelOutcome:
                 os.killpg(pid, signal.SIGKILL)  # its own session: the controller leads the group
     outcome = read_result(row)
     if outcome is not None and outcome[0] == "success":
-        obs = settle(row, COMPLETED)  # it finished before the signal arrived
+        obs = settle(row, COMPLETED, outcome)  # it finished before the signal arrived
         action = "already ended"
     else:
         obs = Observation(CANCELLED, "localhost", "cancelled with bfjobs cancel")
