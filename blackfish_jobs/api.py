@@ -135,11 +135,6 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     return found
 
 
-def in_flight(db: Database, spec: JobSpec) -> JobRow | None:
-    """An unfinished job for the same image, or the same repo@revision, if there is one."""
-    return in_flight_many(db, [spec]).get(0)
-
-
 Outcome = JobRow | AlreadyPresent | InFlight
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import configparser
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,6 @@ class JobSettings:
     hf_endpoint: str | None = None
     max_workers: int | None = None
     max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def merged(self, **overrides: Any) -> JobSettings:
         """Return a copy with the non-``None`` overrides (already validated) applied."""
@@ -230,7 +229,7 @@ def _as_list(label: str, value: Any) -> list[Any]:
     return value
 
 
-_SETTING_KEYS = {f.name for f in fields(JobSettings)} - {"extra"}
+_SETTING_KEYS = {f.name for f in fields(JobSettings)}
 
 
 def settings_path(home: Path | None = None) -> Path:

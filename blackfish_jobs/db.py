@@ -134,11 +134,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
-def default_url() -> str:
-    """``BFJOBS_DB_URL``, else Blackfish's own ``$BLACKFISH_HOME_DIR/app.sqlite``."""
-    return constants.default_db_url()
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     for pragma in PRAGMAS:
@@ -185,7 +180,7 @@ class Database:
     """
 
     def __init__(self, url: str | None = None, *, stdlib_sqlite: bool = True) -> None:
-        self.url = check_url(url or default_url())
+        self.url = check_url(url or constants.default_db_url())
         self._sqlite_file = sqlite_path(self.url) if stdlib_sqlite else None
         self._store: SqliteJobs | None = None
         self._migrated = False

@@ -46,7 +46,7 @@ def minutes(slurm_time: str | None, default: float = 120.0) -> float:
     else:
         parts = [int(p) for p in rest.split(":")]
         if len(parts) == 1:
-            return float(parts[0]) + days * 1440
+            return float(parts[0])  # "MM"
         if len(parts) == 2:
             mins, secs = parts
             hours = 0

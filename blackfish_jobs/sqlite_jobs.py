@@ -20,7 +20,6 @@ or control characters — and every other database — go through SQLAlchemy, un
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import date, datetime
 
@@ -143,14 +142,12 @@ class SqliteJobs:
         self._local = threading.local()
 
     @classmethod
-    def open(cls, path: str, *, must_exist: bool = False) -> SqliteJobs | None:
+    def open(cls, path: str) -> SqliteJobs | None:
         """A handle if the file's schema is at head, else None (migrate through Alembic first).
 
         Any SQLite error (no version table yet, a file that cannot be opened) also gives None:
         the SQLAlchemy path then meets the same problem and reports it as it always has.
         """
-        if must_exist and not os.path.isfile(path):
-            return None
         store = cls(path)
         try:
             if at_head(store.conn):

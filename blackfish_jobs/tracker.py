@@ -32,7 +32,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -45,7 +45,6 @@ from .errors import ClusterError
 PENDING, RUNNING, COMPLETED, FAILED = "PENDING", "RUNNING", "COMPLETED", "FAILED"
 CANCELLED, TIMEOUT, OUT_OF_MEMORY = "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"
 NODE_FAIL, PREEMPTED, UNKNOWN = "NODE_FAIL", "PREEMPTED", "UNKNOWN"
-STATES = constants.STATES
 FINISHED = constants.FINISHED_STATES
 #: States that end a wait: the finished ones, and UNKNOWN (nothing more can be learned now).
 ENDED = FINISHED | {UNKNOWN}
@@ -417,25 +416,6 @@ def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
     return Observation(UNKNOWN, row.node, _one_line(reason), gone=True)
 
 
-def observe_slurm(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, Observation]:
-    """States for Slurm jobs: one sacct call, plus one squeue call for any it does not list."""
-    return survey_slurm(rows, runner)[0]
-
-
-def sacct_states(rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
-    """``{slurm id: (raw state, node)}`` from one bounded sacct call (kept for callers)."""
-    if not rows:
-        return {}
-    since = slurm.sacct_since(r.submitted_at for r in rows)
-    found = slurm.sacct([r.native_id or "" for r in rows], since, runner)
-    return {sid: (recs[-1].raw_state, recs[-1].node or "") for sid, recs in found.items()}
-
-
-def squeue_states(ids: Iterable[str], runner: SlurmRunner = run_slurm) -> dict[str, tuple[str, str]]:
-    """``{slurm id: (raw state, node)}`` from one squeue call (kept for callers)."""
-    return {sid: (r.raw_state, r.node or "") for sid, r in slurm.squeue(ids, runner).items()}
-
-
 # ------------------------------------------------------------------------ local
 
 
@@ -612,10 +592,6 @@ def wait(
         pause = delay if timeout is None else min(delay, max(0.0, timeout - elapsed))
         time.sleep(pause)
         delay = min(max_delay, delay * 1.5)
-
-
-def elapsed_since(moment: datetime) -> float:
-    return (utcnow() - moment).total_seconds()
 
 
 # ------------------------------------------------------------------------ cancel
