@@ -246,7 +246,7 @@ class BfjobsGroup(click.Group):
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:  # last line of defence: users never see a traceback
-            if os.environ.get("BFJOBS_DEBUG"):
+            if constants.debug_env():
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (set BFJOBS_DEBUG=1 for the traceback)", 1)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -88,15 +88,20 @@ def hf_endpoint_env() -> str | None:
 
 
 def node_scratch_base() -> Path:
-    """Node-local scratch for Apptainer's cache and temp files: ``$TMPDIR``, else ``/tmp``."""
+    """Node-local scratch for a job's private files: ``BFJOBS_NODE_SCRATCH``, else ``$TMPDIR``, else ``/tmp``."""
     from pathlib import Path
 
-    return Path(os.environ.get("TMPDIR") or "/tmp")
+    return Path(os.environ.get("BFJOBS_NODE_SCRATCH") or os.environ.get("TMPDIR") or "/tmp")
 
 
 def colour_wanted() -> bool:
     """Colours on a terminal unless ``NO_COLOR`` is set (no-color.org) or ``TERM=dumb``."""
     return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def debug_env() -> bool:
+    """``BFJOBS_DEBUG``: show the traceback of an internal error instead of one line."""
+    return bool(os.environ.get("BFJOBS_DEBUG"))
 
 
 def slurm_job_id_env() -> str | None:

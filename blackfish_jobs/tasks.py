@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import layout
+from . import constants, layout
 from .errors import TaskError
 from .specs import DownloadModel, PullImage, is_commit
 
@@ -60,8 +60,7 @@ def stop_on_signals() -> Iterator[None]:
 @contextlib.contextmanager
 def node_scratch(prefix: str) -> Iterator[Path]:
     """A job-private directory on node-local disk, removed at the end whatever happens."""
-    base = Path(os.environ.get("BFJOBS_NODE_SCRATCH") or os.environ.get("TMPDIR") or "/tmp")
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=constants.node_scratch_base()))
     try:
         yield path
     finally:
@@ -203,7 +202,7 @@ def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
 
 def _job_tag() -> str:
     """``<slurm job id or pid>-<8 hex>``: unique, and recognisable in leftovers' names."""
-    return f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{uuid.uuid4().hex[:8]}"
+    return f"{constants.slurm_job_id_env() or os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 _JOB_TAG_RE = r"[0-9_]+-[0-9a-f]{8}"
