@@ -73,7 +73,7 @@ def read_ref(repo: Path, ref: str) -> str | None:
         text = (repo / "refs" / ref).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+    return text if is_commit(text) else None
 
 
 def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | None:
@@ -85,13 +85,13 @@ def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | Non
     repo = repo_dir(models, repo_id)
     snapshots = repo / "snapshots"
     if revision is not None:
-        commit = revision if _is_sha(revision) else read_ref(repo, revision)
+        commit = revision if is_commit(revision) else read_ref(repo, revision)
         return commit if commit and (snapshots / commit).is_dir() else None
     main = read_ref(repo, "main")
     if main and (snapshots / main).is_dir():
         return main
     try:
-        entries = [e for e in os.scandir(snapshots) if _is_sha(e.name) and e.is_dir()]
+        entries = [e for e in os.scandir(snapshots) if is_commit(e.name) and e.is_dir()]
     except OSError:
         return None
     if not entries:
@@ -99,5 +99,6 @@ def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | Non
     return max(entries, key=lambda e: e.stat().st_mtime).name
 
 
-def _is_sha(text: str) -> bool:
+def is_commit(text: str) -> bool:
+    """A full commit sha as the Hub names snapshots: 40 lowercase hex characters, nothing else."""
     return len(text) == 40 and all(c in "0123456789abcdef" for c in text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from . import __version__
 from .errors import TemplateError, show
 from .specs import JobSpec
+from .validate import invisible
 
 #: Placeholder bfjobs id used by ``bfjobs render`` (a real id exists only once a job is submitted).
 PREVIEW_ID = "render-preview"
@@ -28,12 +28,11 @@ _PLAIN = re.compile(r"[\x20-\x7e]*")
 
 
 def _has_control(text: str) -> bool:
-    """Control, format (direction overrides such as U+202E, zero-width spaces), unassigned or
-    line-separator characters: the same rule as :func:`validate.basic`. Once quoted they are
-    inert, but they make a script read differently from what runs."""
-    if _PLAIN.fullmatch(text):
+    """Any :func:`validate.invisible` character (the rule of :func:`validate.basic`). Once quoted
+    they are inert, but they make a script read differently from what runs."""
+    if _PLAIN.fullmatch(text):  # the common case, without a per-character lookup
         return False
-    return any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") for ch in text)
+    return any(invisible(ch) for ch in text)
 
 
 class Shell(str):

@@ -121,7 +121,6 @@ _REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 # The node's staging folder ".bfjobs-staging-models--<ns>--<name>@<40 hex>-<job tag>" must fit in
 # one 255-character file name: 86 characters go around the id, so 160 leaves a margin.
 MAX_REPO_ID_LEN = 160
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\'\"`$;&|<>(){}!#%]")
 _GLOB = re.compile(r"^[A-Za-z0-9._*?/\[\]!,+@=-]{1,256}$")
 
@@ -145,14 +144,10 @@ def check_repo_id(value: str) -> str:
     return value
 
 
-def is_commit(revision: str) -> bool:
-    return bool(_SHA.match(revision))
-
-
 def check_revision(value: str) -> str:
     """A branch or tag (git's ref-name rules) or a full 40-hex commit sha."""
     validate.ascii_only("--revision", value)
-    if is_commit(value):
+    if layout.is_commit(value):
         return value
     bad = (
         len(value) > 200

@@ -27,7 +27,8 @@ from typing import Any
 
 from . import constants, layout
 from .errors import TaskError
-from .specs import DownloadModel, PullImage, is_commit
+from .layout import is_commit
+from .specs import DownloadModel, PullImage
 
 PUBLIC_DIR_MODE = 0o755
 PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts

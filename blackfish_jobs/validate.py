@@ -26,6 +26,13 @@ _MEM = re.compile(r"^[1-9]\d{0,8}[KMGT]?$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
 
 
+def invisible(ch: str) -> bool:
+    """Control, format (direction overrides such as U+202E, zero-width spaces), unassigned or
+    line/paragraph-separator characters: what makes text read differently from what it is."""
+    cat = unicodedata.category(ch)
+    return cat[0] == "C" or cat in ("Zl", "Zp")
+
+
 def basic(field: str, value: str, max_len: int = MAX_VALUE_LEN) -> str:
     """Refuse empty, over-long, control-character or non-ASCII-lookalike values."""
     if not isinstance(value, str):
@@ -35,8 +42,7 @@ def basic(field: str, value: str, max_len: int = MAX_VALUE_LEN) -> str:
     if len(value) > max_len:
         raise BadInput(f"{field}: too long ({len(value)} characters, at most {max_len})")
     for ch in value:
-        cat = unicodedata.category(ch)
-        if cat.startswith("C") or cat in ("Zl", "Zp"):
+        if invisible(ch):
             raise BadInput(f"{field}: contains a control or invisible character ({ch!r}) in {show(value)}")
     return value
 

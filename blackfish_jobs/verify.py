@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import is_commit
 from .tasks import sha256_file
 
 _CHUNK = 8 * 1024 * 1024
@@ -126,8 +127,7 @@ def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> P
         path.is_dir()
         and len(parts) >= 3
         and parts[-2] == "snapshots"
-        and len(parts[-1]) == 40
-        and all(c in "0123456789abcdef" for c in parts[-1])
+        and is_commit(parts[-1])
         and parts[-3].startswith("models--")
         and path.parent.parent.parent in models_dirs
     ):
