@@ -176,15 +176,14 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
     )
 
 
-def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tuple[str, Path]:
-    """A fresh job folder, created only once the script renders (a broken site template must
-    be refused before anything is written)."""
+def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tuple[str, Path, str | None]:
+    """A fresh job folder and its sbatch script (None for a local job); the folder is created
+    only once the script renders (a broken site template is refused before anything is written)."""
     job_id = new_id()
     folder = spec.profile.jobs_dir / job_id
-    if spec.profile.is_slurm:
-        render.render(spec, folder, job_id, elements)
+    script = render.render(spec, folder, job_id, elements) if spec.profile.is_slurm else None
     folder.mkdir(parents=True, exist_ok=False)
-    return job_id, folder
+    return job_id, folder, script
 
 
 def submit(db: Database, spec: JobSpec) -> Outcome:
@@ -196,9 +195,9 @@ def submit(db: Database, spec: JobSpec) -> Outcome:
     db.migrate()  # fail on a bad database before anything is submitted
     from . import executor
 
-    job_id, folder = _new_folder(spec)
+    job_id, folder, script = _new_folder(spec)
     try:
-        submitted, _job = executor.submit(spec, folder, job_id)
+        submitted, _job = executor.submit(spec, folder, script)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
         raise
@@ -230,9 +229,10 @@ def submit_many(db: Database, specs: Sequence[JobSpec]) -> list[Outcome]:
         return [o for o in outcomes if o is not None]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
-        array_id, folder = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
+        _array_id, folder, script = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
+        assert script is not None  # arrays are Slurm's
         try:
-            submitted = executor.submit_array([specs[i] for i in chunk], folder, array_id)
+            submitted = executor.submit_array([specs[i] for i in chunk], folder, script)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -61,11 +61,11 @@ class Submitted:
 
     backend: str  # "slurm" or "local"
     native_id: str  # Slurm job id, or the local controller's pid
-    script: str | None  # the sbatch text actually submitted (Slurm only)
 
 
 class TemplatedSlurmExecutor(submitit.SlurmExecutor):
-    """A SlurmExecutor whose sbatch script is the rendered bfjobs template.
+    """A SlurmExecutor whose sbatch script is the rendered bfjobs template (``script``, rendered
+    once by the caller before the job folder was created).
 
     With ``elements`` it submits one Slurm job array through the same template: submitit's own
     array path builds a plain ``SlurmExecutor`` internally and would bypass the template, so
@@ -73,12 +73,9 @@ class TemplatedSlurmExecutor(submitit.SlurmExecutor):
     ``<array>_<index>_submitted.pkl`` per element, results written per element by submitit).
     """
 
-    def __init__(
-        self, folder: Path, spec: JobSpec, bfjobs_id: str, elements: Sequence[JobSpec] | None = None
-    ) -> None:
+    def __init__(self, folder: Path, spec: JobSpec, script: str, elements: Sequence[JobSpec] | None = None) -> None:
         super().__init__(folder=folder, max_num_timeout=0)
-        self._spec = spec
-        self._bfjobs_id = bfjobs_id
+        self._script = script
         self._elements = list(elements) if elements else None
         # submitit uses "time" to count timeouts; the real limit is in the template's header.
         self.parameters["time"] = int(minutes(spec.settings.time))
@@ -87,7 +84,7 @@ class TemplatedSlurmExecutor(submitit.SlurmExecutor):
         expected = str(render.argv(render.submit_argv(Path(self.folder))))
         if command != expected:  # submitit changed how it builds the command: fail loudly
             raise ClusterError(f"unexpected submitit command {command!r}; expected {expected!r}")
-        return render.render(self._spec, Path(self.folder), self._bfjobs_id, self._elements)
+        return self._script
 
     def _internal_process_submissions(
         self, delayed_submissions: list[submitit_utils.DelayedSubmission]
@@ -151,14 +148,14 @@ class DetachedLocalExecutor(submitit.LocalExecutor):
 _SBATCH_ERROR = re.compile(r"sbatch: error: (.*)")
 
 
-def submit_array(specs: Sequence[JobSpec], folder: Path, array_id: str) -> list[Submitted]:
+def submit_array(specs: Sequence[JobSpec], folder: Path, script: str) -> list[Submitted]:
     """Submit ``specs`` (same kind and profile) as ONE Slurm job array: one sbatch call.
 
     Element ``i`` is Slurm job ``<array id>_<i>``; each has its own submitted pickle and result
     file in ``folder``, so every element is tracked exactly like a single job.
     """
     fn = _TASKS[specs[0].kind]
-    executor = TemplatedSlurmExecutor(folder, specs[0], array_id, elements=specs)
+    executor = TemplatedSlurmExecutor(folder, specs[0], script, elements=specs)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
@@ -166,14 +163,17 @@ def submit_array(specs: Sequence[JobSpec], folder: Path, array_id: str) -> list[
         raise ClusterError(f"sbatch refused the job array: {_scheduler_message(str(exc))}") from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ClusterError(f"could not submit the job array: {exc}") from None
-    return [Submitted("slurm", str(job.job_id), None) for job in jobs]
+    return [Submitted("slurm", str(job.job_id)) for job in jobs]
 
 
-def submit(spec: JobSpec, folder: Path, bfjobs_id: str) -> tuple[Submitted, Any]:
-    """Submit ``spec``'s task; returns what we record plus the live submitit job object."""
+def submit(spec: JobSpec, folder: Path, script: str | None) -> tuple[Submitted, Any]:
+    """Submit ``spec``'s task (``script``: its rendered sbatch text; None for a local job);
+    returns what we record plus the live submitit job object."""
     fn = _TASKS[spec.kind]
     if spec.profile.is_slurm:
-        executor: submitit.core.core.PicklingExecutor = TemplatedSlurmExecutor(folder, spec, bfjobs_id)
+        if script is None:
+            raise ClusterError("internal: a Slurm job needs its rendered script")
+        executor: submitit.core.core.PicklingExecutor = TemplatedSlurmExecutor(folder, spec, script)
     else:
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(timeout_min=minutes(spec.settings.time))
@@ -185,10 +185,7 @@ def submit(spec: JobSpec, folder: Path, bfjobs_id: str) -> tuple[Submitted, Any]
         raise ClusterError(f"sbatch refused the job: {_scheduler_message(str(exc))}") from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ClusterError(f"could not submit the job: {exc}") from None
-    script = None
-    if spec.profile.is_slurm:
-        script = job.paths.submission_file.read_text()
-    return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id), script), job
+    return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id)), job
 
 
 def _scheduler_message(text: str) -> str:

@@ -229,18 +229,18 @@ class Sandbox:
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return CliRunner().invoke(bfjobs_cli, list(args), env=env, catch_exceptions=False)
 
-    def fake_submit(self, spec: Any, folder: Path, job_id: str) -> tuple[executor.Submitted, None]:
+    def fake_submit(self, spec: Any, folder: Path, script: str | None) -> tuple[executor.Submitted, None]:
         """Stands in for submitit: records what would be submitted, and what render previews for it."""
         preview = render.render(spec, spec.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID)
-        self.submitted.append(Submission(spec, folder, job_id, preview))
-        return executor.Submitted("slurm", str(900000 + len(self.submitted)), None), None
+        self.submitted.append(Submission(spec, folder, folder.name, preview))
+        return executor.Submitted("slurm", str(900000 + len(self.submitted))), None
 
-    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, array_id: str) -> list[executor.Submitted]:
+    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, script: str) -> list[executor.Submitted]:
         """Stands in for a job-array submission (``--from-file``), like :meth:`fake_submit`."""
         first = specs_[0]
         preview = render.render(first, first.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID, specs_)
-        self.submitted.append(Submission(list(specs_), folder, array_id, preview))
-        return [executor.Submitted("slurm", f"{900000 + len(self.submitted)}_{i}", None) for i in range(len(specs_))]
+        self.submitted.append(Submission(list(specs_), folder, folder.name, preview))
+        return [executor.Submitted("slurm", f"{900000 + len(self.submitted)}_{i}") for i in range(len(specs_))]
 
     def list_file(self, kind: str, entries: Sequence[str] | None = None) -> Path:
         """A ``--from-file`` list (test-owned; two valid entries unless given)."""
