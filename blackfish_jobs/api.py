@@ -193,6 +193,11 @@ def submit(db: Database, spec: JobSpec) -> Outcome:
         assert outcomes[0] is not None
         return outcomes[0]
     db.migrate()  # fail on a bad database before anything is submitted
+    return _submit_one(db, spec)
+
+
+def _submit_one(db: Database, spec: JobSpec) -> JobRow:
+    """Submit a spec already triaged (not present, not in flight) and record it."""
     from . import executor
 
     job_id, folder, script = _new_folder(spec)
@@ -224,8 +229,8 @@ def submit_many(db: Database, specs: Sequence[JobSpec]) -> list[Outcome]:
     from . import executor
 
     if not specs[0].profile.is_slurm:
-        for index in todo:
-            outcomes[index] = submit(db, specs[index])
+        for index in todo:  # triaged together above: each is submitted as it is
+            outcomes[index] = _submit_one(db, specs[index])
         return [o for o in outcomes if o is not None]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
