@@ -75,7 +75,6 @@ QUICK = Sizes(rounds=3, db_jobs=10_000, cache_repos=10_000, live_jobs=1_000, loo
               shards=2, shard_mib=4, download_rounds=2, variant_rounds=1, worker_variants=(1,), e2e_rounds=1,
               file_rounds=1)
 
-FILE_PLACEHOLDER = "not measured: needs --from-file"
 
 
 # ----------------------------------------------------------------------------- results
@@ -107,7 +106,7 @@ class Row:
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
-    status: str = "measured"  # measured | not measured | skipped | failed
+    status: str = "measured"  # measured | skipped | failed
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -602,11 +601,8 @@ def bench_download(ctx: Context) -> list[Row]:
 
 
 def bench_from_file(ctx: Context) -> list[Row]:
-    """100 pulls from one file (issue 6's job arrays): measured only once ``--from-file`` exists."""
+    """100 pulls from one file (issue 6's job arrays): one sbatch call, time to submit."""
     title = "100 pulls from a file (bfjobs submit pull-image --from-file)"
-    helptext = run_checked([ctx.bfjobs, "submit", "pull-image", "--help"], ctx.env).stdout
-    if "--from-file" not in helptext:
-        return [Row("pulls-from-file", title, target="<= 3 s", status="not measured", note=FILE_PLACEHOLDER)]
     if ctx.slurm_problem:
         return [Row("pulls-from-file", title, target="<= 3 s", status="skipped", note=ctx.slurm_problem)]
     import sqlite3

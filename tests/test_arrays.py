@@ -13,10 +13,6 @@ from slurm_helpers import make_call_log
 pytestmark = pytest.mark.slurm
 
 
-def configure(site, hub=None) -> None:
-    site.configure(hub)
-
-
 def write_list(site, name: str, text: str):
     path = site.root / name
     path.write_text(textwrap.dedent(text))
@@ -25,7 +21,7 @@ def write_list(site, name: str, text: str):
 
 def test_pull_list_is_one_array(slurm_site):
     site = slurm_site
-    configure(site)
+    site.configure()
     images = site.cache_dir / "images"
     images.mkdir()
     (images / "alpine_present.sif").write_bytes(b"already here")
@@ -74,7 +70,7 @@ def test_pull_list_is_one_array(slurm_site):
 
 def test_hostile_line_refuses_the_whole_file(slurm_site):
     site = slurm_site
-    configure(site)
+    site.configure()
     listing = write_list(site, "bad.txt", "docker://alpine:fine\ndocker://alpine;touch /tmp/x\n\nnot-a-uri\n")
     calls = make_call_log(site.root)
     proc = site.bfjobs("submit", "pull-image", "--from-file", str(listing), **calls.env())
@@ -87,7 +83,7 @@ def test_hostile_line_refuses_the_whole_file(slurm_site):
 
 def test_download_list_and_cancel_one_element(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     repo = hub.get_repo(DEMO_REPO_ID)
     listing = write_list(site, "models.txt", f"""\
         {DEMO_REPO_ID}@dev

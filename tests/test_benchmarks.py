@@ -42,8 +42,6 @@ def test_every_comparison_reports_medians_and_ratios(report: dict) -> None:
     assert set(rows) >= ROWS, sorted(ROWS - set(rows))
     rounds = report["sizes"]["rounds"]
     for name, row in rows.items():
-        if name == "pulls-from-file":
-            continue
         assert row["status"] == "measured", (name, row["note"])
         assert row["met"] in (True, False, None)
         for side in ("candidate", "baseline"):
@@ -65,13 +63,10 @@ def test_status_makes_exactly_one_sacct_call(report: dict) -> None:
     assert "-j" in argv and status["extra"]["sacct_job_list_chars"] > 1000 * 3
 
 
-def test_from_file_row_is_a_placeholder_until_the_option_exists(report: dict) -> None:
+def test_from_file_row_submits_with_one_sbatch_call(report: dict) -> None:
     row = next(r for r in report["results"] if r["name"] == "pulls-from-file")
-    if row["status"] == "not measured":
-        assert row["note"] == "not measured: needs --from-file"
-        assert row["candidate"] is None
-    else:
-        assert row["status"] == "measured" and row["candidate"]["median_s"] > 0
+    assert row["status"] == "measured" and row["candidate"]["median_s"] > 0
+    assert all(calls == {"sbatch": 1} for calls in row["extra"]["slurm_calls_per_submission"]), row["extra"]
 
 
 def test_saved_report_prints_as_a_table(report: dict, tmp_path: Path) -> None:

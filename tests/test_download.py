@@ -23,10 +23,6 @@ REPO = DEMO_REPO_ID
 FOLDER = "models--bfjobs-test--tiny-model"
 
 
-def configure(site, hub=None) -> None:
-    site.configure(hub)
-
-
 def run(site, *args, **env):
     return site.bfjobs("submit", "download-model", REPO, *args, "--json", **env)
 
@@ -79,7 +75,7 @@ pytestmark = pytest.mark.slurm
 
 def test_download_to_home_and_register(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     create_blackfish_db(site.db_path)
     repo = hub.get_repo(REPO)
     rendered = site.bfjobs("render", "download-model", REPO, "--revision", "dev", check=True).stdout
@@ -118,7 +114,7 @@ def test_download_to_home_and_register(slurm_site, hub):
 def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     """An admin's shared download is what users get: no revision → nothing submitted."""
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     repo = hub.get_repo(REPO)
     admin = as_json(run(site, "--shared", "--wait"))
     assert admin["state"] == "COMPLETED"
@@ -161,7 +157,7 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
 
 def test_rule_home_copy_and_force(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     repo = hub.get_repo(REPO)
     first = as_json(run(site, "--wait"))
     main = repo.branches["main"]
@@ -180,7 +176,7 @@ def test_rule_home_copy_and_force(slurm_site, hub):
 
 def test_branch_moves_on_the_hub(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     create_blackfish_db(site.db_path)
     repo = hub.get_repo(REPO)
     old = repo.branches["dev"]
@@ -204,7 +200,7 @@ def test_branch_moves_on_the_hub(slurm_site, hub):
 
 def test_include_and_exclude(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     job = as_json(run(site, "--revision", "v1.0", "--include", "*.json", "--include", "sub/*",
                       "--exclude", "tokenizer.json", "--wait"))
     assert job["state"] == "COMPLETED"
@@ -213,7 +209,7 @@ def test_include_and_exclude(slurm_site, hub):
 
 def test_mid_download_failure_leaves_shared_cache_clean(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     hub.fail_mid_file = "model.safetensors"
     hub.fail_mode = "reset"
     hub.fail_times = 1
@@ -230,7 +226,7 @@ def test_mid_download_failure_leaves_shared_cache_clean(slurm_site, hub):
 
 def test_token_is_used_but_never_written(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     canary = "hf_CANARYtoken1234567890abcdef"
     hub.require_token = canary
     denied = as_json(run(site, "--wait", HF_TOKEN=""))
@@ -246,7 +242,7 @@ def test_token_is_used_but_never_written(slurm_site, hub):
 
 def test_model_table_absent_then_sync(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     proc = run(site, "--revision", "dev", "--wait")
     job = as_json(proc)
     assert job["state"] == "COMPLETED" and job["registered_at"] is None
@@ -260,7 +256,7 @@ def test_model_table_absent_then_sync(slurm_site, hub):
 
 
 def test_shared_refused_when_cache_not_writable(site, hub, read_only_cache):
-    configure(site, hub)
+    site.configure(hub)
     proc = site.bfjobs("submit", "download-model", REPO, "--shared")
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()

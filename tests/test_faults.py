@@ -27,10 +27,6 @@ FOLDER = "models--bfjobs-test--tiny-model"
 UNFINISHED = ("PENDING", "RUNNING")
 
 
-def configure(site, hub=None) -> None:
-    site.configure(hub)
-
-
 def submit(site, *args: str, **env: str) -> dict:
     proc = site.bfjobs("submit", *args, "--json", **env)
     assert proc.stdout, proc.stderr
@@ -81,7 +77,7 @@ def all_cmdlines() -> list[bytes]:
 
 def test_scancel_during_download_then_retry(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     hub.delay_per_chunk = 0.3  # ~15 s for the 3 MB file
     job = submit(site, "download-model", DEMO_REPO_ID, "--shared")
     models = site.cache_dir / "models"
@@ -98,7 +94,7 @@ def test_scancel_during_download_then_retry(slurm_site, hub):
 
 def test_sigkill_mid_download_then_retry_cleans_up(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     hub.delay_per_chunk = 0.3
     job = submit(site, "download-model", DEMO_REPO_ID, "--shared")
     models = site.cache_dir / "models"
@@ -118,7 +114,7 @@ def test_sigkill_mid_download_then_retry_cleans_up(slurm_site, hub):
 
 def test_sigkill_mid_pull_then_retry_cleans_up(slurm_site):
     site = slurm_site
-    configure(site)
+    site.configure()
     job = submit(site, "pull-image", "docker://alpine:killed", FAKE_APPTAINER_SLEEP="60")
     images = site.cache_dir / "images"
     wait_for(lambda: images.is_dir() and any(n.startswith(".bfjobs-partial-") for n in os.listdir(images)), 60)
@@ -149,7 +145,7 @@ def restart_slurm():
 
 def test_slurmctld_unreachable_at_submit_and_status(slurm_site, restart_slurm):
     site = slurm_site
-    configure(site)
+    site.configure()
     done = submit(site, "pull-image", "docker://alpine:before", "--wait")
     assert done["state"] == "COMPLETED"
     running = submit(site, "pull-image", "docker://alpine:during", FAKE_APPTAINER_SLEEP="20")
@@ -174,7 +170,7 @@ def test_slurmctld_unreachable_at_submit_and_status(slurm_site, restart_slurm):
 
 def test_slurmd_stopped_while_a_job_runs(slurm_site, restart_slurm):
     site = slurm_site
-    configure(site)
+    site.configure()
     job = submit(site, "pull-image", "docker://alpine:nodedown", FAKE_APPTAINER_SLEEP="8")
     wait_for(lambda: status(site, job["id"])["state"] == "RUNNING", timeout=60)
     _stop_daemon("slurmd")
@@ -196,7 +192,7 @@ def test_slurmd_stopped_while_a_job_runs(slurm_site, restart_slurm):
 )
 def test_sbatch_rejection_reports_the_schedulers_words(slurm_site, flags, words):
     site = slurm_site
-    configure(site)
+    site.configure()
     proc = site.bfjobs("submit", "pull-image", "docker://alpine:3.20", *flags)
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
@@ -216,7 +212,7 @@ def tiny_cache(site):
 
 def test_filesystem_full_during_download(slurm_site, hub, tiny_cache):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     job = submit(site, "download-model", DEMO_REPO_ID, "--shared", "--wait")
     assert job["state"] == "FAILED"
     assert "No space left on device" in job["reason"]
@@ -228,7 +224,7 @@ def test_filesystem_full_during_download(slurm_site, hub, tiny_cache):
 
 def test_filesystem_full_during_pull(slurm_site, tiny_cache):
     site = slurm_site
-    configure(site)
+    site.configure()
     job = submit(site, "pull-image", "docker://alpine:big", "--wait", FAKE_APPTAINER_SIZE=str(4 * 1024 * 1024))
     assert job["state"] == "FAILED"
     assert "No space left on device" in job["reason"]
@@ -240,7 +236,7 @@ def test_filesystem_full_during_pull(slurm_site, tiny_cache):
 
 def test_second_request_reports_the_job_in_flight(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     first = submit(site, "pull-image", "docker://alpine:slow", FAKE_APPTAINER_SLEEP="6")
     second = site.bfjobs("submit", "pull-image", "docker://alpine:slow")
     assert second.returncode == 0
@@ -261,7 +257,7 @@ def test_second_request_reports_the_job_in_flight(slurm_site, hub):
 def test_two_users_publish_the_same_artefacts_once(slurm_site, hub):
     """Two users (two databases) ask at once: one job pulls/downloads, the other reuses it."""
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     hub.delay_per_chunk = 0.05
     dbs = [f"sqlite:///{site.root / name}.sqlite" for name in ("alice", "bob")]
     jobs = []
@@ -283,7 +279,7 @@ def test_two_users_publish_the_same_artefacts_once(slurm_site, hub):
 
 def test_fifty_processes_write_the_database(slurm_site):
     site = slurm_site
-    configure(site)
+    site.configure()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "blackfish_jobs", "submit", "pull-image", f"docker://alpine:c{i}", "--to", "home"],
@@ -307,7 +303,7 @@ def test_fifty_processes_write_the_database(slurm_site):
 
 def test_token_never_on_a_command_line(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     canary = "hf_CANARYsecret0123456789abcdefXYZ"
     hub.require_token = canary
     hub.delay_per_chunk = 0.1
@@ -330,7 +326,7 @@ def test_token_never_on_a_command_line(slurm_site, hub):
 
 def test_verify_detects_corrupt_artefacts(slurm_site, hub):
     site = slurm_site
-    configure(site, hub)
+    site.configure(hub)
     image = submit(site, "pull-image", "docker://alpine:verify", "--wait")
     model = submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev", "--wait")
     ok = site.bfjobs("verify", "--json")

@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, STUB_BIN, wait_for
+from conftest import REPO, STUB_BIN, skip_or_fail, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -31,7 +31,7 @@ SYSTEM_PYTHON = "/usr/bin/python3.11"
 @pytest.fixture(scope="module")
 def nobody_env():
     if os.geteuid() != 0 or shutil.which("runuser") is None or not os.access(SYSTEM_PYTHON, os.X_OK):
-        pytest.skip("needs root, runuser and Debian's python3.11")
+        skip_or_fail("needs root, runuser and Debian's python3.11")
     root = Path(tempfile.mkdtemp(prefix="bfjobs-nobody-", dir="/tmp"))
     root.chmod(0o755)
     lib = root / "lib"
