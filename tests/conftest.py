@@ -176,6 +176,20 @@ def slurm_site(site: Site) -> Iterator[Site]:
     yield site
 
 
+def as_json(proc: subprocess.CompletedProcess) -> dict | list:
+    """A bfjobs command's JSON output (its stderr in the failure message)."""
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def calls(tmp_path: Path):
+    """A PATH directory whose Slurm clients log each call before running the real one."""
+    from slurm_helpers import make_call_log
+
+    return make_call_log(tmp_path / "calls")
+
+
 def skip_or_fail(why: str) -> None:
     """Skip a test this machine cannot run, but fail it where it must run (``BFJOBS_REQUIRE_SLURM``, CI)."""
     if os.environ.get("BFJOBS_REQUIRE_SLURM"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from blackfish_schema import create_blackfish_db
+from conftest import as_json
 from hubserver import DEMO_REPO_ID
 
 REPO = DEMO_REPO_ID
@@ -25,11 +26,6 @@ FOLDER = "models--bfjobs-test--tiny-model"
 
 def run(site, *args, **env):
     return site.bfjobs("submit", "download-model", REPO, *args, "--json", **env)
-
-
-def as_json(proc) -> dict:
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def snapshot_files(snapshot: Path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO as PROJECT
 from conftest import tmpfs_over, wait_for
 from hubserver import DEMO_REPO_ID
+from slurm_helpers import task_pids
 
 pytestmark = pytest.mark.slurm
 
@@ -47,20 +48,6 @@ def hidden_leftovers(directory: Path) -> list[str]:
     if not directory.exists():
         return []
     return sorted(p.name for p in directory.rglob(".bfjobs-*"))
-
-
-def job_process(folder: str) -> int | None:
-    """The pid of the job's Python task process (submitit's runner) on this node."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"submitit.core._submit" in argv and folder.encode() in argv:
-            return int(entry.name)
-    return None
 
 
 def all_cmdlines() -> list[bytes]:
@@ -99,7 +86,7 @@ def test_sigkill_mid_download_then_retry_cleans_up(slurm_site, hub):
     job = submit(site, "download-model", DEMO_REPO_ID, "--shared")
     models = site.cache_dir / "models"
     wait_for(lambda: any(p.name.startswith(".bfjobs-staging-") for p in models.glob(".*")), timeout=60)
-    pid = wait_for(lambda: job_process(job["folder"]), timeout=30)
+    pid = wait_for(lambda: next(iter(task_pids(job["folder"])), None), timeout=30)
     os.kill(pid, signal.SIGKILL)  # no chance to clean up
     end = final(site, job["id"])
     assert end["state"] == "FAILED" and end["reason"]
@@ -118,7 +105,7 @@ def test_sigkill_mid_pull_then_retry_cleans_up(slurm_site):
     job = submit(site, "pull-image", "docker://alpine:killed", FAKE_APPTAINER_SLEEP="60")
     images = site.cache_dir / "images"
     wait_for(lambda: images.is_dir() and any(n.startswith(".bfjobs-partial-") for n in os.listdir(images)), 60)
-    pid = wait_for(lambda: job_process(job["folder"]), timeout=30)
+    pid = wait_for(lambda: next(iter(task_pids(job["folder"])), None), timeout=30)
     os.kill(pid, signal.SIGKILL)
     assert final(site, job["id"])["state"] == "FAILED"
     assert all(name.startswith(".bfjobs-") for name in os.listdir(images))  # nothing under a real name

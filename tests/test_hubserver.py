@@ -12,13 +12,15 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+from conftest import wait_for
+from hubserver import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, pseudo_random_bytes
 from huggingface_hub import HfApi, constants, file_download, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -28,11 +30,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-try:
-    from hubserver import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, pseudo_random_bytes
-except ImportError:  # tests/ turned into a package
-    from tests.hubserver import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, pseudo_random_bytes
 
 HUBSERVER_PY = Path(__file__).with_name("hubserver.py")
 REPO_FOLDER = "models--bfjobs-test--tiny-model"
@@ -106,14 +103,6 @@ def raw(method: str, url: str, headers: dict[str, str] | None = None) -> tuple[i
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -414,14 +403,14 @@ def test_killed_download_leaves_incomplete_file(hub: HubServer, repo: HubRepo, t
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
-        wait_for(lambda: any(r.listener == "cdn" and r.body_bytes > 0 for r in hub.requests))
+        wait_for(lambda: any(r.listener == "cdn" and r.body_bytes > 0 for r in hub.requests), 10, 0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     leftovers = incomplete_files(tmp_path)
     sha256 = repo.commits[repo.branches["dev"]].files["model.safetensors"].sha256
     assert [p.name.split(".")[0] for p in leftovers] == [sha256]  # <sha256>.<random>.incomplete
-    wait_for(lambda: any(r.aborted for r in hub.requests if r.listener == "cdn"))  # server saw the disconnect
+    wait_for(lambda: any(r.aborted for r in hub.requests if r.listener == "cdn"), 10, 0.01)  # server saw the disconnect
 
     hub.delay_per_chunk = 0
     assert read_tree(download(hub, tmp_path, "dev")) == repo.files_at("dev")

@@ -15,14 +15,9 @@ import time
 from datetime import timedelta
 
 import pytest
-from slurm_helpers import DownPartition, ids_in, make_call_log
+from slurm_helpers import DownPartition, ids_in
 
 from blackfish_jobs.db import Database, jobs, utcnow
-
-
-@pytest.fixture
-def calls(tmp_path):
-    return make_call_log(tmp_path / "calls")
 
 
 def submit(site, uri: str, **env: str) -> dict:

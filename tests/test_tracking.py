@@ -22,15 +22,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO, wait_for
-from slurm_helpers import DownPartition, ids_in, make_call_log, task_pids
+from conftest import REPO, as_json, wait_for
+from slurm_helpers import DownPartition, ids_in, task_pids
 
 from blackfish_jobs.db import Database, JobRow, utcnow
-
-
-def as_json(proc: subprocess.CompletedProcess) -> dict | list:
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def submit(site, uri: str, *args: str, **env: str) -> dict:
@@ -67,11 +62,6 @@ def with_tty(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple
         chunks.append(data)
     os.close(master)
     return proc.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
-
-
-@pytest.fixture
-def calls(tmp_path):
-    return make_call_log(tmp_path / "calls")
 
 
 @pytest.fixture
