@@ -148,7 +148,7 @@ def _wait_and_report(
     rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
     _finish_progress()
     _registration_notice(ctx)
-    ok = all(r.state == tracker.COMPLETED and api.artefact_in_place(r) for r in rows)
+    bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
     if as_json:
         if json_prefix is not None:
             _print_json([*json_prefix, *(r.to_json() for r in rows)])
@@ -157,8 +157,7 @@ def _wait_and_report(
     else:
         for r in rows:
             click.echo(_describe(r))
-    if not ok:
-        bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
+    if bad:
         raise JobFailed(_not_ok_message(rows, bad, timeout))
 
 

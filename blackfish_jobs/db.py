@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import constants
-from .errors import BadInput, show
+from .errors import BadInput, JobNotFound, show
 from .sqlite_jobs import PRAGMAS, SqliteJobs, sqlite_path
 
 if TYPE_CHECKING:
@@ -347,8 +347,6 @@ class Database:
         candidates = self._find(ref)
         if len(candidates) == 1:
             return candidates[0]
-        from .errors import JobNotFound
-
         if not candidates:
             raise JobNotFound(f"no bfjobs job {show(ref)} in {self.safe_url()}")
         raise JobNotFound(f"job id {show(ref)} is ambiguous; use the full bfjobs id")

@@ -69,7 +69,7 @@ def describe_failure(argv: list[str], exc: BaseException) -> str:
     if isinstance(exc, subprocess.TimeoutExpired):
         return f"{name} did not answer within {exc.timeout:g} s"
     if isinstance(exc, subprocess.CalledProcessError):
-        text = " ".join((exc.stderr or exc.output or "").split())
+        text = " ".join(_stderr(exc).split())
         return f"{name} exited with code {exc.returncode}" + (f": {text[:300]}" if text else "")
     return f"{name} failed: {' '.join(str(exc).split())[:300]}"
 

@@ -267,7 +267,7 @@ def _end_detail(record: slurm.Record) -> str | None:
             if 128 < int(code) < 160:
                 text += f" (128+{int(code) - 128}{_signame(int(code) - 128)}?)"
             parts.append(text)
-    if record.reason and record.raw_state.split()[0] not in ("COMPLETED", "CANCELLED"):
+    if record.reason and words and words[0] not in ("COMPLETED", "CANCELLED"):
         parts.append(f"Slurm reason {record.reason}")
     return ", ".join(parts) or None
 
@@ -505,8 +505,7 @@ def refresh_report(
         changes.append((row, values))
     applied = db.update_many([(row.id, row.state, values) for row, values in changes])
     moved = [row.id for row, _ in changes if row.id not in applied]
-    others = {r.id: r for r in reload(db, moved)} if moved else {}
-    fresh: dict[str, JobRow] = {}
+    others = {r.id: r for r in reload(db, moved)}  # changed by another process meanwhile
     for row, values in changes:
         if row.id not in applied:
             continue
@@ -514,10 +513,8 @@ def refresh_report(
             setattr(row, key, value)
         if row.state == COMPLETED:
             on_completed(db, row)
-    for row in rows:
-        fresh[row.id] = others.get(row.id, row)
     gone = {job_id for job_id, obs in observed.items() if obs.gone}
-    return Refreshed([fresh[r.id] for r in rows], problems, gone)
+    return Refreshed([others.get(r.id, r) for r in rows], problems, gone)
 
 
 def refresh(

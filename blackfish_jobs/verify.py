@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .layout import is_commit
@@ -33,14 +33,7 @@ class Finding:
     checked_files: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "ok": self.ok,
-            "problem": self.problem,
-            "job_id": self.job_id,
-            "checked_files": self.checked_files,
-        }
+        return asdict(self)
 
 
 def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str | None = None) -> Finding:

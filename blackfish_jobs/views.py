@@ -48,7 +48,7 @@ def local_time(moment: datetime | None) -> str:
 def cells(row: JobRow, *, short_target: bool = False) -> tuple[str, ...]:
     target = row.target.rsplit("/", 1)[-1] if short_target else row.target
     reason = " ".join(row.reason.split()) if row.reason else ""
-    scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)
+    scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)  # native(), inlined for 1,000 rows
     return (row.id, row.kind, row.state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
 
 
