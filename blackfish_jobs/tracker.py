@@ -524,6 +524,18 @@ def refresh(
     return refresh_report(db, rows, runner, verify=verify).rows
 
 
+def _store(db: Database, row: JobRow, values: dict[str, Any]) -> JobRow:
+    """One job's change, written only if the row still has the state it was read with (as
+    :func:`refresh_report` does for many): the updated row, or the row as another process left it."""
+    if not db.update_many([(row.id, row.state, values)]):
+        return reload(db, [row.id])[0]
+    for key, value in values.items():
+        setattr(row, key, value)
+    if row.state == COMPLETED:
+        on_completed(db, row)
+    return row
+
+
 def on_completed(db: Database, row: JobRow) -> None:
     """Work that follows a successful job, once, when its result is first collected."""
     if row.kind == "download-model":
@@ -669,12 +681,7 @@ def _dropped(db: Database, row: JobRow) -> JobRow:
         reason = "cancelled before it started (Slurm dropped the pending job)"
     else:
         reason = "cancelled; Slurm no longer knows the job and it wrote no result"
-    values: dict[str, Any] = {"state": CANCELLED, "reason": reason, "ended_at": utcnow()}
-    if db.update_many([(row.id, row.state, values)]):
-        for key, value in values.items():
-            setattr(row, key, value)
-        return row
-    return reload(db, [row.id])[0]
+    return _store(db, row, {"state": CANCELLED, "reason": reason, "ended_at": utcnow()})
 
 
 def _cancel_local(db: Database, row: JobRow, grace_s: float) -> CancelOutcome:
@@ -699,11 +706,4 @@ def _cancel_local(db: Database, row: JobRow, grace_s: float) -> CancelOutcome:
     values: dict[str, Any] = {"state": obs.state, "node": obs.node, "reason": obs.reason, "ended_at": utcnow()}
     if obs.result is not None:
         values["result"] = obs.result
-    if db.update_many([(row.id, row.state, values)]):
-        for key, value in values.items():
-            setattr(row, key, value)
-        if row.state == COMPLETED:
-            on_completed(db, row)
-    else:
-        row = reload(db, [row.id])[0]
-    return CancelOutcome(row, action)
+    return CancelOutcome(_store(db, row, values), action)
