@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,19 @@ class DetachedLocalExecutor(submitit.LocalExecutor):
 _SBATCH_ERROR = re.compile(r"sbatch: error: (.*)")
 
 
+@contextlib.contextmanager
+def _submission_errors(what: str) -> Iterator[None]:
+    """sbatch's refusal (or a failure to run it) as one ClusterError line; submitit prints
+    sbatch's stderr itself on failure, so its stderr is held back and reported once."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    except submitit_utils.FailedJobError as exc:
+        raise ClusterError(f"sbatch refused {what}: {_scheduler_message(str(exc))}") from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ClusterError(f"could not submit {what}: {exc}") from None
+
+
 def submit_array(specs: Sequence[JobSpec], folder: Path, script: str) -> list[Submitted]:
     """Submit ``specs`` (same kind and profile) as ONE Slurm job array: one sbatch call.
 
@@ -156,13 +169,8 @@ def submit_array(specs: Sequence[JobSpec], folder: Path, script: str) -> list[Su
     """
     fn = _TASKS[specs[0].kind]
     executor = TemplatedSlurmExecutor(folder, specs[0], script, elements=specs)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
-    except submitit_utils.FailedJobError as exc:
-        raise ClusterError(f"sbatch refused the job array: {_scheduler_message(str(exc))}") from None
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ClusterError(f"could not submit the job array: {exc}") from None
+    with _submission_errors("the job array"):
+        jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
     return [Submitted("slurm", str(job.job_id)) for job in jobs]
 
 
@@ -177,14 +185,8 @@ def submit(spec: JobSpec, folder: Path, script: str | None) -> tuple[Submitted, 
     else:
         executor = DetachedLocalExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(timeout_min=minutes(spec.settings.time))
-    try:
-        # submitit prints sbatch's stderr itself on failure; we report it once, in one line.
-        with contextlib.redirect_stderr(io.StringIO()):
-            job = executor.submit(fn, spec.task)
-    except submitit_utils.FailedJobError as exc:
-        raise ClusterError(f"sbatch refused the job: {_scheduler_message(str(exc))}") from None
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ClusterError(f"could not submit the job: {exc}") from None
+    with _submission_errors("the job"):
+        job = executor.submit(fn, spec.task)
     return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id)), job
 
 

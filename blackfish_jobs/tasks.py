@@ -81,12 +81,16 @@ def ensure_public_dir(path: Path) -> None:
             os.chmod(directory, PUBLIC_DIR_MODE)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def hash_file(path: Path, digest: Any) -> str:
+    """``digest`` (a hashlib object, possibly already fed a header) over the file, in chunks."""
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path, hashlib.sha256())
 
 
 def _run(argv: list[str], env: dict[str, str]) -> None:

@@ -16,9 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .layout import is_commit
-from .tasks import sha256_file
-
-_CHUNK = 8 * 1024 * 1024
+from .tasks import hash_file, sha256_file
 
 
 @dataclass(frozen=True)
@@ -51,11 +49,7 @@ def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str |
 
 
 def _git_blob_sha1(path: Path, size: int) -> str:
-    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path, hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False))
 
 
 def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
