@@ -57,9 +57,8 @@ class Site:
     def db_path(self) -> Path:
         return self.app_dir / "app.sqlite"
 
-    def write_profiles(self, text: str | None = None) -> None:
-        if text is None:
-            text = f"""
+    def write_profiles(self) -> None:
+        text = f"""
                 [slurm]
                 schema = slurm
                 host = localhost

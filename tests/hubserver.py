@@ -222,11 +222,6 @@ class HubRepo:
             self.branches[name] = sha
             return sha
 
-    def delete_branch(self, name: str) -> None:
-        """Delete a branch."""
-        with self._lock:
-            del self.branches[name]
-
     def create_tag(self, name: str, revision: str | None = None) -> str:
         """Create (or move) tag ``name`` at ``revision``; return the sha."""
         with self._lock:
@@ -426,10 +421,6 @@ class HubServer:
         """Serve ``repo`` (replacing a repo with the same type and id)."""
         self.repos[(repo.repo_type, repo.repo_id)] = repo
         return repo
-
-    def remove_repo(self, repo_id: str, repo_type: str = "model") -> None:
-        """Stop serving a repo (it then answers RepoNotFound)."""
-        self.repos.pop((repo_type, repo_id), None)
 
     def get_repo(self, repo_id: str, repo_type: str = "model") -> HubRepo:
         """The served repo with this id."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -418,7 +417,6 @@ def test_killed_download_leaves_incomplete_file(hub: HubServer, repo: HubRepo, t
 
 
 # -- CLI & script -----------------------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("hf") is None, reason="hf CLI not installed")
 def test_hf_cli_download(hub: HubServer, repo: HubRepo, tmp_path: Path) -> None:
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home")}
     cmd = ["hf", "download", DEMO_REPO_ID, "--cache-dir", str(tmp_path / "cache"), "--exclude", "*.md"]
