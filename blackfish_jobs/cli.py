@@ -418,9 +418,8 @@ def verify(ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_jso
         _print_json([f.to_json() for f in findings])
     else:
         for f in findings:
-            verdict = "ok" if f.ok else "CORRUPT"
             note = f" ({f.problem})" if f.problem else ""
-            click.echo(f"{verdict:<8} {f.kind:<8} {f.path}{note}")
+            click.echo(f"{f.status:<10} {f.kind:<8} {f.path}{note}")
     bad = [f for f in findings if not f.ok]
     if bad:
         raise JobFailed(f"{len(bad)} of {len(findings)} artefact(s) failed verification: {bad[0].path}")

@@ -18,6 +18,16 @@ from pathlib import Path
 from .layout import is_commit
 from .tasks import hash_file, sha256_file
 
+#: Verdicts. OK: every byte matches a record. CORRUPT: something does not match. MISSING: the
+#: artefact is not there. PARTIAL: some files of the snapshot are absent (a filtered download).
+#: UNVERIFIED: there is nothing to compare against (no record, no tree listing).
+OK = "OK"
+CORRUPT = "CORRUPT"
+MISSING = "MISSING"
+PARTIAL = "PARTIAL"
+UNVERIFIED = "UNVERIFIED"
+STATUSES = (OK, CORRUPT, MISSING, PARTIAL, UNVERIFIED)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -25,27 +35,31 @@ class Finding:
 
     path: str
     kind: str  # "image" or "snapshot"
-    ok: bool
+    status: str  # one of STATUSES
     problem: str | None = None
     job_id: str | None = None
     checked_files: int = 0
 
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "ok": self.ok}
 
 
 def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str | None = None) -> Finding:
     """A SIF file against what its pull recorded (without a record: only that it is readable)."""
     if not path.is_file():
-        return Finding(str(path), "image", False, "missing", job_id)
+        return Finding(str(path), "image", MISSING, "missing", job_id)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        return Finding(str(path), "image", False, f"size {actual_size} != recorded {size} (truncated?)", job_id, 1)
+        return Finding(str(path), "image", CORRUPT, f"size {actual_size} != recorded {size} (truncated?)", job_id, 1)
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256:
-        return Finding(str(path), "image", False, f"sha256 {digest[:12]}… != recorded {sha256[:12]}…", job_id, 1)
+        return Finding(str(path), "image", CORRUPT, f"sha256 {digest[:12]}… != recorded {sha256[:12]}…", job_id, 1)
     problem = None if sha256 is not None else "no recorded sha256 (not pulled by bfjobs): only read it"
-    return Finding(str(path), "image", True, problem, job_id, 1)
+    return Finding(str(path), "image", OK, problem, job_id, 1)
 
 
 def _git_blob_sha1(path: Path, size: int) -> str:
@@ -57,7 +71,7 @@ def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
     commit = snapshot.name
     repo = snapshot.parent.parent
     if not snapshot.is_dir():
-        return Finding(str(snapshot), "snapshot", False, "missing", job_id)
+        return Finding(str(snapshot), "snapshot", MISSING, "missing", job_id)
     listing = repo / "trees" / f"{commit}.json"
     try:
         files = json.loads(listing.read_text())["files"]
@@ -66,32 +80,33 @@ def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
     if files is None:
         broken = [p for p in snapshot.rglob("*") if p.is_symlink() and not p.exists()]
         if broken:
-            return Finding(str(snapshot), "snapshot", False, f"dangling link {broken[0].relative_to(snapshot)}", job_id)
-        return Finding(str(snapshot), "snapshot", True, "no tree listing: only checked that files resolve", job_id)
+            dangling = f"dangling link {broken[0].relative_to(snapshot)}"
+            return Finding(str(snapshot), "snapshot", CORRUPT, dangling, job_id)
+        return Finding(str(snapshot), "snapshot", OK, "no tree listing: only checked that files resolve", job_id)
     checked = 0
     for name, meta in sorted(files.items()):
         path = snapshot / name
         if not path.exists():
             # a snapshot made with --include/--exclude holds only some files; a broken link is corrupt
             if path.is_symlink():
-                return Finding(str(snapshot), "snapshot", False, f"{name}: blob missing", job_id, checked)
+                return Finding(str(snapshot), "snapshot", CORRUPT, f"{name}: blob missing", job_id, checked)
             continue
         actual = os.stat(path).st_size
         expected = meta.get("lfs_size", meta.get("size"))
         if expected is not None and actual != expected:
-            return Finding(str(snapshot), "snapshot", False, f"{name}: size {actual} != {expected}", job_id, checked)
+            return Finding(str(snapshot), "snapshot", CORRUPT, f"{name}: size {actual} != {expected}", job_id, checked)
         if "lfs_sha256" in meta:
             ok = sha256_file(path) == meta["lfs_sha256"]
         else:
             ok = _git_blob_sha1(path, actual) == meta.get("blob_id")
         if not ok:
             return Finding(
-                str(snapshot), "snapshot", False, f"{name}: content does not match the hub's hash", job_id, checked
+                str(snapshot), "snapshot", CORRUPT, f"{name}: content does not match the hub's hash", job_id, checked
             )
         checked += 1
     if checked == 0:
-        return Finding(str(snapshot), "snapshot", False, "no listed file is present", job_id)
-    return Finding(str(snapshot), "snapshot", True, None, job_id, checked)
+        return Finding(str(snapshot), "snapshot", CORRUPT, "no listed file is present", job_id)
+    return Finding(str(snapshot), "snapshot", OK, None, job_id, checked)
 
 
 def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> Path:

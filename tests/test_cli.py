@@ -131,4 +131,4 @@ def test_verify_a_sif_by_path(cli, site):
     (site.cache_dir / "images").mkdir()
     (site.cache_dir / "images" / "a_1.sif").write_bytes(b"sif")
     result = cli("verify", str(site.cache_dir / "images" / "a_1.sif"))
-    assert result.exit_code == 0 and result.stdout.startswith("ok ")
+    assert result.exit_code == 0 and result.stdout.startswith("OK ")
