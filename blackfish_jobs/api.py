@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import layout, render
+from . import constants, layout, render
 from .db import Database, JobRow, utcnow
 from .specs import DownloadModel, JobSpec, PullImage
 from .tracker import PENDING, RUNNING
@@ -142,6 +142,8 @@ def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None
     """Present or in flight (reported, not submitted), and the indexes left to submit."""
     outcomes: list[Outcome | None] = [present(spec) for spec in specs]
     todo = [i for i, o in enumerate(outcomes) if o is None]
+    if todo:
+        require_slurm_clients(specs[todo[0]])  # before the database or a job folder is touched
     running = in_flight_many(db, [specs[i] for i in todo])
     for position, index in enumerate(todo):
         if position in running:
@@ -152,6 +154,25 @@ def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None
     for spec in {specs[i].target.parent: specs[i] for i in todo}.values():  # once per directory
         check_destination(spec)
     return outcomes, todo
+
+
+#: What submitting to Slurm needs on PATH: sbatch submits, submitit's SlurmExecutor requires srun.
+SLURM_CLIENTS = ("sbatch", "srun")
+
+
+def require_slurm_clients(spec: JobSpec) -> None:
+    """A Slurm profile on a host without Slurm's commands: one clear line (exit 2), nothing written."""
+    if not spec.profile.is_slurm:
+        return
+    missing = [command for command in SLURM_CLIENTS if constants.which(command) is None]
+    if missing:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"profile {spec.profile.name!r} submits to Slurm, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH: run bfjobs on a login node of the "
+            "cluster (or load its Slurm module), or choose a local profile"
+        )
 
 
 def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:

@@ -71,16 +71,35 @@ def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def _load_profile(name: str | None) -> config.Profile:
+def _builtin_notice(profile: config.Profile) -> None:
+    """Say which built-in profile is used and why; printed once the request was accepted, so an
+    error stays the only line on stderr."""
+    if not profile.builtin:
+        return
     from . import config
 
-    profile = config.load_profile(name)
-    if profile.builtin:
-        _echo_err(
-            f"bfjobs: no {config.profiles_path()}; using the built-in 'local' profile "
-            f"(home_dir and cache_dir {profile.home_dir}, jobs run on this machine)"
-        )
-    return profile
+    if profile.is_slurm:
+        how = "sbatch is on PATH: jobs are submitted to Slurm from this host"
+    elif constants.which("sbatch") is None:
+        how = "no sbatch on PATH: jobs run on this machine"
+    else:
+        how = "--profile local: jobs run on this machine, not through Slurm"
+    _echo_err(
+        f"bfjobs: no {config.profiles_path()}; using the built-in '{profile.name}' profile "
+        f"({how}; home_dir and cache_dir {profile.home_dir})"
+    )
+
+
+def _check_profile_name(ctx: Context, name: str | None) -> None:
+    """``--profile`` of ``list``/``status``/``verify`` names a profile that exists (in profiles.cfg,
+    built in, or one with jobs in the database, e.g. removed since): a typo is not "no jobs"."""
+    if name is None:
+        return
+    from . import config
+
+    if name in config.known_profiles() or ctx.db.listing(profile=name, limit=1):
+        return
+    raise config.unknown_profile(name)
 
 
 def _no_nan(name: str, value: float | None) -> float | None:
@@ -199,6 +218,7 @@ def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, 
     from . import api
 
     outcomes = api.submit_many(ctx.db, specs) if many else [api.submit(ctx.db, specs[0])]
+    _builtin_notice(specs[0].profile)
     waiting: list[str] = []
     settled: list[dict[str, Any]] = []  # present artefacts: nothing to wait for
     for spec, outcome in zip(specs, outcomes, strict=True):
@@ -329,7 +349,9 @@ def _specs(kind: str, params: dict[str, Any]) -> tuple[list[Any], bool]:
         raise BadInput(f"give either {what} or --from-file FILE (exactly one)")
     if from_file is not None and params.get("sif_name"):
         raise BadInput("--name names one image: it cannot be used with --from-file")
-    profile = _load_profile(params.pop("profile_name"))
+    from . import config
+
+    profile = config.load_profile(params.pop("profile_name"))
     flags = {k: params.pop(k) for k in (*SLURM_FLAGS, "max_parallel")}
     settings = _settings(profile, kind, flags)
 
@@ -378,6 +400,7 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
         from . import api
 
         specs, many = _specs(kind, params)
+        _builtin_notice(specs[0].profile)
         if not specs[0].profile.is_slurm:
             _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
         if many:  # as submit would: artefacts already in place are not elements of the array
@@ -413,6 +436,7 @@ def verify(ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_jso
     is corrupt. Reads every byte: run it on a data-transfer node for large caches."""
     from . import api
 
+    _check_profile_name(ctx, profile_name)
     findings = api.verify(ctx.db, list(refs), profile_name)
     if as_json:
         _print_json([f.to_json() for f in findings])
@@ -484,6 +508,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     from . import tracker, views  # noqa: F401 - views now: its import then overlaps a prestarted sacct (entry.py)
     from .errors import ClusterError
 
+    _check_profile_name(ctx, profile_name)
     rows = _resolve_all(ctx, job_ids) if job_ids else ctx.db.unfinished()
     if profile_name:
         rows = [r for r in rows if r.profile == profile_name]
@@ -525,6 +550,7 @@ def list_(
     as_json: bool,
 ) -> None:
     """List jobs from the database, newest first (no Slurm call unless --refresh)."""
+    _check_profile_name(ctx, profile_name)
     problems: list[str] = []
     if refresh:
         from . import tracker

@@ -8,8 +8,11 @@ separate TOML file because every section of ``profiles.cfg`` is taken as a profi
 from __future__ import annotations
 
 import configparser
+import difflib
+import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,43 @@ class Profile:
         return self.home_dir.joinpath(*constants.JOBS_SUBDIR)
 
 
-def builtin_profile(home: Path | None = None) -> Profile:
-    """The ``local`` profile used when there is no ``profiles.cfg``: everything under the app dir."""
+#: The profiles ``--profile`` names when there is no ``profiles.cfg``.
+BUILTIN_NAMES = (constants.BUILTIN_SLURM_PROFILE, constants.BUILTIN_PROFILE)
+
+
+def builtin_profile(home: Path | None = None, name: str | None = None) -> Profile:
+    """The profile used when there is no ``profiles.cfg``: home and cache are the app dir.
+
+    ``slurm`` (this host submits to Slurm) where ``sbatch`` is on PATH, else ``local``: the
+    heavy work never runs on a login node unless asked for (``name`` = ``local``).
+    """
     base = validate.safe_path("BLACKFISH_HOME_DIR", (home or constants.blackfish_home()).resolve())
+    if name is None:
+        name = constants.BUILTIN_SLURM_PROFILE if constants.which("sbatch") else constants.BUILTIN_PROFILE
+    if name == constants.BUILTIN_SLURM_PROFILE:
+        user = _ssh_word("the current user", _current_user(), _USER)
+        return Profile(name, "slurm", base, base, host="localhost", user=user, builtin=True)
     return Profile(constants.BUILTIN_PROFILE, "local", base, base, builtin=True)
+
+
+def _current_user() -> str:
+    """The name of the user running bfjobs (from the password database, not ``$USER``)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise ConfigError(f"the built-in slurm profile: no user name for uid {os.geteuid()}") from None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(n if _PROFILE_NAME.fullmatch(n) else show(n) for n in names)
 
 
 def _user_path(label: str, value: str) -> Path:
@@ -93,24 +129,47 @@ def _default_section(parser: configparser.ConfigParser) -> str:
     return sections[0]
 
 
-def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
-    """Resolve ``--profile NAME`` (or the default profile) to a validated :class:`Profile`."""
+def _sections(path: Path) -> list[str]:
+    return _read_parser(path).sections() if path.is_file() else []
+
+
+def known_profiles(home: Path | None = None) -> list[str]:
+    """The names ``--profile`` accepts: the sections of ``profiles.cfg``, or the built-in ones without it."""
+    return _sections(profiles_path(home)) or list(BUILTIN_NAMES)
+
+
+def unknown_profile(name: str, home: Path | None = None) -> ConfigError:
+    """The one-line error for a profile name that is neither in ``profiles.cfg`` nor built in."""
+    path = profiles_path(home)
+    sections = _sections(path)
+    if sections:
+        hint = did_you_mean(name, sections)
+        return ConfigError(f"profile {show(name)} not found in {path} (profiles: {_names(sections)}){hint}")
+    why = "no profiles in" if path.is_file() else "there is no"
+    builtin = _names(BUILTIN_NAMES)
+    hint = did_you_mean(name, BUILTIN_NAMES)
+    return ConfigError(f"profile {show(name)} not found: {why} {path} (built-in profiles: {builtin}){hint}")
+
+
+def load_profile(name: str | None = None, home: Path | None = None, *, check_dirs: bool = True) -> Profile:
+    """Resolve ``--profile NAME`` (or the default profile) to a validated :class:`Profile`.
+
+    ``check_dirs``: a profile's ``home_dir`` and ``cache_dir`` must exist. Blackfish creates the
+    home_dir when a profile is added and expects the cache to be there, so a missing one is a typo
+    or a filesystem not mounted here; creating it would publish where Blackfish never looks.
+    (The built-in profile's home is the app dir, created on first use.)
+    """
     if name is not None and not _PROFILE_NAME.fullmatch(name):
         raise ConfigError(f"--profile: not a profile name (letters, digits, '.', '_', '-'): {show(name)}")
     path = profiles_path(home)
-    if not path.is_file():
-        if name in (None, constants.BUILTIN_PROFILE):
-            return builtin_profile(home)
-        raise ConfigError(f"profile {name!r} not found: there is no {path}")
-    parser = _read_parser(path)
-    if not parser.sections():
-        if name in (None, constants.BUILTIN_PROFILE):
-            return builtin_profile(home)
-        raise ConfigError(f"profile {name!r} not found: {path} has no profiles")
+    parser = _read_parser(path) if path.is_file() else None
+    if parser is None or not parser.sections():
+        if name is None or name in BUILTIN_NAMES:
+            return builtin_profile(home, name)
+        raise unknown_profile(name, home)
     section = name if name is not None else _default_section(parser)
     if not parser.has_section(section):
-        known = ", ".join(s if _PROFILE_NAME.fullmatch(s) else show(s) for s in parser.sections())
-        raise ConfigError(f"profile {section!r} not found in {path} (profiles: {known})")
+        raise unknown_profile(section, home)
     if not _PROFILE_NAME.fullmatch(section):
         raise ConfigError(f"{path}: invalid profile name {show(section)}")
     try:
@@ -128,6 +187,13 @@ def load_profile(name: str | None = None, home: Path | None = None) -> Profile:
     cache_dir = _user_path(f"[{section}] cache_dir", raw["cache_dir"])
     host = _ssh_word(f"[{section}] host", raw["host"], _HOST) if schema == "slurm" else None
     user = _ssh_word(f"[{section}] user", raw["user"], _USER) if schema == "slurm" else None
+    if check_dirs:
+        for key, where in (("home_dir", home_dir), ("cache_dir", cache_dir)):
+            if not where.is_dir():
+                raise ConfigError(
+                    f"{path} [{section}] {key}: {where} does not exist or is not a directory "
+                    "(a typo, or a filesystem not mounted here? bfjobs does not create it)"
+                )
     return Profile(section, schema, home_dir, cache_dir, host=host, user=user)
 
 
@@ -177,9 +243,11 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 _APPTAINER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 
-def _check_setting(key: str, value: Any, where: str) -> Any:
-    """Validate one bfjobs.toml (or command-line) setting; return its normalised value."""
-    label = f"{where} {key}"
+def _check_setting(key: str, value: Any, label: str) -> Any:
+    """Validate one bfjobs.toml (or command-line) setting; return its normalised value.
+
+    ``label`` names it in errors as the user wrote it: ``bfjobs.toml [defaults] time``, ``--time``.
+    """
     if key in ("partition", "qos", "account"):
         return validate.name(label, _as_str(label, value))
     if key == "time":
@@ -212,7 +280,7 @@ def _check_setting(key: str, value: Any, where: str) -> Any:
         return path
     if key == "hf_endpoint":
         return validate.url(label, _as_str(label, value))
-    raise ConfigError(f"{where}: unknown setting {show(key)}")
+    raise ConfigError(f"{label}: unknown setting {show(key)}")
 
 
 def _as_str(label: str, value: Any) -> str:
@@ -237,8 +305,11 @@ def settings_path(home: Path | None = None) -> Path:
     return Path(env) if env else (home or constants.blackfish_home()) / "bfjobs.toml"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, required: bool = False) -> dict[str, Any]:
+    """The file's tables; ``{}`` for a missing file unless ``required`` (a file the user named)."""
     if not path.is_file():
+        if required:
+            raise ConfigError(f"BFJOBS_CONFIG: {show(str(path))} does not exist or is not a file")
         return {}
     try:
         with path.open("rb") as fh:
@@ -252,39 +323,70 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _layer(table: Any, where: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a table into its plain settings and the settings of its ``kind`` sub-table."""
+def _table_name(file: Path, dotted: str) -> str:
+    """How errors name a table: ``/path/bfjobs.toml [profiles.della.pull-image]``."""
+    return f"{file} [{dotted}]"
+
+
+def _settings_table(table: dict[str, Any], file: Path, dotted: str) -> dict[str, Any]:
+    """Validate a table of plain settings (a kind's table holds no further tables)."""
+    where = _table_name(file, dotted)
+    for key in table:
+        if key not in _SETTING_KEYS:
+            raise ConfigError(f"{where}: unknown setting {show(key)}{did_you_mean(key, _SETTING_KEYS)}")
+    return {k: _check_setting(k, v, f"{where} {k}") for k, v in table.items()}
+
+
+def _layer(table: Any, file: Path, dotted: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split table ``[dotted]`` into its plain settings and the settings of its ``kind`` sub-table."""
     if table is None:
         return {}, {}
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
+        raise ConfigError(f"{_table_name(file, dotted)}: expected a table")
     plain: dict[str, Any] = {}
     per_kind: dict[str, Any] = {}
     for key, value in table.items():
+        sub = f"{dotted}.{key}"
         if key in constants.KINDS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key}: expected a table")
+                raise ConfigError(f"{_table_name(file, sub)}: expected a table")
+            checked = _settings_table(value, file, sub)  # the other kinds too: typos surface early
             if key == kind:
-                per_kind = {k: _check_setting(k, v, f"{where}.{key}") for k, v in value.items()}
-            else:
-                for k, v in value.items():  # validate the other kinds too: typos surface early
-                    _check_setting(k, v, f"{where}.{key}")
-            continue
-        if key not in _SETTING_KEYS:
-            raise ConfigError(f"{where}: unknown setting {show(key)}")
-        plain[key] = _check_setting(key, value, where)
-    return plain, per_kind
+                per_kind = checked
+        elif isinstance(value, dict) and key not in _SETTING_KEYS:  # a sub-table: meant as a kind's
+            kinds = ", ".join(constants.KINDS)
+            hint = did_you_mean(key, constants.KINDS)
+            raise ConfigError(f"{_table_name(file, sub)}: unknown kind {show(key)} (kinds: {kinds}){hint}")
+        else:
+            plain[key] = value
+    return _settings_table(plain, file, dotted), per_kind
+
+
+def _check_profile_tables(profiles: dict[str, Any], file: Path, home: Path | None) -> None:
+    """Every ``[profiles.NAME]`` of the user's file names a profile that exists: a misspelt one
+    would otherwise be ignored and its partition, QOS or modules silently not used."""
+    known = known_profiles(home)
+    for name in profiles:
+        if name not in known:
+            where = profiles_path(home)
+            source = f"in {where}" if where.is_file() and _sections(where) else f"built in (there is no {where})"
+            raise ConfigError(
+                f"{_table_name(file, f'profiles.{name}')}: no such profile {source}; "
+                f"profiles: {_names(known)}{did_you_mean(name, known)}"
+            )
 
 
 def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSettings:
     """Merge built-in defaults < [defaults] < [defaults.KIND] < [profiles.P] < [profiles.P.KIND]."""
     path = settings_path(home)
-    data = _read_toml(path)
+    data = _read_toml(path, required=constants.config_path_env() is not None)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
-    d_plain, d_kind = _layer(data.get("defaults"), f"{path.name} [defaults]", kind)
-    p_plain, p_kind = _layer(profiles.get(profile), f"{path.name} [profiles.{profile}]", kind)
+    _check_profile_tables(profiles, path, home)
+    d_plain, d_kind = _layer(data.get("defaults"), path, "defaults", kind)
+    layers = {name: _layer(table, path, f"profiles.{name}", kind) for name, table in profiles.items()}
+    p_plain, p_kind = layers.get(profile, ({}, {}))  # every profile's table checked: typos surface early
     merged: dict[str, Any] = dict(KIND_DEFAULTS.get(kind, {}))
     for layer in (d_plain, d_kind, p_plain, p_kind):
         merged.update(layer)

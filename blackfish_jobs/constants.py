@@ -27,8 +27,10 @@ HEAD_REVISION = "0003"
 #: Sub-folder of ``<home_dir>`` holding one folder per job (script, logs, submitit pickles).
 JOBS_SUBDIR = ("jobs", "bfjobs")
 
-#: Built-in profile used when there is no ``profiles.cfg`` at all.
+#: Built-in profiles used when there is no ``profiles.cfg`` at all: ``slurm`` where ``sbatch`` is
+#: on PATH (the heavy work never runs on a login node by default), else ``local``.
 BUILTIN_PROFILE = "local"
+BUILTIN_SLURM_PROFILE = "slurm"
 
 #: One state vocabulary for Slurm, local jobs and the DB (UNKNOWN only when nothing can be known).
 STATES = (
@@ -70,6 +72,13 @@ def db_url_env() -> str | None:
 def default_db_url() -> str:
     """``BFJOBS_DB_URL``, else Blackfish's own ``$BLACKFISH_HOME_DIR/app.sqlite``."""
     return db_url_env() or f"sqlite:///{blackfish_home() / 'app.sqlite'}"
+
+
+def which(command: str) -> str | None:
+    """Where ``command`` is found on ``PATH`` (None if it is not): decides the built-in profile."""
+    import shutil
+
+    return shutil.which(command)
 
 
 def templates_dir_env() -> str | None:

@@ -180,14 +180,24 @@ class Database:
     """
 
     def __init__(self, url: str | None = None, *, stdlib_sqlite: bool = True) -> None:
+        # A URL the user gave (--db, BFJOBS_DB_URL) must name an existing directory: a typo would
+        # otherwise answer "no jobs" from a new empty file. Blackfish's own app dir is created.
+        self._named_by = "--db" if url else "BFJOBS_DB_URL" if constants.db_url_env() else None
         self.url = check_url(url or constants.default_db_url())
         self._sqlite_file = sqlite_path(self.url) if stdlib_sqlite else None
         self._store: SqliteJobs | None = None
         self._migrated = False
         if self._sqlite_file is not None:
-            Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+            self._directory(Path(self._sqlite_file).parent)
         else:
             _ = self.engine  # a bad URL is refused now, before any work
+
+    def _directory(self, folder: Path) -> None:
+        """Create the default database's folder; refuse a missing folder of a URL the user gave."""
+        if self._named_by is None:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise BadInput(f"{self._named_by}: directory {show(str(folder))} of {show(self.url)} does not exist")
 
     @functools.cached_property
     def engine(self) -> sa.Engine:
@@ -199,7 +209,7 @@ class Database:
         except sa.exc.ArgumentError:
             raise BadInput(f"--db: not a database URL: {show(self.url)}") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._directory(Path(parsed.database).expanduser().parent)
         try:
             engine = sa.create_engine(parsed)
         except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError, ImportError) as exc:

@@ -143,6 +143,44 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     return s
 
 
+#: Slurm's client commands (Debian's slurm-client): a PATH without them is a machine without Slurm.
+SLURM_COMMANDS = frozenset({
+    "sacct", "sacctmgr", "salloc", "sattach", "sbatch", "sbcast", "scancel", "scontrol", "scrontab", "sdiag",
+    "sinfo", "sprio", "squeue", "sreport", "srun", "sshare", "sstat", "strigger",
+})  # fmt: skip
+
+
+def path_without_slurm(folder: Path, path: str) -> str:
+    """``path`` with each directory holding Slurm's commands replaced by a copy of it (symlinks)
+    without them: a laptop's PATH on the test cluster, every other command still found."""
+    entries = []
+    for index, entry in enumerate(path.split(os.pathsep)):
+        source = Path(entry)
+        if not any((source / name).exists() for name in SLURM_COMMANDS):
+            entries.append(entry)
+            continue
+        copy = folder / f"bin{index}"
+        copy.mkdir(parents=True)
+        for item in source.iterdir():
+            if item.name not in SLURM_COMMANDS:
+                (copy / item.name).symlink_to(item)
+        entries.append(str(copy))
+    return os.pathsep.join(entries)
+
+
+@pytest.fixture(scope="session")
+def no_slurm_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test process' PATH (with the apptainer stand-in first) less Slurm's commands."""
+    return path_without_slurm(tmp_path_factory.mktemp("no-slurm"), f"{STUB_BIN}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.fixture
+def local_site(site: Site, no_slurm_path: str, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """A site on a machine without Slurm (no profiles.cfg): the built-in profile is ``local``."""
+    monkeypatch.setenv("PATH", no_slurm_path)
+    return site
+
+
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Invoke the Click CLI in-process (CliRunner), the way sqlite-utils tests its commands."""

@@ -66,12 +66,12 @@ def test_bad_input_is_one_line_exit_2(cli, site, args, code, fragment):
     assert not list(site.cache_dir.iterdir())
 
 
-def test_builtin_profile_notice_and_render(cli, site):
+def test_builtin_profile_notice_and_render(cli, local_site):
     result = cli("render", "pull-image", "docker://alpine:3.20")
     assert result.exit_code == 0
-    assert "built-in 'local' profile" in result.stderr
+    assert "built-in 'local' profile (no sbatch on PATH" in result.stderr
     assert result.stdout.startswith("#!/bin/bash\n")
-    assert f"{site.app_dir.resolve()}/jobs/bfjobs/render-preview/%j_0_log.out" in result.stdout
+    assert f"{local_site.app_dir.resolve()}/jobs/bfjobs/render-preview/%j_0_log.out" in result.stdout
 
 
 def test_render_uses_profile_settings_and_flags(cli, site):

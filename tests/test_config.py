@@ -15,11 +15,11 @@ def write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text))
 
 
-def test_no_profiles_file_gives_builtin_local_profile(site):
+def test_no_profiles_file_and_no_slurm_gives_builtin_local_profile(local_site):
     profile = config.load_profile()
     assert profile.builtin and profile.name == "local" and profile.schema == "local"
-    assert profile.home_dir == site.app_dir.resolve() == profile.cache_dir
-    assert profile.jobs_dir == site.app_dir.resolve() / "jobs" / "bfjobs"
+    assert profile.home_dir == local_site.app_dir.resolve() == profile.cache_dir
+    assert profile.jobs_dir == local_site.app_dir.resolve() / "jobs" / "bfjobs"
 
 
 def test_named_profile_without_profiles_file_is_an_error(site):
@@ -27,7 +27,7 @@ def test_named_profile_without_profiles_file_is_an_error(site):
         config.load_profile("della")
 
 
-LOCAL = "schema=local\nhome_dir=/h\ncache_dir=/c\n"
+LOCAL = "schema=local\nhome_dir=/tmp\ncache_dir=/tmp\n"
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ LOCAL = "schema=local\nhome_dir=/h\ncache_dir=/c\n"
         (f"[a]\n{LOCAL}[b]\n{LOCAL}default=yes\n", "b"),
         (f"[a]\n{LOCAL}[default]\n{LOCAL}", "default"),
         (f"[a]\n{LOCAL}[b]\n{LOCAL}", "a"),
-        ("[a]\ntype=local\nhome_dir=/h\ncache_dir=/c\n", "a"),
+        ("[a]\ntype=local\nhome_dir=/tmp\ncache_dir=/tmp\n", "a"),
     ],
 )
 def test_default_profile_rules(site, body, expected):
@@ -87,6 +87,7 @@ def test_hostile_profile_name_refused(site):
 
 
 def test_settings_layering(site):
+    (site.app_dir / "profiles.cfg").write_text(f"[della]\n{LOCAL}[other]\n{LOCAL}")
     site.write_settings(
         """
         [defaults]
@@ -147,11 +148,11 @@ def test_templates_dir_from_environment(site, monkeypatch, tmp_path):
 
 
 def test_examples_are_valid(site, monkeypatch):
-    """The shipped examples parse with the same code users run."""
+    """The shipped examples parse with the same code users run (their sites' directories are not here)."""
     examples = Path(__file__).resolve().parent.parent / "examples"
     for site_dir in sorted(p for p in examples.iterdir() if p.is_dir()):
         monkeypatch.setenv("BLACKFISH_HOME_DIR", str(site_dir))
-        profile = config.load_profile()
+        profile = config.load_profile(check_dirs=False)
         settings = config.load_settings(profile.name, "pull-image")
         assert profile.schema == "slurm"
         assert settings.partition or settings.qos
