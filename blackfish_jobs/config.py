@@ -81,7 +81,7 @@ def _current_user() -> str:
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f"; did you mean {show(close[0])}?" if close else ""
 
 
 def _names(names: Iterable[str]) -> str:
@@ -323,43 +323,45 @@ def _read_toml(path: Path, required: bool = False) -> dict[str, Any]:
     return data
 
 
-def _table_name(file: Path, dotted: str) -> str:
-    """How errors name a table: ``/path/bfjobs.toml [profiles.della.pull-image]``."""
-    return f"{file} [{dotted}]"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML bare key: shown as it is; any other name is escaped
 
 
-def _settings_table(table: dict[str, Any], file: Path, dotted: str) -> dict[str, Any]:
+def _table_name(file: Path, *parts: str) -> str:
+    """How errors name a table: ``/path/bfjobs.toml [profiles.della.pull-image]`` (names escaped)."""
+    return f"{file} [{'.'.join(p if _BARE_KEY.fullmatch(p) else show(p) for p in parts)}]"
+
+
+def _settings_table(table: dict[str, Any], file: Path, *dotted: str) -> dict[str, Any]:
     """Validate a table of plain settings (a kind's table holds no further tables)."""
-    where = _table_name(file, dotted)
+    where = _table_name(file, *dotted)
     for key in table:
         if key not in _SETTING_KEYS:
             raise ConfigError(f"{where}: unknown setting {show(key)}{did_you_mean(key, _SETTING_KEYS)}")
     return {k: _check_setting(k, v, f"{where} {k}") for k, v in table.items()}
 
 
-def _layer(table: Any, file: Path, dotted: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _layer(table: Any, file: Path, dotted: tuple[str, ...], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split table ``[dotted]`` into its plain settings and the settings of its ``kind`` sub-table."""
     if table is None:
         return {}, {}
     if not isinstance(table, dict):
-        raise ConfigError(f"{_table_name(file, dotted)}: expected a table")
+        raise ConfigError(f"{_table_name(file, *dotted)}: expected a table")
     plain: dict[str, Any] = {}
     per_kind: dict[str, Any] = {}
     for key, value in table.items():
-        sub = f"{dotted}.{key}"
         if key in constants.KINDS:
             if not isinstance(value, dict):
-                raise ConfigError(f"{_table_name(file, sub)}: expected a table")
-            checked = _settings_table(value, file, sub)  # the other kinds too: typos surface early
+                raise ConfigError(f"{_table_name(file, *dotted, key)}: expected a table")
+            checked = _settings_table(value, file, *dotted, key)  # the other kinds too: typos surface early
             if key == kind:
                 per_kind = checked
         elif isinstance(value, dict) and key not in _SETTING_KEYS:  # a sub-table: meant as a kind's
             kinds = ", ".join(constants.KINDS)
             hint = did_you_mean(key, constants.KINDS)
-            raise ConfigError(f"{_table_name(file, sub)}: unknown kind {show(key)} (kinds: {kinds}){hint}")
+            raise ConfigError(f"{_table_name(file, *dotted, key)}: unknown kind {show(key)} (kinds: {kinds}){hint}")
         else:
             plain[key] = value
-    return _settings_table(plain, file, dotted), per_kind
+    return _settings_table(plain, file, *dotted), per_kind
 
 
 def _check_profile_tables(profiles: dict[str, Any], file: Path, home: Path | None) -> None:
@@ -371,7 +373,7 @@ def _check_profile_tables(profiles: dict[str, Any], file: Path, home: Path | Non
             where = profiles_path(home)
             source = f"in {where}" if where.is_file() and _sections(where) else f"built in (there is no {where})"
             raise ConfigError(
-                f"{_table_name(file, f'profiles.{name}')}: no such profile {source}; "
+                f"{_table_name(file, 'profiles', name)}: no such profile {source}; "
                 f"profiles: {_names(known)}{did_you_mean(name, known)}"
             )
 
@@ -384,8 +386,8 @@ def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSetti
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
     _check_profile_tables(profiles, path, home)
-    d_plain, d_kind = _layer(data.get("defaults"), path, "defaults", kind)
-    layers = {name: _layer(table, path, f"profiles.{name}", kind) for name, table in profiles.items()}
+    d_plain, d_kind = _layer(data.get("defaults"), path, ("defaults",), kind)
+    layers = {name: _layer(table, path, ("profiles", name), kind) for name, table in profiles.items()}
     p_plain, p_kind = layers.get(profile, ({}, {}))  # every profile's table checked: typos surface early
     merged: dict[str, Any] = dict(KIND_DEFAULTS.get(kind, {}))
     for layer in (d_plain, d_kind, p_plain, p_kind):

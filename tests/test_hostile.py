@@ -676,6 +676,9 @@ def blackfish_reading(path: Path) -> tuple[str, dict[str, str]] | None:
 @given(data=st.data())
 def test_profiles_cfg_fields(sb: Sandbox, key: str, data: st.DataObject) -> None:
     bases = [v.format(home=sb.home, cache=sb.cache) for v in PROFILE_VALUES[key]]
+    if key in ("home_dir", "cache_dir"):  # valid means existing: bfjobs never creates a profile's directories
+        for base in bases:
+            Path(base).mkdir(parents=True, exist_ok=True)
     value = data.draw(hostile(bases), label=key)
     path = sb.app / "profiles.cfg"
     if key == "section":
@@ -837,7 +840,8 @@ def test_bfjobs_toml_fields(sb: Sandbox, key: str, data: st.DataObject) -> None:
 @settings(PROPERTY, max_examples=2 * _EXAMPLES)  # most examples render and run a prelude: slower
 @given(data=st.data())
 def test_bfjobs_toml_names(sb: Sandbox, data: st.DataObject) -> None:
-    """Hostile table and key names: unknown keys are refused; other profiles' tables are ignored."""
+    """Hostile table and key names: unknown keys, kinds and profiles are refused; another profile's table
+    (laptop) is not applied to hpc."""
     name = data.draw(hostile(["partition", "hpc", "pull-image"]), label="name")
     where = data.draw(st.sampled_from(["key", "profile", "kind", "top"]), label="where")
     text = {
@@ -848,8 +852,8 @@ def test_bfjobs_toml_names(sb: Sandbox, data: st.DataObject) -> None:
     }[where]
     sb.write_settings(text)
     outcome = attempt(sb, "pull-image", ["--", DEFAULT_URI], ["bfjobs.toml"], submit=False)
-    if where == "profile" or (where == "key" and name == "partition"):
-        assert outcome is not None, "another profile's table, or a known key, was refused"
+    if (where == "profile" and name in ("hpc", "laptop")) or (where == "key" and name == "partition"):
+        assert outcome is not None, "a profile's table, or a known key, was refused"
     if outcome is None:
         return
     check_script(outcome.script, sb.preview_folder)
@@ -858,9 +862,9 @@ def test_bfjobs_toml_names(sb: Sandbox, data: st.DataObject) -> None:
         "key": {"partition", "qos", "account", "constraint", "apptainer"},  # where "cpu" is a valid value
         "kind": {"pull-image", "download-model"},
         "top": {"defaults", "profiles"},
+        "profile": {"hpc", "laptop"},  # the profiles in profiles.cfg
     }
-    if where != "profile":
-        assert name in accepted_names[where], name
+    assert name in accepted_names[where], name
     applied = {"key": "partition", "profile": "hpc", "kind": "pull-image", "top": "defaults"}[where] == name
     assert sbatch_value(outcome.script, "partition") == ("cpu" if applied else None)
 

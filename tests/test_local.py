@@ -8,9 +8,15 @@ import signal
 import sqlite3
 import stat
 
+import pytest
 from conftest import wait_for
 
 URI = "docker://ghcr.io/huggingface/text-generation-inference:latest"
+
+
+@pytest.fixture(autouse=True)
+def _no_slurm(local_site):
+    """Every test here is about the built-in local profile: a machine without Slurm's commands."""
 
 
 def images(site):
@@ -21,7 +27,7 @@ def images(site):
 def test_local_pull_end_to_end(site):
     proc = site.bfjobs("submit", "pull-image", URI, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert "built-in 'local' profile" in proc.stderr
+    assert "built-in 'local' profile (no sbatch on PATH" in proc.stderr
     job = json.loads(proc.stdout)
     target = site.app_dir.resolve() / "images" / "text-generation-inference_latest.sif"
     assert job["state"] == "COMPLETED" and job["backend"] == "local" and job["slurm_job_id"] is None
