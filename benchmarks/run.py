@@ -585,7 +585,7 @@ def bench_download(ctx: Context) -> list[Row]:
     def e2e() -> float:
         home = fresh()
         home.mkdir()
-        argv = [ctx.bfjobs, "submit", "download-model", hub.repo_id, "--wait"]
+        argv = [ctx.bfjobs, "submit", "download-model", hub.repo_id, "--profile", "local", "--wait"]
         elapsed = command(argv, ctx.with_env(HF_ENDPOINT=hub.url, BLACKFISH_HOME_DIR=str(home)))()
         shutil.rmtree(home, ignore_errors=True)  # the local controller may still be exiting
         return elapsed

@@ -309,7 +309,7 @@ def _read_toml(path: Path, required: bool = False) -> dict[str, Any]:
     """The file's tables; ``{}`` for a missing file unless ``required`` (a file the user named)."""
     if not path.is_file():
         if required:
-            raise ConfigError(f"BFJOBS_CONFIG: {show(str(path))} does not exist or is not a file")
+            raise ConfigError(f"BFJOBS_CONFIG: {show(str(path), 300)} does not exist or is not a file")
         return {}
     try:
         with path.open("rb") as fh:

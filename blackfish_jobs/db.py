@@ -197,7 +197,8 @@ class Database:
         if self._named_by is None:
             folder.mkdir(parents=True, exist_ok=True)
         elif not folder.is_dir():
-            raise BadInput(f"{self._named_by}: directory {show(str(folder))} of {show(self.url)} does not exist")
+            where = show(str(folder), 300)
+            raise BadInput(f"{self._named_by}: directory {where} does not exist (bfjobs does not create it)")
 
     @functools.cached_property
     def engine(self) -> sa.Engine:
