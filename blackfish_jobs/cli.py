@@ -236,7 +236,9 @@ class BfjobsGroup(click.Group):
             rv = super().main(args=args, prog_name=prog_name or "bfjobs", **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+                _fail("interrupted", 130)
             _fail("aborted", 1)
         except click.ClickException as exc:
             _fail(f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code)
