@@ -573,15 +573,20 @@ def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
 
     With --follow the exit code says how the job ended, as for ``wait``: 0 only if COMPLETED.
     """
-    from . import joblogs
+    from . import joblogs, tracker
 
     row = ctx.db.resolve(job_id)
     out = click.get_binary_stream("stdout")
+    stream = "err" if use_stderr else "out"
     try:
-        row = joblogs.show(ctx.db, row, "err" if use_stderr else "out", out, follow=follow)
+        row = joblogs.show(ctx.db, row, stream, out, follow=follow)
     except BrokenPipeError:  # `bfjobs logs X | head`: the reader has all it wanted
         _silence_stdout()
         return
+    log = tracker.log_path(row, stream)
+    if not follow and log is not None and not log.exists():  # not started: say so rather than print nothing
+        why = f" ({row.reason})" if row.reason else ""
+        _echo_err(f"bfjobs: job {row.id} is {row.state}{why}: no log yet")
     if follow:
         why = f" ({row.reason})" if row.reason else ""
         if row.state != "COMPLETED":  # as `wait`: a script following a job learns how it ended
