@@ -154,6 +154,17 @@ def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None
     return outcomes, todo
 
 
+def preview_plan(db: Database, specs: Sequence[JobSpec], many: bool) -> tuple[list[Outcome | None], str | None]:
+    """What ``submit`` (``many``: ``submit_many``) would do, without submitting: the same triage,
+    so each entry it would not send has its outcome (present, in flight; a destination it would
+    refuse raises the same error), and the script it would send for the rest (None: nothing)."""
+    outcomes, todo = _triage(db, specs)
+    if not todo:
+        return outcomes, None
+    chosen = [specs[i] for i in todo]
+    return outcomes, preview(chosen[0], chosen if many else None)
+
+
 def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:
     now = utcnow()
     return JobRow(

@@ -376,17 +376,33 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
     @render_group.command(kind, help=f"Print the sbatch script `bfjobs submit {kind}` would submit.")
     @options
     @list_options
-    def render_kind(**params: Any) -> None:
-        from . import api
-
+    @click.pass_obj
+    def render_kind(ctx: Context, **params: Any) -> None:
         specs, many = _specs(kind, params)
         if not specs[0].profile.is_slurm:
             _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
-        if many:  # as submit would: artefacts already in place are not elements of the array
-            specs = [s for s in specs if api.present(s) is None]
-            if not specs:
-                raise BadInput("every artefact in the list is already present: nothing would be submitted")
-        click.echo(api.preview(specs[0], specs if many else None), nl=False)
+        _render_and_report(ctx, specs, many)
+
+
+def _render_and_report(ctx: Context, specs: list[Any], many: bool) -> None:
+    """``render``: submit's checks, then the script for what submit would send (nothing if none).
+
+    What submit would not send (present, in flight) gets submit's message on stderr, so stdout
+    holds only the script; a refused destination is submit's error and exit code.
+    """
+    from . import api
+
+    outcomes, script = api.preview_plan(ctx.db, specs, many)
+    element = 0
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if outcome is None:
+            if many:
+                _echo_err(f"bfjobs: array element {element}: {spec.label}")
+            element += 1
+        else:
+            _echo_err(f"bfjobs: skipped {spec.label}: {outcome.describe()}" if many else outcome.describe())
+    if script is not None:
+        click.echo(script, nl=False)
 
 
 _define_kind(
