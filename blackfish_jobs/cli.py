@@ -147,7 +147,6 @@ def _wait_and_report(
 
     rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
     _finish_progress()
-    _registration_notice(ctx)
     bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
     if as_json:
         if json_prefix is not None:
@@ -178,17 +177,19 @@ def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None
     return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
 
 
-def _registration_notice(ctx: Context, waiting: int | None = None) -> None:
-    """Register what can be; say once when finished downloads wait for Blackfish's model table."""
-    from . import registry
-
-    if waiting is None:
-        waiting = registry.sync(ctx.db)[1]
-    if waiting:
-        _echo_err(
-            f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {ctx.db.safe_url()} has no "
-            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
-        )
+def _unregistered_notice() -> None:
+    """Once per command: the downloads it saw complete while Blackfish had no model table."""
+    registry = sys.modules.get(f"{__package__}.registry")  # not imported: no download completed here
+    if registry is None or not registry.unregistered:
+        return
+    ids = [job_id for job_id, _url in registry.unregistered]
+    url = registry.unregistered[0][1]
+    registry.unregistered.clear()
+    named = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+    _echo_err(
+        f"bfjobs: {len(ids)} download(s) finished ({named}) and kept in bfjobs' table only: {url} has no "
+        "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+    )
 
 
 def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, as_json: bool) -> None:
@@ -269,6 +270,7 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     results land in Blackfish's shared caches and app database.
     """
     click_ctx.obj = Context(db_url)
+    click_ctx.call_on_close(_unregistered_notice)
 
 
 @cli.group()
@@ -451,8 +453,13 @@ def sync(ctx: Context) -> None:
 
     tracker.refresh(ctx.db, ctx.db.unfinished())
     registered, waiting = registry.sync(ctx.db)
+    registry.unregistered.clear()  # the line below counts the ones the refresh saw complete
     click.echo(f"registered {registered} model(s) in Blackfish's model table; {waiting} waiting")
-    _registration_notice(ctx, waiting)
+    if waiting:
+        _echo_err(
+            f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {ctx.db.safe_url()} has no "
+            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+        )
 
 
 def _resolve_all(ctx: Context, refs: Sequence[str]) -> list[JobRow]:
