@@ -290,7 +290,7 @@ def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Fi
         if ref.startswith("/"):
             findings.append(checks.verify_path(checks.cache_path(ref, images, models)))
         else:
-            rows.append(db.resolve(ref))
+            rows.extend(db.resolve_many(ref))
     if not refs:
         latest: dict[str, JobRow] = {}
         for row in db.listing(states=["COMPLETED"], profile=profile):

@@ -138,10 +138,12 @@ def _wait_and_report(
     timeout: float | None,
     as_json: bool,
     json_prefix: Sequence[dict[str, Any]] | None = None,
+    one_job: bool | None = None,
 ) -> None:
     """Wait, print the jobs, and fail (exit 1) unless every one COMPLETED with its artefact.
 
     ``json_prefix`` (``--from-file``): entries printed before the jobs, always as one array.
+    ``one_job``: print one JSON object rather than an array (default: when there is one job).
     """
     from . import api, tracker
 
@@ -152,7 +154,8 @@ def _wait_and_report(
         if json_prefix is not None:
             _print_json([*json_prefix, *(r.to_json() for r in rows)])
         else:
-            _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
+            single = len(rows) == 1 if one_job is None else one_job
+            _print_json(rows[0].to_json() if single else [r.to_json() for r in rows])
     else:
         for r in rows:
             click.echo(_describe(r))
@@ -463,12 +466,18 @@ def sync(ctx: Context) -> None:
 
 
 def _resolve_all(ctx: Context, refs: Sequence[str]) -> list[JobRow]:
-    """Each JOB_ID (bfjobs id, unique prefix, or Slurm job id) once, in the order given."""
+    """Each job the JOB_IDs name (bfjobs id, Slurm job id — an array's id names all its
+    elements — or unique id prefix) once, in the order given."""
     rows = {}
     for ref in refs:
-        row = ctx.db.resolve(ref)
-        rows.setdefault(row.id, row)
+        for row in ctx.db.resolve_many(ref):
+            rows.setdefault(row.id, row)
     return list(rows.values())
+
+
+def _one_job(refs: Sequence[str], rows: Sequence[JobRow]) -> bool:
+    """Did the command name exactly one job (JSON: one object), not a job array's id?"""
+    return len(refs) == 1 and len(rows) == 1 and not (rows[0].native_id or "").startswith(refs[0] + "_")
 
 
 def _show_jobs(rows: Sequence[JobRow], empty: str) -> None:
@@ -515,7 +524,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     report = tracker.refresh_report(ctx.db, rows)
     rows = report.rows
     if as_json:
-        _print_json(rows[0].to_json() if len(job_ids) == 1 and rows else [r.to_json() for r in rows])
+        _print_json(rows[0].to_json() if _one_job(job_ids, rows) else [r.to_json() for r in rows])
     else:
         _show_jobs(rows, "no unfinished jobs")
     if report.problems:
@@ -583,7 +592,8 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json:
     progress line shows each job's state and node. A job Slurm no longer knows ends the wait
     as UNKNOWN instead of hanging.
     """
-    _wait_and_report(ctx, [r.id for r in _resolve_all(ctx, job_ids)], timeout, as_json)
+    rows = _resolve_all(ctx, job_ids)
+    _wait_and_report(ctx, [r.id for r in rows], timeout, as_json, one_job=_one_job(job_ids, rows))
 
 
 @cli.command()
@@ -637,10 +647,11 @@ def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     from . import tracker
     from .errors import ClusterError
 
-    outcomes = tracker.cancel(ctx.db, _resolve_all(ctx, job_ids))
+    named = _resolve_all(ctx, job_ids)
+    outcomes = tracker.cancel(ctx.db, named)
     if as_json:
         rows = [o.row.to_json() for o in outcomes]
-        _print_json(rows[0] if len(outcomes) == 1 else rows)
+        _print_json(rows[0] if _one_job(job_ids, named) else rows)
     else:
         for o in outcomes:
             text = {
