@@ -175,6 +175,17 @@ def require_slurm_clients(spec: JobSpec) -> None:
         )
 
 
+def preview_plan(db: Database, specs: Sequence[JobSpec], many: bool) -> tuple[list[Outcome | None], str | None]:
+    """What ``submit`` (``many``: ``submit_many``) would do, without submitting: the same triage,
+    so each entry it would not send has its outcome (present, in flight; a destination it would
+    refuse raises the same error), and the script it would send for the rest (None: nothing)."""
+    outcomes, todo = _triage(db, specs)
+    if not todo:
+        return outcomes, None
+    chosen = [specs[i] for i in todo]
+    return outcomes, preview(chosen[0], chosen if many else None)
+
+
 def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:
     now = utcnow()
     return JobRow(
@@ -300,7 +311,7 @@ def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Fi
         if ref.startswith("/"):
             findings.append(checks.verify_path(checks.cache_path(ref, images, models)))
         else:
-            rows.append(db.resolve(ref))
+            rows.extend(db.resolve_many(ref))
     if not refs:
         latest: dict[str, JobRow] = {}
         for row in db.listing(states=["COMPLETED"], profile=profile):

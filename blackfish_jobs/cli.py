@@ -157,22 +157,24 @@ def _wait_and_report(
     timeout: float | None,
     as_json: bool,
     json_prefix: Sequence[dict[str, Any]] | None = None,
+    one_job: bool | None = None,
 ) -> None:
     """Wait, print the jobs, and fail (exit 1) unless every one COMPLETED with its artefact.
 
     ``json_prefix`` (``--from-file``): entries printed before the jobs, always as one array.
+    ``one_job``: print one JSON object rather than an array (default: when there is one job).
     """
     from . import api, tracker
 
     rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
     _finish_progress()
-    _registration_notice(ctx)
     bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
     if as_json:
         if json_prefix is not None:
             _print_json([*json_prefix, *(r.to_json() for r in rows)])
         else:
-            _print_json([r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json())
+            single = len(rows) == 1 if one_job is None else one_job
+            _print_json(rows[0].to_json() if single else [r.to_json() for r in rows])
     else:
         for r in rows:
             click.echo(_describe(r))
@@ -197,17 +199,19 @@ def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None
     return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
 
 
-def _registration_notice(ctx: Context, waiting: int | None = None) -> None:
-    """Register what can be; say once when finished downloads wait for Blackfish's model table."""
-    from . import registry
-
-    if waiting is None:
-        waiting = registry.sync(ctx.db)[1]
-    if waiting:
-        _echo_err(
-            f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {ctx.db.safe_url()} has no "
-            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
-        )
+def _unregistered_notice() -> None:
+    """Once per command: the downloads it saw complete while Blackfish had no model table."""
+    registry = sys.modules.get(f"{__package__}.registry")  # not imported: no download completed here
+    if registry is None or not registry.unregistered:
+        return
+    ids = [job_id for job_id, _url in registry.unregistered]
+    url = registry.unregistered[0][1]
+    registry.unregistered.clear()
+    named = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+    _echo_err(
+        f"bfjobs: {len(ids)} download(s) finished ({named}) and kept in bfjobs' table only: {url} has no "
+        "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+    )
 
 
 def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, as_json: bool) -> None:
@@ -256,7 +260,9 @@ class BfjobsGroup(click.Group):
             rv = super().main(args=args, prog_name=prog_name or "bfjobs", **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+                _fail("interrupted", 130)
             _fail("aborted", 1)
         except click.ClickException as exc:
             _fail(f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code)
@@ -287,6 +293,7 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     results land in Blackfish's shared caches and app database.
     """
     click_ctx.obj = Context(db_url)
+    click_ctx.call_on_close(_unregistered_notice)
 
 
 @cli.group()
@@ -396,18 +403,34 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
     @render_group.command(kind, help=f"Print the sbatch script `bfjobs submit {kind}` would submit.")
     @options
     @list_options
-    def render_kind(**params: Any) -> None:
-        from . import api
-
+    @click.pass_obj
+    def render_kind(ctx: Context, **params: Any) -> None:
         specs, many = _specs(kind, params)
         _builtin_notice(specs[0].profile)
         if not specs[0].profile.is_slurm:
             _echo_err("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
-        if many:  # as submit would: artefacts already in place are not elements of the array
-            specs = [s for s in specs if api.present(s) is None]
-            if not specs:
-                raise BadInput("every artefact in the list is already present: nothing would be submitted")
-        click.echo(api.preview(specs[0], specs if many else None), nl=False)
+        _render_and_report(ctx, specs, many)
+
+
+def _render_and_report(ctx: Context, specs: list[Any], many: bool) -> None:
+    """``render``: submit's checks, then the script for what submit would send (nothing if none).
+
+    What submit would not send (present, in flight) gets submit's message on stderr, so stdout
+    holds only the script; a refused destination is submit's error and exit code.
+    """
+    from . import api
+
+    outcomes, script = api.preview_plan(ctx.db, specs, many)
+    element = 0
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if outcome is None:
+            if many:
+                _echo_err(f"bfjobs: array element {element}: {spec.label}")
+            element += 1
+        else:
+            _echo_err(f"bfjobs: skipped {spec.label}: {outcome.describe()}" if many else outcome.describe())
+    if script is not None:
+        click.echo(script, nl=False)
 
 
 _define_kind(
@@ -457,17 +480,28 @@ def sync(ctx: Context) -> None:
 
     tracker.refresh(ctx.db, ctx.db.unfinished())
     registered, waiting = registry.sync(ctx.db)
+    registry.unregistered.clear()  # the line below counts the ones the refresh saw complete
     click.echo(f"registered {registered} model(s) in Blackfish's model table; {waiting} waiting")
-    _registration_notice(ctx, waiting)
+    if waiting:
+        _echo_err(
+            f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {ctx.db.safe_url()} has no "
+            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+        )
 
 
 def _resolve_all(ctx: Context, refs: Sequence[str]) -> list[JobRow]:
-    """Each JOB_ID (bfjobs id, unique prefix, or Slurm job id) once, in the order given."""
+    """Each job the JOB_IDs name (bfjobs id, Slurm job id — an array's id names all its
+    elements — or unique id prefix) once, in the order given."""
     rows = {}
     for ref in refs:
-        row = ctx.db.resolve(ref)
-        rows.setdefault(row.id, row)
+        for row in ctx.db.resolve_many(ref):
+            rows.setdefault(row.id, row)
     return list(rows.values())
+
+
+def _one_job(refs: Sequence[str], rows: Sequence[JobRow]) -> bool:
+    """Did the command name exactly one job (JSON: one object), not a job array's id?"""
+    return len(refs) == 1 and len(rows) == 1 and not (rows[0].native_id or "").startswith(refs[0] + "_")
 
 
 def _show_jobs(rows: Sequence[JobRow], empty: str) -> None:
@@ -515,7 +549,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     report = tracker.refresh_report(ctx.db, rows)
     rows = report.rows
     if as_json:
-        _print_json(rows[0].to_json() if len(job_ids) == 1 and rows else [r.to_json() for r in rows])
+        _print_json(rows[0].to_json() if _one_job(job_ids, rows) else [r.to_json() for r in rows])
     else:
         _show_jobs(rows, "no unfinished jobs")
     if report.problems:
@@ -584,7 +618,8 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None, as_json:
     progress line shows each job's state and node. A job Slurm no longer knows ends the wait
     as UNKNOWN instead of hanging.
     """
-    _wait_and_report(ctx, [r.id for r in _resolve_all(ctx, job_ids)], timeout, as_json)
+    rows = _resolve_all(ctx, job_ids)
+    _wait_and_report(ctx, [r.id for r in rows], timeout, as_json, one_job=_one_job(job_ids, rows))
 
 
 @cli.command()
@@ -597,15 +632,20 @@ def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
 
     With --follow the exit code says how the job ended, as for ``wait``: 0 only if COMPLETED.
     """
-    from . import joblogs
+    from . import joblogs, tracker
 
     row = ctx.db.resolve(job_id)
     out = click.get_binary_stream("stdout")
+    stream = "err" if use_stderr else "out"
     try:
-        row = joblogs.show(ctx.db, row, "err" if use_stderr else "out", out, follow=follow)
+        row = joblogs.show(ctx.db, row, stream, out, follow=follow)
     except BrokenPipeError:  # `bfjobs logs X | head`: the reader has all it wanted
         _silence_stdout()
         return
+    log = tracker.log_path(row, stream)
+    if not follow and log is not None and not log.exists():  # not started: say so rather than print nothing
+        why = f" ({row.reason})" if row.reason else ""
+        _echo_err(f"bfjobs: job {row.id} is {row.state}{why}: no log yet")
     if follow:
         why = f" ({row.reason})" if row.reason else ""
         if row.state != "COMPLETED":  # as `wait`: a script following a job learns how it ended
@@ -633,10 +673,11 @@ def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     from . import tracker
     from .errors import ClusterError
 
-    outcomes = tracker.cancel(ctx.db, _resolve_all(ctx, job_ids))
+    named = _resolve_all(ctx, job_ids)
+    outcomes = tracker.cancel(ctx.db, named)
     if as_json:
         rows = [o.row.to_json() for o in outcomes]
-        _print_json(rows[0] if len(outcomes) == 1 else rows)
+        _print_json(rows[0] if _one_job(job_ids, named) else rows)
     else:
         for o in outcomes:
             text = {

@@ -349,31 +349,61 @@ class Database:
         return self.query(jobs.select().where(jobs.c.id.in_(list(dict.fromkeys(ids)))))
 
     def resolve(self, ref: str) -> JobRow:
-        """A job by bfjobs id (or unique id prefix), or by Slurm job id when unambiguous."""
+        """The one job ``ref`` names (see :meth:`resolve_many`); a job array's id names several
+        jobs, so it is refused with its elements listed."""
+        rows = self.resolve_many(ref)
+        if len(rows) > 1:
+            raise BadInput(
+                f"{show(ref)} is a Slurm job array of {len(rows)} jobs: name one of them: {_candidates(rows)}"
+            )
+        return rows[0]
+
+    def resolve_many(self, ref: str) -> list[JobRow]:
+        """The jobs ``ref`` names, first match wins: a bfjobs id; a Slurm job id (a job array's id
+        names all its elements ``<array>_<index>``, in index order); a unique bfjobs id prefix.
+
+        Anything else is one error listing the candidates: a Slurm id recorded for jobs of
+        different folders (a controller reset reused it) or a prefix of several ids.
+        """
         if not ref or len(ref) > 64 or not ref.replace("_", "").isalnum():
             raise BadInput(f"not a job id: {show(ref)}")
         row = self.get(ref)
         if row is not None:
-            return row
-        candidates = self._find(ref)
-        if len(candidates) == 1:
-            return candidates[0]
-        if not candidates:
-            raise JobNotFound(f"no bfjobs job {show(ref)} in {self.safe_url()}")
-        raise JobNotFound(f"job id {show(ref)} is ambiguous; use the full bfjobs id")
+            return [row]
+        candidates = self._slurm_jobs(ref)
+        if candidates:
+            if len({r.folder for r in candidates}) == 1:  # one job, or the elements of one array
+                return sorted(candidates, key=_array_index)
+            what = "Slurm job id"
+        else:
+            candidates = self._prefixed(ref, _SHOWN + 1)
+            if len(candidates) == 1:
+                return candidates
+            if not candidates:
+                raise JobNotFound(f"no bfjobs job {show(ref)} in {self.safe_url()}")
+            what = "job id prefix"
+        raise JobNotFound(f"{what} {show(ref)} is ambiguous: {_candidates(candidates)}; use the full bfjobs id")
 
-    def _find(self, ref: str) -> list[JobRow]:
-        """Up to 3 jobs whose id starts with ``ref`` or whose Slurm job id is ``ref``."""
+    def _slurm_jobs(self, ref: str) -> list[JobRow]:
+        """Slurm jobs with Slurm id ``ref``, or the elements ``<ref>_<index>`` of array ``ref``."""
         lite = self._lite()
         if lite is not None:
-            return lite.find(ref, limit=3)
+            return lite.slurm_jobs(ref)
         import sqlalchemy as sa
 
         jobs = _tables()[1]
-        match = sa.or_(
-            jobs.c.id.startswith(ref, autoescape=True), sa.and_(jobs.c.backend == "slurm", jobs.c.native_id == ref)
-        )
-        return self.query(jobs.select().where(match).limit(3))
+        native = jobs.c.native_id
+        element = sa.and_(native > ref + "_", native < ref + "`")  # "_" sorts just before "`"
+        return self.query(jobs.select().where(jobs.c.backend == "slurm", sa.or_(native == ref, element)))
+
+    def _prefixed(self, ref: str, limit: int) -> list[JobRow]:
+        """Up to ``limit`` jobs whose bfjobs id starts with ``ref``."""
+        lite = self._lite()
+        if lite is not None:
+            return lite.prefixed(ref, limit)
+        jobs = _tables()[1]
+        stmt = jobs.select().where(jobs.c.id.startswith(ref, autoescape=True))
+        return self.query(stmt.order_by(jobs.c.id).limit(limit))
 
     def query(self, stmt: sa.Select[Any]) -> list[JobRow]:
         """Rows for a SQLAlchemy statement (always the SQLAlchemy path)."""
@@ -428,6 +458,25 @@ class Database:
         if self._sqlite_file is not None:
             return self.url
         return self.engine.url.render_as_string(hide_password=True)
+
+
+#: Candidates named in an "ambiguous" or "job array" error, at most.
+_SHOWN = 10
+
+
+def _array_index(row: JobRow) -> int:
+    """An array element's index (``3269_7`` -> 7); -1 for a job that is not an element."""
+    _, sep, index = (row.native_id or "").rpartition("_")
+    return int(index) if sep and index.isdigit() else -1
+
+
+def _candidates(rows: Sequence[JobRow]) -> str:
+    """Jobs named in one line: id, Slurm id or pid, submit time; the first :data:`_SHOWN`."""
+    shown = []
+    for row in rows[:_SHOWN]:
+        native = f"Slurm job {row.native_id}" if row.backend == "slurm" else f"pid {row.native_id}"
+        shown.append(f"{row.id} ({native}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
+    return ", ".join(shown) + (" and more" if len(rows) > _SHOWN else "")
 
 
 def _row(mapping: Any) -> JobRow:

@@ -156,7 +156,7 @@ def _submission_errors(what: str) -> Iterator[None]:
         with contextlib.redirect_stderr(io.StringIO()):
             yield
     except submitit_utils.FailedJobError as exc:
-        raise ClusterError(f"sbatch refused {what}: {_scheduler_message(str(exc))}") from None
+        raise ClusterError(_refusal(what, str(exc))) from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ClusterError(f"could not submit {what}: {exc}") from None
 
@@ -188,6 +188,25 @@ def submit(spec: JobSpec, folder: Path, script: str | None) -> tuple[Submitted, 
     with _submission_errors("the job"):
         job = executor.submit(fn, spec.task)
     return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id)), job
+
+
+_UNREACHABLE = re.compile(r"unable to contact slurm controller", re.IGNORECASE)
+_BAD_PARTITION = re.compile(r"invalid partition", re.IGNORECASE)
+
+
+def _refusal(what: str, text: str) -> str:
+    """A failed sbatch call in one line: an unreachable controller is not a refusal, and a
+    wrong partition names the valid ones (one ``sinfo`` call, on this path only)."""
+    message = _scheduler_message(text)
+    if _UNREACHABLE.search(text):
+        return f"could not submit {what}: the Slurm controller is unreachable (sbatch: {message}); nothing submitted"
+    if _BAD_PARTITION.search(text):
+        from . import slurm
+
+        valid = slurm.partitions()
+        if valid:
+            message += f" (partitions here: {', '.join(valid)})"
+    return f"sbatch refused {what}: {message}"
 
 
 def _scheduler_message(text: str) -> str:

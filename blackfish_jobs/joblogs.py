@@ -46,15 +46,18 @@ def show(
     """Print the job's ``out``/``err`` log; with ``follow`` keep going until the job has ended.
 
     Returns the job's row as last seen. Without ``follow`` a job that has not started yet has
-    no log: that is not an error, and nothing is printed.
+    no log: that is not an error (the row, refreshed with one Slurm query, says its state).
     """
     path = tracker.log_path(row, stream)
     if path is None:
         raise BfjobsError(f"job {row.id} has no scheduler id, so no log")
     offset = copy_new(path, out, 0)
     if not follow:
-        if not path.exists() and row.state in tracker.ENDED:
-            raise BfjobsError(f"job {row.id} ({row.state}) left no log at {path}")
+        if not path.exists():
+            row = tracker.refresh(db, [row], runner)[0]  # PENDING, or did it end without a log?
+            copy_new(path, out, 0)  # it may have started meanwhile
+            if row.state in tracker.ENDED and not path.exists():
+                raise BfjobsError(f"job {row.id} ({row.state}) left no log at {path}")
         return row
     delay = 1.0
     next_check = time.monotonic()

@@ -38,6 +38,11 @@ def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+#: ``(job id, database)`` of downloads this process saw complete while the database had no
+#: ``model`` table: the CLI says so once, at the end of the command that saw it happen.
+unregistered: list[tuple[str, str]] = []
+
+
 def has_model_table(db: Database) -> bool:
     with db.engine.connect() as conn:
         return sa.inspect(conn).has_table(MODEL_TABLE)
@@ -68,6 +73,7 @@ def register(db: Database, row: JobRow) -> bool:
     if row.kind != "download-model" or row.state != "COMPLETED" or not row.result:
         return False
     if not has_model_table(db):
+        unregistered.append((row.id, db.safe_url()))
         return False
     now = utcnow()
     with db.begin() as conn:

@@ -74,6 +74,15 @@ def describe_failure(argv: list[str], exc: BaseException) -> str:
     return f"{name} failed: {' '.join(str(exc).split())[:300]}"
 
 
+def partitions(runner: Runner = run) -> list[str] | None:
+    """The partitions this user may submit to (one ``sinfo`` call); None if sinfo cannot say."""
+    try:
+        out = runner(["sinfo", "-h", "-o", "%R"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
+
+
 def _stderr(exc: BaseException) -> str:
     if isinstance(exc, subprocess.CalledProcessError):
         return str(exc.stderr or exc.output or "")

@@ -198,12 +198,19 @@ class SqliteJobs:
         unique = list(dict.fromkeys(ids))
         return [row for part in _chunks(unique) for row in self._rows(f"{_SELECT} WHERE id IN ({_qmarks(part)})", part)]
 
-    def find(self, ref: str, limit: int = 3) -> list[JobRow]:
-        """Jobs whose id starts with ``ref`` or whose Slurm job id is ``ref`` (``LIKE`` escaped as
+    def slurm_jobs(self, ref: str) -> list[JobRow]:
+        """Slurm jobs whose id is ``ref``, or elements ``<ref>_<index>`` of the job array ``ref``
+        (a range over the ``native_id`` index: ``"_"`` sorts just before ``"`"``)."""
+        sql = (
+            f"{_SELECT} WHERE backend = 'slurm' AND (native_id = ? OR (native_id > ? AND native_id < ?))"
+        )
+        return self._rows(sql, (ref, ref + "_", ref + "`"))
+
+    def prefixed(self, ref: str, limit: int) -> list[JobRow]:
+        """Up to ``limit`` jobs whose bfjobs id starts with ``ref`` (``LIKE`` escaped as
         SQLAlchemy's ``startswith(autoescape=True)`` does)."""
         pattern = ref.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-        sql = f"{_SELECT} WHERE id LIKE ? ESCAPE '/' OR (backend = 'slurm' AND native_id = ?) LIMIT ?"
-        return self._rows(sql, (pattern, ref, limit))
+        return self._rows(f"{_SELECT} WHERE id LIKE ? ESCAPE '/' ORDER BY id LIMIT ?", (pattern, limit))
 
     def unfinished(self, ids: Sequence[str] | None = None, *, targets: Sequence[str] | None = None) -> list[JobRow]:
         """Jobs not finished yet, oldest first: all (no ``ids``), or only these ids or targets."""

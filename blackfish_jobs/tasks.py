@@ -61,7 +61,14 @@ def stop_on_signals() -> Iterator[None]:
 @contextlib.contextmanager
 def node_scratch(prefix: str) -> Iterator[Path]:
     """A job-private directory on node-local disk, removed at the end whatever happens."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=constants.node_scratch_base()))
+    base = constants.node_scratch_base()
+    try:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    except OSError as exc:  # a site's BFJOBS_NODE_SCRATCH missing on this node: one line, not a traceback
+        raise TaskError(
+            f"node-local scratch {base} is not usable on {socket.gethostname()}: {exc.strerror or exc} "
+            "(BFJOBS_NODE_SCRATCH, else TMPDIR, else /tmp must be a writable directory there)"
+        ) from None
     try:
         yield path
     finally:

@@ -570,7 +570,7 @@ def wait(
     ``LOCAL_FIRST_DELAY`` up to ``LOCAL_MAX_DELAY`` seconds apart.
     """
     started = time.monotonic()
-    job_ids = list(dict.fromkeys(db.resolve(i).id for i in ids))
+    job_ids = list(dict.fromkeys(row.id for ref in ids for row in db.resolve_many(ref)))
     delay = first_delay
     last_verify = started
     blind_since: float | None = None
