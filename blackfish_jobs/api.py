@@ -34,18 +34,20 @@ class AlreadyPresent:
     profile: str
     commit: str | None = None  # downloads: the snapshot's commit
     where: str | None = None  # downloads: "shared" or "home"
+    ref: str | None = None  # downloads: the branch/tag naming that commit, when known
 
     def describe(self) -> str:
         if self.commit is None:
             return f"already present: {self.path} (use --force to pull again)"
         cache = "the shared cache" if self.where == "shared" else "your home cache"
-        return f"already available: commit {self.commit} in {cache}: {self.path}"
+        ref = f" (ref: {self.ref})" if self.ref else ""
+        return f"already available: commit {self.commit} in {cache}: {self.path}{ref}"
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"kind": self.kind, "state": "PRESENT", "path": str(self.path)}
         data["profile"] = self.profile
         if self.commit is not None:
-            data.update(commit=self.commit, where=self.where, model_dir=str(self.path.parent.parent))
+            data.update(commit=self.commit, where=self.where, ref=self.ref, model_dir=str(self.path.parent.parent))
         return data
 
 
@@ -77,22 +79,32 @@ def check_destination(spec: JobSpec) -> None:
 
 
 def present(spec: JobSpec) -> AlreadyPresent | None:
-    """Is the artefact already where Blackfish will find it? (A few ``stat`` calls, no walk.)
+    """Is the artefact already where Blackfish will find it? (A few ``stat`` calls and at most one
+    small JSON file per place, no walk.)
 
-    Models follow Blackfish's admin guide: the shared cache first, then the user's; with no
-    ``--revision`` a shared snapshot is used as it is (never "latest" over a shared copy).
+    Models: ``--shared`` looks only at the shared cache; otherwise the shared cache first, then
+    the user's. With no ``--revision`` any shared snapshot is used as it is (``refs/main``'s, else
+    the newest: never "latest" over a shared copy), while in home only ``refs/main``'s counts. A
+    snapshot counts only if it holds every file the request's ``--include``/``--exclude`` select.
     """
     task = spec.task
     if task.force:
         return None
     if isinstance(task, PullImage):
         return AlreadyPresent(spec.kind, spec.target, spec.profile.name) if spec.target.exists() else None
-    places = [("shared", layout.models_dir(spec.profile.cache_dir)), ("home", layout.models_dir(spec.profile.home_dir))]
+    places = [("shared", layout.models_dir(spec.profile.cache_dir))]
+    if not task.shared:
+        places.append(("home", layout.models_dir(spec.profile.home_dir)))
     for where, models in places:
-        commit = layout.find_snapshot(models, task.repo_id, task.revision)
-        if commit is not None:
-            snapshot = layout.repo_dir(models, task.repo_id) / "snapshots" / commit
-            return AlreadyPresent(spec.kind, snapshot, spec.profile.name, commit, where)
+        commit = layout.find_snapshot(models, task.repo_id, task.revision, any_snapshot=where == "shared")
+        repo = layout.repo_dir(models, task.repo_id)
+        if commit is None or not layout.snapshot_covers(repo, commit, task.allow_patterns, task.ignore_patterns):
+            continue
+        if task.revision is not None and not layout.is_commit(task.revision):
+            ref: str | None = task.revision
+        else:
+            ref = next(iter(layout.refs_to(repo, commit)), None)
+        return AlreadyPresent(spec.kind, repo / "snapshots" / commit, spec.profile.name, commit, where, ref)
     return None
 
 
@@ -129,10 +141,27 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     for index, spec in enumerate(specs):
         for row in live:
             revision = spec.task.revision if isinstance(spec.task, DownloadModel) else None  # images: none
-            if row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision:
+            same = row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision
+            if same and _fetches_selection(row, spec):
                 found[index] = row
                 break
     return found
+
+
+def _fetches_selection(row: JobRow, spec: JobSpec) -> bool:
+    """Whether a running job fetches what ``spec`` selects: all files, or the very same patterns.
+
+    A job for ``--include '*.json'`` does not fetch the weights a plain request asks for.
+    """
+    if not isinstance(spec.task, DownloadModel):
+        return True
+    allow, ignore = row.request.get("allow_patterns"), row.request.get("ignore_patterns")
+    if not allow and not ignore:
+        return True
+    return (allow or None, ignore or None) == (
+        list(spec.task.allow_patterns or []) or None,
+        list(spec.task.ignore_patterns or []) or None,
+    )
 
 
 Outcome = JobRow | AlreadyPresent | InFlight

@@ -323,11 +323,13 @@ def pull_image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = slurm_options(fn)
-    fn = click.option("--force", is_flag=True, help="Download again into the chosen destination.")(fn)
+    fn = click.option(
+        "--force", is_flag=True, help="Fetch again the files selected, into the chosen destination (others stay)."
+    )(fn)
     fn = click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")(fn)
     fn = click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable).")(fn)
     fn = click.option(
-        "--shared", is_flag=True, help="Write to <cache_dir>/models (admins) instead of <home_dir>/models."
+        "--shared", is_flag=True, help="Look only in, and write to, <cache_dir>/models (admins), not <home_dir>/models."
     )(fn)
     fn = click.option("--revision", metavar="REV", help="Branch, tag or 40-hex commit (default: the main branch).")(fn)
     fn = profile_option(fn)
@@ -443,7 +445,8 @@ _define_kind(
     "download-model",
     download_model_options,
     "Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.\n\n"
-    "The shared cache is checked first, then yours: a model already there is used as it is.",
+    "The shared cache is checked first, then yours (with --shared only the shared cache): a snapshot holding\n"
+    "every file the request selects is used as it is. Filters are additive: other files fill the same snapshot.",
     "snapshot",
 )
 

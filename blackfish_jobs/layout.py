@@ -7,8 +7,11 @@ functions only build paths and look at single entries: nothing here walks a cach
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .errors import NotWritable
 
@@ -76,11 +79,13 @@ def read_ref(repo: Path, ref: str) -> str | None:
     return text if is_commit(text) else None
 
 
-def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | None:
+def find_snapshot(models: Path, repo_id: str, revision: str | None, *, any_snapshot: bool = True) -> str | None:
     """The commit of a snapshot of ``repo_id`` present under ``models``, or None.
 
     Reads only the repo's own folder (its refs and the names in ``snapshots/``), never the whole
-    cache. ``revision`` None means "any snapshot": the one ``refs/main`` names, else the newest.
+    cache. ``revision`` None means the default branch: the snapshot ``refs/main`` names; with
+    ``any_snapshot`` (the shared cache's rule) else the newest snapshot of any revision. A home
+    copy of another branch must never pass for the default branch (``any_snapshot=False``).
     """
     repo = repo_dir(models, repo_id)
     snapshots = repo / "snapshots"
@@ -90,6 +95,8 @@ def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | Non
     main = read_ref(repo, "main")
     if main and (snapshots / main).is_dir():
         return main
+    if not any_snapshot:
+        return None
     try:
         entries = [e for e in os.scandir(snapshots) if is_commit(e.name) and e.is_dir()]
     except OSError:
@@ -97,6 +104,93 @@ def find_snapshot(models: Path, repo_id: str, revision: str | None) -> str | Non
     if not entries:
         return None
     return max(entries, key=lambda e: e.stat().st_mtime).name
+
+
+def refs_to(repo: Path, commit: str) -> list[str]:
+    """The branches/tags recorded in ``refs/`` that point to ``commit`` (``main`` first).
+
+    ``refs/`` of one repo holds a few tiny files: reading it is not a walk of the cache.
+    """
+    found = []
+    for dirpath, _dirs, files in os.walk(repo / "refs"):
+        for name in files:
+            ref = os.path.relpath(os.path.join(dirpath, name), repo / "refs")
+            if read_ref(repo, ref) == commit:
+                found.append(ref)
+    return sorted(found, key=lambda ref: (ref != "main", ref))
+
+
+#: The only format of ``trees/<commit>.json`` huggingface_hub 2.4 reads (it ignores others).
+TREE_FORMAT_VERSION = 1
+
+
+def read_listing(repo: Path, commit: str) -> dict[str, dict[str, Any]] | None:
+    """The commit's full file listing huggingface_hub keeps in ``<repo>/trees/<commit>.json``.
+
+    huggingface_hub writes the whole commit's listing whatever ``--include``/``--exclude``
+    selected, so it says what a complete snapshot holds. None when absent or unreadable.
+    """
+    try:
+        with open(repo / "trees" / f"{commit}.json", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format_version") != TREE_FORMAT_VERSION:
+        return None
+    files = data.get("files")
+    if not isinstance(files, dict) or not all(isinstance(meta, dict) for meta in files.values()):
+        return None
+    return files
+
+
+def listed_size(meta: dict[str, Any]) -> int:
+    """The size of one listed file's content (an LFS file's real size, not its pointer's)."""
+    size = meta.get("lfs_size", meta.get("size"))
+    return size if isinstance(size, int) else 0
+
+
+def select_files(
+    names: Iterable[str], allow: Iterable[str] | None, ignore: Iterable[str] | None
+) -> list[str]:
+    """The names a request's ``--include``/``--exclude`` select, by huggingface_hub's own rule.
+
+    Its ``filter_repo_objects`` (fnmatchcase, ``*`` crossing ``/``, ``dir/`` meaning ``dir/*``)
+    is what ``snapshot_download`` applies: using it keeps presence and download in agreement.
+    The import is cheap (three small modules, no HTTP stack) and only made with patterns.
+    """
+    allow = list(allow) if allow else None
+    ignore = list(ignore) if ignore else None
+    if allow is None and ignore is None:
+        return list(names)
+    from huggingface_hub.utils import filter_repo_objects
+
+    return list(filter_repo_objects(names, allow_patterns=allow, ignore_patterns=ignore))
+
+
+def absent_files(snapshot: Path, names: Iterable[str]) -> list[str]:
+    """The names with no readable file in ``snapshot`` (a dangling link counts as absent)."""
+    return [name for name in names if not os.path.isfile(snapshot / name)]
+
+
+def snapshot_covers(
+    repo: Path, commit: str, allow: Iterable[str] | None, ignore: Iterable[str] | None
+) -> bool:
+    """Whether ``snapshots/<commit>`` holds every file a request with these patterns selects.
+
+    Judged against the commit's listing (one small JSON file, then one ``stat`` per selected
+    file); a snapshot without a listing counts as complete, there being nothing to compare with.
+    A selection of no listed file is never "present": the node says the patterns match nothing.
+    """
+    snapshot = repo / "snapshots" / commit
+    if not snapshot.is_dir():
+        return False
+    listing = read_listing(repo, commit)
+    if listing is None:
+        return True
+    selected = select_files(listing, allow, ignore)
+    if not selected:
+        return not listing
+    return all(os.path.isfile(snapshot / name) for name in selected)
 
 
 def is_commit(text: str) -> bool:

@@ -50,12 +50,15 @@ def has_model_table(db: Database) -> bool:
 
 def _values(row: JobRow, now: datetime) -> dict[str, object]:
     result = row.result or {}
-    size = int(result.get("bytes") or 0)
-    metadata = {
+    listed = result.get("listed_bytes")  # the complete snapshot's size, from the commit's listing
+    size = int(listed if listed is not None else result.get("bytes") or 0)
+    metadata: dict[str, object] = {
         "model_size_gb": round(size / 1e9, 3),
-        "size_source": "disk",
+        "size_source": "listing" if listed is not None else "disk",
         "fetched_at": now.isoformat(timespec="seconds") + "Z",
     }
+    if result.get("partial"):  # a filtered download: Blackfish would serve a snapshot missing files
+        metadata.update(partial=True, files_present=result.get("files"), files_listed=result.get("listed_files"))
     return {
         "id": uuid.uuid4().bytes,
         "repo": result["repo_id"],

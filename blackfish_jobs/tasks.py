@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import re
@@ -303,11 +304,14 @@ def write_ref(repo: Path, ref: str, commit: str) -> None:
 
 
 def publish_snapshot(staged: Path, repo: Path, commit: str, *, force: bool) -> bool:
-    """Move a complete staged repo folder's blobs, then its snapshot, into ``repo``.
+    """Move a complete staged repo folder's blobs, then its snapshot's files, into ``repo``.
 
-    Blobs are content-addressed (same name, same bytes), so existing ones are kept. The snapshot
-    folder appears in one ``rename`` once every blob it links to is in place. Returns False when
-    another job published the same commit first (its snapshot is then used as it is).
+    Blobs are content-addressed (same name, same bytes), so existing ones are kept (``force``
+    replaces them, one ``rename`` each). A new snapshot folder appears in one ``rename`` once
+    every blob it links to is in place; into an existing one each file's link is renamed in on
+    its own (filters are additive, as with ``hf download``): a reader sees each file whole or
+    not at all, never a dangling link, and files the staged download did not select are never
+    removed. Returns whether anything was published (False when another job had done it all).
     """
     for sub in ("blobs", "snapshots", "refs"):
         ensure_public_dir(repo / sub)
@@ -323,21 +327,36 @@ def publish_snapshot(staged: Path, repo: Path, commit: str, *, force: bool) -> b
                 os.replace(entry, dest)
     final = repo / "snapshots" / commit
     new = staged / "snapshots" / commit
-    if final.exists():
-        if not force:
-            return False
-        old = repo / "snapshots" / f".bfjobs-old-{uuid.uuid4().hex[:8]}"
-        os.rename(final, old)
-        os.rename(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return True
-    try:
-        os.rename(new, final)
-    except OSError:  # ENOTEMPTY/EEXIST: a concurrent job published this commit a moment ago
-        if final.is_dir():
-            return False
-        raise
-    return True
+    if not new.is_dir():
+        return False  # the selection matched no file: nothing staged
+    if not final.exists():
+        try:
+            os.rename(new, final)
+            return True
+        except OSError:  # ENOTEMPTY/EEXIST: a concurrent job published this commit a moment ago
+            if not final.is_dir():
+                raise
+    return _merge_snapshot(new, final, force=force)
+
+
+def _merge_snapshot(new: Path, final: Path, *, force: bool) -> bool:
+    """Rename each staged file (a relative link to ``../../blobs/…``) into an existing snapshot.
+
+    The staged tree has the same depth, so each link's text resolves from its new place too.
+    Files already there (resolving) are kept unless ``force``; a dangling one is replaced.
+    """
+    published = False
+    for dirpath, _dirs, names in os.walk(new):
+        rel = Path(dirpath).relative_to(new)
+        if names:
+            ensure_public_dir(final / rel)
+        for name in names:
+            dest = final / rel / name
+            if not force and dest.exists():
+                continue
+            os.replace(Path(dirpath) / name, dest)
+            published = True
+    return published
 
 
 def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
@@ -378,8 +397,9 @@ def _hub_errors(req: DownloadModel) -> Iterator[None]:
 def _download_locked(req: DownloadModel, commit: str) -> bool:
     """Download ``commit`` through a private staging folder and publish it, under its lock.
 
-    A second job for the same commit waits for the lock, then finds the snapshot and reuses it.
-    Staging folders of killed jobs for this commit are removed first (safe: we hold the lock).
+    A second job for the same commit waits for the lock, then finds the files in the snapshot
+    and reuses them. Staging folders of killed jobs for this commit are removed first (safe: we
+    hold the lock).
     """
     from huggingface_hub import snapshot_download
 
@@ -387,23 +407,57 @@ def _download_locked(req: DownloadModel, commit: str) -> bool:
     key = f"{repo.name}@{commit}"
     stale = re.compile(re.escape(f".bfjobs-staging-{key}-") + _JOB_TAG_RE)
     with publish_lock(req.models_dir, key):
-        if not req.force and (repo / "snapshots" / commit).is_dir():
+        if not req.force and layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
             return False
         remove_stale(req.models_dir, stale)
         staging = req.models_dir / f".bfjobs-staging-{key}-{_job_tag()}"
+        allow, ignore = _fetch_patterns(req, repo, commit)
         try:
             snapshot_download(
                 req.repo_id,
                 revision=commit,
                 cache_dir=staging,
                 endpoint=req.endpoint,
-                allow_patterns=list(req.allow_patterns) if req.allow_patterns else None,
-                ignore_patterns=list(req.ignore_patterns) if req.ignore_patterns else None,
+                allow_patterns=allow,
+                ignore_patterns=ignore,
                 max_workers=req.max_workers,
             )
+            listing = layout.read_listing(staging / repo.name, commit)
+            if listing and not layout.select_files(listing, req.allow_patterns, req.ignore_patterns):
+                raise TaskError(f"no file of {req.repo_id} at commit {commit} matches --include/--exclude")
             return publish_snapshot(staging / repo.name, repo, commit, force=req.force)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_patterns(req: DownloadModel, repo: Path, commit: str) -> tuple[list[str] | None, list[str] | None]:
+    """The patterns ``snapshot_download`` gets: the request's, or (without ``--force``, when the
+    snapshot and the commit's listing are there) exactly the selected files still absent, so
+    files already published are not fetched again (each name escaped: matched literally)."""
+    allow = list(req.allow_patterns) if req.allow_patterns else None
+    ignore = list(req.ignore_patterns) if req.ignore_patterns else None
+    snapshot = repo / "snapshots" / commit
+    listing = layout.read_listing(repo, commit)
+    if req.force or listing is None or not snapshot.is_dir():
+        return allow, ignore
+    absent = layout.absent_files(snapshot, layout.select_files(listing, allow, ignore))
+    return [glob.escape(name) for name in absent], None
+
+
+def _completeness(repo: Path, commit: str) -> dict[str, Any]:
+    """What the complete snapshot holds per the commit's listing, and whether this one lacks any of it.
+
+    ``listed_files``/``listed_bytes`` are None (and ``partial`` False) without a listing.
+    """
+    listing = layout.read_listing(repo, commit)
+    if listing is None:
+        return {"listed_files": None, "listed_bytes": None, "partial": False}
+    absent = layout.absent_files(repo / "snapshots" / commit, listing)
+    return {
+        "listed_files": len(listing),
+        "listed_bytes": sum(layout.listed_size(meta) for meta in listing.values()),
+        "partial": bool(absent),
+    }
 
 
 def download_model(req: DownloadModel) -> dict[str, Any]:
@@ -411,7 +465,13 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
 
     The staging folder sits next to the destination (same filesystem, so publishing is a rename)
     and is removed whatever happens: no ``*.incomplete`` file or half snapshot is ever visible,
-    and no huggingface_hub lock file is left in a shared cache.
+    and no huggingface_hub lock file is left in a shared cache. Filters are additive: files the
+    request selects that the snapshot lacks are added to it; nothing is ever removed from it.
+
+    Result: ``files``/``bytes`` count what the snapshot holds on disk after the job;
+    ``listed_files``/``listed_bytes`` what it holds when complete (the commit's listing, None
+    without one); ``partial`` whether listed files are absent; ``already_present`` that the job
+    fetched nothing (every selected file was there already).
     """
     started = time.monotonic()
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -432,7 +492,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
         ref = None if req.revision is not None and is_commit(req.revision) else (req.revision or "main")
         snapshot = repo / "snapshots" / commit
         published = False
-        if req.force or not snapshot.is_dir():
+        if req.force or not layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
             ensure_public_dir(req.models_dir)
             published = _download_locked(req, commit)
         if ref is not None:
@@ -447,6 +507,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
         "snapshot": str(snapshot),
         "files": files,
         "bytes": size,
+        **_completeness(repo, commit),
         "pipeline_tag": pipeline,
         "duration_s": round(time.monotonic() - started, 3),
         "node": socket.gethostname(),

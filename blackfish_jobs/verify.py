@@ -10,12 +10,11 @@ an interactive path.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .layout import is_commit
+from .layout import is_commit, read_listing
 from .tasks import hash_file, sha256_file
 
 #: Verdicts. OK: every byte matches a record. CORRUPT: something does not match. MISSING: the
@@ -67,29 +66,32 @@ def _git_blob_sha1(path: Path, size: int) -> str:
 
 
 def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
-    """Every file of a snapshot against ``trees/<commit>.json``."""
+    """Every file of a snapshot against ``trees/<commit>.json``.
+
+    CORRUPT beats PARTIAL: a file present but wrong, or a link whose blob is gone, is corrupt;
+    listed files simply absent (a filtered download) make the snapshot PARTIAL. Without a listing
+    there is nothing to compare with: UNVERIFIED (still CORRUPT if a link dangles).
+    """
     commit = snapshot.name
     repo = snapshot.parent.parent
     if not snapshot.is_dir():
         return Finding(str(snapshot), "snapshot", MISSING, "missing", job_id)
-    listing = repo / "trees" / f"{commit}.json"
-    try:
-        files = json.loads(listing.read_text())["files"]
-    except (OSError, ValueError, KeyError):
-        files = None
+    files = read_listing(repo, commit)
     if files is None:
         broken = [p for p in snapshot.rglob("*") if p.is_symlink() and not p.exists()]
         if broken:
             dangling = f"dangling link {broken[0].relative_to(snapshot)}"
             return Finding(str(snapshot), "snapshot", CORRUPT, dangling, job_id)
-        return Finding(str(snapshot), "snapshot", OK, "no tree listing: only checked that files resolve", job_id)
+        problem = f"no tree listing (trees/{commit}.json): nothing to check the files against"
+        return Finding(str(snapshot), "snapshot", UNVERIFIED, problem, job_id)
     checked = 0
+    absent = 0
     for name, meta in sorted(files.items()):
         path = snapshot / name
         if not path.exists():
-            # a snapshot made with --include/--exclude holds only some files; a broken link is corrupt
-            if path.is_symlink():
+            if path.is_symlink():  # a link whose blob is gone is corrupt, not a filtered-out file
                 return Finding(str(snapshot), "snapshot", CORRUPT, f"{name}: blob missing", job_id, checked)
+            absent += 1
             continue
         actual = os.stat(path).st_size
         expected = meta.get("lfs_size", meta.get("size"))
@@ -104,8 +106,9 @@ def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
                 str(snapshot), "snapshot", CORRUPT, f"{name}: content does not match the hub's hash", job_id, checked
             )
         checked += 1
-    if checked == 0:
-        return Finding(str(snapshot), "snapshot", CORRUPT, "no listed file is present", job_id)
+    if absent:
+        problem = f"{checked} of {len(files)} listed files present ({absent} absent: a filtered download?)"
+        return Finding(str(snapshot), "snapshot", PARTIAL, problem, job_id, checked)
     return Finding(str(snapshot), "snapshot", OK, None, job_id, checked)
 
 

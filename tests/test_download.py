@@ -126,6 +126,7 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     assert present == {
         "kind": "download-model", "state": "PRESENT", "commit": main, "where": "shared", "profile": "slurm",
         "path": str(shared_models / FOLDER / "snapshots" / main), "model_dir": str(shared_models / FOLDER),
+        "ref": "main",
     }
     assert "already available: commit " + main + " in the shared cache" in site.bfjobs(
         "submit", "download-model", REPO).stdout
