@@ -86,7 +86,7 @@ def present(spec: JobSpec) -> AlreadyPresent | None:
     if task.force:
         return None
     if isinstance(task, PullImage):
-        return AlreadyPresent(spec.kind, spec.target, spec.profile.name) if spec.target.exists() else None
+        return image_present(spec)
     places = [("shared", layout.models_dir(spec.profile.cache_dir)), ("home", layout.models_dir(spec.profile.home_dir))]
     for where, models in places:
         commit = layout.find_snapshot(models, task.repo_id, task.revision)
@@ -94,6 +94,25 @@ def present(spec: JobSpec) -> AlreadyPresent | None:
             snapshot = layout.repo_dir(models, task.repo_id) / "snapshots" / commit
             return AlreadyPresent(spec.kind, snapshot, spec.profile.name, commit, where)
     return None
+
+
+def image_present(spec: JobSpec) -> AlreadyPresent | None:
+    """The image file is there *and* its record says it came from the URI asked (a stat and one read).
+
+    Blackfish's names collide (``docker://myfork/x:1`` and ``docker://vllm/x:1`` are both
+    ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
+    no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
+    """
+    from . import records
+    from .errors import NameCollision
+
+    assert isinstance(spec.task, PullImage)
+    if not spec.target.exists():
+        return None
+    problem = records.image_conflict(spec.target, spec.task.uri)
+    if problem is not None:
+        raise NameCollision(problem)
+    return AlreadyPresent(spec.kind, spec.target, spec.profile.name)
 
 
 @dataclass(frozen=True)
@@ -264,7 +283,8 @@ def artefact_in_place(row: JobRow) -> bool:
 
 
 def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Finding]:
-    """Verify artefacts: given job ids or paths, else the latest completed job per artefact."""
+    """Verify artefacts: given job ids or paths (an artefact, or a folder of them: everything under
+    it, images against their records in the cache), else the latest completed job per artefact."""
     from . import config
     from . import verify as checks
 
@@ -277,7 +297,8 @@ def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Fi
         models = [layout.models_dir(b).resolve() for b in bases]
     for ref in refs:
         if ref.startswith("/"):
-            findings.append(checks.verify_path(checks.cache_path(ref, images, models)))
+            for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
+                findings.append(checks.verify_path(artefact))
         else:
             rows.append(db.resolve(ref))
     if not refs:
