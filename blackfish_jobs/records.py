@@ -66,15 +66,30 @@ def _who_and_when(job: str) -> dict[str, Any]:
 
 def image_record(uri: str, sha256: str, size: int, job: str) -> dict[str, Any]:
     """What a pull published: the URI as asked, its digest if pinned, the file's sha256 and size."""
-    return {"format": FORMAT, "kind": "image", "source": uri, "digest": digest_of(uri), "sha256": sha256,
-            "size": size, **_who_and_when(job)}
+    return {
+        "format": FORMAT,
+        "kind": "image",
+        "source": uri,
+        "digest": digest_of(uri),
+        "sha256": sha256,
+        "size": size,
+        **_who_and_when(job),
+    }
 
 
 def snapshot_record(endpoint: str, result: dict[str, Any], files: dict[str, int], job: str) -> dict[str, Any]:
     """What a download published: endpoint, repo, revision asked, commit, and the files with sizes."""
-    return {"format": FORMAT, "kind": "snapshot", "source": public_endpoint(endpoint),
-            "repo_id": result["repo_id"], "revision": result["revision"], "commit": result["commit"],
-            "files": files, "size": sum(files.values()), **_who_and_when(job)}
+    return {
+        "format": FORMAT,
+        "kind": "snapshot",
+        "source": public_endpoint(endpoint),
+        "repo_id": result["repo_id"],
+        "revision": result["revision"],
+        "commit": result["commit"],
+        "files": files,
+        "size": sum(files.values()),
+        **_who_and_when(job),
+    }
 
 
 def snapshot_files(snapshot: Path) -> dict[str, int]:

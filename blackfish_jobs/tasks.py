@@ -260,8 +260,11 @@ def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
     """
     sha256 = sha256_file(partial)
     record = records.image_record_path(req.target)
-    ensure_public_dir(record.parent)
-    records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
+    try:
+        ensure_public_dir(record.parent)
+        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
+    except OSError as exc:  # nothing published: an image without its record would be of unknown source
+        raise TaskError(f"cannot write the record of {req.target} at {record}: {exc.strerror or exc}") from None
     published = False
     try:
         published = publish_file(partial, req.target, req.force)
@@ -496,6 +499,9 @@ def _record_snapshot(req: DownloadModel, result: dict[str, Any]) -> None:
         old = records.read(path, "snapshot")
         if old is not None and old.get("files") == files and not req.force:
             return
-        ensure_public_dir(path.parent)
         endpoint = req.endpoint or hub_constants.ENDPOINT
-        records.write(path, records.snapshot_record(endpoint, result, files, _job_tag()))
+        try:
+            ensure_public_dir(path.parent)
+            records.write(path, records.snapshot_record(endpoint, result, files, _job_tag()))
+        except OSError as exc:  # the snapshot is published and complete: say so, do not fail the job
+            print(f"bfjobs: warning: cannot write the record {path}: {exc.strerror or exc}", file=sys.stderr)

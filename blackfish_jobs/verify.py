@@ -129,8 +129,11 @@ def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> P
     if path.is_file() and path.suffix == ".sif" and path.parent in images_dirs:
         return path
     if path.is_dir() and (
-        path in bases or path in images_dirs or path in models_dirs or _is_repo(path, models_dirs)
-        or (path.parent.name == "snapshots" and is_commit(path.name) and _is_repo(path.parent.parent, models_dirs))
+        path in bases
+        or path in images_dirs
+        or path in models_dirs
+        or _is_repo(path, models_dirs)
+        or _is_snapshot(path, models_dirs)
     ):
         return path
     raise BadInput(
@@ -141,6 +144,10 @@ def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> P
 
 def _is_repo(path: Path, models_dirs: list[Path]) -> bool:
     return path.name.startswith("models--") and path.parent in models_dirs
+
+
+def _is_snapshot(path: Path, models_dirs: list[Path]) -> bool:
+    return path.parent.name == "snapshots" and is_commit(path.name) and _is_repo(path.parent.parent, models_dirs)
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -154,15 +161,18 @@ def _subdirs(path: Path) -> list[Path]:
 def artefacts(path: Path, images_dirs: list[Path], models_dirs: list[Path]) -> list[Path]:
     """The images and snapshots at or under a path :func:`cache_path` accepted (one folder's entries
     at each level, no deeper walk; hidden in-flight files and links are not artefacts)."""
-    if path.is_file() or (path.parent.name == "snapshots" and is_commit(path.name)):
+    if path.is_file() or _is_snapshot(path, models_dirs):
         return [path]
     if path in images_dirs:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError:
             return []
-        return [Path(e.path) for e in entries
-                if e.name.endswith(".sif") and not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+        return [
+            Path(e.path)
+            for e in entries
+            if e.name.endswith(".sif") and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+        ]
     if _is_repo(path, models_dirs):
         return [d for d in _subdirs(path / "snapshots") if is_commit(d.name)]
     found: list[Path] = []

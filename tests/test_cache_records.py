@@ -107,6 +107,16 @@ def test_pull_and_download_write_public_records(slurm_site, hub):
     assert ".bfjobs" not in os.listdir(site.home_dir / "models")  # huggingface_hub's folder untouched
 
 
+def test_no_record_no_image(slurm_site):
+    """A pull whose record cannot be written publishes nothing (its file would have no known source)."""
+    site = slurm_site
+    (site.cache_dir / ".bfjobs").write_text("in the way")
+    job = as_json(site.bfjobs("submit", "pull-image", VLLM, "--wait", "--json"))
+    assert job["state"] == "FAILED"
+    assert f"cannot write the record of {site.cache_dir / 'images' / NAME}" in job["reason"]
+    assert os.listdir(site.cache_dir / "images") == []
+
+
 def test_records_are_read_by_another_user(nobody_env):
     """An unprivileged user verifies root's shared image from its record, without root's database."""
     root = Path(tempfile.mkdtemp(prefix="records-", dir=nobody_env))
