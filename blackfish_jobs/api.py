@@ -290,13 +290,14 @@ def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Fi
 
     rows: list[JobRow] = []
     findings: list[Finding] = []
-    if any(ref.startswith("/") for ref in refs):
+    is_path = [ref == "." or "/" in ref for ref in refs]  # a job id never holds a "/"
+    if any(is_path):
         where = config.load_profile(profile)
         bases = [where.cache_dir, where.home_dir]
         images = [layout.images_dir(b).resolve() for b in bases]
         models = [layout.models_dir(b).resolve() for b in bases]
-    for ref in refs:
-        if ref.startswith("/"):
+    for ref, path in zip(refs, is_path, strict=True):
+        if path:
             for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
                 findings.append(checks.verify_path(artefact))
         else:

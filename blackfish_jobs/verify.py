@@ -54,7 +54,7 @@ def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str |
     if not path.is_file():
         return Finding(str(path), "image", MISSING, "missing", job_id)
     if sha256 is None:
-        return Finding(str(path), "image", UNVERIFIED, "no record of its pull (not pulled by bfjobs?)", job_id)
+        return Finding(str(path), "image", UNVERIFIED, "no bfjobs record of its pull", job_id)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         return Finding(str(path), "image", CORRUPT, f"size {actual_size} != recorded {size} (truncated?)", job_id, 1)

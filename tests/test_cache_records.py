@@ -162,7 +162,7 @@ def test_verify_by_path_of_a_tampered_image_is_corrupt(slurm_site):
     assert site.bfjobs("verify", job["id"]).stdout.startswith("CORRUPT ")  # the job's result agrees
 
 
-def test_verify_by_path_without_record_is_unverified(cli, site):
+def test_verify_by_path_without_record_is_unverified(cli, site, monkeypatch):
     site.write_profiles()
     images = site.cache_dir / "images"
     images.mkdir()
@@ -170,7 +170,7 @@ def test_verify_by_path_without_record_is_unverified(cli, site):
     path.write_bytes(b"copied here by hand")
     result = cli("verify", str(path))
     assert result.exit_code == 1
-    assert result.stdout.startswith("UNVERIFIED ") and "no record" in result.stdout
+    assert result.stdout.startswith("UNVERIFIED ") and "no bfjobs record" in result.stdout
     [line] = result.stderr.splitlines()
     assert line == (
         f"bfjobs: error: 1 of 1 artefact(s) failed verification: UNVERIFIED {path}; --accept-unverified accepts it"
@@ -178,6 +178,10 @@ def test_verify_by_path_without_record_is_unverified(cli, site):
     accepted = cli("verify", str(path), "--accept-unverified", "--json")
     assert accepted.exit_code == 0
     assert [(f["status"], f["ok"]) for f in json.loads(accepted.stdout)] == [("UNVERIFIED", False)]
+    monkeypatch.chdir(site.cache_dir)  # relative paths too: "." and anything with a "/"
+    for relative in (".", "./images", "images/handmade_1.sif"):
+        result = cli("verify", relative)
+        assert result.exit_code == 1 and result.stdout == f"UNVERIFIED image    {path} (no bfjobs record of its pull)\n"
 
 
 def test_verify_a_folder_checks_everything_under_it(slurm_site, hub):
@@ -294,3 +298,13 @@ def test_the_node_applies_the_same_rule(slurm_site, down):
     assert f"name collision: {site.cache_dir / 'images' / NAME} was pulled from '{VLLM}', not {FORK}" in done["reason"]
     assert record_of(site.cache_dir / "images" / NAME)["source"] == VLLM  # untouched
     assert site.apptainer_calls() == []  # nothing pulled
+
+
+def test_a_collision_in_a_list_refuses_the_list(slurm_site):
+    site = slurm_site
+    site.place_image(NAME, VLLM)
+    listing = site.root / "images.txt"
+    listing.write_text(f"docker://alpine:fine\n{FORK}\n")
+    proc = site.bfjobs("submit", "pull-image", "--from-file", str(listing))
+    assert proc.returncode == 1 and "name collision" in proc.stderr and proc.stdout == ""
+    assert not (site.home_dir / "jobs").exists()  # nothing submitted, not even the fine entry
