@@ -91,7 +91,7 @@ def present(spec: JobSpec) -> AlreadyPresent | None:
     if task.force:
         return None
     if isinstance(task, PullImage):
-        return AlreadyPresent(spec.kind, spec.target, spec.profile.name) if spec.target.exists() else None
+        return image_present(spec)
     places = [("shared", layout.models_dir(spec.profile.cache_dir))]
     if not task.shared:
         places.append(("home", layout.models_dir(spec.profile.home_dir)))
@@ -106,6 +106,25 @@ def present(spec: JobSpec) -> AlreadyPresent | None:
             ref = next(iter(layout.refs_to(repo, commit)), None)
         return AlreadyPresent(spec.kind, repo / "snapshots" / commit, spec.profile.name, commit, where, ref)
     return None
+
+
+def image_present(spec: JobSpec) -> AlreadyPresent | None:
+    """The image file is there *and* its record says it came from the URI asked (a stat and one read).
+
+    Blackfish's names collide (``docker://myfork/x:1`` and ``docker://vllm/x:1`` are both
+    ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
+    no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
+    """
+    from . import records
+    from .errors import NameCollision
+
+    assert isinstance(spec.task, PullImage)
+    if not spec.target.exists():
+        return None
+    problem = records.image_conflict(spec.target, spec.task.uri)
+    if problem is not None:
+        raise NameCollision(problem)
+    return AlreadyPresent(spec.kind, spec.target, spec.profile.name)
 
 
 @dataclass(frozen=True)
@@ -325,20 +344,23 @@ def artefact_in_place(row: JobRow) -> bool:
 
 
 def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Finding]:
-    """Verify artefacts: given job ids or paths, else the latest completed job per artefact."""
+    """Verify artefacts: given job ids or paths (an artefact, or a folder of them: everything under
+    it, images against their records in the cache), else the latest completed job per artefact."""
     from . import config
     from . import verify as checks
 
     rows: list[JobRow] = []
     findings: list[Finding] = []
-    if any(ref.startswith("/") for ref in refs):
+    is_path = [ref == "." or "/" in ref for ref in refs]  # a job id never holds a "/"
+    if any(is_path):
         where = config.load_profile(profile)
         bases = [where.cache_dir, where.home_dir]
         images = [layout.images_dir(b).resolve() for b in bases]
         models = [layout.models_dir(b).resolve() for b in bases]
-    for ref in refs:
-        if ref.startswith("/"):
-            findings.append(checks.verify_path(checks.cache_path(ref, images, models)))
+    for ref, path in zip(refs, is_path, strict=True):
+        if path:
+            for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
+                findings.append(checks.verify_path(artefact))
         else:
             rows.extend(db.resolve_many(ref))
     if not refs:

@@ -455,12 +455,20 @@ _define_kind(
 @click.argument("refs", nargs=-1, metavar="[JOB_ID|PATH]...")
 @profile_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of findings.")
+@click.option(
+    "--accept-unverified", is_flag=True, help="Exit 0 for artefacts with nothing to check against (UNVERIFIED)."
+)
 @click.pass_obj
-def verify(ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_json: bool) -> None:
-    """Check artefacts for corruption: images against their recorded sha256, snapshots against
-    the hub's tree listing. Without arguments: every artefact of a completed job. Exit 1 if any
-    is corrupt. Reads every byte: run it on a data-transfer node for large caches."""
+def verify(
+    ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_json: bool, accept_unverified: bool
+) -> None:
+    """Check artefacts for corruption: images against the sha256 recorded when they were pulled
+    (in the cache's .bfjobs folder, or the job's result), snapshots against the hub's tree listing.
+    A PATH may be an image, a snapshot, or a folder of them (everything under it is checked).
+    Without arguments: every artefact of a completed job. Exit 0 only if every artefact is OK
+    (or UNVERIFIED, with --accept-unverified). Reads every byte: run it on a data-transfer node."""
     from . import api
+    from .verify import UNVERIFIED
 
     _check_profile_name(ctx, profile_name)
     findings = api.verify(ctx.db, list(refs), profile_name)
@@ -470,9 +478,13 @@ def verify(ctx: Context, refs: tuple[str, ...], profile_name: str | None, as_jso
         for f in findings:
             note = f" ({f.problem})" if f.problem else ""
             click.echo(f"{f.status:<10} {f.kind:<8} {f.path}{note}")
-    bad = [f for f in findings if not f.ok]
+    bad = [f for f in findings if not f.ok and not (accept_unverified and f.status == UNVERIFIED)]
     if bad:
-        raise JobFailed(f"{len(bad)} of {len(findings)} artefact(s) failed verification: {bad[0].path}")
+        first = bad[0]
+        hint = "; --accept-unverified accepts it" if first.status == UNVERIFIED else ""
+        raise JobFailed(
+            f"{len(bad)} of {len(findings)} artefact(s) failed verification: {first.status} {first.path}{hint}"
+        )
 
 
 @cli.command()

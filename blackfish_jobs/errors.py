@@ -47,6 +47,13 @@ class TemplateError(BadInput):
     """A (site) template is missing, does not parse, or uses an undefined variable."""
 
 
+class NameCollision(BfjobsError):
+    """An image file of the requested name exists but its record does not say it is the request.
+
+    Exit 1 (not 2): the request is valid; what is on disk stands in its way. Nothing was submitted.
+    """
+
+
 class ClusterError(BfjobsError):
     """Slurm refused the job or could not be reached."""
 

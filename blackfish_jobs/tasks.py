@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import constants, layout
+from . import constants, layout, records
 from .errors import TaskError
 from .layout import is_commit
 from .specs import DownloadModel, PullImage
@@ -231,22 +231,55 @@ def pull_image(req: PullImage) -> dict[str, Any]:
     target = req.target
     node = socket.gethostname()
     if target.exists() and not req.force:
-        return _image_result(req, target, started, node, already_present=True)
+        return _present_image(req, target, started, node)
     ensure_public_dir(req.dest_dir)
     token = _job_tag()
     partial = req.dest_dir / layout.partial_name(req.filename, token)
     stale = re.compile(re.escape(layout.PARTIAL_PREFIX) + _JOB_TAG_RE + "-" + re.escape(req.filename))
     with stop_on_signals(), publish_lock(req.dest_dir, req.filename):
         if target.exists() and not req.force:  # another job published it while we waited
-            return _image_result(req, target, started, node, already_present=True)
+            return _present_image(req, target, started, node)
         remove_stale(req.dest_dir, stale)
         try:
             with node_scratch(f"bfjobs-pull-{token}-") as scratch:
                 _pull_into(req, partial, scratch)
-            published = publish_file(partial, target, req.force)
+            sha256 = _publish_image(req, partial, token)
         finally:
             partial.unlink(missing_ok=True)  # already gone after a successful publish
-    return _image_result(req, target, started, node, already_present=not published)
+    if sha256 is None:  # a file appeared without the lock (not a bfjobs job): judge it as present
+        return _present_image(req, target, started, node)
+    return _image_result(req, target, started, node, already_present=False, sha256=sha256)
+
+
+def _present_image(req: PullImage, target: Path, started: float, node: str) -> dict[str, Any]:
+    """The result for an image already in place, only if its record says it is ``req.uri``."""
+    problem = records.image_conflict(target, req.uri)
+    if problem is not None:
+        raise TaskError(problem)
+    return _image_result(req, target, started, node, already_present=True)
+
+
+def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
+    """Publish ``partial`` with its record (under the publish lock); its sha256, or None if not published.
+
+    The record goes in first, so a reader who sees the file also finds its record; if the file is
+    not published after all, the record is removed (a file without a record has an unknown source,
+    which is never mistaken for the request).
+    """
+    sha256 = sha256_file(partial)
+    record = records.image_record_path(req.target)
+    try:
+        ensure_public_dir(record.parent)
+        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
+    except OSError as exc:  # nothing published: an image without its record would be of unknown source
+        raise TaskError(f"cannot write the record of {req.target} at {record}: {exc.strerror or exc}") from None
+    published = False
+    try:
+        published = publish_file(partial, req.target, req.force)
+    finally:
+        if not published:
+            record.unlink(missing_ok=True)
+    return sha256 if published else None
 
 
 def _pull_into(req: PullImage, partial: Path, scratch: Path) -> None:
@@ -262,13 +295,15 @@ def _pull_into(req: PullImage, partial: Path, scratch: Path) -> None:
         raise TaskError(f"apptainer reported success but wrote no image at {partial}")
 
 
-def _image_result(req: PullImage, target: Path, started: float, node: str, *, already_present: bool) -> dict:
+def _image_result(
+    req: PullImage, target: Path, started: float, node: str, *, already_present: bool, sha256: str | None = None
+) -> dict:
     st = target.stat()
     return {
         "path": str(target),
         "uri": req.uri,
         "size": st.st_size,
-        "sha256": sha256_file(target),
+        "sha256": sha256 or sha256_file(target),
         "mode": oct(st.st_mode & 0o777),
         "duration_s": round(time.monotonic() - started, 3),
         "node": node,
@@ -499,7 +534,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
             write_ref(repo, ref, commit)
         chmod_public(repo)
     files, size = _snapshot_stats(snapshot)
-    return {
+    result = {
         "repo_id": req.repo_id,
         "revision": req.revision,
         "commit": commit,
@@ -513,3 +548,28 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
         "node": socket.gethostname(),
         "already_present": not published,
     }
+    _record_snapshot(req, result)
+    return result
+
+
+def _record_snapshot(req: DownloadModel, result: dict[str, Any]) -> None:
+    """Record the snapshot's source and files (as they are now) beside it, under its publish lock.
+
+    Written when there is no record yet, when the snapshot's files differ from the record's (this
+    job added some), or with ``--force``; otherwise the publisher's record (who, when) stays.
+    """
+    from huggingface_hub import constants as hub_constants
+
+    snapshot = Path(result["snapshot"])
+    path = records.snapshot_record_path(snapshot)
+    with publish_lock(req.models_dir, f"{Path(result['model_dir']).name}@{result['commit']}"):
+        files = records.snapshot_files(snapshot)
+        old = records.read(path, "snapshot")
+        if old is not None and old.get("files") == files and not req.force:
+            return
+        endpoint = req.endpoint or hub_constants.ENDPOINT
+        try:
+            ensure_public_dir(path.parent)
+            records.write(path, records.snapshot_record(endpoint, result, files, _job_tag()))
+        except OSError as exc:  # the snapshot is published and complete: say so, do not fail the job
+            print(f"bfjobs: warning: cannot write the record {path}: {exc.strerror or exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import layout, records
 from .layout import is_commit, read_listing
 from .tasks import hash_file, sha256_file
 
@@ -48,17 +49,18 @@ class Finding:
 
 
 def verify_image(path: Path, sha256: str | None, size: int | None, job_id: str | None = None) -> Finding:
-    """A SIF file against what its pull recorded (without a record: only that it is readable)."""
+    """A SIF file against what its pull recorded; without a recorded sha256 it is UNVERIFIED."""
     if not path.is_file():
         return Finding(str(path), "image", MISSING, "missing", job_id)
+    if sha256 is None:
+        return Finding(str(path), "image", UNVERIFIED, "no bfjobs record of its pull", job_id)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         return Finding(str(path), "image", CORRUPT, f"size {actual_size} != recorded {size} (truncated?)", job_id, 1)
     digest = sha256_file(path)
-    if sha256 is not None and digest != sha256:
+    if digest != sha256:
         return Finding(str(path), "image", CORRUPT, f"sha256 {digest[:12]}… != recorded {sha256[:12]}…", job_id, 1)
-    problem = None if sha256 is not None else "no recorded sha256 (not pulled by bfjobs): only read it"
-    return Finding(str(path), "image", OK, problem, job_id, 1)
+    return Finding(str(path), "image", OK, None, job_id, 1)
 
 
 def _git_blob_sha1(path: Path, size: int) -> str:
@@ -113,11 +115,12 @@ def verify_snapshot(snapshot: Path, job_id: str | None = None) -> Finding:
 
 
 def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> Path:
-    """A path given by hand, accepted only if it is an artefact of the profile's caches.
+    """A path given by hand, accepted only if it is in the profile's caches.
 
-    ``<images>/<name>.sif`` or ``<models>/models--<ns>--<name>/snapshots/<40-hex commit>``
-    (resolved first, so ``..`` or a symlink cannot point elsewhere): verify reads every byte, and
-    must never be aimed at ``/`` or ``/proc/kcore``.
+    An image (``<images>/<name>.sif``), a snapshot (``<models>/models--NS--NAME/snapshots/<commit>``),
+    or a folder holding them: an images or models folder, one repo folder, or a cache base (the
+    parent of an images or models folder). Resolved first, so ``..`` or a symlink cannot point
+    elsewhere: verify reads every byte, and must never be aimed at ``/`` or ``/proc/kcore``.
     """
     from .errors import BadInput, show
 
@@ -125,26 +128,72 @@ def cache_path(text: str, images_dirs: list[Path], models_dirs: list[Path]) -> P
         path = Path(text).resolve(strict=True)
     except (OSError, RuntimeError, ValueError):
         raise BadInput(f"verify: no such artefact: {show(text)}") from None
-    if path.suffix == ".sif" and path.is_file() and path.parent in images_dirs:
+    bases = {d.parent for d in images_dirs} | {d.parent for d in models_dirs}
+    if path.is_file() and path.suffix == ".sif" and path.parent in images_dirs:
         return path
-    parts = path.parts
-    if (
-        path.is_dir()
-        and len(parts) >= 3
-        and parts[-2] == "snapshots"
-        and is_commit(parts[-1])
-        and parts[-3].startswith("models--")
-        and path.parent.parent.parent in models_dirs
+    if path.is_dir() and (
+        path in bases
+        or path in images_dirs
+        or path in models_dirs
+        or _is_repo(path, models_dirs)
+        or _is_snapshot(path, models_dirs)
     ):
         return path
     raise BadInput(
-        f"verify: {show(text)} is not an image (<images>/NAME.sif) or a snapshot "
-        "(<models>/models--NS--NAME/snapshots/COMMIT) of this profile's caches"
+        f"verify: {show(text)} is not an image (<images>/NAME.sif), a snapshot "
+        "(<models>/models--NS--NAME/snapshots/COMMIT) or a folder of them in this profile's caches"
     )
 
 
+def _is_repo(path: Path, models_dirs: list[Path]) -> bool:
+    return path.name.startswith("models--") and path.parent in models_dirs
+
+
+def _is_snapshot(path: Path, models_dirs: list[Path]) -> bool:
+    return path.parent.name == "snapshots" and is_commit(path.name) and _is_repo(path.parent.parent, models_dirs)
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """Sub-folders (not links: a link could lead outside the caches), sorted."""
+    try:
+        return sorted(Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
+def artefacts(path: Path, images_dirs: list[Path], models_dirs: list[Path]) -> list[Path]:
+    """The images and snapshots at or under a path :func:`cache_path` accepted (one folder's entries
+    at each level, no deeper walk; hidden in-flight files and links are not artefacts)."""
+    if path.is_file() or _is_snapshot(path, models_dirs):
+        return [path]
+    if path in images_dirs:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:
+            return []
+        return [
+            Path(e.path)
+            for e in entries
+            if e.name.endswith(".sif") and not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+        ]
+    if _is_repo(path, models_dirs):
+        return [d for d in _subdirs(path / "snapshots") if is_commit(d.name)]
+    found: list[Path] = []
+    if path in models_dirs:
+        for repo in _subdirs(path):
+            if _is_repo(repo, models_dirs):
+                found += artefacts(repo, images_dirs, models_dirs)
+        return found
+    for sub in (path / layout.IMAGES, path / layout.MODELS):  # a cache base
+        if sub in images_dirs or sub in models_dirs:
+            found += artefacts(sub, images_dirs, models_dirs)
+    return found
+
+
 def verify_path(path: Path) -> Finding:
-    """A path checked by :func:`cache_path`: a ``.sif`` file or a ``snapshots/<commit>`` folder."""
+    """One artefact from :func:`artefacts`: an image against its record in the cache
+    (``<base>/.bfjobs/images/<file>.json``: UNVERIFIED without one), or a snapshot."""
     if path.is_dir():
         return verify_snapshot(path)
-    return verify_image(path, None, None)
+    record = records.read(records.image_record_path(path), "image") or {}
+    return verify_image(path, record.get("sha256"), record.get("size"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,18 @@ class Site:
             {endpoint}
             """
         )
+
+    def place_image(self, name: str, uri: str, data: bytes = b"sif", base: Path | None = None) -> Path:
+        """An image as a bfjobs pull of ``uri`` leaves it in ``base`` (cache_dir): the file and its record."""
+        from blackfish_jobs import records
+
+        path = (base or self.cache_dir) / "images" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        record = records.image_record_path(path)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        records.write(record, records.image_record(uri, hashlib.sha256(data).hexdigest(), len(data), "test"))
+        return path
 
     def failed_pull(self) -> dict:
         """Submit a pull the apptainer stand-in fails, wait, check the failure; return the job."""

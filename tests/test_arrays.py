@@ -23,8 +23,7 @@ def test_pull_list_is_one_array(slurm_site):
     site = slurm_site
     site.configure()
     images = site.cache_dir / "images"
-    images.mkdir()
-    (images / "alpine_present.sif").write_bytes(b"already here")
+    site.place_image("alpine_present.sif", "docker://alpine:present", b"already here")
     listing = write_list(site, "images.txt", """\
         # images for the new cluster
         docker://alpine:one

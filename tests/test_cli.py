@@ -89,8 +89,7 @@ def test_render_uses_profile_settings_and_flags(cli, site):
 def test_already_present_submits_nothing(cli, site):
     site.write_profiles()
     images = site.cache_dir / "images"
-    images.mkdir()
-    (images / "alpine_3.20.sif").write_bytes(b"sif")
+    site.place_image("alpine_3.20.sif", "docker://alpine:3.20")
     result = cli("submit", "pull-image", "docker://alpine:3.20", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
@@ -116,7 +115,7 @@ def test_list_and_status_on_empty_db(cli, site):
     assert result.exit_code == 0 and "no unfinished jobs" in result.stdout
 
 
-@pytest.mark.parametrize("path", ["/", "/etc/passwd", "/proc/kcore", "{cache}/images/../../x.sif", "{cache}/models"])
+@pytest.mark.parametrize("path", ["/", "/etc/passwd", "/proc/kcore", "{cache}/images/../../x.sif", "{cache}/.."])
 def test_verify_reads_only_the_profiles_artefacts(cli, site, path):
     site.write_profiles()
     (site.cache_dir / "images").mkdir()
@@ -128,7 +127,9 @@ def test_verify_reads_only_the_profiles_artefacts(cli, site, path):
 
 def test_verify_a_sif_by_path(cli, site):
     site.write_profiles()
-    (site.cache_dir / "images").mkdir()
-    (site.cache_dir / "images" / "a_1.sif").write_bytes(b"sif")
-    result = cli("verify", str(site.cache_dir / "images" / "a_1.sif"))
+    path = site.place_image("a_1.sif", "docker://a:1")
+    result = cli("verify", str(path))
     assert result.exit_code == 0 and result.stdout.startswith("OK ")
+    path.write_bytes(b"sig")  # same size, another byte
+    result = cli("verify", str(path))
+    assert result.exit_code == 1 and result.stdout.startswith("CORRUPT ")

@@ -232,8 +232,7 @@ def test_everyday_commands_do_not_import_sqlalchemy(site, fake_sacct):
     assert heavy == [] and [j["reason"] for j in json.loads(proc.stdout)] == ["JobHeldUser"] * 4, proc.stderr
     assert len(calls(fake_sacct)) == 1
     site.write_profiles()
-    (site.cache_dir / "images").mkdir()
-    (site.cache_dir / "images" / "alpine_3.20.sif").write_bytes(b"sif")
+    site.place_image("alpine_3.20.sif", "docker://alpine:3.20")
     proc, heavy = _run(site, "submit", "pull-image", "docker://alpine:3.20")
     assert heavy == [] and proc.stdout.startswith("already present:"), proc.stderr
 

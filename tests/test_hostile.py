@@ -1401,10 +1401,11 @@ def test_payloads_never_run_on_the_cluster(hostile_batch: Batch) -> None:
 
 @pytest.mark.slurm
 def test_nothing_written_outside_the_allowed_places(hostile_batch: Batch) -> None:
-    """<home_dir>, <cache_dir>/images, <cache_dir>/models (job folders are in home_dir), the DB file."""
+    """<home_dir>, <cache_dir>/images, <cache_dir>/models, <cache_dir>/.bfjobs (records of published
+    artefacts), job folders in home_dir, the DB file."""
     batch = hostile_batch
     root = batch.root
-    allowed = (batch.home, batch.cache / "images", batch.cache / "models")
+    allowed = (batch.home, batch.cache / "images", batch.cache / "models", batch.cache / ".bfjobs")
     stray = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)

@@ -1,0 +1,150 @@
+"""Records of published artefacts, kept in the cache beside them: ``<base>/.bfjobs/…``.
+
+bfjobs' database is one user's job history; a record in the cache itself is found by path and by
+every user. It says where an artefact came from (so a file whose name collides with another
+image's is never taken for it) and what it held (so ``verify PATH`` has something to compare
+against). Records live under ``<base>/.bfjobs``, a folder neither Blackfish nor huggingface_hub
+reads, are world-readable, and hold no secret (no token; an endpoint's credentials are dropped).
+
+Node-side code: no Click, no database.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from . import layout
+from .errors import show
+
+#: The hidden folder of a cache base (``cache_dir`` or ``home_dir``) that holds the records.
+RECORDS_DIR = ".bfjobs"
+FORMAT = "bfjobs-record/1"
+RECORD_MODE = 0o644
+_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+
+
+def image_record_path(image: Path) -> Path:
+    """``<base>/images/<file>.sif`` → ``<base>/.bfjobs/images/<file>.sif.json``."""
+    return image.parent.parent / RECORDS_DIR / layout.IMAGES / f"{image.name}.json"
+
+
+def snapshot_record_path(snapshot: Path) -> Path:
+    """``<base>/models/models--X/snapshots/<commit>`` → ``<base>/.bfjobs/models/models--X/<commit>.json``."""
+    repo = snapshot.parent.parent
+    return repo.parent.parent / RECORDS_DIR / layout.MODELS / repo.name / f"{snapshot.name}.json"
+
+
+def digest_of(uri: str) -> str | None:
+    """The ``sha256:…`` digest a reference pins (``…@sha256:<64 hex>``), if any."""
+    match = _DIGEST.search(uri)
+    return match.group(1) if match else None
+
+
+def public_endpoint(endpoint: str) -> str:
+    """An endpoint URL without user info, query or fragment: nothing secret lands in a record."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _who_and_when(job: str) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"user": user, "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "job": job}
+
+
+def image_record(uri: str, sha256: str, size: int, job: str) -> dict[str, Any]:
+    """What a pull published: the URI as asked, its digest if pinned, the file's sha256 and size."""
+    return {
+        "format": FORMAT,
+        "kind": "image",
+        "source": uri,
+        "digest": digest_of(uri),
+        "sha256": sha256,
+        "size": size,
+        **_who_and_when(job),
+    }
+
+
+def snapshot_record(endpoint: str, result: dict[str, Any], files: dict[str, int], job: str) -> dict[str, Any]:
+    """What a download published: endpoint, repo, revision asked, commit, and the files with sizes."""
+    return {
+        "format": FORMAT,
+        "kind": "snapshot",
+        "source": public_endpoint(endpoint),
+        "repo_id": result["repo_id"],
+        "revision": result["revision"],
+        "commit": result["commit"],
+        "files": files,
+        "size": sum(files.values()),
+        **_who_and_when(job),
+    }
+
+
+def snapshot_files(snapshot: Path) -> dict[str, int]:
+    """Each file of a snapshot (relative path) with its size, following the links to the blobs."""
+    return {f.relative_to(snapshot).as_posix(): f.stat().st_size for f in sorted(snapshot.rglob("*")) if f.is_file()}
+
+
+def write(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file, then rename), mode 644.
+
+    The parent directory must exist (the caller creates it 755: see ``tasks.ensure_public_dir``).
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+        os.chmod(tmp, RECORD_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read(path: Path, kind: str) -> dict[str, Any] | None:
+    """The record at ``path`` if it is a readable record of ``kind``; None otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("kind") != kind:
+        return None
+    return data
+
+
+def image_conflict(image: Path, uri: str) -> str | None:
+    """Why the existing ``image`` cannot be taken for ``uri`` (None: its record says it is ``uri``).
+
+    Blackfish names files ``<last component>_<tag>.sif``, so ``docker://myfork/x:1`` and
+    ``docker://vllm/x:1`` share a name: only the record tells them apart. A file with no record
+    (or one its record does not describe) has an unknown source and is never called present.
+    """
+    hint = "use --name NAME.sif to pull it under a name of its own, or --force to replace the file"
+    record = read(image_record_path(image), "image")
+    try:
+        size = image.stat().st_size
+    except OSError:
+        size = None
+    if record is None or record.get("size") != size:
+        why = "no bfjobs record of its pull" if record is None else "its bfjobs record describes another file"
+        return f"{image} exists with an unknown source ({why}): it cannot be confirmed to be {uri}; {hint}"
+    source, digest = record.get("source"), record.get("digest")
+    if source == uri and digest == digest_of(uri):
+        return None
+    wanted = digest_of(uri)
+    note = ""
+    if wanted is not None or digest is not None:
+        note = f" (digest {digest or 'not recorded'}, asked {wanted or 'none'})"
+    return f"name collision: {image} was pulled from {show(source, 300)}, not {uri}{note}; {hint}"
