@@ -198,7 +198,7 @@ def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, 
     """
     from . import api
 
-    outcomes = api.submit_many(ctx.db, specs) if many else [api.submit(ctx.db, specs[0])]
+    outcomes = api.submit_many(ctx.db, specs, _echo_err) if many else [api.submit(ctx.db, specs[0], _echo_err)]
     waiting: list[str] = []
     settled: list[dict[str, Any]] = []  # present artefacts: nothing to wait for
     for spec, outcome in zip(specs, outcomes, strict=True):
@@ -210,6 +210,8 @@ def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, 
             waiting.append(outcome.row.id)
         else:
             message = f"submitted {outcome.id} ({_native(outcome)}): {spec.label}"
+            if outcome.request.get("commit"):
+                message += f" (commit {outcome.request['commit']})"
             waiting.append(outcome.id)
         if not as_json:
             click.echo(message)
