@@ -11,7 +11,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,6 +175,8 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
     todo = [i for i, s in enumerate(specs) if isinstance(s.task, DownloadModel) and s.task.commit is None]
     if not todo:
         return list(specs)
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import constants, hub
 
     groups: dict[str, list[int]] = {}

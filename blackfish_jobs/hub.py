@@ -49,7 +49,7 @@ def describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, en
     if isinstance(exc, errors.RevisionNotFoundError):
         return f"revision {rev!r} not found in {repo_id} on {endpoint}"
     if isinstance(exc, errors.RepositoryNotFoundError):
-        return f"repository {repo_id} not found on {endpoint} (or private: set HF_TOKEN or log in)"
+        return f"{repo_id}@{rev}: repository not found on {endpoint} (or private: set HF_TOKEN or log in)"
     status = exc.response.status_code if exc.response is not None else "?"
     return f"{endpoint} answered HTTP {status} for {repo_id}@{rev}: {str(exc).strip().splitlines()[0]}"
 

@@ -62,7 +62,7 @@ def test_a_miss_is_refused_before_any_job(slurm_site, hub, calls, case):
     line = assert_nothing_submitted(site, calls, proc)
     revision = args[1] if args else "main"
     assert repo in line and hub.url in line
-    assert (revision in line) if case != "repo" else ("not found" in line)
+    assert f"{revision!r} not found" in line if case != "repo" else f"{repo}@main: repository not found" in line
     # the request snapshot_download makes, with the revision explicit (main when none is given)
     asked = [r.decoded_path for r in hub.requests]
     assert asked == [f"/api/models/{repo}/revision/{revision}"], asked
@@ -156,7 +156,7 @@ def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     proc = site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json", **calls.env())
     line = assert_nothing_submitted(site, calls, proc)
     assert "2 bad model(s)" in line and "line 3: revision 'no-such-branch' not found" in line, line
-    assert "line 5: repository bfjobs-test/missing not found" in line and hub.url in line
+    assert "line 5: bfjobs-test/missing@main: repository not found" in line and hub.url in line
     assert "line 2" not in line and "line 4" not in line
     # fixed, the same list is one array whose elements are each pinned
     listing.write_text(f"{REPO}@dev\n{REPO}@v1.0\n")
