@@ -10,13 +10,14 @@ import getpass
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import constants, layout, render
 from .db import Database, JobRow, utcnow
+from .errors import HubRefused
 from .specs import DownloadModel, JobSpec, PullImage
 from .tracker import PENDING, RUNNING
 
@@ -223,15 +224,101 @@ def require_slurm_clients(spec: JobSpec) -> None:
         )
 
 
-def preview_plan(db: Database, specs: Sequence[JobSpec], many: bool) -> tuple[list[Outcome | None], str | None]:
+def preview_plan(
+    db: Database, specs: Sequence[JobSpec], many: bool, note: Callable[[str], None] | None = None
+) -> tuple[list[Outcome | None], str | None]:
     """What ``submit`` (``many``: ``submit_many``) would do, without submitting: the same triage,
     so each entry it would not send has its outcome (present, in flight; a destination it would
-    refuse raises the same error), and the script it would send for the rest (None: nothing)."""
+    refuse raises the same error), the same hub check (a miss raises as submit does; the script
+    shows the pinned commit), and the script it would send for the rest (None: nothing)."""
     outcomes, todo = _triage(db, specs)
     if not todo:
         return outcomes, None
-    chosen = [specs[i] for i in todo]
+    chosen = pin_revisions([specs[i] for i in todo], note or _ignore)
     return outcomes, preview(chosen[0], chosen if many else None)
+
+
+#: At most this many hub requests at once when a --from-file list is resolved at submit.
+RESOLVE_WORKERS = 8
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
+    """Downloads pinned to the commit the hub names for their revision; other specs as given.
+
+    Asked where bfjobs runs, with ``snapshot_download``'s own request, so a repo, branch or
+    commit that does not exist costs no Slurm job: any miss raises :class:`HubRefused` naming
+    every bad entry (nothing is submitted). A pinned job downloads exactly the commit seen here,
+    from the same endpoint. Where the hub cannot be asked from here, ``note`` is told once per
+    endpoint and those downloads are left for the node to resolve, as without this check.
+    """
+    todo = [i for i, s in enumerate(specs) if isinstance(s.task, DownloadModel) and s.task.commit is None]
+    if not todo:
+        return list(specs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import hub
+
+    groups: dict[str, list[int]] = {}
+    for index in todo:
+        task = specs[index].task
+        assert isinstance(task, DownloadModel)
+        groups.setdefault(hub.endpoint_url(task.endpoint), []).append(index)
+    if constants.hub_offline_env():
+        for endpoint in groups:
+            note(f"bfjobs: HF_HUB_OFFLINE is set: not asking {endpoint}; {_node_resolves(specs, groups[endpoint])}")
+        return list(specs)
+    answers: dict[int, str | Exception] = {}
+    for endpoint, indexes in groups.items():
+        answers[indexes[0]] = _ask(specs[indexes[0]])  # one first: an unreachable hub costs one timeout
+        if isinstance(answers[indexes[0]], hub.Unreachable):
+            unreachable = indexes
+        else:
+            rest = indexes[1:]
+            with ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest) or 1)) as pool:
+                answers.update(zip(rest, pool.map(lambda i: _ask(specs[i]), rest), strict=True))
+            unreachable = [i for i in indexes if isinstance(answers[i], hub.Unreachable)]
+        if unreachable:
+            why = answers[unreachable[0]]
+            note(f"bfjobs: {endpoint} not reachable from here ({why}): {_node_resolves(specs, unreachable)}")
+    misses = [(i, str(a)) for i, a in sorted(answers.items()) if isinstance(a, hub.Miss)]
+    if misses:
+        if len(misses) == 1 and specs[misses[0][0]].origin is None:
+            raise HubRefused(f"{misses[0][1]}: nothing submitted")
+        shown = "; ".join(f"{specs[i].origin or specs[i].label}: {text}" for i, text in misses[:5])
+        more = f"; and {len(misses) - 5} more" if len(misses) > 5 else ""
+        raise HubRefused(f"--from-file: {len(misses)} bad model(s) on the hub, nothing submitted: {shown}{more}")
+    pinned = list(specs)
+    for index, answer in answers.items():
+        if isinstance(answer, str):
+            spec = specs[index]
+            assert isinstance(spec.task, DownloadModel)
+            task = replace(spec.task, commit=answer, endpoint=hub.endpoint_url(spec.task.endpoint))
+            pinned[index] = replace(spec, task=task)
+    return pinned
+
+
+def _ask(spec: JobSpec) -> str | Exception:
+    """The commit, or the hub's :class:`hub.Miss` / :class:`hub.Unreachable` (returned, not raised)."""
+    from . import hub
+
+    task = spec.task
+    assert isinstance(task, DownloadModel)
+    try:
+        return hub.resolve(task.repo_id, task.revision, task.endpoint)
+    except (hub.Miss, hub.Unreachable) as exc:
+        return exc
+
+
+def _node_resolves(specs: Sequence[JobSpec], indexes: Sequence[int]) -> str:
+    if len(indexes) == 1:
+        task = specs[indexes[0]].task
+        assert isinstance(task, DownloadModel)
+        return f"the job resolves {task.revision or 'main'} on the node"
+    return f"{len(indexes)} jobs resolve their revisions on the node"
 
 
 def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:
@@ -266,12 +353,17 @@ def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tup
     return job_id, folder, script
 
 
-def submit(db: Database, spec: JobSpec) -> Outcome:
-    """Submit ``spec`` unless its artefact is already present or already being fetched."""
+def submit(db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore) -> Outcome:
+    """Submit ``spec`` unless its artefact is already present or already being fetched.
+
+    A download is first resolved on the hub (:func:`pin_revisions`; ``note`` hears when the hub
+    cannot be asked from here).
+    """
     outcomes, todo = _triage(db, [spec])
     if not todo:
         assert outcomes[0] is not None
         return outcomes[0]
+    [spec] = pin_revisions([spec], note)
     db.migrate()  # fail on a bad database before anything is submitted
     return _submit_one(db, spec)
 
@@ -295,16 +387,20 @@ def _submit_one(db: Database, spec: JobSpec) -> JobRow:
 ARRAY_CHUNK = 1000
 
 
-def submit_many(db: Database, specs: Sequence[JobSpec]) -> list[Outcome]:
+def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[Outcome]:
     """Submit many artefacts of one kind and profile: ONE Slurm job array per 1,000 of them.
 
     Each element is its own bfjobs job (its own id and DB row; Slurm id ``<array>_<index>``),
     with the same rules as a single submission: present or in-flight artefacts are reported,
-    not submitted. Local profiles start one local job per element.
+    not submitted; downloads left to submit are resolved on the hub together, and one miss
+    refuses the whole list. Local profiles start one local job per element.
     """
     outcomes, todo = _triage(db, specs)
     if not todo:
         return [o for o in outcomes if o is not None]
+    specs = list(specs)
+    for index, spec in zip(todo, pin_revisions([specs[i] for i in todo], note), strict=True):
+        specs[index] = spec
     db.migrate()
     from . import executor
 

@@ -221,7 +221,7 @@ def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, 
     """
     from . import api
 
-    outcomes = api.submit_many(ctx.db, specs) if many else [api.submit(ctx.db, specs[0])]
+    outcomes = api.submit_many(ctx.db, specs, _echo_err) if many else [api.submit(ctx.db, specs[0], _echo_err)]
     _builtin_notice(specs[0].profile)
     waiting: list[str] = []
     settled: list[dict[str, Any]] = []  # present artefacts: nothing to wait for
@@ -234,6 +234,8 @@ def _submit_and_report(ctx: Context, specs: list[Any], many: bool, wait_: bool, 
             waiting.append(outcome.row.id)
         else:
             message = f"submitted {outcome.id} ({_native(outcome)}): {spec.label}"
+            if outcome.request.get("commit"):
+                message += f" (commit {outcome.request['commit']})"
             waiting.append(outcome.id)
         if not as_json:
             click.echo(message)
@@ -422,7 +424,7 @@ def _render_and_report(ctx: Context, specs: list[Any], many: bool) -> None:
     """
     from . import api
 
-    outcomes, script = api.preview_plan(ctx.db, specs, many)
+    outcomes, script = api.preview_plan(ctx.db, specs, many, _echo_err)
     element = 0
     for spec, outcome in zip(specs, outcomes, strict=True):
         if outcome is None:

@@ -96,6 +96,11 @@ def hf_endpoint_env() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
+def hub_offline_env() -> bool:
+    """``HF_HUB_OFFLINE``: huggingface_hub's "make no request from here" (its own truthy values)."""
+    return (os.environ.get("HF_HUB_OFFLINE") or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def node_scratch_base() -> Path:
     """Node-local scratch for a job's private files: ``BFJOBS_NODE_SCRATCH``, else ``$TMPDIR``, else ``/tmp``."""
     from pathlib import Path

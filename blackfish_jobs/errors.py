@@ -58,6 +58,13 @@ class ClusterError(BfjobsError):
     """Slurm refused the job or could not be reached."""
 
 
+class HubRefused(BfjobsError):
+    """The hub answered that a download cannot be served (no such repo, revision or access).
+
+    Raised at submit, before anything is written or submitted: the job would only fail.
+    """
+
+
 class JobFailed(BfjobsError):
     """The job ended in a state other than COMPLETED."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,6 +186,7 @@ class DownloadModel:
     max_workers: int
     force: bool = False
     shared: bool = False
+    commit: str | None = None  # pinned at submit by the hub's answer for the revision; None: the node resolves
 
     @property
     def target(self) -> Path:
@@ -201,6 +202,7 @@ class JobSpec:
     settings: JobSettings
     task: PullImage | DownloadModel
     label: str  # short human description, e.g. "docker://alpine:3.20 → /cache/images/alpine_3.20.sif"
+    origin: str | None = None  # where the request was written, for messages: "line 3" of a --from-file list
 
     @property
     def target(self) -> Path:
@@ -322,7 +324,7 @@ def from_list(
         if key in seen:
             continue  # the same artefact twice: one job
         seen.add(key)
-        specs.append((number, spec))
+        specs.append((number, replace(spec, origin=f"line {number}")))
     if errors:
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
         raise BadInput(f"--from-file {show(path)}: {len(errors)} bad {what}(s), nothing submitted: {shown}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import constants, layout, records
+from . import constants, hub, layout, records
 from .errors import TaskError
 from .layout import is_commit
 from .specs import DownloadModel, PullImage
@@ -406,26 +406,21 @@ def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def _hub_errors(req: DownloadModel) -> Iterator[None]:
-    """Turn huggingface_hub's and the network's errors into one clear line for the job's reason."""
+    """Turn huggingface_hub's and the network's errors into one clear line for the job's reason,
+    naming the endpoint the job used (a mirror that fails is told apart from the Hub)."""
     from huggingface_hub import errors
 
+    endpoint = hub.endpoint_url(req.endpoint)
     what = f"{req.repo_id}@{req.revision or 'main'}"
     try:
         yield
-    except errors.GatedRepoError:
-        raise TaskError(f"access to {what} is restricted: set HF_TOKEN or log in (hf auth login)") from None
-    except errors.RevisionNotFoundError:
-        raise TaskError(f"revision {req.revision!r} not found in {req.repo_id}") from None
-    except errors.RepositoryNotFoundError:
-        raise TaskError(f"repository {req.repo_id} not found (or private: set HF_TOKEN)") from None
     except errors.HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise TaskError(f"the hub answered HTTP {status} for {what}: {str(exc).splitlines()[0]}") from None
+        raise TaskError(hub.describe_refusal(exc, req.repo_id, req.commit or req.revision, endpoint)) from None
     except OSError as exc:
-        raise TaskError(f"download of {what} failed: {type(exc).__name__}: {exc}") from None
+        raise TaskError(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}") from None
     except Exception as exc:
-        if type(exc).__module__.startswith(("httpx", "httpcore")):  # network errors (httpx2)
-            raise TaskError(f"download of {what} interrupted: {type(exc).__name__}: {exc}") from None
+        if hub.is_network_error(exc):
+            raise TaskError(f"download of {what} from {endpoint} interrupted: {type(exc).__name__}: {exc}") from None
         raise
 
 
@@ -518,7 +513,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
     # the user's token file: it never passes through bfjobs' scripts, pickles or database.
     api = HfApi(endpoint=req.endpoint)
     with stop_on_signals(), _hub_errors(req):
-        info = api.model_info(req.repo_id, revision=req.revision)
+        info = api.model_info(req.repo_id, revision=req.commit or req.revision or "main")  # pinned at submit
         commit = info.sha
         if not commit or not is_commit(commit):
             raise TaskError(f"the hub returned no commit for {req.repo_id}@{req.revision or 'main'}")

@@ -226,9 +226,9 @@ def test_token_is_used_but_never_written(slurm_site, hub):
     site.configure(hub)
     canary = "hf_CANARYtoken1234567890abcdef"
     hub.require_token = canary
-    denied = as_json(run(site, "--wait", HF_TOKEN=""))
-    assert denied["state"] == "FAILED"
-    assert "is restricted: set HF_TOKEN" in denied["reason"]
+    denied = run(site, "--wait", HF_TOKEN="")  # refused at submit: the hub says no before a job is spent
+    assert denied.returncode == 1 and denied.stdout == ""
+    assert "is restricted: set HF_TOKEN" in denied.stderr
     job = as_json(run(site, "--revision", "dev", "--wait", HF_TOKEN=canary))
     assert job["state"] == "COMPLETED"
     assert any(r.has_auth for r in hub.requests)

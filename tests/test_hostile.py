@@ -341,6 +341,9 @@ def sb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     monkeypatch.setenv("BLACKFISH_HOME_DIR", str(sandbox.app))
     monkeypatch.setenv("HOME", str(sandbox.userhome))
     monkeypatch.setenv("TMPDIR", str(sandbox.tmp))
+    # submit asks no hub here (its answer would depend on this machine's network): the hub check
+    # at submit is tested against the test hub in test_submit_resolve.py
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(sandbox.run)
     monkeypatch.setattr(executor, "submit", sandbox.fake_submit)
     monkeypatch.setattr(executor, "submit_array", sandbox.fake_submit_array, raising=False)

@@ -1,0 +1,89 @@
+"""Asking the hub which commit a repo's revision names, with the request ``snapshot_download`` makes.
+
+Used at submit (a repo, branch or commit that does not exist is refused before it costs a Slurm
+job, and a hit pins the job to the commit) and on the node (one line naming the endpoint for
+the job's reason). huggingface_hub is imported only when a request is made: it is heavy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .layout import is_commit
+
+if TYPE_CHECKING:
+    from huggingface_hub.errors import HfHubHTTPError
+
+#: Seconds bfjobs waits for the hub at submit before letting the node resolve the revision.
+TIMEOUT = 5.0
+
+
+class Miss(Exception):
+    """The hub answered: this repo, revision or access does not exist (one line, no secret)."""
+
+
+class Unreachable(Exception):
+    """The hub could not be asked from here (network, offline mode, or an answer unlike a hub's)."""
+
+
+def endpoint_url(endpoint: str | None) -> str:
+    """The endpoint huggingface_hub uses: the configured one, else its own default.
+
+    bfjobs' ``hf_endpoint`` already holds ``HF_ENDPOINT`` when bfjobs.toml sets none, so the
+    default is huggingface_hub's (``https://huggingface.co``).
+    """
+    if endpoint:
+        return endpoint.rstrip("/")
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, endpoint: str) -> str:
+    """One line for an HTTP error answer of the hub, naming repo, revision and endpoint."""
+    from huggingface_hub import errors
+
+    rev = revision or "main"
+    if isinstance(exc, errors.GatedRepoError):
+        return f"access to {repo_id}@{rev} on {endpoint} is restricted: set HF_TOKEN or log in (hf auth login)"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"revision {rev!r} not found in {repo_id} on {endpoint}"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return f"{repo_id}@{rev}: repository not found on {endpoint} (or private: set HF_TOKEN or log in)"
+    status = exc.response.status_code if exc.response is not None else "?"
+    return f"{endpoint} answered HTTP {status} for {repo_id}@{rev}: {str(exc).strip().splitlines()[0]}"
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """httpx2's transport errors (connection refused, DNS, timeouts) are not OSErrors."""
+    return type(exc).__module__.startswith(("httpx", "httpcore"))
+
+
+def resolve(repo_id: str, revision: str | None, endpoint: str | None) -> str:
+    """The commit ``revision`` (``main`` when None) of ``repo_id`` names on the hub.
+
+    One ``GET {endpoint}/api/models/{repo}/revision/{rev}``, as ``snapshot_download`` asks it
+    (never the bare repo endpoint some mirrors lack). The token, if any, is read by
+    huggingface_hub from ``HF_TOKEN`` or the user's token file. Raises :class:`Miss` when the
+    hub says no (4xx) and :class:`Unreachable` when it cannot tell (network, 5xx, 429).
+    """
+    from huggingface_hub import HfApi, errors
+
+    url = endpoint_url(endpoint)
+    rev = revision or "main"
+    try:
+        info = HfApi(endpoint=url).model_info(repo_id, revision=rev, timeout=TIMEOUT)
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status is None or status >= 500 or status == 429:
+            raise Unreachable(f"it answered HTTP {status or '?'}") from None
+        raise Miss(describe_refusal(exc, repo_id, revision, url)) from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # offline mode, DNS; an answer that is no JSON
+        raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        if is_network_error(exc):
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        raise
+    if not isinstance(info.sha, str) or not is_commit(info.sha):
+        raise Unreachable(f"it answered without a commit for {repo_id}@{rev}")
+    return info.sha
