@@ -173,8 +173,7 @@ def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
 def test_render_of_a_present_image_prints_submits_message_and_no_script(cli, site):
     site.configure()
     images = site.cache_dir / "images"
-    images.mkdir()
-    (images / "alpine_here.sif").write_bytes(b"already here")
+    site.place_image("alpine_here.sif", "docker://alpine:here", b"already here")
     result = cli("render", "pull-image", "docker://alpine:here")
     assert result.exit_code == 0 and result.stdout == ""
     assert f"already present: {images / 'alpine_here.sif'}" in result.stderr
@@ -195,8 +194,7 @@ def test_render_refuses_what_submit_refuses(cli, site, read_only_cache):
 def test_render_from_file_names_elements_and_skipped_entries(cli, site):
     site.configure()
     images = site.cache_dir / "images"
-    images.mkdir()
-    (images / "alpine_here.sif").write_bytes(b"already here")
+    site.place_image("alpine_here.sif", "docker://alpine:here", b"already here")
     listing = write_list(site, "l.txt", "docker://alpine:here\ndocker://alpine:new1\ndocker://alpine:new2\n")
     result = cli("render", "pull-image", "--from-file", str(listing))
     assert result.exit_code == 0

@@ -415,8 +415,10 @@ def attempt(sb: Sandbox, kind: str, args: Sequence[str], names: Sequence[str], *
         assert sb.tree() == before, "a refused submit wrote something"
         return None
     # besides the local-profile notice, only --from-file's one line per entry (element or skipped)
+    # and, for downloads, that the hub is not asked (the sandbox is offline), as submit says too
     notes = [line for line in rendered.stderr.splitlines() if not line.startswith(("bfjobs: array element ",
-                                                                                  "bfjobs: skipped "))]
+                                                                                  "bfjobs: skipped ",
+                                                                                  "bfjobs: HF_HUB_OFFLINE is set"))]
     assert notes == [] or (len(notes) == 1 and notes[0].startswith(LOCAL_NOTICE)), rendered.stderr
     if not submit:
         return Accepted(rendered.stdout, None)
