@@ -159,9 +159,18 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     live = [r for r in tracker.refresh(db, rows) if r.state not in FINISHED_STATES]
     found: dict[int, JobRow] = {}
     for index, spec in enumerate(specs):
+        if spec.task.force:
+            continue  # --force fetches again: it waits for the running job's publish lock, then replaces
         for row in live:
             revision = spec.task.revision if isinstance(spec.task, DownloadModel) else None  # images: none
             same = row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision
+            if same and isinstance(spec.task, PullImage) and row.request.get("uri") != spec.task.uri:
+                from .errors import NameCollision, show
+
+                raise NameCollision(
+                    f"name collision: job {row.id} is pulling {show(str(row.request.get('uri')))} into "
+                    f"{row.target}, not {spec.task.uri}; use --name NAME.sif to pull it under a name of its own"
+                )
             if same and _fetches_selection(row, spec):
                 found[index] = row
                 break
@@ -278,11 +287,14 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
             unreachable = indexes
         else:
             rest = indexes[1:]
-            with ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest) or 1)) as pool:
+            pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest) or 1))
+            try:
                 answers.update(zip(rest, pool.map(lambda i: _ask(specs[i]), rest), strict=True))
+            finally:  # Ctrl-C: drop the queued requests instead of waiting for each of them
+                pool.shutdown(wait=False, cancel_futures=True)
             unreachable = [i for i in indexes if isinstance(answers[i], hub.Unreachable)]
         if unreachable:
-            why = answers[unreachable[0]]
+            why = " ".join(str(answers[unreachable[0]]).split())[:300]
             note(f"bfjobs: {endpoint} not reachable from here ({why}): {_node_resolves(specs, unreachable)}")
     misses = [(i, str(a)) for i, a in sorted(answers.items()) if isinstance(a, hub.Miss)]
     if misses:

@@ -268,6 +268,7 @@ def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
     """
     sha256 = sha256_file(partial)
     record = records.image_record_path(req.target)
+    previous = records.read(record, "image")  # the file in place keeps it if we do not publish
     try:
         ensure_public_dir(record.parent)
         records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
@@ -278,7 +279,11 @@ def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
         published = publish_file(partial, req.target, req.force)
     finally:
         if not published:
-            record.unlink(missing_ok=True)
+            if previous is not None:
+                with contextlib.suppress(OSError):
+                    records.write(record, previous)
+            else:
+                record.unlink(missing_ok=True)
     return sha256 if published else None
 
 
@@ -557,14 +562,16 @@ def _record_snapshot(req: DownloadModel, result: dict[str, Any]) -> None:
 
     snapshot = Path(result["snapshot"])
     path = records.snapshot_record_path(snapshot)
-    with publish_lock(req.models_dir, f"{Path(result['model_dir']).name}@{result['commit']}"):
-        files = records.snapshot_files(snapshot)
-        old = records.read(path, "snapshot")
-        if old is not None and old.get("files") == files and not req.force:
-            return
-        endpoint = req.endpoint or hub_constants.ENDPOINT
-        try:
+    try:
+        with publish_lock(req.models_dir, f"{Path(result['model_dir']).name}@{result['commit']}"):
+            files = records.snapshot_files(snapshot)
+            old = records.read(path, "snapshot")
+            if old is not None and old.get("files") == files and not req.force:
+                return
+            if old is None and result["already_present"]:
+                return  # not published by this job: its source is not ours to vouch for
+            endpoint = req.endpoint or hub_constants.ENDPOINT
             ensure_public_dir(path.parent)
             records.write(path, records.snapshot_record(endpoint, result, files, _job_tag()))
-        except OSError as exc:  # the snapshot is published and complete: say so, do not fail the job
-            print(f"bfjobs: warning: cannot write the record {path}: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # the snapshot is published and complete: say so, do not fail the job
+        print(f"bfjobs: warning: cannot write the record {path}: {exc.strerror or exc}", file=sys.stderr)

@@ -308,3 +308,41 @@ def test_a_collision_in_a_list_refuses_the_list(slurm_site):
     proc = site.bfjobs("submit", "pull-image", "--from-file", str(listing))
     assert proc.returncode == 1 and "name collision" in proc.stderr and proc.stdout == ""
     assert not (site.home_dir / "jobs").exists()  # nothing submitted, not even the fine entry
+
+
+def test_a_running_pull_of_another_source_is_no_answer(slurm_site, down):
+    """A pending pull of VLLM into the same file name is not "in flight" for FORK; --force never waits on it."""
+    site = slurm_site
+    first = as_json(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
+    assert first["state"] == "PENDING"
+    proc = site.bfjobs("submit", "pull-image", FORK, "--partition", down.name, "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"bfjobs: error: name collision: job {first['id']} is pulling '{VLLM}'"), line
+    assert "--name" in line
+    same = as_json(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
+    assert same["in_flight"] is True and same["id"] == first["id"]
+    forced = as_json(site.bfjobs("submit", "pull-image", VLLM, "--force", "--partition", down.name, "--json"))
+    assert forced["state"] == "PENDING" and forced["id"] != first["id"]  # a job of its own
+    assert site.bfjobs("cancel", first["id"], forced["id"]).returncode == 0
+
+
+def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
+    """The new record goes in before the file; if the file is not published, the old record comes back."""
+    from blackfish_jobs import records, tasks
+    from blackfish_jobs.specs import PullImage
+
+    images = tmp_path / "images"
+    images.mkdir()
+    req = PullImage(FORK, images, NAME, "apptainer", force=True)
+    record = records.image_record_path(req.target)
+    record.parent.mkdir(parents=True)
+    old = records.image_record(VLLM, "0" * 64, 3, "old-job")
+    records.write(record, old)
+    (req.target).mkdir()  # what stands there cannot be replaced by a file: the publish fails
+    (req.target / "x").write_text("x")
+    partial = images / ".bfjobs-partial-1-00000000-x.sif"
+    partial.write_bytes(b"new image")
+    with pytest.raises(OSError):
+        tasks._publish_image(req, partial, "1-00000000")
+    assert records.read(record, "image") == old
