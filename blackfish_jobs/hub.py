@@ -26,17 +26,17 @@ class Unreachable(Exception):
     """The hub could not be asked from here (network, offline mode, or an answer unlike a hub's)."""
 
 
+#: huggingface_hub's own default (its ``constants.ENDPOINT`` without HF_ENDPOINT), without importing it.
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
 def endpoint_url(endpoint: str | None) -> str:
     """The endpoint huggingface_hub uses: the configured one, else its own default.
 
     bfjobs' ``hf_endpoint`` already holds ``HF_ENDPOINT`` when bfjobs.toml sets none, so the
     default is huggingface_hub's (``https://huggingface.co``).
     """
-    if endpoint:
-        return endpoint.rstrip("/")
-    from huggingface_hub import constants
-
-    return str(constants.ENDPOINT)
+    return endpoint.rstrip("/") if endpoint else DEFAULT_ENDPOINT
 
 
 def describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, endpoint: str) -> str:

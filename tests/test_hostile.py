@@ -343,6 +343,10 @@ def sb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     monkeypatch.setenv("TMPDIR", str(sandbox.tmp))
     # submit asks no hub here (its answer would depend on this machine's network): the hub check
     # at submit is tested against the test hub in test_submit_resolve.py
+    # (huggingface_hub reads HF_HUB_OFFLINE once, at import: import it before setting the variable,
+    # or every later test in this process would find the hub offline)
+    import huggingface_hub.constants  # noqa: F401
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(sandbox.run)
     monkeypatch.setattr(executor, "submit", sandbox.fake_submit)
