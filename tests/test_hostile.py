@@ -711,8 +711,9 @@ def test_profiles_cfg_fields(sb: Sandbox, key: str, data: st.DataObject) -> None
     assert reading is not None, "bfjobs accepted a profiles.cfg Blackfish cannot read"
     section, raw = reading
     script = outcome.script
-    home = Path(os.path.expanduser(raw["home_dir"]))
-    cache = Path(os.path.expanduser(raw["cache_dir"]))
+    # trailing slashes dropped as bfjobs does ("//" is "/", now that an existing directory is valid)
+    home = Path(os.path.expanduser(raw["home_dir"]).rstrip("/") or "/")
+    cache = Path(os.path.expanduser(raw["cache_dir"]).rstrip("/") or "/")
     check_script(script, home / "jobs" / "bfjobs" / render.PREVIEW_ID)
     assert f"# bfjobs {__version__}: pull-image job {render.PREVIEW_ID} (profile {section})" in script
     assert re.fullmatch(r"[A-Za-z0-9._-]+", section)
