@@ -273,9 +273,14 @@ def read_only_cache(site):
 
 
 @pytest.fixture
-def hub():
-    """A hub-compatible server on 127.0.0.1 serving the demo repo (tests/hubserver.py)."""
+def hub(request: pytest.FixtureRequest):
+    """A hub-compatible server on 127.0.0.1 serving the demo repo (tests/hubserver.py); parametrized
+    indirectly with ``"mirror"`` (see :data:`hub_and_mirror`) it serves only what a minimal mirror serves."""
     from hubserver import HubServer, make_demo_repo
 
-    with HubServer([make_demo_repo()]) as server:
+    with HubServer([make_demo_repo()], minimal=getattr(request, "param", "hub") == "mirror") as server:
         yield server
+
+
+#: Run a test against the Hub-like server and against a minimal mirror (no bare info endpoint, no optional fields).
+hub_and_mirror = pytest.mark.parametrize("hub", ["hub", "mirror"], indirect=True)

@@ -18,7 +18,21 @@ Deliberate limits (be honest about what this is): read-only (no uploads), no Xet
 second port by default: the client follows same-origin redirects during its metadata ``HEAD`` (and would then miss
 ``X-Repo-Commit``), and strips ``Authorization`` only for other origins, exactly as with the real Hub's CDN.
 
-Run ``python tests/hubserver.py --port 8080`` to serve the demo repo by hand.
+``minimal=True`` (``--minimal``) serves only what a minimal mirror serves - the requests ``snapshot_download``
+makes and nothing else, as many self-hosted mirrors do (huggingface_hub issue #3681):
+
+* ``GET /api/models/{repo_id}/revision/{rev}`` with ``id`` and ``sha`` only (no ``pipeline_tag``, ``siblings``,
+  ``cardData``, ``lastModified``, ``private``, ``gated``...);
+* ``GET /api/models/{repo_id}/tree/{commit}?recursive=true`` of a full commit sha (no ``lastCommit``);
+* ``HEAD|GET /{repo_id}/resolve/{commit}/{path}`` of a full commit sha, and the CDN.
+
+Everything else - the bare ``GET /api/models/{repo_id}``, refs, commits, a tree or file by branch name, datasets -
+answers a plain ``404`` ``{"detail": "Not Found"}`` (a web framework's default: no ``X-Error-Code``, no
+``X-Error-Message``), the way such mirrors answer an endpoint they lack. The endpoints served still answer a missing
+repo, revision or file like the Hub (``X-Error-Code``). ``unserved`` (a set of route names: ``info``, ``revision``,
+``tree``, ``commits``, ``refs``, ``resolve``) turns more routes into that plain 404, on either kind of server.
+
+Run ``python tests/hubserver.py --port 8080`` to serve the demo repo by hand (``--minimal`` for a minimal mirror).
 """
 
 from __future__ import annotations
@@ -66,6 +80,8 @@ _SHORT_SHA_RE = re.compile(r"^[0-9a-f]{7,39}$")
 _BASE_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _RESOLVE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
+#: Routes a minimal mirror lacks: the bare repo info, refs and commit history.
+_MIRROR_UNSERVED = {"info", "refs", "commits"}
 
 
 def _git_blob_sha1(data: bytes) -> str:
@@ -368,6 +384,8 @@ class HubServer:
       whose range starts at/after the break point sends its headers only.
     * ``delay_per_chunk``: seconds to sleep after each ``chunk_size`` bytes of file bodies (slow downloads).
     * ``tree_page_size``: entries per page of ``/tree`` (``Link: <...>; rel="next"`` pagination).
+    * ``minimal``: serve only what a minimal mirror serves (see the module docstring); ``unserved``: route names
+      answered with a plain 404 (no ``X-Error-Code``) as by a mirror lacking them.
 
     ``host`` must be an IPv4 address. ``separate_cdn=False`` serves the CDN on the hub port instead; huggingface_hub
     then follows the redirect in its metadata HEAD and fails on the missing ``X-Repo-Commit`` (kept to show why).
@@ -390,6 +408,8 @@ class HubServer:
         delay_per_chunk: float = 0.0,
         chunk_size: int = 64 * 1024,
         tree_page_size: int = 1000,
+        minimal: bool = False,
+        unserved: Iterable[str] = (),
         quiet: bool = True,
     ) -> None:
         self.repos: dict[tuple[str, str], HubRepo] = {}
@@ -406,6 +426,8 @@ class HubServer:
         self.delay_per_chunk = delay_per_chunk
         self.chunk_size = chunk_size
         self.tree_page_size = tree_page_size
+        self.minimal = minimal
+        self.unserved = set(unserved) | (_MIRROR_UNSERVED if minimal else set())
         self.quiet = quiet
         self.separate_cdn = separate_cdn
         self._want_port = port
@@ -636,6 +658,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routing ------------------------------------------------------------------------------------------------
     def _route(self, segments: list[str]) -> None:
+        if self._served(segments):
+            self._route_hub(segments)
+        else:
+            self._not_found_plain()
+
+    def _served(self, segments: list[str]) -> bool:
+        """Whether this server serves the route (``minimal`` and ``unserved``); the Hub serves all."""
+        hub = self.server.hub
+        api = len(segments) >= 3 and segments[0] == "api" and segments[1] in _REPO_TYPES
+        if hub.minimal and (segments[1:2] in (["datasets"], ["spaces"]) or segments[:1] in (["datasets"], ["spaces"])):
+            return False  # models only
+        if not api:
+            if "resolve" not in segments:
+                return True  # unknown paths answer the Hub's own 404 (or the minimal mirror's below)
+            at = segments.index("resolve")
+            revision = unquote(segments[at + 1]) if len(segments) > at + 1 else ""
+            return "resolve" not in hub.unserved and (not hub.minimal or bool(_FULL_SHA_RE.match(revision)))
+        route = _api_route(segments[2:])
+        if route in hub.unserved:
+            return False
+        if hub.minimal and route == "tree":
+            recursive = self.query.get("recursive", ["false"])[0].lower() in ("1", "true")
+            after = segments[segments.index("tree") + 1 :]
+            return recursive and bool(after) and bool(_FULL_SHA_RE.match(unquote(after[0])))
+        return True
+
+    def _not_found_plain(self) -> None:
+        """A web framework's default 404, as a mirror lacking the endpoint answers: no Hub error headers."""
+        self._json({"detail": "Not Found"}, status=404)
+
+    def _route_hub(self, segments: list[str]) -> None:
         if len(segments) >= 3 and segments[0] == "api" and segments[1] in _REPO_TYPES:
             repo_type = _REPO_TYPES[segments[1]]
             repo, rest = self._match_repo(repo_type, segments[2:])
@@ -654,7 +707,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._commits(repo, revision)
             if rest == ["refs"]:
                 return self._refs(repo)
-            return self._error(404, None, "Sorry, we can't find the page you are looking for.")
+            return self._page_not_found()
         repo_type = "model"
         if segments and segments[0] in _RESOLVE_PREFIXES:
             repo_type, segments = _RESOLVE_PREFIXES[segments[0]], segments[1:]
@@ -666,6 +719,11 @@ class _Handler(BaseHTTPRequestHandler):
                 revision, path_segments = _split_revision(rest[1:])
                 if path_segments:
                     return self._resolve(repo, revision, "/".join(unquote(s) for s in path_segments))
+        return self._page_not_found()
+
+    def _page_not_found(self) -> None:
+        if self.server.hub.minimal:
+            return self._not_found_plain()
         return self._error(404, None, "Sorry, we can't find the page you are looking for.")
 
     def _match_repo(self, repo_type: str, segments: list[str]) -> tuple[HubRepo | None, list[str]]:
@@ -703,6 +761,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if f.is_lfs:
                     sibling["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
             siblings.append(sibling)
+        if hub.minimal:  # what snapshot_download needs (ModelInfo requires ``id``), nothing optional
+            return self._json({"id": repo.repo_id, "sha": commit.sha})
         first = repo.history(revision)[-1]
         gated: str | bool = "auto" if hub.require_token and hub.auth_mode == "gated" else False
         data: dict[str, Any] = {
@@ -754,7 +814,7 @@ class _Handler(BaseHTTPRequestHandler):
                 entry = {"type": "file", "oid": f.blob_id, "size": f.size, "path": p}
                 if f.is_lfs:
                     entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
-            if expand:
+            if expand and not self.server.hub.minimal:
                 last = repo.last_commit_for(commit, p, entry["oid"])
                 entry["lastCommit"] = {"id": last.sha, "title": last.message, "date": _iso(last.date)}
             entries.append(entry)
@@ -898,6 +958,15 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(socket.SHUT_WR)
 
 
+def _api_route(segments: list[str]) -> str:
+    """The route of ``/api/{type}s/{segments}``: ``info`` (the bare repo), ``revision``, ``tree``... (repo ids have
+    one or two segments; the route is known even for a repo the server lacks)."""
+    for at in (1, 2):
+        if len(segments) > at and segments[at] in ("revision", "tree", "commits", "refs"):
+            return segments[at]
+    return "info" if len(segments) <= 2 else "other"
+
+
 def _split_revision(segments: list[str]) -> tuple[str, list[str]]:
     """Split ``[rev, *path]``; also accepts an unencoded ``refs/pr/1`` (``refs/heads/x``...) spanning 3 segments."""
     revision = unquote(segments[0])
@@ -1022,6 +1091,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-mib", type=float, default=3.0, help="size of model.safetensors in MiB")
     parser.add_argument("--require-token", default=None)
     parser.add_argument("--delay-per-chunk", type=float, default=0.0)
+    parser.add_argument("--minimal", action="store_true",
+                        help="serve only what a minimal mirror serves (snapshot_download's requests)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     repo = make_demo_repo(int(args.model_mib * MiB))
@@ -1032,6 +1103,7 @@ def main(argv: list[str] | None = None) -> None:
         cdn_port=args.cdn_port,
         require_token=args.require_token,
         delay_per_chunk=args.delay_per_chunk,
+        minimal=args.minimal,
         quiet=not args.verbose,
     )
     with server:

@@ -439,3 +439,65 @@ def test_script_mode_serves_demo_repo(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+
+
+# -- the minimal mirror switch ----------------------------------------------------------------------------------
+def plain_404(status: int, headers: dict[str, str], body: bytes) -> bool:
+    """A web framework's default 404: no Hub error headers."""
+    hub_headers = {"x-error-code", "x-error-message"} & set(headers)
+    return status == 404 and not hub_headers and (not body or json.loads(body) == {"detail": "Not Found"})
+
+
+def test_minimal_mirror_serves_only_snapshot_downloads_requests(repo: HubRepo, tmp_path: Path) -> None:
+    main = repo.branches["main"]
+    with HubServer([repo], minimal=True) as mirror:
+        base = f"{mirror.url}/api/models/{DEMO_REPO_ID}"
+        status, _, body = raw("GET", f"{base}/revision/main")
+        assert status == 200 and json.loads(body) == {"id": DEMO_REPO_ID, "sha": main}  # nothing optional
+        for path in ("", "/refs", f"/commits/{main}", "/tree/main?recursive=true", f"/tree/{main}"):
+            assert plain_404(*raw("GET", base + path)), path
+        assert plain_404(*raw("HEAD", f"{mirror.url}/{DEMO_REPO_ID}/resolve/main/config.json"))
+        assert plain_404(*raw("GET", f"{mirror.url}/api/datasets/{DEMO_REPO_ID}/revision/main"))
+        # the endpoints it serves still say why a repo or revision is missing, as the Hub does
+        assert raw("GET", f"{mirror.url}/api/models/no/such/revision/main")[1]["x-error-code"] == "RepoNotFound"
+        assert raw("GET", f"{base}/revision/nope")[1]["x-error-code"] == "RevisionNotFound"
+        # the real client: the bare info endpoint fails with a bare 404, the explicit revision works
+        api = HfApi(endpoint=mirror.url)
+        with pytest.raises(HfHubHTTPError) as bare:
+            api.model_info(DEMO_REPO_ID)
+        assert type(bare.value) is HfHubHTTPError and bare.value.response.status_code == 404
+        info = api.model_info(DEMO_REPO_ID, revision="main")
+        assert info.sha == main and info.pipeline_tag is None and info.siblings is None
+        with pytest.raises(RevisionNotFoundError):
+            api.model_info(DEMO_REPO_ID, revision="nope")
+        # ... and snapshot_download gets every revision kind through it
+        for revision in ("main", "v1.0", repo.branches["dev"]):
+            assert read_tree(download(mirror, tmp_path, revision)) == repo.files_at(revision)
+
+
+def test_unserved_routes_answer_a_plain_404(repo: HubRepo, tmp_path: Path) -> None:
+    with HubServer([repo], unserved={"tree"}) as hub:
+        assert raw("GET", f"{hub.url}/api/models/{DEMO_REPO_ID}")[0] == 200  # the rest as the Hub
+        with pytest.raises(LocalEntryNotFoundError) as failed:  # snapshot_download hides the answer...
+            download(hub, tmp_path)
+        cause = failed.value.__cause__  # ... behind "not in the cache"; the 404 is its cause
+        assert isinstance(cause, HfHubHTTPError) and cause.response.status_code == 404
+        assert "x-error-code" not in {k.lower() for k in cause.response.headers}
+
+
+def test_hf_cli_download_from_minimal_mirror(repo: HubRepo, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, str(HUBSERVER_PY), "--port", "0", "--minimal"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert plain_404(*raw("GET", f"{url}/api/models/{DEMO_REPO_ID}"))
+        env = {**os.environ, "HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "home")}
+        cmd = ["hf", "download", DEMO_REPO_ID, "--revision", "v1.0", "--cache-dir", str(tmp_path / "cache")]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        snapshot = tmp_path / "cache" / REPO_FOLDER / "snapshots" / repo.tags["v1.0"]
+        assert read_tree(snapshot) == repo.files_at("v1.0")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
