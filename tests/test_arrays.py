@@ -7,6 +7,7 @@ import os
 import textwrap
 
 import pytest
+from conftest import hub_and_mirror
 from hubserver import DEMO_REPO_ID
 from slurm_helpers import make_call_log
 
@@ -80,6 +81,7 @@ def test_hostile_line_refuses_the_whole_file(slurm_site):
     assert not (site.home_dir / "jobs").exists()
 
 
+@hub_and_mirror
 def test_download_list_and_cancel_one_element(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
