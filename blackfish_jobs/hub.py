@@ -39,11 +39,37 @@ def endpoint_url(endpoint: str | None) -> str:
     return endpoint.rstrip("/") if endpoint else DEFAULT_ENDPOINT
 
 
+def unexplained_404(exc: HfHubHTTPError) -> str | None:
+    """``METHOD /path`` on ``host`` when the answer was a 404 that names no Hub error, else None.
+
+    The Hub (and a mirror relaying it) says why it answers 404 (``X-Error-Code: RepoNotFound``,
+    ``RevisionNotFound``...); a bare 404 is what a mirror answers for an endpoint it does not
+    implement (huggingface_hub #3681), so the repo may well exist there.
+    """
+    response = exc.response
+    if response is None or response.status_code != 404 or response.headers.get("X-Error-Code"):
+        return None
+    from urllib.parse import urlsplit
+
+    url = urlsplit(str(response.url))
+    try:
+        method = response.request.method
+    except RuntimeError:  # a response built without its request
+        method = "GET"
+    return f"{method} {url.path} on {url.netloc}"
+
+
 def describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, endpoint: str) -> str:
-    """One line for an HTTP error answer of the hub, naming repo, revision and endpoint."""
+    """One line for an HTTP error answer of the hub, naming repo, revision and endpoint; a missing
+    repo or revision (the hub said so) is told apart from a bare 404 (an endpoint the mirror lacks)."""
     from huggingface_hub import errors
 
     rev = revision or "main"
+    if (request := unexplained_404(exc)) is not None:
+        return (
+            f"{endpoint} answered 404 with no reason to {request} (for {repo_id}@{rev}): likely a mirror that "
+            "does not implement this endpoint, not a missing repo (the Hub names a missing repo or revision)"
+        )
     if isinstance(exc, errors.GatedRepoError):
         return f"access to {repo_id}@{rev} on {endpoint} is restricted: set HF_TOKEN or log in (hf auth login)"
     if isinstance(exc, errors.RevisionNotFoundError):

@@ -422,6 +422,11 @@ def _hub_errors(req: DownloadModel) -> Iterator[None]:
     except errors.HfHubHTTPError as exc:
         raise TaskError(hub.describe_refusal(exc, req.repo_id, req.commit or req.revision, endpoint)) from None
     except OSError as exc:
+        # snapshot_download hides some hub answers (a bare 404 from a mirror lacking an endpoint, a
+        # 5xx) behind "not in the local cache" (LocalEntryNotFoundError): name the answer itself.
+        answer = exc.__cause__ if isinstance(exc, errors.LocalEntryNotFoundError) else None
+        if isinstance(answer, errors.HfHubHTTPError):
+            raise TaskError(hub.describe_refusal(answer, req.repo_id, req.commit or req.revision, endpoint)) from None
         raise TaskError(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}") from None
     except Exception as exc:
         if hub.is_network_error(exc):

@@ -13,10 +13,11 @@ import sqlite3
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
-from conftest import as_json
-from hubserver import DEMO_REPO_ID, HubServer
+from conftest import as_json, hub_and_mirror
+from hubserver import DEMO_REPO_ID, HubServer, make_demo_repo
 from slurm_helpers import DownPartition
 
 pytestmark = pytest.mark.slurm
@@ -50,6 +51,7 @@ def assert_nothing_submitted(site, calls, proc: subprocess.CompletedProcess) -> 
 
 
 @pytest.mark.parametrize("case", ["repo", "branch", "commit"])
+@hub_and_mirror
 def test_a_miss_is_refused_before_any_job(slurm_site, hub, calls, case):
     site = slurm_site
     site.configure(hub)
@@ -148,6 +150,7 @@ def write_list(site, name: str, text: str) -> Path:
     return path
 
 
+@hub_and_mirror
 def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     site = slurm_site
     site.configure(hub)
@@ -166,3 +169,55 @@ def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     assert [e["request"]["commit"] for e in entries] == [repo.branches["dev"], repo.tags["v1.0"]]
     waited = json.loads(site.bfjobs("wait", *[e["id"] for e in entries], "--json", timeout=300).stdout)
     assert [j["result"]["commit"] for j in waited] == [repo.branches["dev"], repo.tags["v1.0"]]
+
+
+# -- a mirror lacking an endpoint is told apart from a missing repo (issue 11, item 1) ------------------------------
+def test_a_bare_404_at_submit_names_the_endpoint_not_a_missing_repo(slurm_site, calls):
+    """A mirror that lacks even the revision endpoint: its plain 404 is not "repository not found"."""
+    with HubServer([make_demo_repo()], minimal=True, unserved={"revision"}) as mirror:
+        site = slurm_site
+        site.configure(mirror)
+        line = assert_nothing_submitted(site, calls, site.bfjobs("submit", "download-model", REPO, **calls.env()))
+        host = urlsplit(mirror.url).netloc
+    assert f"answered 404 with no reason to GET /api/models/{REPO}/revision/main on {host}" in line, line
+    assert "likely a mirror that does not implement this endpoint" in line
+    assert "repository not found" not in line and "not found in" not in line
+
+
+@hub_and_mirror
+def test_a_bare_404_on_the_node_names_the_endpoint(slurm_site, hub, calls):
+    """Pinned at submit, the job meets a plain 404 for the tree listing: its reason names that request."""
+    site = slurm_site
+    site.configure(hub)
+    hub.unserved.add("tree")
+    commit = hub.get_repo(REPO).branches["dev"]
+    proc = site.bfjobs("submit", "download-model", REPO, "--revision", "dev", "--wait", "--json", **calls.env())
+    job = json.loads(proc.stdout)
+    assert proc.returncode == 1 and job["state"] == "FAILED", proc.stderr
+    assert job["request"]["commit"] == commit
+    host = urlsplit(hub.url).netloc
+    assert f"answered 404 with no reason to GET /api/models/{REPO}/tree/{commit} on {host}" in job["reason"]
+    assert "\n" not in job["reason"] and "repository not found" not in job["reason"]
+
+
+def node_download(hub, tmp_path: Path, revision: str | None) -> str:
+    """The node side's own failure line for a download of ``revision`` (not pinned: the node resolves)."""
+    from blackfish_jobs import tasks
+    from blackfish_jobs.errors import TaskError
+    from blackfish_jobs.specs import DownloadModel
+
+    req = DownloadModel(REPO, revision, tmp_path / "models", hub.url, None, None, 2)
+    with pytest.raises(TaskError) as failed:
+        tasks.download_model(req)
+    return str(failed.value)
+
+
+@hub_and_mirror
+def test_node_tells_a_missing_revision_from_a_missing_endpoint(hub, tmp_path):
+    """The real client against the test hub, on the node side: the server said so, or answered a bare 404."""
+    missing = node_download(hub, tmp_path, "no-such-branch")
+    assert missing == f"revision 'no-such-branch' not found in {REPO} on {hub.url}"
+    hub.unserved.add("revision")
+    line = node_download(hub, tmp_path, None)
+    assert line.startswith(f"{hub.url} answered 404 with no reason to GET /api/models/{REPO}/revision/main on "), line
+    assert "likely a mirror that does not implement this endpoint" in line
