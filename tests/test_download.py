@@ -103,6 +103,8 @@ def test_download_to_home_and_register(slurm_site, hub):
     meta = json.loads(meta)
     assert set(meta) >= {"model_size_gb", "size_source", "fetched_at"}
     assert job["registered_at"]
+    # render, submit and the job asked only what the server serves (a minimal mirror: snapshot_download's requests)
+    assert [r.decoded_path for r in hub.requests if r.status == 404] == []
     # Blackfish's other tables are untouched
     conn = sqlite3.connect(site.db_path)
     for table in ("download_task", "service", "jobs"):
