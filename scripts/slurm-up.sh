@@ -223,7 +223,7 @@ cpus=$((WANT_CPUS > hw_cpus ? WANT_CPUS : hw_cpus))
 
 install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" "$SLURM_LIB" "$SLURM_LIB/slurmctld"
 install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
-install -d -o root -g root -m 0755 "$SPOOL_DIR"
+install -d -o root -g root -m 0755 "$SPOOL_DIR" "$SLURM_CONF_DIR"
 
 # The database password lives only in slurmdbd.conf: keep the one already there.
 db_pass=$(sed -n 's/^StoragePass=//p' "$DBD_CONF" 2>/dev/null || true)
