@@ -1,59 +1,76 @@
 #!/usr/bin/env bash
 # Stop the single-node Slurm cluster started by scripts/slurm-up.sh:
-# slurmd -> slurmctld -> slurmdbd -> mariadbd -> munged, each by its pid file,
-# after checking /proc/<pid>/comm, so a stale pid file never kills another process.
+# slurmd -> slurmctld -> slurmdbd -> mariadbd -> munged, each by its pid file, and only
+# when /proc/<pid> shows the daemon as slurm-up.sh starts it (its name, and for the Slurm
+# daemons the config it was started with), so neither a stale pid file nor a pid file that
+# names another Slurm's daemon ever stops a process this cluster did not start. mariadbd
+# and munged are the machine's: they are left running while another Slurm's daemons run.
 # Idempotent: daemons that are not running are skipped. Packages, configuration,
 # state and the accounting database are kept (slurm-up.sh starts them again).
 # Job steps still running (slurmstepd) are left alone, as on a real slurmd restart.
+# Environment knobs: BFJOBS_SLURM_CONF_DIR and BFJOBS_SLURM_RUN_DIR, as for slurm-up.sh.
+# Exit status 1 when a pid file names a daemon that is not ours (left running).
 set -euo pipefail
 
-[[ $(id -u) -eq 0 ]] || { echo "[slurm-down] ERROR: must run as root" >&2; exit 1; }
-
 say() { printf '[slurm-down] %s\n' "$*"; }
-
-# Take turns with slurm-up.sh.
-exec 9>/run/bfjobs-slurm.lock
-flock -w 600 9 || { echo "[slurm-down] ERROR: /run/bfjobs-slurm.lock is still held" >&2; exit 1; }
-
-# alive PID NAME: true when PID is a live (not zombie) process called NAME.
-# Zombies count as dead: the init here can take seconds to reap exited daemons.
-alive() {
-    local pid=$1 name=$2 comm stat
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ $comm == "$name" && ${stat:0:1} != Z ]]
+die() {
+    printf '[slurm-down] ERROR: %s\n' "$1" >&2
+    exit 1
 }
 
-# stop NAME PIDFILE: TERM the daemon if the pid file names a live NAME, KILL after 20 s.
-stop() {
-    local name=$1 pidfile=$2 pid i
+# SLURM_CONF, DBD_CONF, SLURM_RUN, MUNGE_PID, MYSQL_PID, LOCK_FILE, and the helpers
+# pid_of, alive, ours, describe, daemons_running, stop.
+# shellcheck source=scripts/slurm-lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/slurm-lib.sh"
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+# Take turns with slurm-up.sh.
+exec 9>>"$LOCK_FILE"
+flock -w 600 9 || die "$LOCK_FILE is still held"
+
+refused=0
+
+# down NAME PIDFILE: stop the daemon the pid file names, if it is ours.
+down() {
+    local name=$1 pidfile=$2 pid rc=0
     if [[ ! -e $pidfile ]]; then
         say "$name: not running (no pid file)"
         return 0
     fi
-    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile" || true)
-    if [[ -z $pid ]] || ! alive "$pid" "$name"; then
+    pid=$(pid_of "$pidfile")
+    if ! alive "$pid" "$name"; then
         say "$name: not running (stale pid file)"
         rm -f "$pidfile"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        alive "$pid" "$name" || break
-        sleep 0.1
-    done
-    if alive "$pid" "$name"; then
-        say "$name: still running after 20 s, sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
+    stop "$name" "$pidfile" || rc=$?
+    if ((rc == 2)); then
+        printf '[slurm-down] ERROR: %s names %s %s, which is not ours (ours: %s): left running; stop it yourself\n' \
+            "$pidfile" "$name" "$(describe "$name" "$pid")" \
+            "$([[ $name == slurmdbd ]] && echo "$DBD_CONF" || echo "$SLURM_CONF")" >&2
+        refused=1
+        return 0
     fi
     rm -f "$pidfile"
     say "$name: stopped (pid $pid)"
 }
 
-stop slurmd /run/slurm/slurmd.pid
-stop slurmctld /run/slurm/slurmctld.pid
-stop slurmdbd /run/slurm/slurmdbd.pid
-stop mariadbd /run/mysqld/mysqld.pid
-stop munged /run/munge/munged.pid
+# shared NAME PIDFILE DAEMON...: stop machine-wide NAME unless one of DAEMONS still runs.
+shared() {
+    local name=$1 pidfile=$2 others
+    shift 2
+    others=$(daemons_running "$@" | paste -sd, - | sed 's/,/, /g')
+    if [[ -n $others ]] && alive "$(pid_of "$pidfile")" "$name"; then
+        say "$name: left running (pid $(pid_of "$pidfile")): another Slurm's daemons still run ($others)"
+        return 0
+    fi
+    down "$name" "$pidfile"
+}
+
+down slurmd "$SLURM_RUN/slurmd.pid"
+down slurmctld "$SLURM_RUN/slurmctld.pid"
+down slurmdbd "$SLURM_RUN/slurmdbd.pid"
+shared mariadbd "$MYSQL_PID" slurmdbd
+shared munged "$MUNGE_PID" slurmctld slurmd slurmdbd
+exit "$refused"

@@ -7,12 +7,26 @@
 # option and listen on all addresses). Idempotent: when the cluster is already up,
 # a run only checks its health (under a second). Stop it with scripts/slurm-down.sh.
 #
+# It runs only its own daemons: before it writes or starts anything, and again after
+# starting each, the Slurm daemon on each of its ports and in each of its pid files must be
+# the one started with its config (and the controller must report its ClusterName and
+# config). Another Slurm already running here is refused in one line, never stopped.
+#
 # Environment knobs:
 #   BFJOBS_SLURM_CLUSTER  cluster name (default: bfjobs)
 #   BFJOBS_SLURM_ACCOUNT  account that root and nobody are added to (default: bfjobs)
 #   BFJOBS_SLURM_CPUS     CPUs declared for the node; more than the machine has, so
 #                         many small jobs run at once (default: 64)
 #   BFJOBS_SLURM_TIMEOUT  seconds to wait for each daemon to come up (default: 90)
+#   BFJOBS_SLURM_CONF_DIR  slurm.conf and slurmdbd.conf (default: /etc/slurm)
+#   BFJOBS_SLURM_RUN_DIR   pid files (default: /run/slurm)
+#   BFJOBS_SLURM_LOG_DIR   daemon logs (default: /var/log/slurm)
+#   BFJOBS_SLURM_STATE_DIR controller state (<dir>/slurmctld/<cluster>) and slurmd spool
+#                          (<dir>/slurmd) (default: /var/lib/slurm)
+#   BFJOBS_SLURM_KEEP_CONFIG=1  keep a config file that differs from what this script
+#                          writes (say so, restart nothing): to check a shared cluster
+#                          whose config someone else changed, without disturbing it
+# munged and MariaDB are the machine's, shared by every instance (their paths are fixed).
 set -euo pipefail
 
 CLUSTER=$(printf '%s' "${BFJOBS_SLURM_CLUSTER:-bfjobs}" | tr '[:upper:]' '[:lower:]')
@@ -22,27 +36,6 @@ TIMEOUT=${BFJOBS_SLURM_TIMEOUT:-90}
 NODE=$(hostname -s)
 
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
-
-SLURM_CONF=/etc/slurm/slurm.conf
-DBD_CONF=/etc/slurm/slurmdbd.conf
-SLURM_RUN=/run/slurm
-SLURM_LOG=/var/log/slurm
-# One controller state directory per cluster name: slurmctld refuses to start on
-# state saved under another name, and job ids then stay unique per cluster.
-STATE_DIR=/var/lib/slurm/slurmctld/$CLUSTER
-SPOOL_DIR=/var/lib/slurm/slurmd
-MUNGE_KEY=/etc/munge/munge.key
-MUNGE_PID=/run/munge/munged.pid
-MUNGE_LOG=/var/log/munge/munged.log
-MYSQL_DATA=/var/lib/mysql
-MYSQL_RUN=/run/mysqld
-MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
-MYSQL_PID=$MYSQL_RUN/mysqld.pid
-MYSQL_LOG=/var/log/mysql/bfjobs-mariadbd.log
-DB_NAME=slurm_acct_db
-DB_USER=slurm
-
-START_NS=$(date +%s%N)
 
 # ---------------------------------------------------------------- helpers
 
@@ -66,36 +59,60 @@ die() {
     exit 1
 }
 
-# pid_of PIDFILE: the pid written in PIDFILE, or nothing.
-pid_of() { tr -dc '0-9' 2>/dev/null <"$1" || true; }
+# SLURM_CONF (exported), DBD_CONF, SLURM_RUN, SLURM_LOG, SLURM_LIB, PORT, MUNGE_PID, MYSQL_*,
+# LOCK_FILE, and the helpers pid_of, alive, ours, describe, stop, foreign_slurm.
+# shellcheck source=scripts/slurm-lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/slurm-lib.sh"
 
-# alive PID NAME: true when PID is a live process called NAME (checked in /proc).
-# A zombie counts as dead: the init here can take seconds to reap exited daemons.
-alive() {
-    local pid=$1 name=$2 comm stat
-    [[ -n $pid ]] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ $comm == "$name" && ${stat:0:1} != Z ]]
-}
+# One controller state directory per cluster name: slurmctld refuses to start on
+# state saved under another name, and job ids then stay unique per cluster.
+STATE_DIR=$SLURM_LIB/slurmctld/$CLUSTER
+SPOOL_DIR=$SLURM_LIB/slurmd
+MUNGE_KEY=/etc/munge/munge.key
+MUNGE_LOG=/var/log/munge/munged.log
+MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
+MYSQL_LOG=/var/log/mysql/bfjobs-mariadbd.log
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+
+START_NS=$(date +%s%N)
+
+# ---------------------------------------------------------------- more helpers
 
 # running NAME PIDFILE: true when the pid file names a live process called NAME.
 running() { alive "$(pid_of "$2")" "$1"; }
 
-# stop NAME PIDFILE: TERM the daemon (after checking its name), KILL after 20 s.
-stop() {
-    local name=$1 pidfile=$2 pid i
-    pid=$(pid_of "$pidfile")
-    alive "$pid" "$name" || return 0
-    say "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        alive "$pid" "$name" || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
+# restart NAME PIDFILE: stop our daemon NAME so that it is started again below.
+restart() {
+    stop "$1" "$2" || die "$2 names $1 $(describe "$1" "$(pid_of "$2")"), not ours: stop it yourself"
+}
+
+# check_ours WHEN: refuse, in one line, when another Slurm holds one of our ports or pid files.
+check_ours() {
+    local found
+    found=$(foreign_slurm)
+    [[ -n $found ]] || return 0
+    found=$(awk 'NR > 1 { printf "; " } { printf "%s", $0 }' <<<"$found")
+    node_state=''  # one line: no node report
+    die "$1, another Slurm is running here, not the one $SLURM_CONF (cluster $CLUSTER) describes: \
+$found; stop it yourself, or run this cluster on another machine"
+}
+
+# check_started NAME: when this run started NAME, check that the daemon answering is the one
+# it started (the fast path, which starts nothing, was checked before it began).
+started=' '
+check_started() { [[ $started != *" $1 "* ]] || check_ours "after starting $1"; }
+
+# check_controller: the controller answering is ours: it reports our ClusterName and config.
+check_controller() {
+    local answer name conf
+    answer=$(scontrol show config 2>&1) || die "scontrol show config failed: $(head -n 1 <<<"$answer")"
+    name=$(sed -n 's/^ClusterName *= *//p' <<<"$answer")
+    conf=$(sed -n 's/^SLURM_CONF *= *//p' <<<"$answer")
+    if [[ $name != "$CLUSTER" || $(realpath -m -- "$conf") != "$OUR_CONF" ]]; then
+        die "the controller answering on port ${PORT[slurmctld]} is not ours: it reports cluster '$name' \
+and config $conf (ours: $CLUSTER, $SLURM_CONF); stop it yourself, or run this cluster on another machine"
+    fi
 }
 
 # wait_for WHAT "LOGFILE..." NAME WATCH COMMAND...: poll COMMAND until it succeeds.
@@ -118,11 +135,17 @@ wait_for() {
 }
 
 # install_file PATH OWNER MODE < CONTENT: replace PATH only when CONTENT differs.
-# Returns 0 when the file changed, 1 when it was already up to date.
+# Returns 0 when the file changed, 1 when it was already up to date (or, with
+# BFJOBS_SLURM_KEEP_CONFIG=1, when it differs and is kept as it is).
 install_file() {
     local path=$1 owner=$2 mode=$3 tmp
     tmp=$(mktemp)
     cat >"$tmp"
+    if [[ -f $path && ${BFJOBS_SLURM_KEEP_CONFIG:-} == 1 ]] && ! cmp -s "$tmp" "$path"; then
+        say "keeping $path as it is (BFJOBS_SLURM_KEEP_CONFIG=1): it differs from what this script writes"
+        rm -f "$tmp"
+        return 1
+    fi
     if [[ -f $path ]] && cmp -s "$tmp" "$path"; then
         rm -f "$tmp"
         chown "$owner" "$path"
@@ -143,10 +166,15 @@ mysql_root() { mariadb --socket="$MYSQL_SOCK" -uroot; }
 [[ $WANT_CPUS =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_CPUS must be a number (got '$WANT_CPUS')"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "BFJOBS_SLURM_TIMEOUT must be a number (got '$TIMEOUT')"
 
-# Two runs at once (say, two test sessions) would race: take turns.
-# (The daemons started below get "9>&-" so that they do not hold the lock.)
-exec 9>/run/bfjobs-slurm.lock
-flock -w 600 9 || die "another slurm-up.sh/slurm-down.sh still holds /run/bfjobs-slurm.lock"
+# Two runs at once (say, two test sessions) would race: take turns. One lock for every
+# instance: they share munged, MariaDB and the ports. Opened for appending: an existing lock
+# file is not written to. (The daemons started below get "9>&-" so that they do not hold it.)
+exec 9>>"$LOCK_FILE"
+flock -w 600 9 || die "another slurm-up.sh/slurm-down.sh still holds $LOCK_FILE"
+
+# Before anything is installed, written or started: the Slurm daemons on our ports and in our
+# pid files must be ours (an instance in another prefix, or another Slurm, is refused here).
+check_ours "before starting anything"
 
 # ---------------------------------------------------------------- packages
 
@@ -193,9 +221,9 @@ hw_cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
 mem_mb=$((real_mem * 95 / 100))
 cpus=$((WANT_CPUS > hw_cpus ? WANT_CPUS : hw_cpus))
 
-install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" /var/lib/slurm /var/lib/slurm/slurmctld
+install -d -o slurm -g slurm -m 0755 "$SLURM_RUN" "$SLURM_LOG" "$SLURM_LIB" "$SLURM_LIB/slurmctld"
 install -d -o slurm -g slurm -m 0700 "$STATE_DIR"
-install -d -o root -g root -m 0755 "$SPOOL_DIR"
+install -d -o root -g root -m 0755 "$SPOOL_DIR" "$SLURM_CONF_DIR"
 
 # The database password lives only in slurmdbd.conf: keep the one already there.
 db_pass=$(sed -n 's/^StoragePass=//p' "$DBD_CONF" 2>/dev/null || true)
@@ -211,8 +239,8 @@ ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=${PORT[slurmctld]}
+SlurmdPort=${PORT[slurmd]}
 StateSaveLocation=$STATE_DIR
 SlurmdSpoolDir=$SPOOL_DIR
 SlurmctldPidFile=$SLURM_RUN/slurmctld.pid
@@ -251,7 +279,7 @@ AccountingStorageEnforce=associations,limits,qos
 EnforcePartLimits=ALL
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort=6819
+AccountingStoragePort=${PORT[slurmdbd]}
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
@@ -267,7 +295,7 @@ install_file "$DBD_CONF" slurm:slurm 0600 <<EOF && dbd_conf_changed=1
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort=6819
+DbdPort=${PORT[slurmdbd]}
 SlurmUser=slurm
 DebugLevel=info
 LogFile=$SLURM_LOG/slurmdbd.log
@@ -281,11 +309,11 @@ EOF
 
 # A changed config needs a restart of the daemons already running with the old one.
 if ((dbd_conf_changed)); then
-    stop slurmdbd "$SLURM_RUN/slurmdbd.pid"
+    restart slurmdbd "$SLURM_RUN/slurmdbd.pid"
 fi
 if ((slurm_conf_changed)); then
-    stop slurmd "$SLURM_RUN/slurmd.pid"
-    stop slurmctld "$SLURM_RUN/slurmctld.pid"
+    restart slurmd "$SLURM_RUN/slurmd.pid"
+    restart slurmctld "$SLURM_RUN/slurmctld.pid"
 fi
 
 # ---------------------------------------------------------------- munge
@@ -345,10 +373,13 @@ GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
 FLUSH PRIVILEGES;
 EOF
     say "starting slurmdbd"
+    started+="slurmdbd "
     slurmdbd </dev/null >"$SLURM_LOG/slurmdbd.start.log" 2>&1 9>&- ||
         die "slurmdbd failed to start" "$SLURM_LOG/slurmdbd.start.log" "$SLURM_LOG/slurmdbd.log"
 fi
 wait_for "slurmdbd" "$SLURM_LOG/slurmdbd.start.log $SLURM_LOG/slurmdbd.log" slurmdbd "$SLURM_RUN/slurmdbd.pid" dbd_ok
+# The slurmdbd that answered is the one we started (not another that held the port first).
+check_started slurmdbd
 
 # ---------------------------------------------------------------- accounting
 
@@ -379,8 +410,8 @@ for user in root nobody; do
 done
 if ((registered)); then
     # A controller that started before its cluster existed does not report jobs.
-    stop slurmd "$SLURM_RUN/slurmd.pid"
-    stop slurmctld "$SLURM_RUN/slurmctld.pid"
+    restart slurmd "$SLURM_RUN/slurmd.pid"
+    restart slurmctld "$SLURM_RUN/slurmctld.pid"
 fi
 
 # ---------------------------------------------------------------- slurmctld, slurmd
@@ -389,13 +420,18 @@ ctld_ok() { scontrol ping | grep -q 'is UP'; }
 
 if ! running slurmctld "$SLURM_RUN/slurmctld.pid"; then
     say "starting slurmctld"
+    started+="slurmctld "
     slurmctld </dev/null >"$SLURM_LOG/slurmctld.start.log" 2>&1 9>&- ||
         die "slurmctld failed to start" "$SLURM_LOG/slurmctld.start.log" "$SLURM_LOG/slurmctld.log"
 fi
 wait_for "slurmctld" "$SLURM_LOG/slurmctld.start.log $SLURM_LOG/slurmctld.log" slurmctld "$SLURM_RUN/slurmctld.pid" ctld_ok
+# The controller that answered is ours: it holds the port, and reports our cluster and config.
+check_started slurmctld
+check_controller
 
 if ! running slurmd "$SLURM_RUN/slurmd.pid"; then
     say "starting slurmd -N $NODE"
+    started+="slurmd "
     slurmd -N "$NODE" </dev/null >"$SLURM_LOG/slurmd.start.log" 2>&1 9>&- ||
         die "slurmd failed to start" "$SLURM_LOG/slurmd.start.log" "$SLURM_LOG/slurmd.log"
 fi
@@ -425,10 +461,11 @@ if ! node_usable; then
         slurmd "$SLURM_RUN/slurmd.pid" node_usable
 fi
 wait_for "sacct to answer" "$SLURM_LOG/slurmdbd.log $SLURM_LOG/slurmctld.log" - - sacct -n -X -o JobID
+check_started slurmd
 
 # ---------------------------------------------------------------- summary
 
 elapsed=$((($(date +%s%N) - START_NS) / 1000000))
 say "Slurm is up in $((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000)))s: cluster=$CLUSTER node=$NODE" \
-    "cpus=$cpus mem=${mem_mb}M partitions=$(sinfo -h -o %R | paste -sd, -)"
+    "slurmctld=$(pid_of "$SLURM_RUN/slurmctld.pid") config=$SLURM_CONF cpus=$cpus mem=${mem_mb}M partitions=$(sinfo -h -o %R | paste -sd, -)"
 sinfo
