@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import constants, slurm
+from . import constants, reasons, slurm
 from .db import Database, JobRow, utcnow
 from .errors import ClusterError
 
@@ -379,13 +379,18 @@ def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observatio
         # the controller already called RUNNING does not go back to PENDING on sacct's word
         state = RUNNING
     if state == PENDING:
-        return Observation(PENDING, record.node, record.reason)
+        return Observation(PENDING, record.node, _pending_reason(record.reason))
     if state not in FINISHED:
         return Observation(state, node)
     outcome = read_result(row)
     if state == COMPLETED and outcome is None and record.end and now - record.end < RESULT_GRACE:
         return Observation(row.state, row.node, row.reason, known=False)  # the result may still be in flight
     return settle(row, state, outcome, record.node if state == CANCELLED else node, _end_detail(record))
+
+
+def _pending_reason(reason: str | None) -> str | None:
+    """Slurm's reason, marked ``cannot start: <reason>`` when it never clears by itself."""
+    return f"{reasons.PREFIX}{reasons.word(reason)}" if reasons.never_clears(reason) else reason
 
 
 def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
@@ -544,6 +549,48 @@ def on_completed(db: Database, row: JobRow) -> None:
         registry.register(db, row)
 
 
+class Unstartable:
+    """Ends the jobs that two refreshes in a row find pending for a reason that never clears.
+
+    Such a job would stay queued behind the user's back and keep ``wait`` going for ever; the
+    second sighting guards against a reason seen only for a moment. ``wait`` and
+    ``logs --follow`` pass each refresh's rows through :meth:`end`.
+    """
+
+    def __init__(self, db: Database, runner: SlurmRunner = run_slurm) -> None:
+        self.db, self.runner = db, runner
+        self.seen: set[str] = set()
+
+    def end(self, rows: list[JobRow]) -> list[JobRow]:
+        """The rows, with those confirmed unable to start cancelled (see :func:`end_unstartable`)."""
+        doomed = [r for r in rows if r.state == PENDING and r.backend == "slurm" and reasons.marked(r.reason)]
+        confirmed = [r for r in doomed if r.id in self.seen]
+        self.seen = {r.id for r in doomed}
+        if not confirmed:
+            return rows
+        ended = {r.id: r for r in end_unstartable(self.db, confirmed, self.runner)}
+        return [ended.get(r.id, r) for r in rows]
+
+
+def end_unstartable(db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> list[JobRow]:
+    """Cancel pending jobs that can never start (one ``scancel``) and record them CANCELLED with
+    the reason ``cannot start: <Slurm's reason>: <what to change>`` (:func:`reasons.explain`)."""
+    why = {r.id: reasons.marked(r.reason) or "" for r in rows}
+    advice = reasons.explain([(r.native_id or "", why[r.id]) for r in rows], runner)
+    try:
+        refused = slurm.scancel([r.native_id or "" for r in rows], runner)
+    except slurm.SlurmUnavailable as exc:
+        refused = {r.native_id or "": str(exc) for r in rows}
+    ended: list[JobRow] = []
+    for row in rows:
+        sid = row.native_id or ""
+        reason = f"{reasons.PREFIX}{why[row.id]}: {advice.get(sid, 'change the request')}"
+        if sid in refused:
+            raise ClusterError(f"job {row.id} (Slurm job {sid}) {reason}; scancel failed: {refused[sid]}")
+        ended.append(_store(db, row, {"state": CANCELLED, "reason": _one_line(reason), "ended_at": utcnow()}))
+    return ended
+
+
 #: ``wait`` for local jobs only: a 1 s pull is noticed within ~0.3 s, a long one within 2 s.
 LOCAL_FIRST_DELAY = 0.2
 LOCAL_MAX_DELAY = 2.0
@@ -575,13 +622,14 @@ def wait(
     last_verify = started
     blind_since: float | None = None
     first = True
+    unstartable = Unstartable(db, runner)
     while True:
         now = time.monotonic()
         verify = now - last_verify >= verify_every
         if verify:
             last_verify = now
         report = refresh_report(db, reload(db, job_ids), runner, verify=verify)
-        rows = report.rows
+        rows = unstartable.end(report.rows)
         elapsed = time.monotonic() - started
         if on_tick:
             on_tick(rows, elapsed)
