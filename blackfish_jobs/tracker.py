@@ -20,6 +20,9 @@ How a refresh of Slurm jobs decides (one ``sacct`` call for all, at most one ``s
 5. NODE_FAIL and PREEMPTED from accounting are confirmed with the controller in that same
    ``squeue`` call: Slurm requeues such a job when it can, and the controller then already
    calls it PENDING again, while accounting may still show the failed run for a moment.
+6. PENDING jobs are asked of the controller in that same call too: accounting keeps the pending
+   reason it recorded at submit ("None") while the controller's is current, and a reason that
+   never clears (:mod:`reasons`) is what ends such a job.
 
 UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
 back, a result file that appears late on a shared filesystem) replaces it.
@@ -365,7 +368,7 @@ def survey_slurm(
 def _ask_controller(record: slurm.Record, verify: bool) -> bool:
     """Does this accounting record need the controller's word too (see the module docstring)?"""
     state = from_slurm(record.raw_state)
-    return state in _MAY_BE_REQUEUED or (verify and state not in FINISHED)
+    return state in _MAY_BE_REQUEUED or state == PENDING or (verify and state not in FINISHED)
 
 
 def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observation:
