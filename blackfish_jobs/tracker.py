@@ -20,9 +20,10 @@ How a refresh of Slurm jobs decides (one ``sacct`` call for all, at most one ``s
 5. NODE_FAIL and PREEMPTED from accounting are confirmed with the controller in that same
    ``squeue`` call: Slurm requeues such a job when it can, and the controller then already
    calls it PENDING again, while accounting may still show the failed run for a moment.
-6. PENDING jobs are asked of the controller in that same call too: accounting keeps the pending
-   reason it recorded at submit ("None") while the controller's is current, and a reason that
-   never clears (:mod:`reasons`) is what ends such a job.
+6. PENDING jobs are asked of the controller in that same call too, for their reason alone:
+   accounting keeps the pending reason it recorded at submit ("None") while the controller's is
+   current, and a reason that never clears (:mod:`reasons`) is what ends such a job. If the
+   controller does not answer, or does not list the job, accounting's word stands.
 
 UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
 back, a result file that appears late on a shared filesystem) replaces it.
@@ -337,23 +338,31 @@ def survey_slurm(
                 _NO_ACCOUNTING[_accounting_key(runner)] = (time.monotonic(), str(exc))
     found: dict[str, slurm.Record] = {}
     ask_queue: list[JobRow] = []
+    reason_only: set[str] = set()  # pending in accounting: the controller is asked for the reason alone
     for row in rows:
         record = _match(row, accounting.get(row.native_id or "", ())) if accounting is not None else None
         if record is not None:
             found[row.id] = record
         if row.native_id and (record is None or _ask_controller(record, verify)):
             ask_queue.append(row)
+        elif row.native_id and record is not None and from_slurm(record.raw_state) == PENDING:
+            ask_queue.append(row)
+            reason_only.add(row.id)
     if ask_queue:
         try:
             queue = slurm.squeue([r.native_id or "" for r in ask_queue], runner)
         except slurm.SlurmUnavailable as exc:
-            problems.append(f"cannot ask Slurm about {len(ask_queue)} job(s): {exc}")
+            needed = sum(r.id not in reason_only for r in ask_queue)  # accounting answered for the rest
+            if needed:
+                problems.append(f"cannot ask Slurm about {needed} job(s): {exc}")
         else:
             for row in ask_queue:
                 asked.queue_asked.add(row.id)
                 record = _match(row, [queue[row.native_id]] if row.native_id in queue else [])
                 if record is not None:
                     found[row.id] = record  # the controller's view is the freshest
+                elif row.id in reason_only:
+                    pass  # accounting's word stands (only ``verify`` judges such a record stale)
                 elif row.id in found and from_slurm(found[row.id].raw_state) not in FINISHED:
                     asked.stale.add(row.id)  # accounting calls it live; the controller does not know it
                     del found[row.id]
@@ -368,7 +377,7 @@ def survey_slurm(
 def _ask_controller(record: slurm.Record, verify: bool) -> bool:
     """Does this accounting record need the controller's word too (see the module docstring)?"""
     state = from_slurm(record.raw_state)
-    return state in _MAY_BE_REQUEUED or state == PENDING or (verify and state not in FINISHED)
+    return state in _MAY_BE_REQUEUED or (verify and state not in FINISHED)
 
 
 def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observation:
