@@ -184,7 +184,7 @@ def _wait_and_report(
 
 def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None) -> str:
     """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
-    from . import tracker
+    from . import reasons, tracker
 
     first = bad[0]
     if first.state not in tracker.ENDED:
@@ -193,6 +193,9 @@ def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None
             f"timed out after {timeout or 0:g} s: {still} of {len(rows)} job(s) not finished: "
             f"{first.id} is {first.state}"
         )
+    if first.state == tracker.CANCELLED and reasons.marked(first.reason):  # wait cancelled it
+        count = f"{len(bad)} of {len(rows)} job(s) did not complete: " if len(rows) > 1 else ""
+        return f"{count}job {first.id} ({_native(first)}) {first.reason}; it was cancelled"
     why = f" ({first.reason})" if first.reason else ""
     if first.state == tracker.COMPLETED:
         why = f" but its {first.kind} artefact is not in place ({first.target})"

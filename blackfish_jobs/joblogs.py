@@ -61,9 +61,10 @@ def show(
         return row
     delay = 1.0
     next_check = time.monotonic()
+    unstartable = tracker.Unstartable(db, runner)
     while True:
         if time.monotonic() >= next_check:
-            row = tracker.refresh(db, tracker.reload(db, [row.id]), runner)[0]
+            row = unstartable.end(tracker.refresh(db, tracker.reload(db, [row.id]), runner))[0]
             if row.state in tracker.ENDED:
                 time.sleep(poll)  # the last lines may still be on their way to the file
                 copy_new(path, out, offset)

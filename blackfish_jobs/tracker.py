@@ -20,6 +20,10 @@ How a refresh of Slurm jobs decides (one ``sacct`` call for all, at most one ``s
 5. NODE_FAIL and PREEMPTED from accounting are confirmed with the controller in that same
    ``squeue`` call: Slurm requeues such a job when it can, and the controller then already
    calls it PENDING again, while accounting may still show the failed run for a moment.
+6. PENDING jobs are asked of the controller in that same call too, for their reason alone:
+   accounting keeps the pending reason it recorded at submit ("None") while the controller's is
+   current, and a reason that never clears (:mod:`reasons`) is what ends such a job. If the
+   controller does not answer, or does not list the job, accounting's word stands.
 
 UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
 back, a result file that appears late on a shared filesystem) replaces it.
@@ -38,7 +42,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import constants, slurm
+from . import constants, reasons, slurm
 from .db import Database, JobRow, utcnow
 from .errors import ClusterError
 
@@ -334,23 +338,31 @@ def survey_slurm(
                 _NO_ACCOUNTING[_accounting_key(runner)] = (time.monotonic(), str(exc))
     found: dict[str, slurm.Record] = {}
     ask_queue: list[JobRow] = []
+    reason_only: set[str] = set()  # pending in accounting: the controller is asked for the reason alone
     for row in rows:
         record = _match(row, accounting.get(row.native_id or "", ())) if accounting is not None else None
         if record is not None:
             found[row.id] = record
         if row.native_id and (record is None or _ask_controller(record, verify)):
             ask_queue.append(row)
+        elif row.native_id and record is not None and from_slurm(record.raw_state) == PENDING:
+            ask_queue.append(row)
+            reason_only.add(row.id)
     if ask_queue:
         try:
             queue = slurm.squeue([r.native_id or "" for r in ask_queue], runner)
         except slurm.SlurmUnavailable as exc:
-            problems.append(f"cannot ask Slurm about {len(ask_queue)} job(s): {exc}")
+            needed = sum(r.id not in reason_only for r in ask_queue)  # accounting answered for the rest
+            if needed:
+                problems.append(f"cannot ask Slurm about {needed} job(s): {exc}")
         else:
             for row in ask_queue:
                 asked.queue_asked.add(row.id)
                 record = _match(row, [queue[row.native_id]] if row.native_id in queue else [])
                 if record is not None:
                     found[row.id] = record  # the controller's view is the freshest
+                elif row.id in reason_only:
+                    pass  # accounting's word stands (only ``verify`` judges such a record stale)
                 elif row.id in found and from_slurm(found[row.id].raw_state) not in FINISHED:
                     asked.stale.add(row.id)  # accounting calls it live; the controller does not know it
                     del found[row.id]
@@ -379,13 +391,18 @@ def _from_record(row: JobRow, record: slurm.Record, now: datetime) -> Observatio
         # the controller already called RUNNING does not go back to PENDING on sacct's word
         state = RUNNING
     if state == PENDING:
-        return Observation(PENDING, record.node, record.reason)
+        return Observation(PENDING, record.node, _pending_reason(record.reason))
     if state not in FINISHED:
         return Observation(state, node)
     outcome = read_result(row)
     if state == COMPLETED and outcome is None and record.end and now - record.end < RESULT_GRACE:
         return Observation(row.state, row.node, row.reason, known=False)  # the result may still be in flight
     return settle(row, state, outcome, record.node if state == CANCELLED else node, _end_detail(record))
+
+
+def _pending_reason(reason: str | None) -> str | None:
+    """Slurm's reason, marked ``cannot start: <reason>`` when it never clears by itself."""
+    return f"{reasons.PREFIX}{reasons.word(reason)}" if reasons.never_clears(reason) else reason
 
 
 def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
@@ -544,6 +561,48 @@ def on_completed(db: Database, row: JobRow) -> None:
         registry.register(db, row)
 
 
+class Unstartable:
+    """Ends the jobs that two refreshes in a row find pending for a reason that never clears.
+
+    Such a job would stay queued behind the user's back and keep ``wait`` going for ever; the
+    second sighting guards against a reason seen only for a moment. ``wait`` and
+    ``logs --follow`` pass each refresh's rows through :meth:`end`.
+    """
+
+    def __init__(self, db: Database, runner: SlurmRunner = run_slurm) -> None:
+        self.db, self.runner = db, runner
+        self.seen: set[str] = set()
+
+    def end(self, rows: list[JobRow]) -> list[JobRow]:
+        """The rows, with those confirmed unable to start cancelled (see :func:`end_unstartable`)."""
+        doomed = [r for r in rows if r.state == PENDING and r.backend == "slurm" and reasons.marked(r.reason)]
+        confirmed = [r for r in doomed if r.id in self.seen]
+        self.seen = {r.id for r in doomed}
+        if not confirmed:
+            return rows
+        ended = {r.id: r for r in end_unstartable(self.db, confirmed, self.runner)}
+        return [ended.get(r.id, r) for r in rows]
+
+
+def end_unstartable(db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> list[JobRow]:
+    """Cancel pending jobs that can never start (one ``scancel``) and record them CANCELLED with
+    the reason ``cannot start: <Slurm's reason>: <what to change>`` (:func:`reasons.explain`)."""
+    why = {r.id: reasons.marked(r.reason) or "" for r in rows}
+    advice = reasons.explain([(r.native_id or "", why[r.id]) for r in rows], runner)
+    try:
+        refused = slurm.scancel([r.native_id or "" for r in rows], runner)
+    except slurm.SlurmUnavailable as exc:
+        refused = {r.native_id or "": str(exc) for r in rows}
+    ended: list[JobRow] = []
+    for row in rows:
+        sid = row.native_id or ""
+        reason = f"{reasons.PREFIX}{why[row.id]}: {advice.get(sid, 'change the request')}"
+        if sid in refused:
+            raise ClusterError(f"job {row.id} (Slurm job {sid}) {reason}; scancel failed: {refused[sid]}")
+        ended.append(_store(db, row, {"state": CANCELLED, "reason": _one_line(reason), "ended_at": utcnow()}))
+    return ended
+
+
 #: ``wait`` for local jobs only: a 1 s pull is noticed within ~0.3 s, a long one within 2 s.
 LOCAL_FIRST_DELAY = 0.2
 LOCAL_MAX_DELAY = 2.0
@@ -575,13 +634,14 @@ def wait(
     last_verify = started
     blind_since: float | None = None
     first = True
+    unstartable = Unstartable(db, runner)
     while True:
         now = time.monotonic()
         verify = now - last_verify >= verify_every
         if verify:
             last_verify = now
         report = refresh_report(db, reload(db, job_ids), runner, verify=verify)
-        rows = report.rows
+        rows = unstartable.end(report.rows)
         elapsed = time.monotonic() - started
         if on_tick:
             on_tick(rows, elapsed)

@@ -287,6 +287,9 @@ JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE DefMemPerCPU=100 State=UP
 PartitionName=datamover Nodes=$NODE Default=NO MaxTime=2-00:00:00 DefMemPerCPU=100 State=UP
+# A partition whose jobs get no more than this machine has (its CPUs and the memory the node
+# declares): bfjobs' built-in defaults must run here, and a larger request is refused at submit.
+PartitionName=small Nodes=$NODE Default=NO MaxTime=2-00:00:00 DefMemPerCPU=100 MaxCPUsPerNode=$hw_cpus MaxMemPerNode=$mem_mb State=UP
 EOF
 
 dbd_conf_changed=0
@@ -408,6 +411,22 @@ for user in root nobody; do
         registered=1
     fi
 done
+# A QOS with a per-job limit and without DenyOnLimit: a job over the limit is accepted and pends
+# (QOSMaxCpuPerJobLimit) for ever, as at sites with such QOSes; the tests use it for that path.
+# slurmdbd pushes QOS changes to a running slurmctld: no restart needed.
+QOS=bfjobs-small
+if ! sacctmgr -n -P show qos "$QOS" format=name | grep -qx "$QOS"; then
+    say "adding QOS $QOS (at most 2 CPUs per job)"
+    sacctmgr -i add qos "$QOS" MaxTRESPerJob=cpu=2 description="blackfish-jobs tests: at most 2 CPUs per job" \
+        >/dev/null || die "sacctmgr could not add QOS $QOS" "$SLURM_LOG/slurmdbd.log"
+fi
+qos_assoc=$(sacctmgr -n -P show assoc where cluster="$CLUSTER" users=root,nobody format=user,qos) ||
+    die "sacctmgr cannot read associations" "$SLURM_LOG/slurmdbd.log"
+if grep -qv "[|,]$QOS\(,\|$\)" <<<"$qos_assoc"; then
+    say "allowing root and nobody to use QOS $QOS"
+    sacctmgr -i modify user where name=root,nobody cluster="$CLUSTER" set qos+="$QOS" >/dev/null ||
+        die "sacctmgr could not allow QOS $QOS" "$SLURM_LOG/slurmdbd.log"
+fi
 if ((registered)); then
     # A controller that started before its cluster existed does not report jobs.
     restart slurmd "$SLURM_RUN/slurmd.pid"

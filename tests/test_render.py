@@ -41,7 +41,7 @@ def test_default_script_shape(site):
         "#SBATCH --qos=xfer",
         "#SBATCH --account=lab",
         "#SBATCH --constraint=intel&ib",
-        "#SBATCH --mem=8G",
+        "#SBATCH --mem=4G",  # the built-in pull default
     ):
         assert expected in header
     assert "export SUBMITIT_EXECUTOR=slurm" in lines
