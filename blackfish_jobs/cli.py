@@ -137,18 +137,44 @@ def _describe(row: JobRow) -> str:
     return text
 
 
-def _progress(rows: list[JobRow], elapsed: float) -> None:
-    """A single updating progress line (state, node, elapsed), only on a terminal."""
-    if not sys.stderr.isatty():
-        return
-    from .views import progress_line
+class _ProgressLines:
+    """One updating line per job on stderr (state, node, bytes, rate, ETA), only on a terminal:
+    elsewhere (a log, a pipe) nothing is drawn, so no control character lands in a file."""
 
-    click.echo("\r" + progress_line(rows, elapsed)[:150].ljust(100), err=True, nl=False)
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.drawn = 0
+
+    def __call__(self, rows: list[JobRow], elapsed: float) -> None:
+        if not self.tty:
+            return
+        import shutil
+
+        from . import tracker
+        from .views import progress_lines
+
+        width = max(20, shutil.get_terminal_size().columns - 1)  # a wrapped line would break the redraw
+        lines = [line[:width] for line in progress_lines(rows, elapsed, tracker.read_progress(rows))]
+        up = f"\x1b[{self.drawn - 1}A" if self.drawn > 1 else ""  # back to the first line drawn
+        text = "\n".join(f"\r{line}\x1b[K" for line in lines)
+        if len(lines) < self.drawn:
+            text += "\x1b[J"  # fewer lines than last time: clear the rest
+        click.echo(up + text, err=True, nl=False)
+        self.drawn = len(lines)
+
+    def finish(self) -> None:
+        if self.tty and self.drawn:
+            click.echo("", err=True)
 
 
-def _finish_progress() -> None:
-    if sys.stderr.isatty():
-        click.echo("", err=True)
+def _jobs_json(rows: Sequence[JobRow], single: bool) -> Any:
+    """Jobs as ``status``/``wait`` print them: each with ``progress``, its record's figures (the
+    running job's latest, the ended job's final ones; null without a record)."""
+    from . import tracker
+
+    records = tracker.read_progress(rows)
+    jobs = [{**r.to_json(), "progress": records.get(r.id)} for r in rows]
+    return jobs[0] if single else jobs
 
 
 def _wait_and_report(
@@ -166,15 +192,15 @@ def _wait_and_report(
     """
     from . import api, tracker
 
-    rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=_progress)
-    _finish_progress()
+    lines = _ProgressLines()
+    rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=lines)
+    lines.finish()
     bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
     if as_json:
         if json_prefix is not None:
-            _print_json([*json_prefix, *(r.to_json() for r in rows)])
+            _print_json([*json_prefix, *_jobs_json(rows, single=False)])
         else:
-            single = len(rows) == 1 if one_job is None else one_job
-            _print_json(rows[0].to_json() if single else [r.to_json() for r in rows])
+            _print_json(_jobs_json(rows, single=len(rows) == 1 if one_job is None else one_job))
     else:
         for r in rows:
             click.echo(_describe(r))
@@ -524,13 +550,13 @@ def _one_job(refs: Sequence[str], rows: Sequence[JobRow]) -> bool:
     return len(refs) == 1 and len(rows) == 1 and not (rows[0].native_id or "").startswith(refs[0] + "_")
 
 
-def _show_jobs(rows: Sequence[JobRow], empty: str) -> None:
+def _show_jobs(rows: Sequence[JobRow], empty: str, progress: dict[str, dict[str, Any]] | None = None) -> None:
     from .views import print_jobs
 
     if not rows:
         click.echo(empty)
         return
-    print_jobs(rows)
+    print_jobs(rows, progress=progress)
 
 
 class SinceType(click.ParamType):
@@ -569,9 +595,9 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     report = tracker.refresh_report(ctx.db, rows)
     rows = report.rows
     if as_json:
-        _print_json(rows[0].to_json() if _one_job(job_ids, rows) else [r.to_json() for r in rows])
+        _print_json(_jobs_json(rows, single=_one_job(job_ids, rows)))
     else:
-        _show_jobs(rows, "no unfinished jobs")
+        _show_jobs(rows, "no unfinished jobs", tracker.read_progress(rows))
     if report.problems:
         raise ClusterError(f"some jobs were not refreshed: {report.problems[0]}")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import constants, hub, layout, records
+from . import constants, hub, layout, progress, records
 from .errors import TaskError
 from .layout import is_commit
 from .specs import DownloadModel, PullImage
@@ -227,6 +227,35 @@ def pull_image(req: PullImage) -> dict[str, Any]:
     Jobs pulling the same file serialise on a publish lock: the second finds the image in place
     and reuses it instead of pulling again.
     """
+    meter = _PullMeter(req.target)
+    with progress.reporting(meter):
+        result = _pull_image(req, meter)
+        meter.done = True  # the final record: the image in place, its size the total
+        return result
+
+
+class _PullMeter:
+    """A pull's progress: the size of its partial output so far (the total is not known before
+    the image is built), then, once the job succeeded, of the image in place."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.partial: Path | None = None
+        self.done = False
+
+    def __call__(self) -> progress.Sample:
+        if self.done:
+            size = self.target.stat().st_size
+            return progress.Sample(size, size, 1, 1)
+        try:
+            size = self.partial.stat().st_size if self.partial is not None else 0
+        except FileNotFoundError:
+            size = 0
+        return progress.Sample(size, None, 0, 1)
+
+
+def _pull_image(req: PullImage, meter: _PullMeter) -> dict[str, Any]:
+    """:func:`pull_image`'s work; ``meter`` learns the partial file's name once it is chosen."""
     started = time.monotonic()
     target = req.target
     node = socket.gethostname()
@@ -235,6 +264,7 @@ def pull_image(req: PullImage) -> dict[str, Any]:
     ensure_public_dir(req.dest_dir)
     token = _job_tag()
     partial = req.dest_dir / layout.partial_name(req.filename, token)
+    meter.partial = partial
     stale = re.compile(re.escape(layout.PARTIAL_PREFIX) + _JOB_TAG_RE + "-" + re.escape(req.filename))
     with stop_on_signals(), publish_lock(req.dest_dir, req.filename):
         if target.exists() and not req.force:  # another job published it while we waited
@@ -363,6 +393,8 @@ def publish_snapshot(staged: Path, repo: Path, commit: str, *, force: bool) -> b
         ensure_public_dir(repo / kind)
         for entry in source.iterdir():
             dest = repo / kind / entry.name
+            if entry.is_symlink():
+                continue  # a blob the repo already had, linked in by _link_known_blobs
             if force or not dest.exists():
                 os.replace(entry, dest)
     final = repo / "snapshots" / commit
@@ -434,7 +466,100 @@ def _hub_errors(req: DownloadModel) -> Iterator[None]:
         raise
 
 
-def _download_locked(req: DownloadModel, commit: str) -> bool:
+class _DownloadMeter:
+    """A download's progress, measured on disk, never guessed.
+
+    The total is the size of the files the request selects, from the commit's tree listing
+    (huggingface_hub writes it into the staging folder before fetching any file; an earlier job
+    may have left it in the repo). A selected file counts as done once it is in the snapshot, in
+    the staging snapshot, or its blob is there (already present, shared with another commit, or
+    just fetched): files the job does not fetch count as done from the start, and with ``--force``
+    only what this job fetched counts. Bytes in flight are the staging area's ``*.incomplete``
+    files. Done files stay done, so a tick costs one ``stat`` per file still missing.
+    """
+
+    def __init__(self, req: DownloadModel) -> None:
+        self.req = req
+        self.commit: str | None = None
+        self.staged: Path | None = None  # the staging folder's repo folder, once it exists
+        self._selected: dict[str, tuple[int, str | None]] | None = None  # name: (size, blob)
+        self._done: set[str] = set()
+
+    def __call__(self) -> progress.Sample:
+        selected = self._selection()
+        in_flight = self._in_flight()
+        if selected is None:
+            return progress.Sample(in_flight, None, 0, None)
+        for name, (_size, blob) in selected.items():
+            if name not in self._done and self._present(name, blob):
+                self._done.add(name)
+        done = sum(selected[name][0] for name in self._done)
+        total = sum(size for size, _blob in selected.values())
+        return progress.Sample(min(total, done + in_flight), total, len(self._done), len(selected))
+
+    def _places(self) -> list[Path]:
+        places = [] if self.req.force else [self.req.target]
+        return places if self.staged is None else [*places, self.staged]
+
+    def _selection(self) -> dict[str, tuple[int, str | None]] | None:
+        if self._selected is None and self.commit is not None:
+            for repo in (self.req.target, self.staged):
+                listing = layout.read_listing(repo, self.commit) if repo is not None else None
+                if listing is not None:
+                    names = layout.select_files(listing, self.req.allow_patterns, self.req.ignore_patterns)
+                    self._selected = {name: (layout.listed_size(listing[name]), _blob(listing[name])) for name in names}
+                    break
+        return self._selected
+
+    def _present(self, name: str, blob: str | None) -> bool:
+        for repo in self._places():
+            if os.path.isfile(repo / "snapshots" / str(self.commit) / name):
+                return True
+            if blob and os.path.exists(repo / "blobs" / blob):
+                return True
+        return False
+
+    def _in_flight(self) -> int:
+        if self.staged is None:
+            return 0
+        total = 0
+        try:
+            with os.scandir(self.staged / "blobs") as entries:
+                for entry in entries:
+                    if entry.name.endswith(".incomplete"):
+                        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                            total += entry.stat(follow_symlinks=False).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        return total
+
+
+def _blob(meta: dict[str, Any]) -> str | None:
+    """The name huggingface_hub gives a listed file's blob: its LFS sha256, else its git blob id."""
+    name = meta.get("lfs_sha256") or meta.get("blob_id")
+    return name if isinstance(name, str) and name else None
+
+
+def _link_known_blobs(repo: Path, staged: Path) -> None:
+    """Link each blob ``repo`` already holds into the staging folder, so huggingface_hub finds it
+    there and fetches only blobs the cache lacks (a new commit sharing weights with an old one).
+
+    The links are absolute (the staging folder is removed whatever happens) and never published:
+    :func:`publish_snapshot` skips links among the staged blobs.
+    """
+    try:
+        with os.scandir(repo / "blobs") as entries:
+            blobs = [e.name for e in entries if not e.name.endswith(".incomplete") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not blobs:
+        return
+    (staged / "blobs").mkdir(parents=True, exist_ok=True)
+    for name in blobs:
+        os.symlink(repo / "blobs" / name, staged / "blobs" / name)
+
+
+def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | None = None) -> bool:
     """Download ``commit`` through a private staging folder and publish it, under its lock.
 
     A second job for the same commit waits for the lock, then finds the files in the snapshot
@@ -452,7 +577,11 @@ def _download_locked(req: DownloadModel, commit: str) -> bool:
         remove_stale(req.models_dir, stale)
         staging = req.models_dir / f".bfjobs-staging-{key}-{_job_tag()}"
         allow, ignore = _fetch_patterns(req, repo, commit)
+        if meter is not None:
+            meter.staged = staging / repo.name
         try:
+            if not req.force:
+                _link_known_blobs(repo, staging / repo.name)
             snapshot_download(
                 req.repo_id,
                 revision=commit,
@@ -513,6 +642,13 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
     without one); ``partial`` whether listed files are absent; ``already_present`` that the job
     fetched nothing (every selected file was there already).
     """
+    meter = _DownloadMeter(req)
+    with progress.reporting(meter):
+        return _download_model(req, meter)
+
+
+def _download_model(req: DownloadModel, meter: _DownloadMeter) -> dict[str, Any]:
+    """:func:`download_model`'s work; ``meter`` learns the commit and the staging folder."""
     started = time.monotonic()
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -528,13 +664,14 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
         if not commit or not is_commit(commit):
             raise TaskError(f"the hub returned no commit for {req.repo_id}@{req.revision or 'main'}")
         pipeline = info.pipeline_tag or "unknown"
+        meter.commit = commit
         repo = req.target
         ref = None if req.revision is not None and is_commit(req.revision) else (req.revision or "main")
         snapshot = repo / "snapshots" / commit
         published = False
         if req.force or not layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
             ensure_public_dir(req.models_dir)
-            published = _download_locked(req, commit)
+            published = _download_locked(req, commit, meter)
         if ref is not None:
             write_ref(repo, ref, commit)
         chmod_public(repo)

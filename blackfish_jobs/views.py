@@ -12,9 +12,9 @@ import functools
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .db import JobRow
@@ -45,19 +45,33 @@ def local_time(moment: datetime | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((moment - _EPOCH) // _SECOND))
 
 
-def cells(row: JobRow, *, short_target: bool = False) -> tuple[str, ...]:
+def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """One job's cells; a RUNNING job with a progress ``record`` shows it in the STATE cell."""
     target = row.target.rsplit("/", 1)[-1] if short_target else row.target
     reason = " ".join(row.reason.split()) if row.reason else ""
     scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)  # native(), inlined for 1,000 rows
-    return (row.id, row.kind, row.state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
+    state = row.state
+    if record is not None and state == "RUNNING":
+        from .progress import describe
+
+        state = f"{state} ({describe(record)})"
+    return (row.id, row.kind, state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
 
 
-def plain_lines(rows: Sequence[JobRow], *, short_target: bool = False, colour: bool = False) -> list[str]:
+def plain_lines(
+    rows: Sequence[JobRow],
+    *,
+    short_target: bool = False,
+    colour: bool = False,
+    progress: Mapping[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """A header and one aligned line per job; the reason (free text) comes last, unpadded.
 
     ``colour``: the header bold and each state in its ANSI colour (widths are those of the text).
+    ``progress``: records by job id (see :func:`tracker.read_progress`), shown for RUNNING jobs.
     """
-    table = [COLUMNS, *(cells(r, short_target=short_target) for r in rows)]
+    records = progress or {}
+    table = [COLUMNS, *(cells(r, short_target=short_target, record=records.get(r.id)) for r in rows)]
     widths = [max(map(len, column)) for column in list(zip(*table, strict=True))[:-1]]
     layout = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     lines = [layout.format(*line).rstrip() for line in table]
@@ -71,33 +85,50 @@ def plain_lines(rows: Sequence[JobRow], *, short_target: bool = False, colour: b
     return coloured
 
 
-def print_jobs(rows: Sequence[JobRow], stream: TextIO | None = None) -> None:
+def print_jobs(
+    rows: Sequence[JobRow], stream: TextIO | None = None, progress: Mapping[str, dict[str, Any]] | None = None
+) -> None:
     """Aligned columns; on a terminal with file names for targets and the states in colour."""
     from . import constants
 
     stream = stream or sys.stdout
     tty = stream.isatty()
-    lines = plain_lines(rows, short_target=tty, colour=tty and constants.colour_wanted())
+    lines = plain_lines(rows, short_target=tty, colour=tty and constants.colour_wanted(), progress=progress)
     stream.write("\n".join(lines) + "\n")
     stream.flush()
 
 
-def progress_line(rows: Sequence[JobRow], elapsed: float) -> str:
-    """``[mm:ss] id STATE on node (for 1:23), …`` — counts by state when there are many jobs."""
+#: ``wait`` shows one line per job up to this many jobs, then one line of counts by state.
+MAX_JOB_LINES = 10
+
+
+def progress_lines(
+    rows: Sequence[JobRow], elapsed: float, progress: Mapping[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """``[mm:ss] id STATE on node: 3.2 GB of 140 GB, 85 MB/s, ETA 27 min``, one line per job —
+    one line of counts by state (and the running jobs' bytes) when there are many jobs."""
+    from .progress import describe, human_bytes
+
     clock = f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}]"
-    if len(rows) <= 3:
-        parts = []
+    records = progress or {}
+    if len(rows) <= MAX_JOB_LINES:
+        lines = []
         for r in rows:
-            part = f"{r.id} {r.state}" + (f" on {r.node}" if r.node else "")
+            line = f"{clock} {r.id} {r.state}" + (f" on {r.node}" if r.node else "")
             if r.state == "PENDING" and r.reason:
-                part += f" ({r.reason})"
-            parts.append(part)
-        return f"{clock} " + ", ".join(parts)
+                line += f" ({r.reason})"
+            if r.id in records:
+                line += f": {describe(records[r.id])}"
+            lines.append(line)
+        return lines
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{clock} {len(rows)} jobs: {summary}"
+    running = [records[r.id] for r in rows if r.state == "RUNNING" and r.id in records]
+    if running:
+        summary += f"; running: {human_bytes(sum(rec.get('bytes_done') or 0 for rec in running))} done"
+    return [f"{clock} {len(rows)} jobs: {summary}"]
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
