@@ -7,6 +7,7 @@ the job's reason). huggingface_hub is imported only when a request is made: it i
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from .layout import is_commit
@@ -56,19 +57,33 @@ def unexplained_404(exc: HfHubHTTPError) -> str | None:
         method = response.request.method
     except RuntimeError:  # a response built without its request
         method = "GET"
-    return f"{method} {url.path} on {url.netloc}"
+    host = f"{url.hostname}:{url.port}" if url.port else (url.hostname or "")
+    return f"{method} {url.path} on {host}"
+
+
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def scrub(text: str) -> str:
+    """``text`` without the ``user:password@`` of any URL in it: an endpoint may carry credentials,
+    and error lines reach stderr, job reasons and the DB."""
+    return _USERINFO.sub("", text)
 
 
 def describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, endpoint: str) -> str:
-    """One line for an HTTP error answer of the hub, naming repo, revision and endpoint; a missing
-    repo or revision (the hub said so) is told apart from a bare 404 (an endpoint the mirror lacks)."""
+    """One line for an HTTP error answer of the hub, naming repo, revision and endpoint (without
+    credentials); a missing repo or revision (the hub said so) is told apart from a bare 404."""
+    return scrub(_describe_refusal(exc, repo_id, revision, endpoint))
+
+
+def _describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, endpoint: str) -> str:
     from huggingface_hub import errors
 
     rev = revision or "main"
     if (request := unexplained_404(exc)) is not None:
         return (
-            f"{endpoint} answered 404 with no reason to {request} (for {repo_id}@{rev}): likely a mirror that "
-            "does not implement this endpoint, not a missing repo (the Hub names a missing repo or revision)"
+            f"{endpoint} answered 404 with no reason to {request} (for {repo_id}@{rev}): the mirror lacks this "
+            "repo or revision, or does not implement this endpoint (the Hub itself names a missing repo or revision)"
         )
     if isinstance(exc, errors.GatedRepoError):
         return f"access to {repo_id}@{rev} on {endpoint} is restricted: set HF_TOKEN or log in (hf auth login)"

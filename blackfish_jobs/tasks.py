@@ -459,10 +459,12 @@ def _hub_errors(req: DownloadModel) -> Iterator[None]:
         answer = exc.__cause__ if isinstance(exc, errors.LocalEntryNotFoundError) else None
         if isinstance(answer, errors.HfHubHTTPError):
             raise TaskError(hub.describe_refusal(answer, req.repo_id, req.commit or req.revision, endpoint)) from None
-        raise TaskError(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}") from None
+        raise TaskError(hub.scrub(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}")) from None
     except Exception as exc:
         if hub.is_network_error(exc):
-            raise TaskError(f"download of {what} from {endpoint} interrupted: {type(exc).__name__}: {exc}") from None
+            raise TaskError(
+                hub.scrub(f"download of {what} from {endpoint} interrupted: {type(exc).__name__}: {exc}")
+            ) from None
         raise
 
 

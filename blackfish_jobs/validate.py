@@ -128,8 +128,12 @@ def positive_int(field: str, value: object, maximum: int) -> int:
 
 
 def url(field: str, value: str) -> str:
-    """An http(s) endpoint without credentials, query or fragment."""
+    """An http(s) endpoint without credentials, query or fragment; a URL with credentials is
+    refused without echoing them (the error line reaches terminals and logs)."""
     ascii_only(field, value)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", value):
+        shown = re.sub(r"(?<=//)[^/]*@", "", value)
+        raise BadInput(f"{field}: credentials in the URL are not allowed (set HF_TOKEN instead): {show(shown)}")
     if not _URL.match(value):
         raise BadInput(f"{field}: expected an http(s) URL like https://hf-mirror.example.org, got {show(value)}")
     if ".." in value.split("/"):

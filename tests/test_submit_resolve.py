@@ -136,8 +136,9 @@ def test_offline_mode_asks_nothing(slurm_site, hub, calls):
     """HF_HUB_OFFLINE is the user's "no requests from here": bfjobs says so and asks nothing."""
     site = slurm_site
     site.configure(hub)
-    proc = site.bfjobs("submit", "download-model", "bfjobs-test/no-such-model", "--json", HF_HUB_OFFLINE="1",
-                       **calls.env())
+    proc = site.bfjobs(
+        "submit", "download-model", "bfjobs-test/no-such-model", "--json", HF_HUB_OFFLINE="1", **calls.env()
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"HF_HUB_OFFLINE is set: not asking {hub.url}" in proc.stderr
     assert hub.requests == [] and calls.counts()["sbatch"] == 1
@@ -154,8 +155,9 @@ def write_list(site, name: str, text: str) -> Path:
 def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     site = slurm_site
     site.configure(hub)
-    listing = write_list(site, "models.txt", f"# three models\n{REPO}@dev\n{REPO}@no-such-branch\n{REPO}@v1.0\n"
-                                             "bfjobs-test/missing\n")
+    listing = write_list(
+        site, "models.txt", f"# three models\n{REPO}@dev\n{REPO}@no-such-branch\n{REPO}@v1.0\nbfjobs-test/missing\n"
+    )
     proc = site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json", **calls.env())
     line = assert_nothing_submitted(site, calls, proc)
     assert "2 bad model(s)" in line and "line 3: revision 'no-such-branch' not found" in line, line
@@ -163,8 +165,9 @@ def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     assert "line 2" not in line and "line 4" not in line
     # fixed, the same list is one array whose elements are each pinned
     listing.write_text(f"{REPO}@dev\n{REPO}@v1.0\n")
-    entries = json.loads(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json",
-                                     check=True).stdout)
+    entries = json.loads(
+        site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json", check=True).stdout
+    )
     repo = hub.get_repo(REPO)
     assert [e["request"]["commit"] for e in entries] == [repo.branches["dev"], repo.tags["v1.0"]]
     waited = json.loads(site.bfjobs("wait", *[e["id"] for e in entries], "--json", timeout=300).stdout)
@@ -180,8 +183,21 @@ def test_a_bare_404_at_submit_names_the_endpoint_not_a_missing_repo(slurm_site, 
         line = assert_nothing_submitted(site, calls, site.bfjobs("submit", "download-model", REPO, **calls.env()))
         host = urlsplit(mirror.url).netloc
     assert f"answered 404 with no reason to GET /api/models/{REPO}/revision/main on {host}" in line, line
-    assert "likely a mirror that does not implement this endpoint" in line
+    assert "the mirror lacks this repo or revision, or does not implement this endpoint" in line
     assert "repository not found" not in line and "not found in" not in line
+
+
+def test_credentials_in_the_endpoint_never_reach_the_error_line(slurm_site, calls):
+    """HF_ENDPOINT written as http://user:password@host is refused (exit 2) without echoing the password."""
+    with HubServer([make_demo_repo()], minimal=True, unserved={"revision"}) as mirror:
+        site = slurm_site
+        site.configure()
+        secret = mirror.url.replace("http://", "http://alice:s3cret-canary@")
+        result = site.bfjobs("submit", "download-model", REPO, **calls.env(), HF_ENDPOINT=secret)
+        host = urlsplit(mirror.url).netloc
+    assert result.returncode == 2 and calls.counts()["sbatch"] == 0, result
+    assert "HF_ENDPOINT: credentials in the URL are not allowed" in result.stderr and host in result.stderr
+    assert "s3cret-canary" not in result.stdout + result.stderr
 
 
 @hub_and_mirror
@@ -220,4 +236,4 @@ def test_node_tells_a_missing_revision_from_a_missing_endpoint(hub, tmp_path):
     hub.unserved.add("revision")
     line = node_download(hub, tmp_path, None)
     assert line.startswith(f"{hub.url} answered 404 with no reason to GET /api/models/{REPO}/revision/main on "), line
-    assert "likely a mirror that does not implement this endpoint" in line
+    assert "the mirror lacks this repo or revision, or does not implement this endpoint" in line
