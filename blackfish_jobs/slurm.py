@@ -204,8 +204,10 @@ def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
     return found
 
 
-def scancel(ids: Iterable[str], runner: Runner = run) -> dict[str, str]:
+def scancel(ids: Iterable[str], runner: Runner = run, *, pending_only: bool = False) -> dict[str, str]:
     """One ``scancel`` call for ``ids``; returns ``{id: message}`` for jobs it would not cancel.
+
+    ``pending_only`` (``--state=PENDING``) leaves a job alone that started meanwhile.
 
     Jobs that are already over ("Invalid job id", "already completing") are not errors: the
     next refresh says how they ended. Anything else (permission denied, controller down) is.
@@ -213,7 +215,7 @@ def scancel(ids: Iterable[str], runner: Runner = run) -> dict[str, str]:
     wanted = _job_ids(ids)
     if not wanted:
         return {}
-    argv = ["scancel", *wanted]
+    argv = ["scancel", *(["--state=PENDING"] if pending_only else []), *wanted]
     try:
         runner(argv)
         return {}

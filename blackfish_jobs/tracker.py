@@ -606,21 +606,37 @@ class Unstartable:
 
 
 def end_unstartable(db: Database, rows: Sequence[JobRow], runner: SlurmRunner = run_slurm) -> list[JobRow]:
-    """Cancel pending jobs that can never start (one ``scancel``) and record them CANCELLED with
-    the reason ``cannot start: <Slurm's reason>: <what to change>`` (:func:`reasons.explain`)."""
+    """Cancel pending jobs that can never start and record them CANCELLED with the reason
+    ``cannot start: <Slurm's reason>: <what to change>`` (:func:`reasons.explain`).
+
+    One ``scancel --state=PENDING`` (a job that started meanwhile is left running) and one
+    ``squeue`` to see which are really gone or cancelled; only those are stored CANCELLED, the
+    others stay as they are for the next refresh. Refused ids are named in one error at the end.
+    """
     why = {r.id: reasons.marked(r.reason) or "" for r in rows}
-    advice = reasons.explain([(r.native_id or "", why[r.id]) for r in rows], runner)
+    ids = [r.native_id or "" for r in rows]
+    advice = reasons.explain([(sid, why[r.id]) for sid, r in zip(ids, rows, strict=True)], runner)
     try:
-        refused = slurm.scancel([r.native_id or "" for r in rows], runner)
+        refused = slurm.scancel(ids, runner, pending_only=True)
     except slurm.SlurmUnavailable as exc:
-        refused = {r.native_id or "": str(exc) for r in rows}
+        raise ClusterError(f"could not cancel jobs that cannot start ({', '.join(ids)}): {exc}") from None
+    try:
+        live = slurm.squeue(ids, runner)
+    except slurm.SlurmUnavailable:
+        live = {sid: None for sid in ids}  # unknown: store nothing now, the next refresh decides
     ended: list[JobRow] = []
-    for row in rows:
-        sid = row.native_id or ""
+    failed: list[str] = []
+    for row, sid in zip(rows, ids, strict=True):
         reason = f"{reasons.PREFIX}{why[row.id]}: {advice.get(sid, 'change the request')}"
         if sid in refused:
-            raise ClusterError(f"job {row.id} (Slurm job {sid}) {reason}; scancel failed: {refused[sid]}")
+            failed.append(f"job {row.id} (Slurm job {sid}) {reason}; scancel failed: {refused[sid]}")
+            continue
+        record = live.get(sid)
+        if sid in live and (record is None or not record.raw_state.startswith(CANCELLED)):
+            continue  # still pending, started meanwhile, or unknown: not ours to call cancelled
         ended.append(_store(db, row, {"state": CANCELLED, "reason": _one_line(reason), "ended_at": utcnow()}))
+    if failed:
+        raise ClusterError(failed[0] + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
     return ended
 
 

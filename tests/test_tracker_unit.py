@@ -260,3 +260,29 @@ def test_status_says_so_when_slurm_is_unreachable(cli, site, tmp_path, monkeypat
     assert row.id in result.stdout and "RUNNING" in result.stdout  # the last known state, shown
     [line] = result.stderr.splitlines()
     assert line.startswith("bfjobs: error: some jobs were not refreshed:") and "Unable to contact" in line
+
+
+def test_a_job_that_started_before_the_cancel_is_not_called_cancelled(db, tmp_path):
+    """end_unstartable cancels only still-pending jobs (scancel --state=PENDING) and stores CANCELLED
+    only for those the controller then calls CANCELLED; one that started meanwhile is left alone."""
+    started = add_row(db, tmp_path, "901", state="PENDING")
+    stuck = add_row(db, tmp_path, "902", state="PENDING")
+    for row in (started, stuck):
+        db.update(row.id, reason="cannot start: QOSMaxCpuPerJobLimit")
+    calls: list[list[str]] = []
+    now = epoch(utcnow())
+
+    def runner(argv: list[str]) -> str:
+        calls.append(argv)
+        if argv[0] == "squeue" and slurm._SQUEUE_FORMAT in argv:
+            return f"901|RUNNING|vm|{now}|N/A|None\n902|CANCELLED|vm|{now}|{now}|QOSMaxCpuPerJobLimit\n"
+        return ""
+
+    rows = [db.get(started.id), db.get(stuck.id)]
+    ended = tracker.end_unstartable(db, rows, runner)
+    assert [r.id for r in ended] == [stuck.id]
+    assert db.get(stuck.id).state == "CANCELLED"
+    assert db.get(stuck.id).reason.startswith("cannot start: QOSMaxCpuPerJobLimit")
+    assert db.get(started.id).state == "PENDING"
+    [scancel] = [c for c in calls if c[0] == "scancel"]
+    assert "--state=PENDING" in scancel
