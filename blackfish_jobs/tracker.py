@@ -42,9 +42,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import constants, progress, reasons, slurm
+from . import constants, reasons, slurm
 from .db import Database, JobRow, utcnow
 from .errors import ClusterError
+from .node import progress
 
 PENDING, RUNNING, COMPLETED, FAILED = "PENDING", "RUNNING", "COMPLETED", "FAILED"
 CANCELLED, TIMEOUT, OUT_OF_MEMORY = "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"

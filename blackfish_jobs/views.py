@@ -52,7 +52,7 @@ def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | N
     scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)  # native(), inlined for 1,000 rows
     state = row.state
     if record is not None and state == "RUNNING":
-        from .progress import describe
+        from .node.progress import describe
 
         state = f"{state} ({describe(record)})"
     return (row.id, row.kind, state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
@@ -107,7 +107,7 @@ def progress_lines(
 ) -> list[str]:
     """``[mm:ss] id STATE on node: 3.2 GB of 140 GB, 85 MB/s, ETA 27 min``, one line per job —
     one line of counts by state (and the running jobs' bytes) when there are many jobs."""
-    from .progress import describe, human_bytes
+    from .node.progress import describe, human_bytes
 
     clock = f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}]"
     records = progress or {}

@@ -94,7 +94,7 @@ class Site:
 
     def place_image(self, name: str, uri: str, data: bytes = b"sif", base: Path | None = None) -> Path:
         """An image as a bfjobs pull of ``uri`` leaves it in ``base`` (cache_dir): the file and its record."""
-        from blackfish_jobs import records
+        from blackfish_jobs.node import records
 
         path = (base or self.cache_dir) / "images" / name
         path.parent.mkdir(exist_ok=True)

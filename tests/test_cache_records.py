@@ -329,8 +329,8 @@ def test_a_running_pull_of_another_source_is_no_answer(slurm_site, down):
 
 def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     """The new record goes in before the file; if the file is not published, the old record comes back."""
-    from blackfish_jobs import records, tasks
-    from blackfish_jobs.specs import PullImage
+    from blackfish_jobs.node import pull, records
+    from blackfish_jobs.node.requests import PullImage
 
     images = tmp_path / "images"
     images.mkdir()
@@ -344,5 +344,5 @@ def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     partial = images / ".bfjobs-partial-1-00000000-x.sif"
     partial.write_bytes(b"new image")
     with pytest.raises(OSError):
-        tasks._publish_image(req, partial, "1-00000000")
+        pull._publish_image(req, partial, "1-00000000")
     assert records.read(record, "image") == old

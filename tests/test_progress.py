@@ -18,7 +18,7 @@ from conftest import as_json, wait_for
 from hubserver import DEMO_REPO_ID, MiB, pseudo_random_bytes
 from test_tracking import with_tty
 
-from blackfish_jobs import progress
+from blackfish_jobs.node import progress
 
 SECRET = "hf_progressSecretToken0123456789"
 

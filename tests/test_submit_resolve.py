@@ -218,13 +218,13 @@ def test_a_bare_404_on_the_node_names_the_endpoint(slurm_site, hub, calls):
 
 def node_download(hub, tmp_path: Path, revision: str | None) -> str:
     """The node side's own failure line for a download of ``revision`` (not pinned: the node resolves)."""
-    from blackfish_jobs import tasks
     from blackfish_jobs.errors import TaskError
-    from blackfish_jobs.specs import DownloadModel
+    from blackfish_jobs.node.download import download_model
+    from blackfish_jobs.node.requests import DownloadModel
 
     req = DownloadModel(REPO, revision, tmp_path / "models", hub.url, None, None, 2)
     with pytest.raises(TaskError) as failed:
-        tasks.download_model(req)
+        download_model(req)
     return str(failed.value)
 
 
