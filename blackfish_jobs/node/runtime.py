@@ -62,4 +62,5 @@ def job_tag() -> str:
     return f"{constants.slurm_job_id_env() or os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+#: What :func:`job_tag` looks like inside a leftover's name (only leftovers of killed jobs match it).
 JOB_TAG_RE = r"[0-9_]+-[0-9a-f]{8}"
