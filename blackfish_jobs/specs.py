@@ -1,7 +1,8 @@
 """Validated requests: everything a job needs, checked before anything is rendered or submitted.
 
 A spec is a frozen dataclass holding only validated values. The node-side part of a spec (what
-gets pickled into the job folder) never contains secrets.
+gets pickled into the job folder) is a plain :mod:`.node.requests` dataclass built here, once its
+values are checked; it never contains secrets.
 """
 
 from __future__ import annotations
