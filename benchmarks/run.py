@@ -198,7 +198,7 @@ def on_terminal(argv: list[str], env: dict[str, str]) -> Variant:
 # ----------------------------------------------------------------------------- profiling evidence
 
 HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx",
-         "blackfish_jobs.db", "blackfish_jobs.sqlite_jobs", "blackfish_jobs.slurm",
+         "blackfish_jobs.store", "blackfish_jobs.store.blackfish", "blackfish_jobs.slurm",
          "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
          "blackfish_jobs.config")
 
@@ -227,13 +227,13 @@ PROFILED = {
     "imports (all)": ("<frozen importlib._bootstrap>", "_find_and_load"),
     "entry._prestart_sacct": ("blackfish_jobs/entry.py", "_prestart_sacct"),
     "Context.db (opens DB)": ("blackfish_jobs/cli.py", "db"),
-    "SqliteJobs._rows (stdlib reads)": ("blackfish_jobs/sqlite_jobs.py", "_rows"),
-    "Database.__init__": ("blackfish_jobs/db.py", "__init__"),
-    "Database.migrate": ("blackfish_jobs/db.py", "migrate"),
-    "Database.unfinished": ("blackfish_jobs/db.py", "unfinished"),
-    "Database.listing": ("blackfish_jobs/db.py", "listing"),
-    "Database.update_many": ("blackfish_jobs/db.py", "update_many"),
-    "db._row (per row)": ("blackfish_jobs/db.py", "_row"),
+    "Database._rows (stdlib reads)": ("blackfish_jobs/store/jobs.py", "_rows"),
+    "Database.__init__": ("blackfish_jobs/store/jobs.py", "__init__"),
+    "Database.migrate": ("blackfish_jobs/store/jobs.py", "migrate"),
+    "Database.unfinished": ("blackfish_jobs/store/jobs.py", "unfinished"),
+    "Database.listing": ("blackfish_jobs/store/jobs.py", "listing"),
+    "Database.update_many": ("blackfish_jobs/store/jobs.py", "update_many"),
+    "rows.from_records (all rows)": ("blackfish_jobs/store/rows.py", "from_records"),
     "tracker.refresh_report": ("blackfish_jobs/tracker.py", "refresh_report"),
     "tracker.survey_slurm": ("blackfish_jobs/tracker.py", "survey_slurm"),
     "slurm.run (subprocess)": ("blackfish_jobs/slurm.py", "run"),
@@ -243,7 +243,7 @@ PROFILED = {
     "subprocess.run": ("subprocess.py", "run"),
     "layout.find_snapshot": ("blackfish_jobs/layout.py", "find_snapshot"),
     "cli._describe": ("blackfish_jobs/cli.py", "_describe"),
-    "JobRow.to_json": ("blackfish_jobs/db.py", "to_json"),
+    "JobRow.to_json": ("blackfish_jobs/store/rows.py", "to_json"),
     "json.dumps": ("json/__init__.py", "dumps"),
     "click.echo": ("click/utils.py", "echo"),
 }

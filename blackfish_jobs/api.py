@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import constants, layout, render
-from .db import Database, JobRow, utcnow
 from .errors import HubRefused
 from .specs import DownloadModel, JobSpec, PullImage
+from .store import Database, JobRow, utcnow
 from .tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:
