@@ -1,7 +1,7 @@
 """What the benchmarks run against, built in a temporary directory.
 
 Everything is synthetic but made with the project's own code or the real tools: the jobs DB is
-written through ``blackfish_jobs.db`` (so its schema and migrations are the real ones), the
+written through ``blackfish_jobs.store`` (so its schema and migrations are the real ones), the
 cache follows the Hugging Face hub layout byte for byte, the live jobs are real held Slurm jobs,
 and the hub is ``tests/hubserver.py`` in its own process.
 """
@@ -40,12 +40,12 @@ def console_script(name: str) -> str:
 
 
 def make_jobs_db(path: Path, count: int) -> str:
-    """A bfjobs DB with ``count`` finished jobs (half pulls, half downloads), via blackfish_jobs.db.
+    """A bfjobs DB with ``count`` finished jobs (half pulls, half downloads), via blackfish_jobs.store.
 
-    One multi-row INSERT through the project's own table and migrations: the file is exactly
+    One insert_many through the project's own store and migrations: the file is exactly
     what ``bfjobs`` would have written, only faster to produce.
     """
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
 
     url = f"sqlite:///{path}"
     database = bdb.Database(url)
@@ -83,26 +83,24 @@ def make_jobs_db(path: Path, count: int) -> str:
             "user": "jdoe", "submitted_at": submitted, "ended_at": ended, "updated_at": ended,
             "registered_at": ended if ok and kind == "download-model" else None,
         })
-    with database.begin() as conn:
-        conn.execute(bdb.jobs.insert(), rows)
-    database.engine.dispose()
+    database.insert_many([bdb.JobRow(**row) for row in rows])
+    database.close()
     return url
 
 
 def migrated_db(path: Path) -> str:
     """An empty bfjobs DB at the current schema (Alembic has run), as after a user's first command."""
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
 
     url = f"sqlite:///{path}"
     database = bdb.Database(url)
     database.migrate()
-    database.engine.dispose()
     return url
 
 
 def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str]) -> None:
     """One PENDING bfjobs row per held Slurm job, as ``bfjobs submit`` would have recorded it."""
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
 
     database = bdb.Database(url)
     now = bdb.utcnow()
@@ -120,9 +118,8 @@ def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str]) -> None:
             "updated_at": now, "registered_at": None,
         })
     folder.mkdir(parents=True, exist_ok=True)
-    with database.begin() as conn:
-        conn.execute(bdb.jobs.insert(), rows)
-    database.engine.dispose()
+    database.insert_many([bdb.JobRow(**row) for row in rows])
+    database.close()
 
 
 # --------------------------------------------------------------------------- hub cache

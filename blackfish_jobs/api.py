@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import constants, layout, render
-from .db import Database, JobRow, utcnow
 from .errors import HubRefused
 from .node.requests import DownloadModel, PullImage
 from .specs import JobSpec
+from .store import Database, JobRow, utcnow
 from .tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:

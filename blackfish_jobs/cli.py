@@ -21,7 +21,7 @@ from .errors import BadInput, BfjobsError, JobFailed
 
 if TYPE_CHECKING:
     from . import config
-    from .db import Database, JobRow
+    from .store import Database, JobRow
 
 SLURM_FLAGS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
 
@@ -36,7 +36,7 @@ class Context:
     @property
     def db(self) -> Database:
         if self._db is None:
-            from .db import Database
+            from .store import Database
 
             self._db = Database(self.db_url)
         return self._db
@@ -230,7 +230,7 @@ def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None
 
 def _unregistered_notice() -> None:
     """Once per command: the downloads it saw complete while Blackfish had no model table."""
-    registry = sys.modules.get(f"{__package__}.registry")  # not imported: no download completed here
+    registry = sys.modules.get(f"{__package__}.store.blackfish")  # not imported: no download completed here
     if registry is None or not registry.unregistered:
         return
     ids = [job_id for job_id, _url in registry.unregistered]
@@ -522,7 +522,8 @@ def verify(
 @click.pass_obj
 def sync(ctx: Context) -> None:
     """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
-    from . import registry, tracker
+    from . import tracker
+    from .store import blackfish as registry
 
     tracker.refresh(ctx.db, ctx.db.unfinished())
     registered, waiting = registry.sync(ctx.db)

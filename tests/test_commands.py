@@ -20,8 +20,8 @@ from conftest import as_json, wait_for
 from hubserver import DEMO_REPO_ID
 from slurm_helpers import DownPartition, make_call_log
 
-from blackfish_jobs import db as dbmod
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.errors import BadInput, JobNotFound
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 
 @pytest.fixture
@@ -129,8 +129,7 @@ def _row(job_id: str, native_id: str, folder: str, minutes: int = 0) -> JobRow:
     )
 
 
-@pytest.mark.parametrize("stdlib", [True, False], ids=["sqlite3", "sqlalchemy"])
-def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
+def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path):
     url = f"sqlite:///{tmp_path / 'app.sqlite'}"
     Database(url).insert_many([
         _row("3269abcdef01", "500", "/jobs/3269abcdef01"),  # its id starts like the array's Slurm id
@@ -140,9 +139,9 @@ def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
         _row("aaaa00000001", "901", "/jobs/a1"),
         _row("aaab00000002", "902", "/jobs/a2"),
     ])
-    db = Database(url, stdlib_sqlite=stdlib)
+    db = Database(url)
     # one job wanted, an array given (the id is also a prefix of a bfjobs id): the elements are listed
-    with pytest.raises(dbmod.BadInput, match=r"'3269' is a Slurm job array of 4 jobs: name one of them: e1e1"):
+    with pytest.raises(BadInput, match=r"'3269' is a Slurm job array of 4 jobs: name one of them: e1e1"):
         db.resolve("3269")
     # exact bfjobs id
     assert [r.id for r in db.resolve_many("3269abcdef01")] == ["3269abcdef01"]
@@ -154,16 +153,16 @@ def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
     assert db.resolve("3269a").id == "3269abcdef01"
     assert db.resolve("aaab").id == "aaab00000002"
     # anything else lists the candidates in the one line
-    with pytest.raises(dbmod.JobNotFound) as ambiguous:
+    with pytest.raises(JobNotFound) as ambiguous:
         db.resolve_many("aaa")
     text = str(ambiguous.value)
     assert "job id prefix 'aaa' is ambiguous" in text and "aaaa00000001" in text and "aaab00000002" in text
     assert "Slurm job 901" in text and "\n" not in text
-    with pytest.raises(dbmod.JobNotFound) as reused:
+    with pytest.raises(JobNotFound) as reused:
         db.resolve_many("700")
     assert "Slurm job id '700' is ambiguous" in str(reused.value)
     assert "700000000001" in str(reused.value) and "700000000002" in str(reused.value)
-    with pytest.raises(dbmod.JobNotFound, match="no bfjobs job"):
+    with pytest.raises(JobNotFound, match="no bfjobs job"):
         db.resolve_many("3268")
 
 

@@ -210,7 +210,7 @@ def test_listing_an_unknown_profile_without_profiles_cfg(cli, site):
 
 def test_a_removed_profile_with_jobs_can_still_be_listed(cli, site):
     """A profile taken out of profiles.cfg still names its jobs in the database."""
-    from blackfish_jobs.db import Database, JobRow
+    from blackfish_jobs.store import Database, JobRow
 
     della_profiles(site)
     now = datetime.now(UTC).replace(tzinfo=None)

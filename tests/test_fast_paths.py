@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from blackfish_jobs import entry, slurmcmd, tracker
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 # Runs the console script's entry in a fresh interpreter, then says which heavy modules it loaded.
 _RUN = """
@@ -302,7 +302,7 @@ paths = JobPaths({str(tmp_path)!r}, job_id="77_3", task_id=0).result_pickle
 for name in [m for m in sys.modules if m.startswith("submitit")]:
     del sys.modules[name]
 from blackfish_jobs import tracker
-from blackfish_jobs.db import JobRow
+from blackfish_jobs.store import JobRow
 import pickle
 with open(paths, "wb") as fh:
     pickle.dump(("success", {{"path": "/x.sif"}}), fh)

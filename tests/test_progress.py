@@ -180,7 +180,7 @@ def test_wait_on_a_terminal_updates_one_line_per_job(slurm_site, hub):
 def test_only_running_and_ended_jobs_records_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """PENDING jobs are not looked at (a long queue costs no file reads); RUNNING and ended ones are."""
     from blackfish_jobs import tracker
-    from blackfish_jobs.db import JobRow, utcnow
+    from blackfish_jobs.store import JobRow, utcnow
 
     now = utcnow()
     rows = []

@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 from slurm_helpers import DownPartition, ids_in
 
-from blackfish_jobs.db import Database, jobs, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 
 def submit(site, uri: str, **env: str) -> dict:
@@ -31,7 +31,7 @@ def submit(site, uri: str, **env: str) -> dict:
 _SUBMIT_MANY = """
 import json, sys
 from blackfish_jobs import api, config, specs
-from blackfish_jobs.db import Database
+from blackfish_jobs.store import Database
 
 db = Database()
 profile = config.load_profile(None)
@@ -55,8 +55,7 @@ def timed(site, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, fl
 
 def insert_rows(site, rows: list[dict]) -> None:
     db = Database(f"sqlite:///{site.db_path}")
-    with db.begin() as conn:
-        conn.execute(jobs.insert(), rows)
+    db.insert_many([JobRow(**row) for row in rows])
 
 
 def row_values(i: int, *, native_id: str, state: str, age_s: float, kind: str = "pull-image") -> dict:

@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO, as_json, wait_for
 from slurm_helpers import DownPartition, ids_in, task_pids
 
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 
 def submit(site, uri: str, *args: str, **env: str) -> dict:

@@ -39,8 +39,9 @@ def nobody_env():
     # the top-level packages bfjobs imports, copied where nobody can read them
     code = (
         "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.executor, blackfish_jobs.node.download, "
-        "blackfish_jobs.node.pull, blackfish_jobs.tracker, blackfish_jobs.registry, blackfish_jobs.db, "
-        "alembic.command, alembic.config, jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template\n"
+        "blackfish_jobs.node.pull, blackfish_jobs.tracker, blackfish_jobs.store.blackfish, "
+        "alembic.command, alembic.config, jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template
+"
         "import os\n"
         "seen = set()\n"
         "for m in list(sys.modules.values()):\n"
