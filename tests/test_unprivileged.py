@@ -40,8 +40,7 @@ def nobody_env():
     code = (
         "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.executor, blackfish_jobs.node.download, "
         "blackfish_jobs.node.pull, blackfish_jobs.tracker, blackfish_jobs.store.blackfish, "
-        "alembic.command, alembic.config, jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template
-"
+        "alembic.command, alembic.config, jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template\n"
         "import os\n"
         "seen = set()\n"
         "for m in list(sys.modules.values()):\n"
