@@ -3,7 +3,7 @@
 Everything is synthetic but made with the project's own code or the real tools: the jobs DB is
 written through ``blackfish_jobs.db`` (so its schema and migrations are the real ones), the
 cache follows the Hugging Face hub layout byte for byte, the live jobs are real held Slurm jobs,
-and the hub is ``tests/hubserver.py`` in its own process.
+and the hub is ``tests/support/hub.py`` in its own process.
 """
 
 from __future__ import annotations

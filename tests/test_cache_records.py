@@ -19,14 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import test_unprivileged
-from conftest import Site, as_json, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import DownPartition
-from test_unprivileged import as_nobody
+from support.hub import DEMO_REPO_ID
+from support.site import Site, as_json, wait_for
+from support.slurm import DownPartition
+from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
-nobody_env = test_unprivileged.nobody_env  # its fixture: a world-readable copy of bfjobs for user nobody
 
 VLLM = "docker://vllm/vllm-openai:v0.6.3"
 FORK = "docker://myfork/vllm-openai:v0.6.3"

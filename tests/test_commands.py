@@ -16,9 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import as_json, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import DownPartition, make_call_log
+from support.hub import DEMO_REPO_ID
+from support.site import as_json, wait_for
+from support.slurm import DownPartition, make_call_log
 
 from blackfish_jobs import db as dbmod
 from blackfish_jobs.db import Database, JobRow, utcnow

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from blackfish_schema import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.blackfish import BLACKFISH_REVISION, create_blackfish_db, table_names
 
 from blackfish_jobs import db as dbmod
 from blackfish_jobs.constants import JOBS_TABLE, VERSION_TABLE

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from blackfish_schema import create_blackfish_db
-from conftest import as_json, hub_and_mirror
-from hubserver import DEMO_REPO_ID
+from conftest import hub_and_mirror
+from support.blackfish import create_blackfish_db
+from support.hub import DEMO_REPO_ID
+from support.site import as_json
 
 REPO = DEMO_REPO_ID
 FOLDER = "models--bfjobs-test--tiny-model"

@@ -41,9 +41,9 @@ import click
 import hypothesis.configuration
 import pytest
 from click.testing import CliRunner, Result
-from conftest import STUB_BIN
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support.site import STUB_BIN
 
 from blackfish_jobs import __version__, config, executor, render, specs
 from blackfish_jobs.cli import cli as bfjobs_cli
@@ -1243,7 +1243,7 @@ class Batch:
 @pytest.fixture(scope="module")
 def hostile_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     """Send every payload through every path (``submit --wait``); run what is accepted on the cluster."""
-    from hubserver import HubServer, make_demo_repo
+    from support.hub import HubServer, make_demo_repo
 
     marker = uuid.uuid4().hex[:10]
     tmp_before = set(os.listdir("/tmp"))

@@ -1,4 +1,4 @@
-"""The fake Hub in ``tests/hubserver.py`` against the real huggingface_hub 2.4 client (no network)."""
+"""The fake Hub in ``tests/support/hub.py`` against the real huggingface_hub 2.4 client (no network)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from urllib.parse import urlsplit
 
 import httpx2
 import pytest
-from conftest import wait_for
-from hubserver import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, pseudo_random_bytes
 from huggingface_hub import HfApi, constants, file_download, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -29,8 +27,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from support.hub import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, pseudo_random_bytes
+from support.site import wait_for
 
-HUBSERVER_PY = Path(__file__).with_name("hubserver.py")
+HUBSERVER_PY = Path(__file__).parent / "support" / "hub.py"
 REPO_FOLDER = "models--bfjobs-test--tiny-model"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

@@ -15,9 +15,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from blackfish_schema import create_blackfish_db
-from conftest import as_json
-from hubserver import DEMO_REPO_ID
+from support.blackfish import create_blackfish_db
+from support.hub import DEMO_REPO_ID
+from support.site import as_json
 
 from blackfish_jobs import verify
 

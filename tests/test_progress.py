@@ -14,9 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import as_json, wait_for
-from hubserver import DEMO_REPO_ID, MiB, pseudo_random_bytes
-from test_tracking import with_tty
+from support.hub import DEMO_REPO_ID, MiB, pseudo_random_bytes
+from support.site import as_json, wait_for, with_tty
 
 from blackfish_jobs import progress
 

@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from slurm_helpers import DownPartition, ids_in
+from support.slurm import DownPartition, ids_in
 
 from blackfish_jobs.db import Database, jobs, utcnow
 

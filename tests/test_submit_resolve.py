@@ -16,9 +16,10 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import as_json, hub_and_mirror
-from hubserver import DEMO_REPO_ID, HubServer, make_demo_repo
-from slurm_helpers import DownPartition
+from conftest import hub_and_mirror
+from support.hub import DEMO_REPO_ID, HubServer, make_demo_repo
+from support.site import as_json
+from support.slurm import DownPartition
 
 pytestmark = pytest.mark.slurm
 

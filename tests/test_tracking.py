@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shutil
 import signal
@@ -22,8 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO, as_json, wait_for
-from slurm_helpers import DownPartition, ids_in, task_pids
+from support.site import REPO, as_json, wait_for, with_tty
+from support.slurm import DownPartition, ids_in, task_pids
 
 from blackfish_jobs.db import Database, JobRow, utcnow
 
@@ -43,25 +42,6 @@ def status(site, *ids: str, **env: str) -> dict | list:
 def partials(site) -> list[str]:
     d = site.cache_dir / "images"
     return sorted(n for n in os.listdir(d) if n.startswith(".bfjobs-partial-")) if d.exists() else []
-
-
-def with_tty(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
-    """Run a command with stdin/stdout/stderr on a pseudo-terminal; return (exit code, output)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
 
 
 @pytest.fixture
