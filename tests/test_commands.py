@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.hub import DEMO_REPO_ID
+from support.rows import job_row
 from support.site import as_json, wait_for
 from support.slurm import DownPartition, make_call_log
 
@@ -122,11 +123,8 @@ def test_an_array_id_names_the_whole_array(slurm_site, down):
 
 def _row(job_id: str, native_id: str, folder: str, minutes: int = 0) -> JobRow:
     now = utcnow() - timedelta(minutes=minutes)
-    return JobRow(
-        id=job_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state="COMPLETED",
-        reason=None, folder=folder, target="/cache/images/x.sif", request={"uri": "docker://x"}, result=None,
-        node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now,
-    )
+    return job_row(id=job_id, native_id=native_id, state="COMPLETED", folder=folder, target="/cache/images/x.sif",
+                   request={"uri": "docker://x"}, node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now)
 
 
 @pytest.mark.parametrize("stdlib", [True, False], ids=["sqlite3", "sqlalchemy"])

@@ -14,6 +14,7 @@ import textwrap
 from datetime import UTC, datetime
 
 import pytest
+from support.rows import insert_rows, job_row
 
 from blackfish_jobs import config
 
@@ -210,15 +211,12 @@ def test_listing_an_unknown_profile_without_profiles_cfg(cli, site):
 
 def test_a_removed_profile_with_jobs_can_still_be_listed(cli, site):
     """A profile taken out of profiles.cfg still names its jobs in the database."""
-    from blackfish_jobs.db import Database, JobRow
-
     della_profiles(site)
     now = datetime.now(UTC).replace(tzinfo=None)
-    Database().insert(JobRow(
-        id="0123456789ab", kind="pull-image", profile="oldsite", backend="local", native_id="1", state="COMPLETED",
-        reason=None, folder="/x", target="/c/images/a.sif", request={}, result=None, node=None, user="root",
-        submitted_at=now, ended_at=now, updated_at=now,
-    ))
+    insert_rows(None, [job_row(
+        id="0123456789ab", profile="oldsite", backend="local", native_id="1", state="COMPLETED", folder="/x",
+        target="/c/images/a.sif", request={}, submitted_at=now, ended_at=now, updated_at=now,
+    )])
     result = cli("list", "--profile", "oldsite", "--json")
     assert result.exit_code == 0, result.stderr
     assert [job["id"] for job in json.loads(result.stdout)] == ["0123456789ab"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.blackfish import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.rows import job_row
 
 from blackfish_jobs import db as dbmod
 from blackfish_jobs.constants import JOBS_TABLE, VERSION_TABLE
@@ -78,7 +79,7 @@ def _job(i: int, **extra) -> dbmod.JobRow:
         updated_at=now.replace(microsecond=0), registered_at=None if i % 4 else now,
     )
     values.update(extra)
-    return dbmod.JobRow(**values)
+    return job_row(i, **values)
 
 
 def _raw(path: Path) -> list[tuple]:

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support.rows import insert_rows, job_row
 from support.site import REPO, as_json, wait_for, with_tty
 from support.slurm import DownPartition, ids_in, task_pids
 
@@ -68,13 +69,10 @@ def copy_row(site, source: dict, *, native_id: str, age: timedelta, with_result:
             continue
         shutil.copy(entry, folder / name)
     now = utcnow()
-    db.insert(
-        JobRow(
-            id=new_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state=state,
-            reason=None, folder=str(folder), target=source["target"], request=source["request"], result=None,
-            node="vm", user="root", submitted_at=now - age, ended_at=None, updated_at=now,
-        )
-    )
+    insert_rows(db, [job_row(
+        id=new_id, native_id=native_id, state=state, folder=str(folder), target=source["target"],
+        request=source["request"], node="vm", submitted_at=now - age, updated_at=now,
+    )])
     return new_id
 
 
@@ -319,21 +317,14 @@ def test_accounting_window_is_local_time(slurm_site, calls):
 
 
 def _fill(site, n: int = 5) -> list[JobRow]:
-    db = Database(f"sqlite:///{site.db_path}")
     now = utcnow()
-    rows = []
-    for i in range(n):
-        state = ("COMPLETED", "FAILED", "RUNNING", "PENDING", "CANCELLED")[i % 5]
-        row = JobRow(
-            id=f"{i:012x}", kind="pull-image" if i % 2 else "download-model", profile="slurm", backend="slurm",
-            native_id=str(1000 + i), state=state, reason="boom" if state == "FAILED" else None,
-            folder=f"/nowhere/{i}", target=f"/cache/images/img{i}.sif", request={"uri": f"docker://img:{i}"},
-            result=None, node="vm", user="root", submitted_at=now - timedelta(hours=i), ended_at=None,
-            updated_at=now,
-        )
-        db.insert(row)
-        rows.append(row)
-    return rows
+    states = [("COMPLETED", "FAILED", "RUNNING", "PENDING", "CANCELLED")[i % 5] for i in range(n)]
+    return insert_rows(site.db_path, [
+        job_row(i, kind="pull-image" if i % 2 else "download-model", state=state,
+                reason="boom" if state == "FAILED" else None, node="vm", submitted_at=now - timedelta(hours=i),
+                updated_at=now)
+        for i, state in enumerate(states)
+    ])
 
 
 def test_list_plain_filters_and_no_heavy_imports(site):
