@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.blackfish import create_blackfish_db
 from support.hub import HubServer, make_demo_repo
 from support.site import STUB_BIN, Site, path_without_slurm, slurm_available, tmpfs_over
-from support.slurm import make_call_log
+from support.slurm import DownPartition, make_call_log
 from support.unprivileged import copy_bfjobs_for_nobody
 
 
@@ -33,11 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
-    root = tmp_path
-    s = Site(root, root / "app", root / "home", root / "cache", root / "apptainer-calls.jsonl")
-    for d in (s.app_dir, s.home_dir, s.cache_dir):
-        d.mkdir()
-        d.chmod(0o755)
+    s = Site.create(tmp_path)
     for var in ("BFJOBS_DB_URL", "BFJOBS_TEMPLATES_DIR", "BFJOBS_CONFIG", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BLACKFISH_HOME_DIR", str(s.app_dir))
@@ -86,6 +84,15 @@ def calls(tmp_path: Path):
 
 
 @pytest.fixture
+def down() -> Iterator[DownPartition]:
+    """A DOWN partition of its own: jobs sent there stay PENDING; they are cancelled and it is removed after."""
+    part = DownPartition()
+    yield part
+    subprocess.run(["scancel", "-p", part.name], capture_output=True)  # a failed test may leave its job there
+    part.remove()
+
+
+@pytest.fixture
 def read_only_cache(site):
     """Make cache_dir read-only for everyone, root included: a read-only mount over it."""
     if os.geteuid() != 0:
@@ -103,6 +110,14 @@ def hub(request: pytest.FixtureRequest):
     indirectly with ``"mirror"`` (see :data:`hub_and_mirror`) it serves only what a minimal mirror serves."""
     with HubServer([make_demo_repo()], minimal=getattr(request, "param", "hub") == "mirror") as server:
         yield server
+
+
+@pytest.fixture
+def blackfish_site(slurm_site: Site, hub: HubServer) -> Site:
+    """The Slurm site downloading from the test hub, with Blackfish's app database already in place."""
+    slurm_site.configure(hub)
+    create_blackfish_db(slurm_site.db_path)
+    return slurm_site
 
 
 #: Run a test against the Hub-like server and against a minimal mirror (no bare info endpoint, no optional fields).

@@ -18,26 +18,13 @@ from pathlib import Path
 import pytest
 from support.hub import DEMO_REPO_ID
 from support.rows import job_row
-from support.site import as_json, wait_for
-from support.slurm import DownPartition, make_call_log
+from support.site import Site, as_json, wait_for
+from support.slurm import make_call_log
 
 from blackfish_jobs import db as dbmod
 from blackfish_jobs.db import Database, JobRow, utcnow
 
-
-@pytest.fixture
-def down():
-    """A DOWN partition of its own: jobs sent there stay PENDING; cancelled and removed afterwards."""
-    part = DownPartition()
-    yield part
-    subprocess.run(["scancel", "-p", part.name], capture_output=True)
-    part.remove()
-
-
-def submit(site, uri: str, *args: str, **env: str) -> dict:
-    proc = site.bfjobs("submit", "pull-image", uri, "--json", *args, **env)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+submit = Site.submit_pull
 
 
 def write_list(site, name: str, text: str) -> Path:

@@ -10,11 +10,11 @@ work never runs on the login node by default) and ``local`` only where it is not
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import UTC, datetime
 
 import pytest
 from support.rows import insert_rows, job_row
+from support.site import local_profile, slurm_profile
 
 from blackfish_jobs import config
 
@@ -33,20 +33,10 @@ def one_error(result) -> str:
 def della_profiles(site, **dirs: str) -> None:
     """profiles.cfg with a local-schema ``della`` (default) and a Slurm ``hpc``: no job needs Slurm."""
     home, cache = dirs.get("home_dir", site.home_dir), dirs.get("cache_dir", site.cache_dir)
-    (site.app_dir / "profiles.cfg").write_text(textwrap.dedent(f"""
-        [della]
-        schema = local
-        home_dir = {home}
-        cache_dir = {cache}
-        default = true
-
-        [hpc]
-        schema = slurm
-        host = localhost
-        user = root
-        home_dir = {site.home_dir}
-        cache_dir = {site.cache_dir}
-        """))
+    site.write_profiles({
+        "della": local_profile(home, cache, default="true"),
+        "hpc": slurm_profile(site.home_dir, site.cache_dir),
+    })
 
 
 def nothing_written(site) -> None:

@@ -29,10 +29,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from support.hub import DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID, HubRepo, HubServer, MiB, make_demo_repo, snapshot_files
 
 HUBSERVER_PY = Path(__file__).parent / "support" / "hub.py"
-REPO_FOLDER = "models--bfjobs-test--tiny-model"
+REPO_FOLDER = DEMO_FOLDER
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -84,9 +84,7 @@ def download(hub: HubServer, cache_dir: Path, revision: str = "main", **kwargs: 
     return Path(path)
 
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    """All files under ``root`` (following the snapshot symlinks), keyed by posix relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+read_tree = snapshot_files
 
 
 def incomplete_files(cache_dir: Path) -> list[Path]:

@@ -16,15 +16,12 @@ from datetime import timedelta
 
 import pytest
 from support.rows import insert_rows, job_row
+from support.site import Site
 from support.slurm import DownPartition, ids_in
 
 from blackfish_jobs.db import Database, JobRow, utcnow
 
-
-def submit(site, uri: str, **env: str) -> dict:
-    proc = site.bfjobs("submit", "pull-image", uri, "--json", **env)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+submit = Site.submit_pull
 
 
 # bfjobs' own library, as the CLI calls it, in one process: 60 CLI start-ups on a 2-CPU test

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from support.rows import insert_rows, job_row
 from support.site import REPO, as_json, wait_for, with_tty
-from support.slurm import DownPartition, ids_in, task_pids
+from support.slurm import ids_in, task_pids
 
 from blackfish_jobs.db import Database, JobRow, utcnow
 
@@ -43,13 +43,6 @@ def status(site, *ids: str, **env: str) -> dict | list:
 def partials(site) -> list[str]:
     d = site.cache_dir / "images"
     return sorted(n for n in os.listdir(d) if n.startswith(".bfjobs-partial-")) if d.exists() else []
-
-
-@pytest.fixture
-def down():
-    part = DownPartition()
-    yield part
-    part.remove()
 
 
 def copy_row(site, source: dict, *, native_id: str, age: timedelta, with_result: bool, state: str = "RUNNING") -> str:

@@ -15,11 +15,10 @@ import os
 import pwd
 import subprocess
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
-from support.site import wait_for
+from support.site import profiles_cfg, slurm_profile, wait_for
 from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
@@ -36,14 +35,7 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
         os.chown(d, nobody.pw_uid, nobody.pw_gid)
     (cache / "images").mkdir(parents=True)
     subprocess.run(["chmod", "-R", "755", str(cache)], check=True)  # root's shared cache: read-only for users
-    (app / "profiles.cfg").write_text(textwrap.dedent(f"""
-        [cluster]
-        schema = slurm
-        host = localhost
-        user = nobody
-        home_dir = {home}
-        cache_dir = {cache}
-        """))
+    (app / "profiles.cfg").write_text(profiles_cfg({"cluster": slurm_profile(home, cache, user="nobody")}))
     (app / "bfjobs.toml").write_text('[defaults]\nmem = "200M"\ntime = "00:10:00"\ncpus_per_task = 1\n')
 
     refused = as_nobody(root, app, "submit", "pull-image", "docker://alpine:3.20")

@@ -50,10 +50,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 __all__ = [
+    "DEMO_FOLDER",
     "DEMO_REPO_ID",
     "Commit",
     "HubFile",
@@ -63,11 +65,13 @@ __all__ = [
     "RecordedRequest",
     "make_demo_repo",
     "pseudo_random_bytes",
+    "snapshot_files",
     "tiny_safetensors",
 ]
 
 MiB = 1024 * 1024
 DEMO_REPO_ID = "bfjobs-test/tiny-model"
+DEMO_FOLDER = "models--bfjobs-test--tiny-model"  # the demo repo's folder in a huggingface_hub cache
 HOST = "127.0.0.1"
 DEFAULT_LFS_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.onnx")
 _FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -801,6 +805,11 @@ def _commit_header(commit: Commit) -> dict[str, str]:
 def _content_disposition(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
     return f"inline; filename*=UTF-8''{quote(name)}; filename=\"{name}\";"
+
+
+def snapshot_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (following the snapshot's symlinks), keyed by its posix path relative to it."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # -- demo repo --------------------------------------------------------------------------------------------------------

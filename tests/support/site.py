@@ -13,11 +13,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from support.hub import DEMO_REPO_ID
 
 REPO = Path(__file__).resolve().parent.parent.parent
 STUB_BIN = REPO / "tests" / "bin"
@@ -33,6 +35,24 @@ def slurm_available() -> bool:
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
+def profiles_cfg(profiles: Mapping[str, Mapping[str, object]]) -> str:
+    """profiles.cfg text: one section a profile, its keys in the order given."""
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
+        for name, keys in profiles.items()
+    )
+
+
+def slurm_profile(home_dir: object, cache_dir: object, *, user: str = "root", **keys: object) -> dict[str, object]:
+    """A Slurm-schema profile on this machine's cluster (``host = localhost``)."""
+    return {"schema": "slurm", "host": "localhost", "user": user, "home_dir": home_dir, "cache_dir": cache_dir, **keys}
+
+
+def local_profile(home_dir: object, cache_dir: object, **keys: object) -> dict[str, object]:
+    """A local-schema profile."""
+    return {"schema": "local", "home_dir": home_dir, "cache_dir": cache_dir, **keys}
+
+
 @dataclass
 class Site:
     """An isolated Blackfish installation: $BLACKFISH_HOME_DIR with a user home and a shared cache."""
@@ -43,26 +63,27 @@ class Site:
     cache_dir: Path
     apptainer_log: Path
 
+    @classmethod
+    def create(cls, root: Path) -> Site:
+        """A site under ``root``: its app, home and cache folders made, world-readable."""
+        site = cls(root, root / "app", root / "home", root / "cache", root / "apptainer-calls.jsonl")
+        for d in (site.app_dir, site.home_dir, site.cache_dir):
+            d.mkdir()
+            d.chmod(0o755)
+        return site
+
     @property
     def db_path(self) -> Path:
         return self.app_dir / "app.sqlite"
 
-    def write_profiles(self) -> None:
-        text = f"""
-                [slurm]
-                schema = slurm
-                host = localhost
-                user = root
-                home_dir = {self.home_dir}
-                cache_dir = {self.cache_dir}
-                default = true
-
-                [laptop]
-                schema = local
-                home_dir = {self.home_dir}
-                cache_dir = {self.cache_dir}
-                """
-        (self.app_dir / "profiles.cfg").write_text(textwrap.dedent(text))
+    def write_profiles(self, profiles: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        """profiles.cfg: ``profiles``, else ``slurm`` (the default) and ``laptop`` (local) on this site's folders."""
+        if profiles is None:
+            profiles = {
+                "slurm": slurm_profile(self.home_dir, self.cache_dir, default="true"),
+                "laptop": local_profile(self.home_dir, self.cache_dir),
+            }
+        (self.app_dir / "profiles.cfg").write_text(profiles_cfg(profiles))
 
     def write_settings(self, text: str) -> None:
         (self.app_dir / "bfjobs.toml").write_text(textwrap.dedent(text))
@@ -118,6 +139,16 @@ class Site:
         )
         env.update(extra)
         return env
+
+    def submit_pull(self, uri: str, *args: str, **extra_env: str) -> dict:
+        """``bfjobs submit pull-image URI ARGS --json``, which must succeed; its job."""
+        proc = self.bfjobs("submit", "pull-image", uri, *args, "--json", **extra_env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def submit_download(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        """``bfjobs submit download-model <the demo repo> ARGS --json`` (the process, for its exit code)."""
+        return self.bfjobs("submit", "download-model", DEMO_REPO_ID, *args, "--json", **extra_env)
 
     def bfjobs(self, *args: str, check: bool = False, timeout: float = 300, **extra_env: str):
         """Run the real console script in a fresh process (as a user would)."""
