@@ -1,7 +1,7 @@
 """Shared fixtures and hooks: an isolated Blackfish home, the apptainer stand-in, the real Slurm cluster.
 
-The helpers behind them live in ``tests/support/`` (imported as ``support``: pytest puts this
-folder on ``sys.path``, as the rootdir of a test tree without ``__init__.py``).
+The helpers behind them live in the ``tests/support/`` package, imported as ``support``: tests/ has no
+``__init__.py``, so pytest's default (prepend) import mode puts tests/ itself on ``sys.path``.
 """
 
 from __future__ import annotations
