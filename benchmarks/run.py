@@ -6,7 +6,7 @@
     python benchmarks/run.py --only status --live-jobs 10000   # the scale row (MaxJobCount > 10,000)
 
 Everything is built in a temporary directory: a DB with 10,000 jobs, a hub-layout cache with
-10,000 repos, a local hub (``tests/hubserver.py`` in its own process) with a sharded repo,
+10,000 repos, a local hub (``tests/support/hub.py`` in its own process) with a sharded repo,
 1,000 held jobs on the real Slurm cluster (cancelled at the end, by id). Each comparison runs
 baseline and candidate interleaved in the same rounds (the order rotates every round), after one
 untimed warm-up, and reports the median of each and the median of the per-round ratios.

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 from conftest import hub_and_mirror
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import make_call_log
+from support.hub import DEMO_REPO_ID
+from support.slurm import make_call_log
 
 pytestmark = pytest.mark.slurm
 

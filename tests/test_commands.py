@@ -16,27 +16,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import as_json, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import DownPartition, make_call_log
+from support.hub import DEMO_REPO_ID
+from support.rows import job_row
+from support.site import Site, as_json, wait_for
+from support.slurm import make_call_log
 
 from blackfish_jobs.errors import BadInput, JobNotFound
 from blackfish_jobs.store import Database, JobRow, utcnow
 
-
-@pytest.fixture
-def down():
-    """A DOWN partition of its own: jobs sent there stay PENDING; cancelled and removed afterwards."""
-    part = DownPartition()
-    yield part
-    subprocess.run(["scancel", "-p", part.name], capture_output=True)
-    part.remove()
-
-
-def submit(site, uri: str, *args: str, **env: str) -> dict:
-    proc = site.bfjobs("submit", "pull-image", uri, "--json", *args, **env)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+submit = Site.submit_pull
 
 
 def write_list(site, name: str, text: str) -> Path:
@@ -122,11 +110,8 @@ def test_an_array_id_names_the_whole_array(slurm_site, down):
 
 def _row(job_id: str, native_id: str, folder: str, minutes: int = 0) -> JobRow:
     now = utcnow() - timedelta(minutes=minutes)
-    return JobRow(
-        id=job_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state="COMPLETED",
-        reason=None, folder=folder, target="/cache/images/x.sif", request={"uri": "docker://x"}, result=None,
-        node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now,
-    )
+    return job_row(id=job_id, native_id=native_id, state="COMPLETED", folder=folder, target="/cache/images/x.sif",
+                   request={"uri": "docker://x"}, node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now)
 
 
 def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path):

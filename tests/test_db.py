@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from blackfish_schema import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.blackfish import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.rows import job_row
 
 from blackfish_jobs import store as dbmod
 from blackfish_jobs.constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
@@ -82,7 +83,7 @@ def _job(i: int, **extra) -> dbmod.JobRow:
         updated_at=now.replace(microsecond=0), registered_at=None if i % 4 else now,
     )
     values.update(extra)
-    return dbmod.JobRow(**values)
+    return job_row(i, **values)
 
 
 def _raw(path: Path) -> list[tuple]:

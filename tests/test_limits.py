@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import as_json, wait_for
-from hubserver import DEMO_REPO_ID
+from support.hub import DEMO_REPO_ID
+from support.site import as_json, wait_for
 
 pytestmark = pytest.mark.slurm
 

@@ -9,7 +9,7 @@ import sqlite3
 import stat
 
 import pytest
-from conftest import wait_for
+from support.site import wait_for
 
 URI = "docker://ghcr.io/huggingface/text-generation-inference:latest"
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support.site import wait_for
 
 pytestmark = pytest.mark.slurm
 

@@ -16,14 +16,14 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import as_json, hub_and_mirror
-from hubserver import DEMO_REPO_ID, HubServer, make_demo_repo
-from slurm_helpers import DownPartition
+from conftest import hub_and_mirror
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID, HubServer, make_demo_repo
+from support.site import as_json
 
 pytestmark = pytest.mark.slurm
 
 REPO = DEMO_REPO_ID
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 
 
 def job_rows(site) -> int:
@@ -76,14 +76,6 @@ def test_gated_repo_without_token_is_refused(slurm_site, hub, calls):
     hub.require_token = "hf_CANARYgated0123456789abcdef"
     line = assert_nothing_submitted(site, calls, site.bfjobs("submit", "download-model", REPO, **calls.env()))
     assert "is restricted: set HF_TOKEN" in line and hub.url in line
-
-
-@pytest.fixture
-def down():
-    part = DownPartition()
-    yield part
-    subprocess.run(["scancel", f"--partition={part.name}"], check=False)  # a failed test leaves its job there
-    part.remove()
 
 
 def test_a_hit_pins_the_commit_the_hub_named(slurm_site, hub, calls, down):
