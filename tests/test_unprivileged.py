@@ -10,7 +10,6 @@ bfjobs imports. Nothing is mocked: the real code, the real cluster, a real unpri
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -21,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, STUB_BIN, skip_or_fail, wait_for
+from conftest import REPO, STUB_BIN, json_job, skip_or_fail, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -112,10 +111,10 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
 
     proc = as_nobody(root, app, "submit", "pull-image", "docker://alpine:3.20", "--to", "home", "--json")
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert job["user"] == "nobody"
     done = wait_for(
-        lambda: (s := json.loads(as_nobody(root, app, "status", job["id"], "--json").stdout))["state"]
+        lambda: (s := json_job(as_nobody(root, app, "status", job["id"], "--json").stdout))["state"]
         not in ("PENDING", "RUNNING") and s,
         timeout=120,
     )
