@@ -401,8 +401,8 @@ def test_list_on_a_terminal_colours_states_and_shortens_targets(site):
 def test_json_shape_is_the_documented_one(site):
     _fill(site, 1)
     [job] = as_jobs(site.bfjobs("list", "--json"))
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## JSON output", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    doc = (REPO / "docs" / "json.md").read_text()
+    block = doc.split("## JOB", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     documented = json.loads(block)
     assert list(job) == sorted(documented), set(job) ^ set(documented)
     for key in ("id", "slurm_job_id", "state", "reason", "result", "node", "submitted_at"):

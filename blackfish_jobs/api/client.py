@@ -161,7 +161,7 @@ class Client:
             return result
         if on_submitted is not None:
             on_submitted(result)
-        waited = self.wait(waiting, on_tick=on_tick)
+        waited = self._wait(waiting, None, on_tick)
         present = [o for o in outcomes if isinstance(o, submission.AlreadyPresent)]
         return SubmitResult(
             [*present, *waited.jobs],
@@ -184,14 +184,17 @@ class Client:
         **options: Any,
     ) -> RenderResult:
         """The sbatch script ``submit`` would send, after submit's checks (present and in-flight
-        requests are left out and reported; a destination submit would refuse raises as submit does)."""
+        requests are left out and reported; a destination submit would refuse raises as submit does).
+        ``note`` hears the result's ``notices`` first, then what the hub check has to say."""
         from . import submission
 
         specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
-        outcomes, script = submission.preview_plan(self.db, specs, many, note)
         notices = [n for n in [builtin_notice(specs[0].profile)] if n]
         if not specs[0].profile.is_slurm:
             notices.append("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
+        for notice in notices:  # before the checks: they say what the script below is for
+            note(notice)
+        outcomes, script = submission.preview_plan(self.db, specs, many, note)
         return RenderResult(script, outcomes, [s.label for s in specs], many, notices)
 
     # ------------------------------------------------------------------ jobs
@@ -262,9 +265,11 @@ class Client:
     ) -> JobsResult:
         """Wait for jobs to end (or ``timeout`` seconds); succeeds only if every one COMPLETED
         with its artefact in place. A job Slurm no longer knows ends the wait as UNKNOWN."""
+        return self._wait([r.id for r in self.resolve(job_ids)], timeout, on_tick)
+
+    def _wait(self, ids: Sequence[str], timeout: float | None, on_tick: OnTick | None) -> JobsResult:
         from .. import tracker
 
-        ids = [r.id for r in self.resolve(job_ids)]
         rows = tracker.wait(self.db, ids, timeout=timeout, on_tick=on_tick)
         bad = [r for r in rows if r.state != tracker.COMPLETED or not artefact_in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None

@@ -8,7 +8,7 @@ code it implies, so the CLI and a Python caller apply the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
@@ -174,16 +174,14 @@ class JobsResult(Result):
         return [o.row if isinstance(o, InFlight) else o for o in self.jobs if not isinstance(o, AlreadyPresent)]
 
     def to_json(self) -> dict[str, Any]:
+        from ..db import JobRow
+
         progress = self.progress or {}
         flying = self.in_flight
-        items = []
-        for o in self.jobs:
-            if hasattr(o, "backend") and o.id not in flying:  # a JobRow: the common, fast case
-                items.append(job_json(o, progress.get(o.id)))
-            elif hasattr(o, "backend"):
-                items.append(job_json(o, progress.get(o.id), in_flight=True))
-            else:
-                items.append(outcome_json(o, progress))
+        items = [
+            job_json(o, progress.get(o.id), in_flight=o.id in flying) if isinstance(o, JobRow) else outcome_json(o)
+            for o in self.jobs
+        ]
         return {"version": JSON_VERSION, "jobs": items}
 
 
@@ -287,10 +285,6 @@ class SyncResult(Result):
 
     def to_json(self) -> dict[str, Any]:
         return {"version": JSON_VERSION, "registered": self.registered, "waiting": self.waiting}
-
-
-def jobs_result(rows: Sequence[JobRow], **kwargs: Any) -> JobsResult:
-    return JobsResult(list(rows), **kwargs)
 
 
 def outcome_message(outcome: Outcome, label: str) -> str:

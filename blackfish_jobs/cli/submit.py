@@ -123,8 +123,6 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
         """
         what, options = _request(kind, params)
         result = client.render(kind, what, note=echo_err, **options)
-        for notice in result.notices:
-            echo_err(notice)
         element = 0
         for label, outcome in zip(result.labels, result.outcomes, strict=True):
             if outcome is None:
