@@ -128,16 +128,19 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     user = run(site)
     assert user.returncode == 0
     present = json_job(user.stdout)
-    assert present == {
-        "kind": "download-model", "state": "PRESENT", "commit": main, "where": "shared", "profile": "slurm",
-        "path": str(shared_models / FOLDER / "snapshots" / main), "model_dir": str(shared_models / FOLDER),
-        "ref": "main",
+    assert {k: present[k] for k in ("id", "kind", "state", "profile", "target")} == {
+        "id": None, "kind": "download-model", "state": "PRESENT", "profile": "slurm",
+        "target": str(shared_models / FOLDER),
+    }
+    assert present["result"] == {
+        "commit": main, "where": "shared", "snapshot": str(shared_models / FOLDER / "snapshots" / main),
+        "model_dir": str(shared_models / FOLDER), "ref": "main",
     }
     assert "already available: commit " + main + " in the shared cache" in site.bfjobs(
         "submit", "download-model", REPO).stdout
     # the shared commit or its recorded branch name, asked for explicitly: nothing to do either
-    assert json_job(run(site, "--revision", main).stdout)["where"] == "shared"
-    assert json_job(run(site, "--revision", "main").stdout)["commit"] == main
+    assert json_job(run(site, "--revision", main).stdout)["result"]["where"] == "shared"
+    assert json_job(run(site, "--revision", "main").stdout)["result"]["commit"] == main
     # a different revision goes to home_dir, never over the shared copy
     v1 = as_job(run(site, "--revision", "v1.0", "--wait"))
     assert v1["state"] == "COMPLETED"
@@ -167,7 +170,7 @@ def test_rule_home_copy_and_force(slurm_site, hub):
     assert first["result"]["commit"] == main and first["target"].startswith(str(site.home_dir))
     # no revision, nothing shared, home has it: nothing to do
     again = json_job(run(site).stdout)
-    assert (again["state"], again["where"], again["commit"]) == ("PRESENT", "home", main)
+    assert (again["state"], again["result"]["where"], again["result"]["commit"]) == ("PRESENT", "home", main)
     # the commit sha itself: nothing to do
     assert json_job(run(site, "--revision", main).stdout)["state"] == "PRESENT"
     # --force downloads again into the chosen destination (home), same commit, one snapshot
@@ -186,7 +189,7 @@ def test_branch_moves_on_the_hub(slurm_site, hub):
     as_job(run(site, "--revision", "dev", "--wait"))
     new = repo.commit({"config.json": '{"dev": 2}\n'}, branch="dev")
     # the recorded ref still names a present snapshot: revision-pinned, nothing silently changes
-    assert json_job(run(site, "--revision", "dev").stdout)["commit"] == old
+    assert json_job(run(site, "--revision", "dev").stdout)["result"]["commit"] == old
     moved = as_job(run(site, "--revision", "dev", "--force", "--wait"))
     assert moved["result"]["commit"] == new
     base = site.home_dir / "models" / FOLDER

@@ -233,7 +233,7 @@ def test_second_request_reports_the_job_in_flight(slurm_site, hub):
     model = submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev")
     assert submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev")["id"] == model["id"]
     other = submit(site, "download-model", DEMO_REPO_ID, "--revision", "v1.0")  # another revision: its own job
-    assert other["id"] != model["id"] and "in_flight" not in other
+    assert other["id"] != model["id"] and other["in_flight"] is False
     for job in (first, model, other):
         assert final(site, job["id"])["state"] == "COMPLETED"
     assert len(site.apptainer_calls()) == 1

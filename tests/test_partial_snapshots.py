@@ -91,7 +91,8 @@ def test_filters_are_additive_and_presence_follows_the_selection(slurm_site, hub
 
     # the same selection again: present; other files of the same commit: a job that fills the snapshot
     again = json_job(run(site, "--include", "*.json").stdout)
-    assert (again["state"], again["where"], again["commit"], again["ref"]) == ("PRESENT", "home", main, "main")
+    found = again["result"]
+    assert (again["state"], found["where"], found["commit"], found["ref"]) == ("PRESENT", "home", main, "main")
     config_link = os.lstat(snapshot / "config.json").st_ino
     hub.clear_requests()
     weights = as_job(run(site, "--include", "*.safetensors", "--wait"))
@@ -181,11 +182,11 @@ def test_shared_looks_only_at_the_shared_cache(slurm_site, hub):
     listing = site.root / "list.txt"
     listing.write_text(f"{REPO}@v1.0\n{REPO}@dev\n")
     jobs = as_jobs(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--shared", "--wait", "--json"))
-    by_state = sorted((j["state"], j.get("where")) for j in jobs)
+    by_state = sorted((j["state"], j["result"].get("where")) for j in jobs)
     assert by_state == [("COMPLETED", None), ("PRESENT", "shared")], jobs
     assert sorted(os.listdir(shared)) == sorted([repo.tags["v1.0"], repo.branches["dev"]])
     # without --shared the shared cache is still looked at first
-    assert json_job(run(site, "--revision", "dev").stdout)["where"] == "shared"
+    assert json_job(run(site, "--revision", "dev").stdout)["result"]["where"] == "shared"
 
 
 def test_home_copy_of_another_branch_is_not_the_default_branch(slurm_site, hub):
@@ -199,7 +200,8 @@ def test_home_copy_of_another_branch_is_not_the_default_branch(slurm_site, hub):
     main = repo.branches["main"]
     assert job["result"]["commit"] == main
     present = json_job(run(site).stdout)
-    assert (present["state"], present["where"], present["commit"], present["ref"]) == ("PRESENT", "home", main, "main")
+    found = present["result"]
+    assert (present["state"], found["where"], found["commit"], found["ref"]) == ("PRESENT", "home", main, "main")
 
 
 def test_any_shared_snapshot_answers_and_is_named(site, hub):
@@ -212,12 +214,12 @@ def test_any_shared_snapshot_answers_and_is_named(site, hub):
     dev = repo.branches["dev"]
     assert proc.returncode == 0 and f"commit {dev} in the shared cache" in proc.stdout and "(ref: dev)" in proc.stdout
     present = json_job(run(site).stdout)
-    assert (present["where"], present["commit"], present["ref"]) == ("shared", dev, "dev")
+    assert (present["result"]["where"], present["result"]["commit"], present["result"]["ref"]) == ("shared", dev, "dev")
     # a shared snapshot missing the selected files does not answer; home's complete main does
     seed(site.cache_dir / "models", hub, "main", allow=["*.json"])
     os.utime(site.cache_dir / "models" / FOLDER / "snapshots" / repo.branches["main"])
     present = json_job(run(site, "--include", "*.safetensors").stdout)
-    assert (present["where"], present["commit"]) == ("home", repo.branches["main"]), present
+    assert (present["result"]["where"], present["result"]["commit"]) == ("home", repo.branches["main"]), present
 
 
 def test_verify_says_partial_unverified_corrupt_or_ok(site, hub):
