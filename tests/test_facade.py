@@ -14,6 +14,7 @@ from conftest import json_findings, json_job, json_jobs
 
 from blackfish_jobs.api import JSON_VERSION, Client, JobsResult, VerifyResult
 from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.errors import JobFailed
 
 CLI_DIR = Path(__file__).resolve().parent.parent / "blackfish_jobs" / "cli"
 
@@ -83,7 +84,7 @@ def test_results_carry_the_exit_code_and_one_json_shape(site):
     waited = client.wait(["a00000000001"])
     assert waited.exit_code == 1
     assert "but its pull-image artefact is not in place (/nowhere/a.sif)" in str(waited.failure())
-    with pytest.raises(Exception, match="did not complete"):
+    with pytest.raises(JobFailed, match="did not complete"):
         waited.raise_for_status()
 
 
