@@ -1,7 +1,7 @@
 """Run bfjobs' node task for one model download in a fresh process and print its result as JSON.
 
-This is exactly what a Slurm job executes (``blackfish_jobs.tasks.download_model`` with a
-``specs.DownloadModel``), minus Slurm and submitit, so it can be timed against ``hf download``
+This is exactly what a Slurm job executes (``blackfish_jobs.node.download.download_model`` with a
+``node.requests.DownloadModel``), minus Slurm and submitit, so it can be timed against ``hf download``
 started the same way: a new interpreter, the same hub, an empty destination.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blackfish_jobs import specs, tasks
+from blackfish_jobs.node.download import download_model
+from blackfish_jobs.node.requests import DownloadModel
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--max-workers", type=int, default=8)
     args = parser.parse_args(argv)
-    request = specs.DownloadModel(
+    request = DownloadModel(
         repo_id=args.repo_id,
         revision=None,
         models_dir=args.models_dir,
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         ignore_patterns=None,
         max_workers=args.max_workers,
     )
-    print(json.dumps(tasks.download_model(request)))
+    print(json.dumps(download_model(request)))
 
 
 if __name__ == "__main__":

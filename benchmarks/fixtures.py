@@ -1,9 +1,9 @@
 """What the benchmarks run against, built in a temporary directory.
 
 Everything is synthetic but made with the project's own code or the real tools: the jobs DB is
-written through ``blackfish_jobs.db`` (so its schema and migrations are the real ones), the
+written through ``blackfish_jobs.store`` (so its schema and migrations are the real ones), the
 cache follows the Hugging Face hub layout byte for byte, the live jobs are real held Slurm jobs,
-and the hub is ``tests/hubserver.py`` in its own process.
+and the hub is ``tests/support/hub.py`` in its own process.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STUB_BIN = REPO / "tests" / "bin"
+TESTS = REPO / "tests"  # its support package: one job-row builder for tests and benchmarks
 
 
 def console_script(name: str) -> str:
@@ -40,12 +41,15 @@ def console_script(name: str) -> str:
 
 
 def make_jobs_db(path: Path, count: int) -> str:
-    """A bfjobs DB with ``count`` finished jobs (half pulls, half downloads), via blackfish_jobs.db.
+    """A bfjobs DB with ``count`` finished jobs (half pulls, half downloads), via blackfish_jobs.store.
 
-    One multi-row INSERT through the project's own table and migrations: the file is exactly
+    One transaction through the project's own store and migrations: the file is exactly
     what ``bfjobs`` would have written, only faster to produce.
     """
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
+
+    sys.path.insert(0, str(TESTS))
+    from support.rows import insert_rows, job_row
 
     url = f"sqlite:///{path}"
     database = bdb.Database(url)
@@ -75,54 +79,46 @@ def make_jobs_db(path: Path, count: int) -> str:
                       "pipeline_tag": "text-generation", "duration_s": 812.4, "node": "dtn1",
                       "already_present": False}
         ok = state == "COMPLETED"
-        rows.append({
-            "id": job_id, "kind": kind, "profile": ("della", "nersc", "local")[i % 3],
-            "backend": "slurm", "native_id": str(100000 + i), "state": state,
-            "reason": None if ok else "exit code 1", "folder": f"/home/jdoe/.blackfish/jobs/bfjobs/{job_id}",
-            "target": target, "request": request, "result": result if ok else None, "node": "dtn1",
-            "user": "jdoe", "submitted_at": submitted, "ended_at": ended, "updated_at": ended,
-            "registered_at": ended if ok and kind == "download-model" else None,
-        })
-    with database.begin() as conn:
-        conn.execute(bdb.jobs.insert(), rows)
-    database.engine.dispose()
+        rows.append(job_row(
+            i, kind=kind, profile=("della", "nersc", "local")[i % 3], native_id=str(100000 + i), state=state,
+            reason=None if ok else "exit code 1", folder=f"/home/jdoe/.blackfish/jobs/bfjobs/{job_id}",
+            target=target, request=request, result=result if ok else None, node="dtn1", user="jdoe",
+            submitted_at=submitted, ended_at=ended, updated_at=ended,
+            registered_at=ended if ok and kind == "download-model" else None,
+        ))
+    insert_rows(database, rows)
+    database.close()
     return url
 
 
 def migrated_db(path: Path) -> str:
     """An empty bfjobs DB at the current schema (Alembic has run), as after a user's first command."""
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
 
     url = f"sqlite:///{path}"
     database = bdb.Database(url)
     database.migrate()
-    database.engine.dispose()
     return url
 
 
 def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str]) -> None:
     """One PENDING bfjobs row per held Slurm job, as ``bfjobs submit`` would have recorded it."""
-    from blackfish_jobs import db as bdb
+    from blackfish_jobs import store as bdb
+
+    sys.path.insert(0, str(TESTS))
+    from support.rows import insert_rows, job_row
 
     database = bdb.Database(url)
-    now = bdb.utcnow()
-    rows = []
-    for i, sid in enumerate(slurm_ids):
-        job_id = f"live{i:08x}"
-        job_folder = folder / job_id
-        rows.append({
-            "id": job_id, "kind": "pull-image", "profile": "slurm", "backend": "slurm", "native_id": sid,
-            "state": "PENDING", "reason": None, "folder": str(job_folder),
-            "target": f"{folder}/images/tool{i}_1.0.sif",
-            "request": {"uri": f"docker://ghcr.io/lab/tool{i}:1.0", "dest_dir": f"{folder}/images",
-                        "filename": f"tool{i}_1.0.sif", "apptainer": "apptainer", "force": False},
-            "result": None, "node": None, "user": "root", "submitted_at": now, "ended_at": None,
-            "updated_at": now, "registered_at": None,
-        })
+    rows = [
+        job_row(i, id=f"live{i:08x}", native_id=sid, folder=str(folder / f"live{i:08x}"),
+                target=f"{folder}/images/tool{i}_1.0.sif",
+                request={"uri": f"docker://ghcr.io/lab/tool{i}:1.0", "dest_dir": f"{folder}/images",
+                         "filename": f"tool{i}_1.0.sif", "apptainer": "apptainer", "force": False})
+        for i, sid in enumerate(slurm_ids)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
-    with database.begin() as conn:
-        conn.execute(bdb.jobs.insert(), rows)
-    database.engine.dispose()
+    insert_rows(database, rows)
+    database.close()
 
 
 # --------------------------------------------------------------------------- hub cache

@@ -1,6 +1,6 @@
 """A local Hugging Face hub with one large, sharded repo, for the download benchmark.
 
-Runs ``tests/hubserver.py``'s server in its own process (so serving does not share a GIL with
+Runs ``tests/support/hub.py``'s server in its own process (so serving does not share a GIL with
 the clients being timed) and prints its URL on the first line of stdout. The repo looks like a
 real checkpoint: several ``*.safetensors`` LFS shards (served through the CDN redirect, like the
 Hub) and a few small JSON files, so ``max_workers`` has files to download in parallel.
@@ -17,9 +17,9 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # for the support package
 
-from hubserver import HubRepo, HubServer, MiB
+from support.hub import HubRepo, HubServer, MiB
 
 REPO_ID = "bfjobs-bench/sharded-model"
 

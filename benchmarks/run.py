@@ -3,9 +3,10 @@
     python benchmarks/run.py            # full run (~2-4 min on 2 cores)
     python benchmarks/run.py --quick    # small sizes, few rounds (CI: keeps the suite working)
     python benchmarks/run.py --json     # machine-readable results on stdout
+    python benchmarks/run.py --only status --live-jobs 10000   # the scale row (MaxJobCount > 10,000)
 
 Everything is built in a temporary directory: a DB with 10,000 jobs, a hub-layout cache with
-10,000 repos, a local hub (``tests/hubserver.py`` in its own process) with a sharded repo,
+10,000 repos, a local hub (``tests/support/hub.py`` in its own process) with a sharded repo,
 1,000 held jobs on the real Slurm cluster (cancelled at the end, by id). Each comparison runs
 baseline and candidate interleaved in the same rounds (the order rotates every round), after one
 untimed warm-up, and reports the median of each and the median of the per-round ratios.
@@ -36,7 +37,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ import fixtures  # noqa: E402
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big and how often; --quick shrinks what is slow to build, never the counted 1,000."""
+    """How big and how often; --quick shrinks what is slow to build, never the counted 1,000
+    live jobs (``--live-jobs`` sets their number: the 10,000-job row of the status group)."""
 
     rounds: int  # rounds for start-up/list/status comparisons
     db_jobs: int
@@ -198,7 +200,7 @@ def on_terminal(argv: list[str], env: dict[str, str]) -> Variant:
 # ----------------------------------------------------------------------------- profiling evidence
 
 HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx",
-         "blackfish_jobs.db", "blackfish_jobs.sqlite_jobs", "blackfish_jobs.slurm",
+         "blackfish_jobs.store", "blackfish_jobs.store.blackfish", "blackfish_jobs.slurm",
          "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
          "blackfish_jobs.config")
 
@@ -236,13 +238,13 @@ PROFILED = {
     "imports (all)": ("<frozen importlib._bootstrap>", "_find_and_load"),
     "entry._prestart_sacct": ("blackfish_jobs/entry.py", "_prestart_sacct"),
     "Client.db (opens DB)": ("blackfish_jobs/api/client.py", "db"),
-    "SqliteJobs._rows (stdlib reads)": ("blackfish_jobs/sqlite_jobs.py", "_rows"),
-    "Database.__init__": ("blackfish_jobs/db.py", "__init__"),
-    "Database.migrate": ("blackfish_jobs/db.py", "migrate"),
-    "Database.unfinished": ("blackfish_jobs/db.py", "unfinished"),
-    "Database.listing": ("blackfish_jobs/db.py", "listing"),
-    "Database.update_many": ("blackfish_jobs/db.py", "update_many"),
-    "db._row (per row)": ("blackfish_jobs/db.py", "_row"),
+    "Database._rows (stdlib reads)": ("blackfish_jobs/store/jobs.py", "_rows"),
+    "Database.__init__": ("blackfish_jobs/store/jobs.py", "__init__"),
+    "Database.migrate": ("blackfish_jobs/store/jobs.py", "migrate"),
+    "Database.unfinished": ("blackfish_jobs/store/jobs.py", "unfinished"),
+    "Database.listing": ("blackfish_jobs/store/jobs.py", "listing"),
+    "Database.update_many": ("blackfish_jobs/store/jobs.py", "update_many"),
+    "rows.from_records (all rows)": ("blackfish_jobs/store/rows.py", "from_records"),
     "tracker.refresh_report": ("blackfish_jobs/tracker.py", "refresh_report"),
     "tracker.survey_slurm": ("blackfish_jobs/tracker.py", "survey_slurm"),
     "slurm.run (subprocess)": ("blackfish_jobs/slurm.py", "run"),
@@ -355,13 +357,14 @@ def bench_list(ctx: Context) -> list[Row]:
 
 
 def bench_status(ctx: Context) -> list[Row]:
-    """``bfjobs status`` over 1,000 live (held) Slurm jobs: sacct calls counted, time vs that raw sacct."""
+    """``bfjobs status`` over the live (held) Slurm jobs (1,000; ``--live-jobs``): sacct calls counted,
+    time vs that raw sacct."""
     title = f"bfjobs status ({ctx.sizes.live_jobs:,} live Slurm jobs) vs the same raw sacct call"
     if ctx.slurm_problem or ctx.held is None:
         return [Row("status", title, target="ratio <= 1.5 and 1 sacct call", status="skipped",
                     note=ctx.slurm_problem or "no held jobs")]
     held = ctx.held
-    lag = held.wait_accounted()
+    lag = held.wait_accounted(timeout=max(90.0, len(held.ids) / 50))  # slurmdbd takes longer for 10,000
     # the live jobs amid a history of finished ones, as in any DB used for a while
     url = fixtures.make_jobs_db(ctx.tmp / "status.sqlite", ctx.sizes.db_jobs)
     fixtures.insert_live_jobs(url, ctx.tmp / "live-jobs", held.ids)
@@ -370,7 +373,7 @@ def bench_status(ctx: Context) -> list[Row]:
     counted_env = ctx.with_env(BFJOBS_DB_URL=url, PATH=f"{wrap_dir}{os.pathsep}{ctx.env['PATH']}")
     counted: list[dict[str, Any]] = []
     sacct_argv: list[str] = []
-    for label in ("first refresh (stores 1,000 pending reasons)", "steady state"):
+    for label in (f"first refresh (stores {len(held.ids):,} pending reasons)", "steady state"):
         wrap_log.unlink(missing_ok=True)
         started = time.perf_counter()
         proc = run_checked([ctx.bfjobs, "status", "--json"], counted_env)  # --json: checkable output
@@ -825,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure bfjobs without bytecode (removes blackfish_jobs/__pycache__ first)")
     parser.add_argument("--no-cluster-start", action="store_true",
                         help="do not run scripts/slurm-up.sh when sinfo fails (Slurm rows are then skipped)")
+    parser.add_argument("--live-jobs", type=int, metavar="N",
+                        help="live Slurm jobs of the status group (default 1,000; 10,000 for the scale row: "
+                             "the cluster's MaxJobCount must allow them, see scripts/slurm-up.sh)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also write the JSON report to FILE")
     parser.add_argument("--show", type=Path, metavar="FILE", help="print a saved JSON report as a table; run nothing")
@@ -834,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         print_report(saved, as_json=args.json)
         return 0
     sizes = QUICK if args.quick else FULL
+    if args.live_jobs is not None:
+        if args.live_jobs < 1:
+            parser.error("--live-jobs: at least 1")
+        sizes = replace(sizes, live_jobs=args.live_jobs)
     groups = {"startup" if g == "help" else g for g in args.only or ()} or {
         "startup", "list", "status", "lookup", "download", "from-file"}
     started = time.monotonic()

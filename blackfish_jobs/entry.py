@@ -3,7 +3,7 @@
 Why before Click: a Python CLI's start-up (interpreter, Click, bfjobs' modules) takes about as
 long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both. For
 ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the unfinished Slurm jobs' ids
-with the stdlib (:class:`sqlite_jobs.SqliteJobs`, a few ms), starts exactly the ``sacct`` command
+with the stdlib (:mod:`store`, a few ms), starts exactly the ``sacct`` command
 the tracker will ask for (:func:`slurmcmd.prestart`) and only then imports the CLI, which runs as
 always: its ``sacct`` call collects the running one, so there is still one call.
 
@@ -116,17 +116,17 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> bool:
 
     True if the database is a SQLite file at the head schema (the stdlib path serves it).
     """
-    from . import constants, slurmcmd, sqlite_jobs
+    from . import constants, slurmcmd, store
 
     try:
-        path = sqlite_jobs.sqlite_path(db_url or constants.default_db_url())
+        path = store.sqlite_path(db_url or constants.default_db_url())
         if path is None or not os.path.isfile(path):
             return False
-        conn = sqlite_jobs.connect(path)
+        conn = store.connect(path)
         try:
-            if not sqlite_jobs.at_head(conn):
+            if not store.at_head(conn):
                 return False
-            ids, oldest = sqlite_jobs.slurm_unfinished(conn, profile or None)
+            ids, oldest = store.slurm_unfinished(conn, profile or None)
         finally:
             conn.close()
         if oldest is not None:

@@ -25,11 +25,12 @@ import submitit
 from submitit.core import utils as submitit_utils
 from submitit.local import local as submitit_local
 
-from . import render, tasks
+from . import render
 from .errors import ClusterError
+from .node import download, pull
 from .specs import JobSpec
 
-_TASKS = {"pull-image": tasks.pull_image, "download-model": tasks.download_model}
+_TASKS = {"pull-image": pull.pull_image, "download-model": download.download_model}
 
 
 def minutes(slurm_time: str | None, default: float = 120.0) -> float:

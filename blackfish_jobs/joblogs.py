@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import tracker
-from .db import Database, JobRow
 from .errors import BfjobsError
+from .store import Database, JobRow
 
 _CHUNK = 1024 * 1024
 

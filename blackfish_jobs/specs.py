@@ -1,7 +1,8 @@
 """Validated requests: everything a job needs, checked before anything is rendered or submitted.
 
 A spec is a frozen dataclass holding only validated values. The node-side part of a spec (what
-gets pickled into the job folder) never contains secrets.
+gets pickled into the job folder) is a plain :mod:`.node.requests` dataclass built here, once its
+values are checked; it never contains secrets.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 from . import layout, validate
 from .config import JobSettings, Profile
 from .errors import BadInput, show
+from .node.requests import DownloadModel, PullImage
 
 MAX_URI_LEN = 512
 
@@ -100,21 +102,6 @@ def check_sif_name(value: str, field: str = "--name") -> str:
     return value
 
 
-@dataclass(frozen=True)
-class PullImage:
-    """Node-side request for ``apptainer pull`` (pickled into the job folder: no secrets)."""
-
-    uri: str
-    dest_dir: Path
-    filename: str
-    apptainer: str
-    force: bool = False
-
-    @property
-    def target(self) -> Path:
-        return self.dest_dir / self.filename
-
-
 # Hugging Face repo ids: namespace/name, each part of word characters, '.', '-'; no '--' or '..'
 # (Blackfish splits folder names on '--'), no leading/trailing '.' or '-', at most 96 characters.
 _REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
@@ -171,26 +158,6 @@ def check_pattern(field: str, value: str) -> str:
     if not _GLOB.match(value) or ".." in value.split("/") or value.startswith("/"):
         raise BadInput(f"{field}: not a file pattern (e.g. '*.safetensors', 'original/*'): {show(value)}")
     return value
-
-
-@dataclass(frozen=True)
-class DownloadModel:
-    """Node-side request for ``snapshot_download`` (pickled into the job folder: no token here)."""
-
-    repo_id: str
-    revision: str | None  # None: the default branch
-    models_dir: Path  # <cache_dir>/models or <home_dir>/models
-    endpoint: str | None
-    allow_patterns: tuple[str, ...] | None
-    ignore_patterns: tuple[str, ...] | None
-    max_workers: int
-    force: bool = False
-    shared: bool = False
-    commit: str | None = None  # pinned at submit by the hub's answer for the revision; None: the node resolves
-
-    @property
-    def target(self) -> Path:
-        return layout.repo_dir(self.models_dir, self.repo_id)
 
 
 @dataclass(frozen=True)

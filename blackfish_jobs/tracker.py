@@ -42,9 +42,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import constants, progress, reasons, slurm
-from .db import Database, JobRow, utcnow
+from . import constants, reasons, slurm
 from .errors import ClusterError
+from .node import progress
+from .store import Database, JobRow, utcnow
 
 PENDING, RUNNING, COMPLETED, FAILED = "PENDING", "RUNNING", "COMPLETED", "FAILED"
 CANCELLED, TIMEOUT, OUT_OF_MEMORY = "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"
@@ -577,7 +578,7 @@ def _store(db: Database, row: JobRow, values: dict[str, Any]) -> JobRow:
 def on_completed(db: Database, row: JobRow) -> None:
     """Work that follows a successful job, once, when its result is first collected."""
     if row.kind == "download-model":
-        from . import registry
+        from .store import blackfish as registry
 
         registry.register(db, row)
 

@@ -14,9 +14,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import layout, records
+from . import layout
 from .layout import is_commit, read_listing
-from .tasks import hash_file, sha256_file
+from .node import records
+from .node.hashing import hash_file, sha256_file
 
 #: Verdicts. OK: every byte matches a record. CORRUPT: something does not match. MISSING: the
 #: artefact is not there. PARTIAL: some files of the snapshot are absent (a filtered download).

@@ -268,6 +268,9 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000,sched_interval=5,bf_interval=5,default_queue_depth=500
 MinJobAge=300
+# The benchmark's status group holds 10,000 live jobs (benchmarks/run.py --live-jobs) while
+# tests run: above Slurm's default of 10,000 jobs in the controller.
+MaxJobCount=50000
 KillWait=5
 InactiveLimit=0
 Waittime=0

@@ -6,9 +6,10 @@ import os
 import textwrap
 
 import pytest
-from conftest import hub_and_mirror, json_jobs
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import make_call_log
+from conftest import hub_and_mirror
+from support.hub import DEMO_REPO_ID
+from support.site import json_jobs
+from support.slurm import make_call_log
 
 pytestmark = pytest.mark.slurm
 

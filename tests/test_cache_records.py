@@ -14,25 +14,21 @@ import re
 import stat
 import subprocess
 import tempfile
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import test_unprivileged
-from conftest import Site, as_job, as_jobs, json_findings, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import DownPartition
-from test_unprivileged import as_nobody
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID
+from support.site import Site, as_job, as_jobs, json_findings, profiles_cfg, slurm_profile, wait_for
+from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
-nobody_env = test_unprivileged.nobody_env  # its fixture: a world-readable copy of bfjobs for user nobody
 
 VLLM = "docker://vllm/vllm-openai:v0.6.3"
 FORK = "docker://myfork/vllm-openai:v0.6.3"
 NAME = "vllm-openai_v0.6.3.sif"
 ZERO = "sha256:" + "0" * 64
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 
 
 def record_of(image: Path) -> dict:
@@ -121,9 +117,7 @@ def test_records_are_read_by_another_user(nobody_env):
     """An unprivileged user verifies root's shared image from its record, without root's database."""
     root = Path(tempfile.mkdtemp(prefix="records-", dir=nobody_env))
     root.chmod(0o755)
-    admin = Site(root, root / "app", root / "home", root / "cache", root / "apptainer.jsonl")
-    for d in (admin.app_dir, admin.home_dir, admin.cache_dir):
-        d.mkdir(mode=0o755)
+    admin = Site.create(root)
     admin.configure(mem="200M")
     image = Path(pull(admin, VLLM)["result"]["path"])
 
@@ -131,14 +125,8 @@ def test_records_are_read_by_another_user(nobody_env):
     app.mkdir()
     (root / "nobody-home").mkdir()
     subprocess.run(["chown", "nobody", str(app), str(root / "nobody-home")], check=True)
-    (app / "profiles.cfg").write_text(textwrap.dedent(f"""
-        [cluster]
-        schema = slurm
-        host = localhost
-        user = nobody
-        home_dir = {root / 'nobody-home'}
-        cache_dir = {admin.cache_dir}
-        """))
+    (app / "profiles.cfg").write_text(
+        profiles_cfg({"cluster": slurm_profile(root / "nobody-home", admin.cache_dir, user="nobody")}))
     ok = as_nobody(nobody_env, app, "verify", str(image))
     assert ok.returncode == 0 and ok.stdout.startswith("OK "), ok.stderr
     flip_two_bytes(image)
@@ -280,13 +268,6 @@ def test_force_replaces_file_and_record(slurm_site):
     assert site.bfjobs("submit", "pull-image", VLLM).returncode == 1
 
 
-@pytest.fixture
-def down():
-    part = DownPartition()
-    yield part
-    part.remove()
-
-
 def test_the_node_applies_the_same_rule(slurm_site, down):
     """A job for a name that another source took while it was pending fails; it never says present."""
     site = slurm_site
@@ -331,8 +312,8 @@ def test_a_running_pull_of_another_source_is_no_answer(slurm_site, down):
 
 def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     """The new record goes in before the file; if the file is not published, the old record comes back."""
-    from blackfish_jobs import records, tasks
-    from blackfish_jobs.specs import PullImage
+    from blackfish_jobs.node import pull, records
+    from blackfish_jobs.node.requests import PullImage
 
     images = tmp_path / "images"
     images.mkdir()
@@ -346,5 +327,5 @@ def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     partial = images / ".bfjobs-partial-1-00000000-x.sif"
     partial.write_bytes(b"new image")
     with pytest.raises(OSError):
-        tasks._publish_image(req, partial, "1-00000000")
+        pull._publish_image(req, partial, "1-00000000")
     assert records.read(record, "image") == old

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import json_job, json_jobs
+from support.site import json_job, json_jobs
 
 HEAVY = ("submitit", "sqlalchemy", "huggingface_hub", "alembic", "jinja2")
 

@@ -15,27 +15,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import as_job, as_jobs, json_job, json_jobs, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import DownPartition, make_call_log
+from support.hub import DEMO_REPO_ID
+from support.rows import job_row
+from support.site import Site, as_job, as_jobs, json_job, json_jobs, wait_for
+from support.slurm import make_call_log
 
-from blackfish_jobs import db as dbmod
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.errors import BadInput, JobNotFound
+from blackfish_jobs.store import Database, JobRow, utcnow
 
-
-@pytest.fixture
-def down():
-    """A DOWN partition of its own: jobs sent there stay PENDING; cancelled and removed afterwards."""
-    part = DownPartition()
-    yield part
-    subprocess.run(["scancel", "-p", part.name], capture_output=True)
-    part.remove()
-
-
-def submit(site, uri: str, *args: str, **env: str) -> dict:
-    proc = site.bfjobs("submit", "pull-image", uri, "--json", *args, **env)
-    assert proc.returncode == 0, proc.stderr
-    return json_job(proc.stdout)
+submit = Site.submit_pull
 
 
 def write_list(site, name: str, text: str) -> Path:
@@ -121,15 +109,11 @@ def test_an_array_id_names_the_whole_array(slurm_site, down):
 
 def _row(job_id: str, native_id: str, folder: str, minutes: int = 0) -> JobRow:
     now = utcnow() - timedelta(minutes=minutes)
-    return JobRow(
-        id=job_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state="COMPLETED",
-        reason=None, folder=folder, target="/cache/images/x.sif", request={"uri": "docker://x"}, result=None,
-        node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now,
-    )
+    return job_row(id=job_id, native_id=native_id, state="COMPLETED", folder=folder, target="/cache/images/x.sif",
+                   request={"uri": "docker://x"}, node="vm", user="u", submitted_at=now, ended_at=now, updated_at=now)
 
 
-@pytest.mark.parametrize("stdlib", [True, False], ids=["sqlite3", "sqlalchemy"])
-def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
+def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path):
     url = f"sqlite:///{tmp_path / 'app.sqlite'}"
     Database(url).insert_many([
         _row("3269abcdef01", "500", "/jobs/3269abcdef01"),  # its id starts like the array's Slurm id
@@ -139,9 +123,9 @@ def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
         _row("aaaa00000001", "901", "/jobs/a1"),
         _row("aaab00000002", "902", "/jobs/a2"),
     ])
-    db = Database(url, stdlib_sqlite=stdlib)
+    db = Database(url)
     # one job wanted, an array given (the id is also a prefix of a bfjobs id): the elements are listed
-    with pytest.raises(dbmod.BadInput, match=r"'3269' is a Slurm job array of 4 jobs: name one of them: e1e1"):
+    with pytest.raises(BadInput, match=r"'3269' is a Slurm job array of 4 jobs: name one of them: e1e1"):
         db.resolve("3269")
     # exact bfjobs id
     assert [r.id for r in db.resolve_many("3269abcdef01")] == ["3269abcdef01"]
@@ -153,16 +137,16 @@ def test_ids_resolve_exact_id_then_slurm_id_then_prefix(tmp_path, stdlib):
     assert db.resolve("3269a").id == "3269abcdef01"
     assert db.resolve("aaab").id == "aaab00000002"
     # anything else lists the candidates in the one line
-    with pytest.raises(dbmod.JobNotFound) as ambiguous:
+    with pytest.raises(JobNotFound) as ambiguous:
         db.resolve_many("aaa")
     text = str(ambiguous.value)
     assert "job id prefix 'aaa' is ambiguous" in text and "aaaa00000001" in text and "aaab00000002" in text
     assert "Slurm job 901" in text and "\n" not in text
-    with pytest.raises(dbmod.JobNotFound) as reused:
+    with pytest.raises(JobNotFound) as reused:
         db.resolve_many("700")
     assert "Slurm job id '700' is ambiguous" in str(reused.value)
     assert "700000000001" in str(reused.value) and "700000000002" in str(reused.value)
-    with pytest.raises(dbmod.JobNotFound, match="no bfjobs job"):
+    with pytest.raises(JobNotFound, match="no bfjobs job"):
         db.resolve_many("3268")
 
 

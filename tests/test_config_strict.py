@@ -9,11 +9,11 @@ work never runs on the login node by default) and ``local`` only where it is not
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 
 import pytest
-from conftest import json_job, json_jobs
+from support.rows import insert_rows, job_row
+from support.site import json_job, json_jobs, local_profile, slurm_profile
 
 from blackfish_jobs import config
 
@@ -32,20 +32,10 @@ def one_error(result) -> str:
 def della_profiles(site, **dirs: str) -> None:
     """profiles.cfg with a local-schema ``della`` (default) and a Slurm ``hpc``: no job needs Slurm."""
     home, cache = dirs.get("home_dir", site.home_dir), dirs.get("cache_dir", site.cache_dir)
-    (site.app_dir / "profiles.cfg").write_text(textwrap.dedent(f"""
-        [della]
-        schema = local
-        home_dir = {home}
-        cache_dir = {cache}
-        default = true
-
-        [hpc]
-        schema = slurm
-        host = localhost
-        user = root
-        home_dir = {site.home_dir}
-        cache_dir = {site.cache_dir}
-        """))
+    site.write_profiles({
+        "della": local_profile(home, cache, default="true"),
+        "hpc": slurm_profile(site.home_dir, site.cache_dir),
+    })
 
 
 def nothing_written(site) -> None:
@@ -210,15 +200,12 @@ def test_listing_an_unknown_profile_without_profiles_cfg(cli, site):
 
 def test_a_removed_profile_with_jobs_can_still_be_listed(cli, site):
     """A profile taken out of profiles.cfg still names its jobs in the database."""
-    from blackfish_jobs.db import Database, JobRow
-
     della_profiles(site)
     now = datetime.now(UTC).replace(tzinfo=None)
-    Database().insert(JobRow(
-        id="0123456789ab", kind="pull-image", profile="oldsite", backend="local", native_id="1", state="COMPLETED",
-        reason=None, folder="/x", target="/c/images/a.sif", request={}, result=None, node=None, user="root",
-        submitted_at=now, ended_at=now, updated_at=now,
-    ))
+    insert_rows(None, [job_row(
+        id="0123456789ab", profile="oldsite", backend="local", native_id="1", state="COMPLETED", folder="/x",
+        target="/c/images/a.sif", request={}, submitted_at=now, ended_at=now, updated_at=now,
+    )])
     result = cli("list", "--profile", "oldsite", "--json")
     assert result.exit_code == 0, result.stderr
     assert [job["id"] for job in json_jobs(result.stdout)] == ["0123456789ab"]

@@ -10,17 +10,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from blackfish_schema import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.blackfish import BLACKFISH_REVISION, create_blackfish_db, table_names
+from support.rows import job_row
 
-from blackfish_jobs import db as dbmod
-from blackfish_jobs.constants import JOBS_TABLE, VERSION_TABLE
+from blackfish_jobs import store as dbmod
+from blackfish_jobs.api import job_json
+from blackfish_jobs.constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
+from blackfish_jobs.errors import BadInput
+from blackfish_jobs.store import jobs as jobsmod
+from blackfish_jobs.store import rows as rowsmod
+from blackfish_jobs.store import schema
 
 
 def test_head_revision_matches_migrations():
     from alembic.script import ScriptDirectory
 
-    scripts = ScriptDirectory(str(Path(dbmod.__file__).with_name("migrations")))
-    assert scripts.get_current_head() == dbmod.HEAD_REVISION
+    scripts = ScriptDirectory(str(schema.MIGRATIONS))
+    assert scripts.get_current_head() == HEAD_REVISION
 
 
 def test_fresh_database_gets_only_bfjobs_tables(site):
@@ -30,7 +36,7 @@ def test_fresh_database_gets_only_bfjobs_tables(site):
     assert table_names(site.db_path) == {JOBS_TABLE, VERSION_TABLE}
     conn = sqlite3.connect(site.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(dbmod.HEAD_REVISION,)]
+    assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(HEAD_REVISION,)]
 
 
 def test_blackfish_tables_and_ddl_version_untouched(site):
@@ -50,7 +56,7 @@ def test_env_url_and_explicit_url(site, monkeypatch, tmp_path):
 
 def test_concurrent_first_use_migrates_once(site):
     """Eight processes opening a fresh DB at once: all succeed, one version row."""
-    code = "from blackfish_jobs.db import Database; Database().migrate(); print('ok')"
+    code = "from blackfish_jobs.store import Database; Database().migrate(); print('ok')"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(8)
@@ -61,7 +67,7 @@ def test_concurrent_first_use_migrates_once(site):
     assert conn.execute(f"SELECT count(*) FROM {VERSION_TABLE}").fetchone()[0] == 1
 
 
-# ----------------------------------------------------------------------------- the stdlib SQLite path
+# ----------------------------------------------------------------------------- rows and queries
 
 
 def _job(i: int, **extra) -> dbmod.JobRow:
@@ -78,7 +84,7 @@ def _job(i: int, **extra) -> dbmod.JobRow:
         updated_at=now.replace(microsecond=0), registered_at=None if i % 4 else now,
     )
     values.update(extra)
-    return dbmod.JobRow(**values)
+    return job_row(i, **values)
 
 
 def _raw(path: Path) -> list[tuple]:
@@ -86,145 +92,186 @@ def _raw(path: Path) -> list[tuple]:
         return conn.execute(f"SELECT * FROM {JOBS_TABLE} ORDER BY id").fetchall()
 
 
-def test_stdlib_columns_are_the_tables():
+def test_the_migrated_table_is_jobrow(tmp_path):
+    """The migrations are the schema; JobRow's fields and the stored forms must match them."""
     import dataclasses
 
+    path = tmp_path / "app.sqlite"
+    schema.upgrade(str(path))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        info = conn.execute(f"PRAGMA table_info({JOBS_TABLE})").fetchall()
+    declared = {name: kind for _, name, kind, *_ in info}
+    assert tuple(declared) == rowsmod.COLUMNS
+    assert tuple(f.name for f in dataclasses.fields(dbmod.JobRow)) == rowsmod.COLUMNS
+    assert {c for c, kind in declared.items() if kind == "JSON"} == rowsmod.JSON_COLUMNS
+    assert {c for c, kind in declared.items() if kind == "DATETIME"} == rowsmod.DATETIME_COLUMNS
+
+
+def test_values_are_stored_as_sqlalchemy_stored_them_and_read_back(tmp_path):
+    """Databases written by earlier bfjobs (through SQLAlchemy) stay readable: the same rows and
+    updates give the very text SQLAlchemy's JSON and DateTime types bind, and read back exactly
+    what was written (JSON, NULLs, datetimes)."""
     import sqlalchemy as sa
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from blackfish_jobs import sqlite_jobs
+    dialect = sqlite_dialect.dialect()
+    json_bind = sa.JSON().bind_processor(dialect)
+    datetime_bind = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
 
-    table = dbmod.jobs
-    assert tuple(c.name for c in table.columns) == sqlite_jobs.COLUMNS
-    assert tuple(f.name for f in dataclasses.fields(dbmod.JobRow)) == sqlite_jobs.COLUMNS
-    assert {c.name for c in table.columns if isinstance(c.type, sa.JSON)} == sqlite_jobs.JSON_COLUMNS
-    assert {c.name for c in table.columns if isinstance(c.type, sa.DateTime)} == sqlite_jobs.DATETIME_COLUMNS
+    def stored(row: dbmod.JobRow) -> tuple:
+        values = []
+        for column in rowsmod.COLUMNS:
+            value = getattr(row, column)
+            if column in rowsmod.JSON_COLUMNS:
+                value = json_bind(value)
+            elif column in rowsmod.DATETIME_COLUMNS and value is not None:
+                value = datetime_bind(value)
+            values.append(value)
+        return tuple(values)
 
-
-def test_both_paths_store_the_same_bytes_and_read_each_other(tmp_path):
-    """The same rows and updates through the stdlib and through SQLAlchemy: identical files, and
-    each path reads back exactly what the other wrote (JSON, NULLs, datetimes)."""
     rows = [_job(i) for i in range(12)]
-    paths = {name: tmp_path / f"{name}.sqlite" for name in ("lite", "sa")}
-    dbs = {name: dbmod.Database(f"sqlite:///{path}", stdlib_sqlite=name == "lite") for name, path in paths.items()}
-    assert dbs["lite"]._lite() is not None and dbs["sa"]._lite() is None
-    for db in dbs.values():
-        db.insert_many(rows[:10])
-        db.insert(rows[10])
-        db.insert_many([rows[11]])
-    assert _raw(paths["lite"]) == _raw(paths["sa"])
+    path = tmp_path / "lite.sqlite"
+    db = dbmod.Database(f"sqlite:///{path}")
+    db.insert_many(rows[:10])
+    db.insert(rows[10])
+    db.insert_many([rows[11]])
+    assert _raw(path) == sorted(stored(r) for r in rows)
     moment = datetime(2026, 11, 27, 9, 30, 1, 5)
-    changes = [  # updated_at given: otherwise each path stamps its own "now"
+    changes = [  # updated_at given: otherwise "now" is stamped
         (rows[0].id, "PENDING", {"state": "RUNNING", "node": "n1", "reason": None, "updated_at": moment}),
         (rows[1].id, "PENDING", {"state": "FAILED"}),  # it is RUNNING: compare-and-set refuses
         (rows[4].id, "UNKNOWN", {"state": "COMPLETED", "result": {"a": ["\u00e9", 1.5]}, "ended_at": moment,
                                  "updated_at": moment}),
         (rows[5].id, "PENDING", {"state": "CANCELLED", "result": None, "ended_at": moment, "updated_at": moment}),
     ]
-    for db in dbs.values():
-        assert db.update_many(changes) == {rows[0].id, rows[4].id, rows[5].id}
-        db.update(rows[2].id, reason="done \u2603", registered_at=moment, updated_at=moment)
-    assert _raw(paths["lite"]) == _raw(paths["sa"])
-    for writer, path in paths.items():
-        url = f"sqlite:///{path}"
-        lite, alchemy = dbmod.Database(url), dbmod.Database(url, stdlib_sqlite=False)
-        got = lite.listing(limit=0)
-        assert got == alchemy.listing(limit=0), writer
-        assert [r.to_json() for r in got] == [r.to_json() for r in alchemy.listing(limit=0)]
-        by_id = {r.id: r for r in got}
-        assert by_id[rows[3].id] == rows[3]  # untouched: read back exactly as written
-        assert by_id[rows[4].id].result == {"a": ["\u00e9", 1.5]} and by_id[rows[4].id].ended_at == moment
-        assert by_id[rows[5].id].result is None and by_id[rows[2].id].registered_at == moment
+    assert db.update_many(changes) == {rows[0].id, rows[4].id, rows[5].id}
+    db.update(rows[2].id, reason="done \u2603", registered_at=moment, updated_at=moment)
+    expected = {r.id: r for r in rows}
+    for job_id, _state, values in changes[:1] + changes[2:]:
+        for column, value in values.items():
+            setattr(expected[job_id], column, value)
+    expected[rows[2].id].reason, expected[rows[2].id].registered_at = "done \u2603", moment
+    expected[rows[2].id].updated_at = moment
+    assert _raw(path) == sorted(stored(r) for r in expected.values())
+    got = dbmod.Database(f"sqlite:///{path}").listing(limit=0)
+    by_id = {r.id: r for r in got}
+    assert by_id == expected
+    assert [job_json(r) for r in got] == [job_json(expected[r.id]) for r in got]
+    assert by_id[rows[3].id] == rows[3]  # untouched: read back exactly as written
+    assert by_id[rows[4].id].result == {"a": ["\u00e9", 1.5]} and by_id[rows[4].id].ended_at == moment
+    assert by_id[rows[5].id].result is None and by_id[rows[2].id].registered_at == moment
 
 
-def test_both_paths_answer_every_query_alike(tmp_path):
+def test_every_query_answers_what_the_rows_say(tmp_path):
+    """Each query against a plain Python filter over the rows inserted."""
     path = tmp_path / "app.sqlite"
     url = f"sqlite:///{path}"
     rows = [_job(i) for i in range(40)]
     rows[13].id = "abc123def456"
     dbmod.Database(url).insert_many(rows)
-    lite, alchemy = dbmod.Database(url), dbmod.Database(url, stdlib_sqlite=False)
+    db = dbmod.Database(url)
     since = rows[17].submitted_at
-    queries = [
-        lambda db: db.unfinished(),
-        lambda db: db.unfinished([r.id for r in rows[::3]]),
-        lambda db: db.unfinished(targets=["/cache/t1.sif", "/cache/t4.sif"]),
-        lambda db: db.unfinished(targets=[]),
-        lambda db: sorted(db.get_many([rows[5].id, rows[7].id, "nosuchid0000", rows[5].id]), key=lambda r: r.id),
-        lambda db: db.get(rows[9].id),
-        lambda db: db.get("nosuchid0000"),
-        lambda db: db.listing(),
-        lambda db: db.listing(limit=5),
-        lambda db: db.listing(states=["FAILED", "PENDING"], kind="pull-image"),
-        lambda db: db.listing(profile="local", since=since, limit=0),
-        lambda db: db.listing(since=since),
-        lambda db: db.resolve(rows[13].id),
-        lambda db: db.resolve("abc12"),  # a unique prefix
-        lambda db: db.resolve(rows[6].native_id or ""),  # a Slurm job id
-        lambda db: db.resolve("77_10"),  # an array element's id ("_" is no LIKE wildcard)
-        lambda db: db.safe_url(),
-    ]
-    for n, query in enumerate(queries):
-        assert query(lite) == query(alchemy), n
-    for db in (lite, alchemy):
-        with pytest.raises(dbmod.BadInput, match="ambiguous"):
-            db.resolve("00000000000")
-        with pytest.raises(dbmod.BadInput, match="no bfjobs job"):
-            db.resolve("fff")
+    live = [r for r in rows if r.state not in FINISHED_STATES]
+    newest = sorted(rows, key=lambda r: r.submitted_at, reverse=True)  # ids grow with submit time
+    by_id = {r.id: r for r in rows}
+    assert db.unfinished() == live
+    assert db.unfinished([r.id for r in rows[::3]]) == [r for r in live if r in rows[::3]]
+    assert db.unfinished(targets=["/cache/t1.sif", "/cache/t4.sif"]) == [
+        r for r in live if r.target in ("/cache/t1.sif", "/cache/t4.sif")]
+    assert db.unfinished(targets=[]) == []
+    got = db.get_many([rows[5].id, rows[7].id, "nosuchid0000", rows[5].id])
+    assert sorted(got, key=lambda r: r.id) == [rows[5], rows[7]]
+    assert db.get(rows[9].id) == rows[9] and db.get("nosuchid0000") is None
+    assert db.listing() == newest
+    assert db.listing(limit=5) == newest[:5]
+    assert db.listing(states=["FAILED", "PENDING"], kind="pull-image") == [
+        r for r in newest if r.state in ("FAILED", "PENDING") and r.kind == "pull-image"]
+    assert db.listing(profile="local", since=since, limit=0) == [
+        r for r in newest if r.profile == "local" and r.submitted_at >= since]
+    assert db.listing(since=since) == [r for r in newest if r.submitted_at >= since]
+    assert db.resolve(rows[13].id) == rows[13]
+    assert db.resolve("abc12") == rows[13]  # a unique prefix
+    assert db.resolve(rows[6].native_id or "") == rows[6]  # a Slurm job id
+    assert db.resolve("77_10") == by_id[f"{10:012x}"]  # an array element's id ("_" is no LIKE wildcard)
+    assert db.safe_url() == url
+    assert db.slurm_unfinished() == (
+        [r.native_id for r in live if r.backend == "slurm"],
+        min(r.submitted_at for r in live if r.backend == "slurm"))
+    assert db.slurm_unfinished("della")[0] == [
+        r.native_id for r in live if r.backend == "slurm" and r.profile == "della"]
+    with pytest.raises(BadInput, match="ambiguous"):
+        db.resolve("00000000000")
+    with pytest.raises(BadInput, match="no bfjobs job"):
+        db.resolve("fff")
 
 
-def test_an_older_schema_is_migrated_before_the_stdlib_reads_it(tmp_path):
-    """A database at revision 0001 (no registered_at): the stdlib path refuses it, Alembic migrates."""
-    from alembic import command
-    from alembic.config import Config
+def test_many_ids_are_read_in_chunks(tmp_path):
+    """More ids than an old SQLite allows parameters in one statement (999)."""
+    rows = [_job(i, id=f"many{i:08d}", state="PENDING") for i in range(1200)]
+    db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
+    db.insert_many(rows)
+    ids = [r.id for r in rows]
+    assert sorted(r.id for r in db.get_many(ids)) == ids
+    assert [r.id for r in db.unfinished(ids)] == ids
 
-    from blackfish_jobs import sqlite_jobs
 
+def test_json_columns_decode_on_first_use(tmp_path):
+    """Rows read from the store keep their JSON as text until asked (status reads every live row)."""
+    db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
+    row = _job(3)  # result {...}
+    db.insert(row)
+    got = db.get(row.id)
+    assert "request" not in vars(got) and "result" not in vars(got)
+    assert got.request == row.request and "request" in vars(got) and "_json_request" not in vars(got)
+    assert got == row and got.result == row.result
+    got.request = {"changed": True}
+    assert got.request == {"changed": True}
+    with pytest.raises(AttributeError):
+        _ = got.no_such_field
+
+
+def test_an_older_schema_is_migrated_before_the_store_reads_it(tmp_path):
+    """A database at revision 0001 (no registered_at): not at head, so Alembic migrates it first."""
     path = tmp_path / "old.sqlite"
-    old = dbmod.Database(f"sqlite:///{path}", stdlib_sqlite=False)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(dbmod.__file__).with_name("migrations")))
-    with old.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    assert sqlite_jobs.SqliteJobs.open(str(path)) is None
+    schema.upgrade(str(path), "0001")
+    with contextlib.closing(schema.connect(str(path))) as conn:
+        assert schema.revision(conn) == "0001" and not schema.at_head(conn)
     db = dbmod.Database(f"sqlite:///{path}")
     assert db.listing() == []
-    assert db.current_revision() == dbmod.HEAD_REVISION
-    assert sqlite_jobs.SqliteJobs.open(str(path)) is not None
+    assert db.current_revision() == HEAD_REVISION
+    with contextlib.closing(schema.connect(str(path))) as conn:
+        assert schema.at_head(conn)
 
 
 def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     """Only live rows are read, however long the history: the queries carry the index's own term."""
     import importlib
 
-    from blackfish_jobs import sqlite_jobs
-
-    migration = importlib.import_module("blackfish_jobs.migrations.versions.0003_unfinished_index")
-    assert migration.UNFINISHED == sqlite_jobs._UNFINISHED  # else SQLite silently stops using it
+    migration = importlib.import_module("blackfish_jobs.store.migrations.versions.0003_unfinished_index")
+    assert migration.UNFINISHED == jobsmod.UNFINISHED  # else SQLite silently stops using it
     db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
-    lite = db._lite()
-    conn = lite.conn
-    live = sqlite_jobs._UNFINISHED
+    conn = db.conn
+    live = jobsmod.UNFINISHED
     slurm_ids = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {live} AND backend = 'slurm'"
     for sql, params in [
         (slurm_ids, ()),
         (slurm_ids + " AND profile = ?", ("della",)),
-        (f"{sqlite_jobs._SELECT} WHERE {sqlite_jobs._UNFINISHED} ORDER BY submitted_at", ()),
+        (f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at", ()),
     ]:
         plan = " ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "USING" in plan and "INDEX ix_bfjobs_jobs_unfinished" in plan, plan
     # the statements the code runs are those checked above
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    lite.slurm_unfinished("della")
-    lite.unfinished()
+    db.slurm_unfinished("della")
+    db.unfinished()
     assert statements == [slurm_ids + " AND profile = 'della'",
-                          f"{sqlite_jobs._SELECT} WHERE {sqlite_jobs._UNFINISHED} ORDER BY submitted_at"]
+                          f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at"]
 
 
-def test_stdlib_connection_has_blackfish_pragmas(tmp_path):
+def test_store_connection_has_blackfish_pragmas(tmp_path):
     db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
-    conn = db._lite().conn
+    conn = db.conn
     assert [conn.execute(f"PRAGMA {name}").fetchone()[0] for name in
             ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")] == ["wal", 5000, 1, 1]
 
@@ -234,14 +281,34 @@ def test_stdlib_connection_has_blackfish_pragmas(tmp_path):
     "sqlite://", "sqlite:///:memory:", "sqlite:///x.db?timeout=3", "sqlite:///a%2Fb", "sqlite:///~u/x.db",
     "sqlite:///line\nbreak", "sqlite:///a\x00b", "postgresql://u@h/db", "SQLITE:///x.db", "sqlite:///x#y",
 ])
-def test_only_plain_sqlite_file_urls_take_the_stdlib_path(url):
+def test_only_plain_sqlite_file_urls_name_a_file(url):
     import sqlalchemy as sa
 
-    from blackfish_jobs.sqlite_jobs import sqlite_path
-
-    path = sqlite_path(url)
+    path = dbmod.sqlite_path(url)
     plain = url.startswith(("sqlite:///", "sqlite+pysqlite:///")) and url[-1] not in "/:" and not any(
         c in url for c in "?%~\n\x00#")
     assert (path is not None) == (plain and ":memory:" not in url), url
     if path is not None:
         assert path == sa.engine.make_url(url).database  # the very file SQLAlchemy would open
+
+
+@pytest.mark.parametrize(("url", "scheme"), [
+    ("postgresql://blackfish:s3cret@db.example.org:5432/app", "postgresql"),
+    ("mysql+pymysql://root:hunter2@localhost/app", "mysql+pymysql"),
+    ("mariadb://u:pw@h/db", "mariadb"),
+])
+def test_a_non_sqlite_url_is_one_clear_line(site, url, scheme):
+    """Blackfish's app database is SQLite: other URLs are refused, naming the scheme and nothing else."""
+    for proc in (site.bfjobs("--db", url, "list"), site.bfjobs("status", BFJOBS_DB_URL=url)):
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
+        line = proc.stderr.strip()
+        assert f"{scheme}://" in line and "SQLite only" in line, line
+        secret = url.split("://", 1)[1]
+        assert not any(part in line for part in (secret, secret.split("@")[0], "@")), line
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_is_refused(url):
+    with pytest.raises(BadInput, match="in-memory database keeps no jobs"):
+        dbmod.Database(url)

@@ -16,24 +16,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from blackfish_schema import create_blackfish_db
-from conftest import as_job, hub_and_mirror, json_job
-from hubserver import DEMO_REPO_ID
+from conftest import hub_and_mirror
+from support.blackfish import create_blackfish_db
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID, snapshot_files
+from support.site import Site, as_job, json_job
 
 REPO = DEMO_REPO_ID
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 
 
-def run(site, *args, **env):
-    return site.bfjobs("submit", "download-model", REPO, *args, "--json", **env)
+run = Site.submit_download
 
 
-def snapshot_files(snapshot: Path) -> dict[str, bytes]:
-    out = {}
-    for path in sorted(snapshot.rglob("*")):
-        if path.is_file():
-            out[str(path.relative_to(snapshot))] = path.read_bytes()
-    return out
 
 
 def names(directory: Path) -> list[str]:
@@ -70,10 +64,8 @@ pytestmark = pytest.mark.slurm
 
 
 @hub_and_mirror
-def test_download_to_home_and_register(slurm_site, hub):
-    site = slurm_site
-    site.configure(hub)
-    create_blackfish_db(site.db_path)
+def test_download_to_home_and_register(blackfish_site, hub):
+    site = blackfish_site
     repo = hub.get_repo(REPO)
     rendered = site.bfjobs("render", "download-model", REPO, "--revision", "dev", check=True).stdout
     assert f"export HF_ENDPOINT={hub.url}" in rendered
@@ -180,10 +172,8 @@ def test_rule_home_copy_and_force(slurm_site, hub):
     assert_public_and_clean(site.home_dir / "models")
 
 
-def test_branch_moves_on_the_hub(slurm_site, hub):
-    site = slurm_site
-    site.configure(hub)
-    create_blackfish_db(site.db_path)
+def test_branch_moves_on_the_hub(blackfish_site, hub):
+    site = blackfish_site
     repo = hub.get_repo(REPO)
     old = repo.branches["dev"]
     as_job(run(site, "--revision", "dev", "--wait"))

@@ -10,23 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import json_findings, json_job, json_jobs
+from support.rows import job_row
+from support.site import json_findings, json_job, json_jobs
 
 from blackfish_jobs.api import JSON_VERSION, Client, JobsResult, VerifyResult
-from blackfish_jobs.db import Database, JobRow, utcnow
 from blackfish_jobs.errors import JobFailed
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 CLI_DIR = Path(__file__).resolve().parent.parent / "blackfish_jobs" / "cli"
 
 
-def job(job_id: str, *, state: str = "COMPLETED", native_id: str = "77", target: str = "/nowhere/a.sif",
-        result: dict | None = None, folder: str = "/jobs/x") -> JobRow:
-    now = utcnow()
-    return JobRow(
-        id=job_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state=state,
-        reason=None, folder=folder, target=target, request={"uri": "docker://a"}, result=result, node="vm",
-        user="u", submitted_at=now, ended_at=now, updated_at=now,
-    )
+def job(job_id: str, **columns: object) -> JobRow:
+    """A COMPLETED Slurm pull with Slurm id 77 in /jobs/x (other columns by keyword)."""
+    values: dict = {"id": job_id, "state": "COMPLETED", "native_id": "77", "target": "/nowhere/a.sif",
+                    "folder": "/jobs/x", "node": "vm", "ended_at": utcnow()}
+    return job_row(**{**values, **columns})
 
 
 # ----------------------------------------------------------------------------- layering

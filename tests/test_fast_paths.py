@@ -14,10 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import json_jobs
+from support.rows import insert_rows, job_row
+from support.site import json_jobs
 
 from blackfish_jobs import entry, slurmcmd, tracker
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 # Runs the console script's entry in a fresh interpreter, then says which heavy modules it loaded.
 _RUN = """
@@ -67,29 +68,12 @@ def calls(log: Path) -> list[str]:
 
 def add_jobs(db: Database, count: int, *, start: int = 0, profile: str = "slurm") -> list[JobRow]:
     now = utcnow()
-    rows = [
-        JobRow(
-            id=f"{start + i:012x}",
-            kind="pull-image",
-            profile=profile,
-            backend="slurm",
-            native_id=str(9000 + start + i),
-            state="PENDING",
-            reason=None,
-            folder=f"/nowhere/{i}",
-            target=f"/cache/img{start + i}.sif",
-            request={"uri": f"docker://img:{i}"},
-            result=None,
-            node=None,
-            user="me",
-            submitted_at=now - timedelta(seconds=30 * (count - i)),
-            ended_at=None,
-            updated_at=now,
-        )
+    return insert_rows(db, [
+        job_row(start + i, profile=profile, native_id=str(9000 + start + i), folder=f"/nowhere/{i}",
+                target=f"/cache/img{start + i}.sif", request={"uri": f"docker://img:{i}"}, user="me",
+                submitted_at=now - timedelta(seconds=30 * (count - i)), updated_at=now)
         for i in range(count)
-    ]
-    db.insert_many(rows)
-    return rows
+    ])
 
 
 @pytest.mark.parametrize(
@@ -303,13 +287,13 @@ paths = JobPaths({str(tmp_path)!r}, job_id="77_3", task_id=0).result_pickle
 for name in [m for m in sys.modules if m.startswith("submitit")]:
     del sys.modules[name]
 from blackfish_jobs import tracker
-from blackfish_jobs.db import JobRow
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from support.rows import job_row
 import pickle
 with open(paths, "wb") as fh:
     pickle.dump(("success", {{"path": "/x.sif"}}), fh)
-row = JobRow(id="0" * 12, kind="pull-image", profile="p", backend="slurm", native_id="77_3", state="RUNNING",
-             reason=None, folder={str(tmp_path)!r}, target="/x.sif", request={{}}, result=None, node=None,
-             user=None, submitted_at=None, ended_at=None, updated_at=None)
+row = job_row(id="0" * 12, profile="p", native_id="77_3", state="RUNNING", folder={str(tmp_path)!r},
+              target="/x.sif", request={{}}, user=None)
 assert tracker.result_path(row) == paths, (tracker.result_path(row), paths)
 assert tracker.read_result(row) == ("success", {{"path": "/x.sif"}})
 print(sorted(m for m in sys.modules if m.startswith("submitit")))

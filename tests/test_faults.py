@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO as PROJECT
-from conftest import json_findings, json_job, json_jobs, tmpfs_over, wait_for
-from hubserver import DEMO_REPO_ID
-from slurm_helpers import task_pids
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID
+from support.site import REPO as PROJECT
+from support.site import json_findings, json_job, json_jobs, tmpfs_over, wait_for
+from support.slurm import task_pids
 
 pytestmark = pytest.mark.slurm
 
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 UNFINISHED = ("PENDING", "RUNNING")
 
 

@@ -41,9 +41,9 @@ import click
 import hypothesis.configuration
 import pytest
 from click.testing import CliRunner, Result
-from conftest import STUB_BIN
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support.site import STUB_BIN, local_profile, profiles_cfg, slurm_profile
 
 from blackfish_jobs import __version__, config, executor, render, specs
 from blackfish_jobs.cli import cli as bfjobs_cli
@@ -210,11 +210,9 @@ class Sandbox:
         return self.home / "jobs" / "bfjobs" / render.PREVIEW_ID
 
     def profiles_text(self, **override: str) -> str:
-        fields = {"schema": "slurm", "host": "localhost", "user": "root", "home_dir": str(self.home),
-                  "cache_dir": str(self.cache), "default": "true"}
-        fields.update(override)
-        body = "".join(f"{k} = {v}\n" for k, v in fields.items())
-        return f"[hpc]\n{body}\n[laptop]\nschema = local\nhome_dir = {self.home}\ncache_dir = {self.cache}\n"
+        hpc = slurm_profile(self.home, self.cache, default="true")
+        hpc.update(override)
+        return profiles_cfg({"hpc": hpc, "laptop": local_profile(self.home, self.cache)})
 
     def write_profiles(self, text: str | None = None) -> None:
         (self.app / "profiles.cfg").write_text(self.profiles_text() if text is None else text, encoding="utf-8")
@@ -1121,11 +1119,7 @@ class Case:
         if self.entries is not None:
             (app / "list.txt").write_text("\n".join(self.entries) + "\n", encoding="utf-8")
             self.list_path = str(app / "list.txt")
-        profiles = "".join(
-            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n"
-            for name, keys in self.profiles.items()
-        )
-        (app / "profiles.cfg").write_text(profiles, encoding="utf-8")
+        (app / "profiles.cfg").write_text(profiles_cfg(self.profiles), encoding="utf-8")
         toml = "".join(
             f"[{table}]\n" + "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in keys.items())
             for table, keys in self.settings.items()
@@ -1243,7 +1237,7 @@ class Batch:
 @pytest.fixture(scope="module")
 def hostile_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     """Send every payload through every path (``submit --wait``); run what is accepted on the cluster."""
-    from hubserver import HubServer, make_demo_repo
+    from support.hub import HubServer, make_demo_repo
 
     marker = uuid.uuid4().hex[:10]
     tmp_before = set(os.listdir("/tmp"))

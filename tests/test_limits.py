@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import as_job, json_jobs, wait_for
-from hubserver import DEMO_REPO_ID
+from support.hub import DEMO_REPO_ID
+from support.site import as_job, json_jobs, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -115,7 +115,7 @@ def test_partition_config_pending_is_ended(limits_site, monkeypatch):
     limit is reported with that reason and a 2-CPU node by rewriting only Slurm's answers' text;
     scancel, the DB and everything else are real."""
     from blackfish_jobs import slurm, tracker
-    from blackfish_jobs.db import Database
+    from blackfish_jobs.store import Database
 
     job = as_job(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
     monkeypatch.setenv("BLACKFISH_HOME_DIR", str(limits_site.app_dir))

@@ -8,7 +8,7 @@ import sqlite3
 import stat
 
 import pytest
-from conftest import json_job, wait_for
+from support.site import json_job, wait_for
 
 URI = "docker://ghcr.io/huggingface/text-generation-inference:latest"
 
@@ -99,7 +99,7 @@ def test_local_download_model(site, hub):
 def test_waiting_for_a_local_job_polls_from_a_fifth_of_a_second(site, monkeypatch):
     """No scheduler is asked about a local job, so its wait starts at 0.2 s and stays under 2 s."""
     from blackfish_jobs import tracker
-    from blackfish_jobs.db import Database
+    from blackfish_jobs.store import Database
 
     submitted = site.bfjobs("submit", "pull-image", "docker://alpine:brief", "--json", FAKE_APPTAINER_SLEEP="1")
     job = json_job(submitted.stdout)

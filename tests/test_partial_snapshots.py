@@ -15,22 +15,18 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from blackfish_schema import create_blackfish_db
-from conftest import as_job, as_jobs, json_findings, json_job
-from hubserver import DEMO_REPO_ID
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID, snapshot_files
+from support.site import Site, as_job, as_jobs, json_findings, json_job
 
 from blackfish_jobs import verify
 
 REPO = DEMO_REPO_ID
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 
 
-def run(site, *args: str, **env: str):
-    return site.bfjobs("submit", "download-model", REPO, *args, "--json", **env)
+run = Site.submit_download
 
 
-def snapshot_files(snapshot: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(snapshot)): p.read_bytes() for p in sorted(snapshot.rglob("*")) if p.is_file()}
 
 
 def seed(models: Path, hub, revision: str | None = None, allow: list[str] | None = None) -> Path:
@@ -66,10 +62,8 @@ def listed_bytes(hub, commit: str) -> int:
 pytestmark = pytest.mark.slurm
 
 
-def test_filters_are_additive_and_presence_follows_the_selection(slurm_site, hub):
-    site = slurm_site
-    site.configure(hub)
-    create_blackfish_db(site.db_path)
+def test_filters_are_additive_and_presence_follows_the_selection(blackfish_site, hub):
+    site = blackfish_site
     repo = hub.get_repo(REPO)
     main = repo.branches["main"]
     full = repo.files_at(main)
@@ -118,10 +112,8 @@ def test_filters_are_additive_and_presence_follows_the_selection(slurm_site, hub
     assert list((site.home_dir / "models").rglob(".bfjobs*")) == []  # no staging, lock or temporary name left
 
 
-def test_force_with_include_keeps_the_other_files(slurm_site, hub):
-    site = slurm_site
-    site.configure(hub)
-    create_blackfish_db(site.db_path)
+def test_force_with_include_keeps_the_other_files(blackfish_site, hub):
+    site = blackfish_site
     repo = hub.get_repo(REPO)
     dev = repo.branches["dev"]
     full = repo.files_at(dev)

@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import as_job, wait_for
-from hubserver import DEMO_REPO_ID, MiB, pseudo_random_bytes
-from test_tracking import with_tty
+from support.hub import DEMO_REPO_ID, MiB, pseudo_random_bytes
+from support.rows import job_row
+from support.site import as_job, wait_for, with_tty
 
-from blackfish_jobs import progress
+from blackfish_jobs.node import progress
 
 SECRET = "hf_progressSecretToken0123456789"
 
@@ -180,15 +180,12 @@ def test_wait_on_a_terminal_updates_one_line_per_job(slurm_site, hub):
 def test_only_running_and_ended_jobs_records_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """PENDING jobs are not looked at (a long queue costs no file reads); RUNNING and ended ones are."""
     from blackfish_jobs import tracker
-    from blackfish_jobs.db import JobRow, utcnow
-
-    now = utcnow()
     rows = []
     for i, state in enumerate(("PENDING", "RUNNING", "COMPLETED")):
         folder = tmp_path / f"job{i}"
         folder.mkdir()
-        row = JobRow(f"{i:012x}", "pull-image", "laptop", "slurm", str(100 + i), state, None, str(folder),
-                     "/x.sif", {}, None, None, None, now, None, now)
+        row = job_row(i, profile="laptop", native_id=str(100 + i), state=state, folder=str(folder), target="/x.sif",
+                      request={}, user=None)
         progress.Reporter(progress.record_path(folder, row.native_id), lambda: progress.Sample(5, None, 0, 1)).tick()
         rows.append(row)
     opened: list[str] = []

@@ -15,16 +15,13 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import json_job, json_jobs
-from slurm_helpers import DownPartition, ids_in
+from support.rows import insert_rows, job_row
+from support.site import Site, json_jobs
+from support.slurm import DownPartition, ids_in
 
-from blackfish_jobs.db import Database, jobs, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
-
-def submit(site, uri: str, **env: str) -> dict:
-    proc = site.bfjobs("submit", "pull-image", uri, "--json", **env)
-    assert proc.returncode == 0, proc.stderr
-    return json_job(proc.stdout)
+submit = Site.submit_pull
 
 
 # bfjobs' own library, as the CLI calls it, in one process: 60 CLI start-ups on a 2-CPU test
@@ -34,7 +31,7 @@ import json, sys
 from blackfish_jobs import config, specs
 from blackfish_jobs.api import submission
 from blackfish_jobs.api.results import outcome_json
-from blackfish_jobs.db import Database
+from blackfish_jobs.store import Database
 
 db = Database()
 profile = config.load_profile(None)
@@ -57,21 +54,9 @@ def timed(site, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, fl
     return proc, time.monotonic() - started
 
 
-def insert_rows(site, rows: list[dict]) -> None:
-    db = Database(f"sqlite:///{site.db_path}")
-    with db.begin() as conn:
-        conn.execute(jobs.insert(), rows)
-
-
-def row_values(i: int, *, native_id: str, state: str, age_s: float, kind: str = "pull-image") -> dict:
-    now = utcnow()
-    return {
-        "id": f"{i:012x}", "kind": kind, "profile": "slurm", "backend": "slurm", "native_id": native_id,
-        "state": state, "reason": "boom" if state == "FAILED" else None, "folder": f"/nonexistent/{i}",
-        "target": f"/cache/images/img{i}.sif", "request": {"uri": f"docker://img:{i}"}, "result": None,
-        "node": None, "user": "root", "submitted_at": now - timedelta(seconds=age_s), "ended_at": None,
-        "updated_at": now,
-    }
+def row_values(i: int, *, native_id: str, state: str, age_s: float, kind: str = "pull-image") -> JobRow:
+    return job_row(i, kind=kind, native_id=native_id, state=state, reason="boom" if state == "FAILED" else None,
+                   folder=f"/nonexistent/{i}", submitted_at=utcnow() - timedelta(seconds=age_s))
 
 
 @pytest.mark.slurm
@@ -143,7 +128,8 @@ def test_thousand_live_jobs_one_call_for_status_and_cancel(slurm_site, calls):
         out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
         slurm_ids = out.split()
         assert len(slurm_ids) == 1000
-        insert_rows(site, [row_values(i, native_id=sid, state="PENDING", age_s=5) for i, sid in enumerate(slurm_ids)])
+        insert_rows(site.db_path,
+                    [row_values(i, native_id=sid, state="PENDING", age_s=5) for i, sid in enumerate(slurm_ids)])
 
         calls.clear()
         proc, status_s = timed(site, "status", "--json", **calls.env())
@@ -175,7 +161,7 @@ def test_thousand_live_jobs_one_call_for_status_and_cancel(slurm_site, calls):
 
 def test_list_over_ten_thousand_rows_stays_interactive(site, calls):
     states = ("COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "CANCELLED")
-    insert_rows(site, [
+    insert_rows(site.db_path, [
         row_values(i, native_id=str(100_000 + i), state=states[i % 5], age_s=60 * i,
                    kind="pull-image" if i % 3 else "download-model")
         for i in range(10_000)

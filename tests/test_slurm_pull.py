@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import json_job, json_jobs, wait_for
+from support.site import json_job, json_jobs, wait_for
 
 pytestmark = pytest.mark.slurm
 

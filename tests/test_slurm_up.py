@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support.site import REPO
 
 pytestmark = pytest.mark.slurm
 

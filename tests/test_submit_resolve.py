@@ -15,14 +15,14 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import as_job, hub_and_mirror, json_job, json_jobs
-from hubserver import DEMO_REPO_ID, HubServer, make_demo_repo
-from slurm_helpers import DownPartition
+from conftest import hub_and_mirror
+from support.hub import DEMO_FOLDER, DEMO_REPO_ID, HubServer, make_demo_repo
+from support.site import as_job, json_job, json_jobs
 
 pytestmark = pytest.mark.slurm
 
 REPO = DEMO_REPO_ID
-FOLDER = "models--bfjobs-test--tiny-model"
+FOLDER = DEMO_FOLDER
 
 
 def job_rows(site) -> int:
@@ -75,14 +75,6 @@ def test_gated_repo_without_token_is_refused(slurm_site, hub, calls):
     hub.require_token = "hf_CANARYgated0123456789abcdef"
     line = assert_nothing_submitted(site, calls, site.bfjobs("submit", "download-model", REPO, **calls.env()))
     assert "is restricted: set HF_TOKEN" in line and hub.url in line
-
-
-@pytest.fixture
-def down():
-    part = DownPartition()
-    yield part
-    subprocess.run(["scancel", f"--partition={part.name}"], check=False)  # a failed test leaves its job there
-    part.remove()
 
 
 def test_a_hit_pins_the_commit_the_hub_named(slurm_site, hub, calls, down):
@@ -217,13 +209,13 @@ def test_a_bare_404_on_the_node_names_the_endpoint(slurm_site, hub, calls):
 
 def node_download(hub, tmp_path: Path, revision: str | None) -> str:
     """The node side's own failure line for a download of ``revision`` (not pinned: the node resolves)."""
-    from blackfish_jobs import tasks
     from blackfish_jobs.errors import TaskError
-    from blackfish_jobs.specs import DownloadModel
+    from blackfish_jobs.node.download import download_model
+    from blackfish_jobs.node.requests import DownloadModel
 
     req = DownloadModel(REPO, revision, tmp_path / "models", hub.url, None, None, 2)
     with pytest.raises(TaskError) as failed:
-        tasks.download_model(req)
+        download_model(req)
     return str(failed.value)
 
 

@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.rows import insert_rows, job_row
 
 from blackfish_jobs import slurm, tracker
 from blackfish_jobs.api import parse_since
-from blackfish_jobs.db import Database, JobRow, utcnow
 from blackfish_jobs.errors import ClusterError
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 UNREACHABLE = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
 
@@ -61,13 +62,10 @@ def add_row(db: Database, tmp_path: Path, native_id: str, *, age: float = 600, s
     if result is not None:
         with open(folder / f"{native_id}_0_result.pkl", "wb") as fh:
             pickle.dump(result, fh)
-    now = utcnow()
-    row = JobRow(
-        id=f"{int(native_id):012x}", kind="pull-image", profile="slurm", backend="slurm", native_id=native_id,
-        state=state, reason=None, folder=str(folder), target=str(tmp_path / "x.sif"), request={}, result=None,
-        node=None, user="me", submitted_at=now - timedelta(seconds=age), ended_at=None, updated_at=now,
-    )
-    db.insert(row)
+    [row] = insert_rows(db, [job_row(
+        int(native_id), native_id=native_id, state=state, folder=str(folder), target=str(tmp_path / "x.sif"),
+        request={}, user="me", submitted_at=utcnow() - timedelta(seconds=age),
+    )])
     return row
 
 

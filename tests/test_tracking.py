@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import shutil
 import signal
@@ -22,10 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO, as_job, as_jobs, json_job, json_jobs, wait_for
-from slurm_helpers import DownPartition, ids_in, task_pids
+from support.rows import insert_rows, job_row
+from support.site import REPO, as_job, as_jobs, json_job, json_jobs, wait_for, with_tty
+from support.slurm import ids_in, task_pids
 
-from blackfish_jobs.db import Database, JobRow, utcnow
+from blackfish_jobs.store import Database, JobRow, utcnow
 
 
 def submit(site, uri: str, *args: str, **env: str) -> dict:
@@ -47,32 +47,6 @@ def partials(site) -> list[str]:
     return sorted(n for n in os.listdir(d) if n.startswith(".bfjobs-partial-")) if d.exists() else []
 
 
-def with_tty(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
-    """Run a command with stdin/stdout/stderr on a pseudo-terminal; return (exit code, output)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
-
-
-@pytest.fixture
-def down():
-    part = DownPartition()
-    yield part
-    part.remove()
-
-
 def copy_row(site, source: dict, *, native_id: str, age: timedelta, with_result: bool, state: str = "RUNNING") -> str:
     """A job row for a Slurm id the controller does not know (gone, as after MinJobAge).
 
@@ -90,13 +64,10 @@ def copy_row(site, source: dict, *, native_id: str, age: timedelta, with_result:
             continue
         shutil.copy(entry, folder / name)
     now = utcnow()
-    db.insert(
-        JobRow(
-            id=new_id, kind="pull-image", profile="slurm", backend="slurm", native_id=native_id, state=state,
-            reason=None, folder=str(folder), target=source["target"], request=source["request"], result=None,
-            node="vm", user="root", submitted_at=now - age, ended_at=None, updated_at=now,
-        )
-    )
+    insert_rows(db, [job_row(
+        id=new_id, native_id=native_id, state=state, folder=str(folder), target=source["target"],
+        request=source["request"], node="vm", submitted_at=now - age, updated_at=now,
+    )])
     return new_id
 
 
@@ -341,21 +312,14 @@ def test_accounting_window_is_local_time(slurm_site, calls):
 
 
 def _fill(site, n: int = 5) -> list[JobRow]:
-    db = Database(f"sqlite:///{site.db_path}")
     now = utcnow()
-    rows = []
-    for i in range(n):
-        state = ("COMPLETED", "FAILED", "RUNNING", "PENDING", "CANCELLED")[i % 5]
-        row = JobRow(
-            id=f"{i:012x}", kind="pull-image" if i % 2 else "download-model", profile="slurm", backend="slurm",
-            native_id=str(1000 + i), state=state, reason="boom" if state == "FAILED" else None,
-            folder=f"/nowhere/{i}", target=f"/cache/images/img{i}.sif", request={"uri": f"docker://img:{i}"},
-            result=None, node="vm", user="root", submitted_at=now - timedelta(hours=i), ended_at=None,
-            updated_at=now,
-        )
-        db.insert(row)
-        rows.append(row)
-    return rows
+    states = [("COMPLETED", "FAILED", "RUNNING", "PENDING", "CANCELLED")[i % 5] for i in range(n)]
+    return insert_rows(site.db_path, [
+        job_row(i, kind="pull-image" if i % 2 else "download-model", state=state,
+                reason="boom" if state == "FAILED" else None, node="vm", submitted_at=now - timedelta(hours=i),
+                updated_at=now)
+        for i, state in enumerate(states)
+    ])
 
 
 def test_list_plain_filters_and_no_heavy_imports(site):

@@ -12,71 +12,15 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, STUB_BIN, json_job, skip_or_fail, wait_for
+from support.site import json_job, profiles_cfg, slurm_profile, wait_for
+from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
-
-SYSTEM_PYTHON = "/usr/bin/python3.11"
-
-
-@pytest.fixture(scope="module")
-def nobody_env():
-    if os.geteuid() != 0 or shutil.which("runuser") is None or not os.access(SYSTEM_PYTHON, os.X_OK):
-        skip_or_fail("needs root, runuser and Debian's python3.11")
-    root = Path(tempfile.mkdtemp(prefix="bfjobs-nobody-", dir="/tmp"))
-    root.chmod(0o755)
-    lib = root / "lib"
-    lib.mkdir()
-    # the top-level packages bfjobs imports, copied where nobody can read them
-    code = (
-        "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.executor, blackfish_jobs.tasks, "
-        "blackfish_jobs.tracker, blackfish_jobs.registry, blackfish_jobs.db, alembic.command, alembic.config, "
-        "jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template\n"
-        "import os\n"
-        "seen = set()\n"
-        "for m in list(sys.modules.values()):\n"
-        "    f = getattr(m, '__file__', None) or ''\n"
-        "    if 'site-packages' in f:\n"
-        "        top = f.split('site-packages/', 1)[1].split('/', 1)[0]\n"
-        "        seen.add(f.split('site-packages/', 1)[0] + 'site-packages/' + top)\n"
-        "print('\\n'.join(sorted(seen)))"
-    )
-    paths = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    for path in map(Path, paths):
-        if path.is_dir():
-            shutil.copytree(path, lib / path.name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.suffix in (".py", ".so"):
-            shutil.copy2(path, lib / path.name)
-    # the project itself (an editable install points into the source tree, which may be private)
-    shutil.copytree(REPO / "blackfish_jobs", lib / "blackfish_jobs", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "templates", lib / "blackfish_jobs" / "templates")
-    shutil.copytree(STUB_BIN, root / "bin")
-    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def as_nobody(root: Path, app: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": f"{root / 'bin'}:/usr/bin:/bin",
-        "PYTHONPATH": str(root / "lib"),
-        "BLACKFISH_HOME_DIR": str(app),
-        "HOME": str(app),
-        "LANG": "C.UTF-8",
-    }
-    return subprocess.run(
-        [shutil.which("runuser") or "runuser", "-u", "nobody", "--", SYSTEM_PYTHON, "-m", "blackfish_jobs", *args],
-        capture_output=True, text=True, env=env, cwd=str(app), timeout=300,
-    )
 
 
 def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
@@ -90,14 +34,7 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
         os.chown(d, nobody.pw_uid, nobody.pw_gid)
     (cache / "images").mkdir(parents=True)
     subprocess.run(["chmod", "-R", "755", str(cache)], check=True)  # root's shared cache: read-only for users
-    (app / "profiles.cfg").write_text(textwrap.dedent(f"""
-        [cluster]
-        schema = slurm
-        host = localhost
-        user = nobody
-        home_dir = {home}
-        cache_dir = {cache}
-        """))
+    (app / "profiles.cfg").write_text(profiles_cfg({"cluster": slurm_profile(home, cache, user="nobody")}))
     (app / "bfjobs.toml").write_text('[defaults]\nmem = "200M"\ntime = "00:10:00"\ncpus_per_task = 1\n')
 
     refused = as_nobody(root, app, "submit", "pull-image", "docker://alpine:3.20")

@@ -31,13 +31,13 @@ from .results import (
 )
 
 if TYPE_CHECKING:
-    from ..db import JobRow
+    from ..store import JobRow
 
 
 def __getattr__(name: str) -> Any:
     """``JobRow`` (a stored job, what results hold) without importing the store for ``--help``."""
     if name == "JobRow":
-        from ..db import JobRow
+        from ..store import JobRow
 
         return JobRow
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -45,14 +45,14 @@ def __getattr__(name: str) -> Any:
 
 def describe_progress(record: dict[str, object]) -> str:
     """A progress record in words: ``3.2 GB of 140 GB, 85 MB/s, ETA 27 min``."""
-    from ..progress import describe
+    from ..node.progress import describe
 
     return describe(record)
 
 
 def human_bytes(count: float) -> str:
     """A byte count in words (``3.2 GB``)."""
-    from ..progress import human_bytes as words
+    from ..node.progress import human_bytes as words
 
     return words(count)
 

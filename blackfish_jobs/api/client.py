@@ -31,8 +31,8 @@ from .results import (
 
 if TYPE_CHECKING:
     from .. import config
-    from ..db import Database, JobRow
     from ..specs import JobSpec
+    from ..store import Database, JobRow
 
 #: The Slurm options of submit/render; they override bfjobs.toml.
 SLURM_OPTIONS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
@@ -56,7 +56,7 @@ class Client:
     @property
     def db(self) -> Database:
         if self._db is None:
-            from ..db import Database
+            from ..store import Database
 
             self._db = Database(self.db_url)
         return self._db
@@ -313,7 +313,8 @@ class Client:
 
     def sync(self) -> SyncResult:
         """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
-        from .. import registry, tracker
+        from .. import tracker
+        from ..store import blackfish as registry
 
         tracker.refresh(self.db, self.db.unfinished())
         registered, waiting = registry.sync(self.db)
@@ -366,7 +367,7 @@ class Client:
 
     def unregistered_notice(self) -> str | None:
         """Once per command: the downloads it saw complete while Blackfish had no model table."""
-        registry = sys.modules.get(f"{constants.__package__}.registry")  # not imported: no download completed
+        registry = sys.modules.get(f"{constants.__package__}.store.blackfish")  # not imported: no download completed
         if registry is None or not registry.unregistered:
             return None
         ids = [job_id for job_id, _url in registry.unregistered]

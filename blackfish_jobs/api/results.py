@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 from ..errors import BfjobsError, ClusterError, JobFailed
 
 if TYPE_CHECKING:
-    from ..db import JobRow
+    from ..store import JobRow
     from ..verify import Finding
     from .submission import AlreadyPresent, InFlight
 
@@ -174,7 +174,7 @@ class JobsResult(Result):
         return [o.row if isinstance(o, InFlight) else o for o in self.jobs if not isinstance(o, AlreadyPresent)]
 
     def to_json(self) -> dict[str, Any]:
-        from ..db import JobRow
+        from ..store import JobRow
 
         progress = self.progress or {}
         flying = self.in_flight

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants, layout, render
-from ..db import Database, JobRow, utcnow
 from ..errors import HubRefused
-from ..specs import DownloadModel, JobSpec, PullImage
+from ..node.requests import DownloadModel, PullImage
+from ..specs import JobSpec
+from ..store import Database, JobRow, utcnow
 from ..tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ def image_present(spec: JobSpec) -> AlreadyPresent | None:
     ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
     no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
     """
-    from .. import records
     from ..errors import NameCollision
+    from ..node import records
 
     assert isinstance(spec.task, PullImage)
     if not spec.target.exists():
@@ -258,12 +259,13 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
     from concurrent.futures import ThreadPoolExecutor
 
     from .. import hub
+    from ..node.hub_errors import endpoint_url
 
     groups: dict[str, list[int]] = {}
     for index in todo:
         task = specs[index].task
         assert isinstance(task, DownloadModel)
-        groups.setdefault(hub.endpoint_url(task.endpoint), []).append(index)
+        groups.setdefault(endpoint_url(task.endpoint), []).append(index)
     if constants.hub_offline_env():
         for endpoint in groups:
             note(f"bfjobs: HF_HUB_OFFLINE is set: not asking {endpoint}; {_node_resolves(specs, groups[endpoint])}")
@@ -296,7 +298,7 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
         if isinstance(answer, str):
             spec = specs[index]
             assert isinstance(spec.task, DownloadModel)
-            task = replace(spec.task, commit=answer, endpoint=hub.endpoint_url(spec.task.endpoint))
+            task = replace(spec.task, commit=answer, endpoint=endpoint_url(spec.task.endpoint))
             pinned[index] = replace(spec, task=task)
     return pinned
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import layout
-from .errors import show
+from .. import layout
+from ..errors import show
 
 #: The hidden folder of a cache base (``cache_dir`` or ``home_dir``) that holds the records.
 RECORDS_DIR = ".bfjobs"
@@ -100,7 +100,7 @@ def snapshot_files(snapshot: Path) -> dict[str, int]:
 def write(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically (a temporary file, then rename), mode 644.
 
-    The parent directory must exist (the caller creates it 755: see ``tasks.ensure_public_dir``).
+    The parent directory must exist (the caller creates it 755: see ``publish.ensure_public_dir``).
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -6,7 +6,7 @@ every job ever submitted. Without this index that read scans the whole history (
 with it, the read touches only the live rows, in submit order, and the Slurm ids and submit
 times come from the index alone.
 
-The WHERE clause is the very text the stdlib queries use (``sqlite_jobs._UNFINISHED``): SQLite
+The WHERE clause is the very text the stdlib queries use (``store.jobs.UNFINISHED``): SQLite
 uses a partial index only for a query carrying the same term (tests/test_db.py checks both).
 Frozen here on purpose: a migration must not change when the code does. PostgreSQL gets the
 same partial index; databases without partial indexes (MySQL, MariaDB) get none.

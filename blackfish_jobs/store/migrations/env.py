@@ -1,4 +1,4 @@
-"""Alembic environment for bfjobs' own tables (run programmatically by ``db.Database``)."""
+"""Alembic environment for bfjobs' own tables (run programmatically by ``store.schema.upgrade``)."""
 
 from alembic import context
 

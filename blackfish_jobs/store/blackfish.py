@@ -6,17 +6,24 @@ root, ``image`` the pipeline tag, and ``UNIQUE(repo, profile, revision)`` holds.
 that table (never ``download_task``, ``service``, ``jobs`` or ``ddl_version``) and never creates
 it: without it Blackfish has not initialised the database, and the result waits in bfjobs' own
 table (``registered_at`` is NULL) until ``bfjobs sync`` finds the table.
+
+Blackfish's table is reached through SQLAlchemy, as Blackfish itself does; bfjobs' own row is
+then marked through the job store. Between the two a crash leaves the row pending, and the next
+``bfjobs sync`` upserts it again (same ``repo, profile, revision``): nothing is registered twice.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from .db import Database, JobRow, jobs, utcnow
+from . import schema
+from .jobs import Database
+from .rows import JobRow, utcnow
 
 MODEL_TABLE = "model"
 
@@ -43,8 +50,14 @@ def _timestamp(moment: datetime) -> str:
 unregistered: list[tuple[str, str]] = []
 
 
+@functools.cache
+def _engine(path: str) -> sa.Engine:
+    """One engine per database file for the process (register runs once per finished download)."""
+    return schema.engine(path)
+
+
 def has_model_table(db: Database) -> bool:
-    with db.engine.connect() as conn:
+    with _engine(db.path).connect() as conn:
         return sa.inspect(conn).has_table(MODEL_TABLE)
 
 
@@ -79,24 +92,16 @@ def register(db: Database, row: JobRow) -> bool:
         unregistered.append((row.id, db.safe_url()))
         return False
     now = utcnow()
-    with db.begin() as conn:
+    with _engine(db.path).begin() as conn:
         conn.execute(_UPSERT, _values(row, now))
-        conn.execute(jobs.update().where(jobs.c.id == row.id).values(registered_at=now))
+    db.mark_registered(row.id, now)
     row.registered_at = now
     return True
 
 
-def pending(db: Database) -> list[JobRow]:
-    """Completed downloads not yet in Blackfish's model table."""
-    stmt = sa.select(jobs).where(
-        jobs.c.kind == "download-model", jobs.c.state == "COMPLETED", jobs.c.registered_at.is_(None)
-    )
-    return db.query(stmt.order_by(jobs.c.submitted_at))
-
-
 def sync(db: Database) -> tuple[int, int]:
     """Register every pending download; returns (registered, still pending)."""
-    rows = pending(db)
+    rows = db.pending_registration()
     if not rows:
         return 0, 0
     if not has_model_table(db):

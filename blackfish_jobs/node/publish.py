@@ -1,0 +1,196 @@
+"""Publishing into a shared cache: publish locks, atomic renames, public modes.
+
+Whatever a job makes appears under its final name in one ``rename`` (or hard link) once it is
+complete, so a job that fails, times out or is cancelled leaves nothing half-published; jobs
+publishing the same artefact serialise on a lock that works across nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+PUBLIC_DIR_MODE = 0o755
+PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts
+
+
+def ensure_public_dir(path: Path) -> None:
+    """``mkdir -p`` whose new directories are 755 whatever the umask (others must read them)."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+            os.chmod(directory, PUBLIC_DIR_MODE)
+
+
+def publish_file(partial: Path, target: Path, force: bool) -> bool:
+    """Move a complete file into place atomically. Returns False if another job won the race.
+
+    Without ``force`` a hard link gives a no-clobber publish (the first complete file wins and a
+    reader never sees a replaced file); with ``force`` ``rename`` replaces the old file at once.
+    """
+    os.chmod(partial, PUBLIC_FILE_MODE)
+    if force:
+        os.replace(partial, target)
+        return True
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        return False
+    except OSError:  # filesystems without hard links: rename, re-checking just before
+        if target.exists():
+            return False
+        os.replace(partial, target)
+        return True
+    partial.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def publish_lock(directory: Path, name: str, poll: float = 1.0) -> Iterator[None]:
+    """Hold an exclusive POSIX ``fcntl`` lock on ``<directory>/.bfjobs-lock-<name>``.
+
+    ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
+    no-op (huggingface_hub #4228). The lock file exists only while held: the holder unlinks it
+    before unlocking, and a waiter that wins a lock on an already-unlinked file retries, so no
+    stale lock file is ever left to block another user (huggingface_hub #2580).
+    """
+    path = directory / f".bfjobs-lock-{name}"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # held right now by another user (their file): wait for its release
+            time.sleep(poll)
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the previous holder removed this file after we opened it: start again
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
+    """Remove leftovers of killed jobs (only called with the artefact's publish lock held)."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            removed.append(entry.name)
+    if removed:
+        print(f"bfjobs: removed leftovers of interrupted jobs: {', '.join(removed)}", flush=True)
+    return removed
+
+
+def chmod_public(root: Path) -> None:
+    """``chmod -R 755`` on one repo folder (Blackfish's admin guide); symlinks left alone.
+
+    huggingface_hub writes some files 0600 whatever the umask (its issue #1141); other users of
+    a shared cache must read them.
+    """
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, PUBLIC_DIR_MODE)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, PUBLIC_FILE_MODE)
+
+
+def write_ref(repo: Path, ref: str, commit: str) -> None:
+    """Record ``refs/<ref>`` atomically (write a temporary file, then rename)."""
+    path = repo / "refs" / ref
+    ensure_public_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(commit)
+    os.chmod(tmp, PUBLIC_FILE_MODE)
+    os.replace(tmp, path)
+
+
+def publish_snapshot(staged: Path, repo: Path, commit: str, *, force: bool) -> bool:
+    """Move a complete staged repo folder's blobs, then its snapshot's files, into ``repo``.
+
+    Blobs are content-addressed (same name, same bytes), so existing ones are kept (``force``
+    replaces them, one ``rename`` each). A new snapshot folder appears in one ``rename`` once
+    every blob it links to is in place; into an existing one each file's link is renamed in on
+    its own (filters are additive, as with ``hf download``): a reader sees each file whole or
+    not at all, never a dangling link, and files the staged download did not select are never
+    removed. Returns whether anything was published (False when another job had done it all).
+    """
+    for sub in ("blobs", "snapshots", "refs"):
+        ensure_public_dir(repo / sub)
+    chmod_public(staged)
+    for kind in ("blobs", "trees"):
+        source = staged / kind
+        if not source.is_dir():
+            continue
+        ensure_public_dir(repo / kind)
+        for entry in source.iterdir():
+            dest = repo / kind / entry.name
+            if entry.is_symlink():
+                continue  # a blob the repo already had, linked in by _link_known_blobs
+            if force or not dest.exists():
+                os.replace(entry, dest)
+    final = repo / "snapshots" / commit
+    new = staged / "snapshots" / commit
+    if not new.is_dir():
+        return False  # the selection matched no file: nothing staged
+    if not final.exists():
+        try:
+            os.rename(new, final)
+            return True
+        except OSError:  # ENOTEMPTY/EEXIST: a concurrent job published this commit a moment ago
+            if not final.is_dir():
+                raise
+    return _merge_snapshot(new, final, force=force)
+
+
+def _merge_snapshot(new: Path, final: Path, *, force: bool) -> bool:
+    """Rename each staged file (a relative link to ``../../blobs/…``) into an existing snapshot.
+
+    The staged tree has the same depth, so each link's text resolves from its new place too.
+    Files already there (resolving) are kept unless ``force``; a dangling one is replaced.
+    """
+    published = False
+    for dirpath, _dirs, names in os.walk(new):
+        rel = Path(dirpath).relative_to(new)
+        if names:
+            ensure_public_dir(final / rel)
+        for name in names:
+            dest = final / rel / name
+            if not force and dest.exists():
+                continue
+            os.replace(Path(dirpath) / name, dest)
+            published = True
+    return published

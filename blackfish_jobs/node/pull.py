@@ -1,0 +1,181 @@
+"""``pull-image`` on the node: ``apptainer pull`` to a hidden name, then publish it with its record."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import layout
+from ..errors import TaskError
+from . import progress, records
+from .hashing import sha256_file
+from .publish import ensure_public_dir, publish_file, publish_lock, remove_stale
+from .requests import PullImage
+from .runtime import JOB_TAG_RE, job_tag, node_scratch, stop_on_signals
+
+
+def _run(argv: list[str], env: dict[str, str]) -> None:
+    """Run a command with output streamed to the job log; stop it if we are interrupted.
+
+    Its stderr is copied line by line to the job's stderr, and the last line becomes part of
+    the error (Apptainer's ``FATAL: ...`` is the reason a user needs to see).
+    """
+    print("+", " ".join(argv), flush=True)
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    last = ""
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if line.strip():
+                last = line.strip()
+        sys.stderr.flush()
+        code = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if code != 0:
+        detail = f": {last[:300]}" if last else " (see the job log)"
+        raise TaskError(f"{Path(argv[0]).name} {argv[1]} exited with code {code}{detail}")
+
+
+def pull_image(req: PullImage) -> dict[str, Any]:
+    """``apptainer pull`` into ``req.dest_dir`` under a temporary name, then publish as 755.
+
+    Jobs pulling the same file serialise on a publish lock: the second finds the image in place
+    and reuses it instead of pulling again.
+    """
+    meter = _PullMeter(req.target)
+    with progress.reporting(meter):
+        result = _pull_image(req, meter)
+        meter.done = True  # the final record: the image in place, its size the total
+        return result
+
+
+class _PullMeter:
+    """A pull's progress: the size of its partial output so far (the total is not known before
+    the image is built), then, once the job succeeded, of the image in place."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.partial: Path | None = None
+        self.done = False
+
+    def __call__(self) -> progress.Sample:
+        if self.done:
+            size = self.target.stat().st_size
+            return progress.Sample(size, size, 1, 1)
+        try:
+            size = self.partial.stat().st_size if self.partial is not None else 0
+        except FileNotFoundError:
+            size = 0
+        return progress.Sample(size, None, 0, 1)
+
+
+def _pull_image(req: PullImage, meter: _PullMeter) -> dict[str, Any]:
+    """:func:`pull_image`'s work; ``meter`` learns the partial file's name once it is chosen."""
+    started = time.monotonic()
+    target = req.target
+    node = socket.gethostname()
+    if target.exists() and not req.force:
+        return _present_image(req, target, started, node)
+    ensure_public_dir(req.dest_dir)
+    token = job_tag()
+    partial = req.dest_dir / layout.partial_name(req.filename, token)
+    meter.partial = partial
+    stale = re.compile(re.escape(layout.PARTIAL_PREFIX) + JOB_TAG_RE + "-" + re.escape(req.filename))
+    with stop_on_signals(), publish_lock(req.dest_dir, req.filename):
+        if target.exists() and not req.force:  # another job published it while we waited
+            return _present_image(req, target, started, node)
+        remove_stale(req.dest_dir, stale)
+        try:
+            with node_scratch(f"bfjobs-pull-{token}-") as scratch:
+                _pull_into(req, partial, scratch)
+            sha256 = _publish_image(req, partial, token)
+        finally:
+            partial.unlink(missing_ok=True)  # already gone after a successful publish
+    if sha256 is None:  # a file appeared without the lock (not a bfjobs job): judge it as present
+        return _present_image(req, target, started, node)
+    return _image_result(req, target, started, node, already_present=False, sha256=sha256)
+
+
+def _present_image(req: PullImage, target: Path, started: float, node: str) -> dict[str, Any]:
+    """The result for an image already in place, only if its record says it is ``req.uri``."""
+    problem = records.image_conflict(target, req.uri)
+    if problem is not None:
+        raise TaskError(problem)
+    return _image_result(req, target, started, node, already_present=True)
+
+
+def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
+    """Publish ``partial`` with its record (under the publish lock); its sha256, or None if not published.
+
+    The record goes in first, so a reader who sees the file also finds its record; if the file is
+    not published after all, the record is removed (a file without a record has an unknown source,
+    which is never mistaken for the request).
+    """
+    sha256 = sha256_file(partial)
+    record = records.image_record_path(req.target)
+    previous = records.read(record, "image")  # the file in place keeps it if we do not publish
+    try:
+        ensure_public_dir(record.parent)
+        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
+    except OSError as exc:  # nothing published: an image without its record would be of unknown source
+        raise TaskError(f"cannot write the record of {req.target} at {record}: {exc.strerror or exc}") from None
+    published = False
+    try:
+        published = publish_file(partial, req.target, req.force)
+    finally:
+        if not published:
+            if previous is not None:
+                with contextlib.suppress(OSError):
+                    records.write(record, previous)
+            else:
+                record.unlink(missing_ok=True)
+    return sha256 if published else None
+
+
+def _pull_into(req: PullImage, partial: Path, scratch: Path) -> None:
+    """Run ``apptainer pull`` to ``partial`` with private cache and temp dirs in ``scratch``."""
+    env = dict(os.environ)
+    for var in ("APPTAINER", "SINGULARITY"):
+        env[f"{var}_CACHEDIR"] = str(scratch / "cache")
+        env[f"{var}_TMPDIR"] = str(scratch / "tmp")
+    (scratch / "cache").mkdir()
+    (scratch / "tmp").mkdir()
+    _run([req.apptainer, "pull", str(partial), req.uri], env)
+    if not partial.is_file() or partial.stat().st_size == 0:
+        raise TaskError(f"apptainer reported success but wrote no image at {partial}")
+
+
+def _image_result(
+    req: PullImage, target: Path, started: float, node: str, *, already_present: bool, sha256: str | None = None
+) -> dict:
+    st = target.stat()
+    return {
+        "path": str(target),
+        "uri": req.uri,
+        "size": st.st_size,
+        "sha256": sha256 or sha256_file(target),
+        "mode": oct(st.st_mode & 0o777),
+        "duration_s": round(time.monotonic() - started, 3),
+        "node": node,
+        "already_present": already_present,
+    }
+
+
+# --------------------------------------------------------------------------- models

@@ -1,0 +1,302 @@
+"""bfjobs' job table: every query, once, on the stdlib ``sqlite3`` module.
+
+Why the stdlib: ``import sqlalchemy`` alone costs 110-135 ms, most of a ``bfjobs list`` or
+``status``, whose queries take a few ms. The schema belongs to the migrations (:mod:`.schema`
+runs Alembic when a database is not at head); this module reads and writes rows of a database
+at head, one connection per thread.
+
+The live-job reads carry :data:`UNFINISHED`, the very term of the partial index migration 0003
+creates: SQLite uses a partial index only for a query with the same term.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .. import constants
+from ..errors import BadInput, JobNotFound, show
+from . import schema
+from .rows import COLUMNS, JobRow, from_records, to_sql, utcnow
+
+JOBS = constants.JOBS_TABLE
+UNFINISHED = f"state NOT IN ({', '.join(repr(s) for s in sorted(constants.FINISHED_STATES))})"
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS}"
+#: Ids per ``IN (...)``: old SQLite builds allow 999 parameters per statement.
+_CHUNK = 500
+#: Candidates named in an "ambiguous" or "job array" error, at most.
+_SHOWN = 10
+
+
+def slurm_unfinished(conn: Any, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
+    """Slurm ids of the unfinished Slurm jobs and their oldest submit time: all ``status`` needs
+    for its sacct call, read from the partial index alone (the stored text sorts as the times
+    do: fixed width, zero-padded). ``conn`` is a :func:`schema.connect` connection."""
+    sql = f"SELECT native_id, submitted_at FROM {JOBS} WHERE {UNFINISHED} AND backend = 'slurm'"
+    params: tuple[str, ...] = ()
+    if profile:
+        sql, params = sql + " AND profile = ?", (profile,)
+    found = conn.execute(sql, params).fetchall()
+    if not found:
+        return [], None
+    return [sid for sid, _ in found], datetime.fromisoformat(min(at for _, at in found))
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE``: take the write lock up front (waiting up to busy_timeout) rather than
+    fail when a read transaction cannot be upgraded under another writer."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> Any:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def _qmarks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+class Database:
+    """bfjobs' jobs in one SQLite file (default: Blackfish's ``app.sqlite``), migrated to head on
+    first use; one connection per thread."""
+
+    def __init__(self, url: str | None = None) -> None:
+        # A URL the user gave (--db, BFJOBS_DB_URL) must name an existing directory: a typo would
+        # otherwise answer "no jobs" from a new empty file. Blackfish's own app dir is created.
+        named_by = "--db" if url else "BFJOBS_DB_URL" if constants.db_url_env() else None
+        self.url = schema.check_url(url or constants.default_db_url())
+        self.path = self.url[len("sqlite:///") :]
+        folder = Path(self.path).parent
+        if named_by is None:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise BadInput(f"{named_by}: directory {show(str(folder), 300)} does not exist (bfjobs does not create it)")
+        self._local = threading.local()
+        self._migrated = False
+
+    # ------------------------------------------------------------------ connection and schema
+
+    @property
+    def conn(self) -> Any:
+        """This thread's ``sqlite3`` connection, the schema migrated to head first."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self._migrated:
+                self.migrate()
+            conn = self._local.conn = schema.connect(self.path)
+        return conn
+
+    def migrate(self) -> None:
+        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head)."""
+        if self._migrated:
+            return
+        conn = schema.connect(self.path)
+        try:
+            current = schema.at_head(conn)
+        finally:
+            conn.close()
+        if not current:
+            schema.upgrade(self.path)
+        self._migrated = True
+
+    def current_revision(self) -> str | None:
+        conn = schema.connect(self.path)
+        try:
+            return schema.revision(conn)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close this thread's connection (another is opened on next use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def safe_url(self) -> str:
+        """The URL for messages (a SQLite file URL has no password to hide)."""
+        return self.url
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[JobRow]:
+        return from_records(self.conn.execute(sql, params))
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, row: JobRow) -> None:
+        self.insert_many([row])
+
+    def insert_many(self, rows: Sequence[JobRow]) -> None:
+        """Insert rows in one transaction (a job array's elements are recorded together)."""
+        if not rows:
+            return
+        sql = f"INSERT INTO {JOBS} ({', '.join(COLUMNS)}) VALUES ({_qmarks(COLUMNS)})"
+        values = [[to_sql(c, getattr(row, c)) for c in COLUMNS] for row in rows]
+        with self._transaction() as conn:
+            conn.executemany(sql, values)
+
+    def update(self, job_id: str, **values: Any) -> None:
+        values.setdefault("updated_at", utcnow())
+        self._update([(job_id, None, values)])
+
+    def update_many(self, changes: Sequence[tuple[str, str, dict[str, Any]]]) -> set[str]:
+        """Apply ``(job_id, expected_state, values)`` in one transaction; return the ids changed.
+
+        A row whose state another process changed meanwhile is left alone (compare-and-set), so
+        two refreshers never both record the same transition; one transaction keeps a refresh
+        of a thousand jobs to one write.
+        """
+        if not changes:
+            return set()
+        now = utcnow()
+        return self._update([(job_id, expected, {"updated_at": now, **values}) for job_id, expected, values in changes])
+
+    def mark_registered(self, job_id: str, at: datetime) -> None:
+        """Record when a download was registered in Blackfish's ``model`` table (``updated_at``
+        is the job's own: registering changes nothing about the job)."""
+        self._update([(job_id, None, {"registered_at": at})])
+
+    def _update(self, changes: Iterable[tuple[str, str | None, dict[str, Any]]]) -> set[str]:
+        """``(job_id, expected state or None, values)`` in one transaction; the ids changed."""
+        done: set[str] = set()
+        with self._transaction() as conn:
+            for job_id, expected, values in changes:
+                unknown = set(values) - set(COLUMNS)
+                if unknown:
+                    raise ValueError(f"not columns of {JOBS}: {sorted(unknown)}")
+                sql = f"UPDATE {JOBS} SET {', '.join(f'{c} = ?' for c in values)} WHERE id = ?"
+                params = [to_sql(c, v) for c, v in values.items()] + [job_id]
+                if expected is not None:
+                    sql += " AND state = ?"
+                    params.append(expected)
+                if conn.execute(sql, params).rowcount:
+                    done.add(job_id)
+        return done
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, job_id: str) -> JobRow | None:
+        rows = self.get_many([job_id])
+        return rows[0] if rows else None
+
+    def get_many(self, ids: Sequence[str]) -> list[JobRow]:
+        """Rows by bfjobs id with one query per 500 ids (in no particular order; unknown ids are absent)."""
+        unique = list(dict.fromkeys(ids))
+        return [row for part in _chunks(unique) for row in self._rows(f"{SELECT} WHERE id IN ({_qmarks(part)})", part)]
+
+    def resolve(self, ref: str) -> JobRow:
+        """The one job ``ref`` names (see :meth:`resolve_many`); a job array's id names several
+        jobs, so it is refused with its elements listed."""
+        rows = self.resolve_many(ref)
+        if len(rows) > 1:
+            raise BadInput(
+                f"{show(ref)} is a Slurm job array of {len(rows)} jobs: name one of them: {_candidates(rows)}"
+            )
+        return rows[0]
+
+    def resolve_many(self, ref: str) -> list[JobRow]:
+        """The jobs ``ref`` names, first match wins: a bfjobs id; a Slurm job id (a job array's id
+        names all its elements ``<array>_<index>``, in index order); a unique bfjobs id prefix.
+
+        Anything else is one error listing the candidates: a Slurm id recorded for jobs of
+        different folders (a controller reset reused it) or a prefix of several ids.
+        """
+        if not ref or len(ref) > 64 or not ref.replace("_", "").isalnum():
+            raise BadInput(f"not a job id: {show(ref)}")
+        row = self.get(ref)
+        if row is not None:
+            return [row]
+        # Slurm id ref, or array elements <ref>_<index> (a range: "_" sorts just before "`")
+        sql = f"{SELECT} WHERE backend = 'slurm' AND (native_id = ? OR (native_id > ? AND native_id < ?))"
+        candidates = self._rows(sql, (ref, ref + "_", ref + "`"))
+        if candidates:
+            if len({r.folder for r in candidates}) == 1:  # one job, or the elements of one array
+                return sorted(candidates, key=_array_index)
+            what = "Slurm job id"
+        else:  # a bfjobs id prefix, LIKE-escaped
+            pattern = ref.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+            candidates = self._rows(f"{SELECT} WHERE id LIKE ? ESCAPE '/' ORDER BY id LIMIT ?", (pattern, _SHOWN + 1))
+            if len(candidates) == 1:
+                return candidates
+            if not candidates:
+                raise JobNotFound(f"no bfjobs job {show(ref)} in {self.safe_url()}")
+            what = "job id prefix"
+        raise JobNotFound(f"{what} {show(ref)} is ambiguous: {_candidates(candidates)}; use the full bfjobs id")
+
+    def unfinished(self, ids: Sequence[str] | None = None, *, targets: Sequence[str] | None = None) -> list[JobRow]:
+        """Jobs not finished yet, oldest first: all (no ``ids``), or only these ids, or these targets."""
+        column, values = ("target", targets) if targets is not None else ("id", ids)
+        if not values:
+            return [] if targets is not None else self._rows(f"{SELECT} WHERE {UNFINISHED} ORDER BY submitted_at")
+        rows: list[JobRow] = []
+        for part in _chunks(list(dict.fromkeys(values))):
+            rows += self._rows(f"{SELECT} WHERE {UNFINISHED} AND {column} IN ({_qmarks(part)})", part)
+        return sorted(rows, key=lambda r: r.submitted_at)
+
+    def slurm_unfinished(self, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
+        """See :func:`slurm_unfinished`."""
+        return slurm_unfinished(self.conn, profile)
+
+    def pending_registration(self) -> list[JobRow]:
+        """Completed downloads not yet registered in Blackfish's ``model`` table, oldest first."""
+        where = "kind = 'download-model' AND state = 'COMPLETED' AND registered_at IS NULL"
+        return self._rows(f"{SELECT} WHERE {where} ORDER BY submitted_at")
+
+    def listing(
+        self,
+        *,
+        states: Iterable[str] = (),
+        kind: str | None = None,
+        profile: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        """Newest first, filtered as ``bfjobs list`` asks."""
+        states = list(states)
+        where: list[str] = []
+        params: list[Any] = []
+        if states:
+            where.append(f"state IN ({_qmarks(states)})")
+            params += states
+        for column, value in (("kind", kind), ("profile", profile)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since:
+            where.append("submitted_at >= ?")
+            params.append(to_sql("submitted_at", since))
+        sql = SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY submitted_at DESC, id"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._rows(sql, params)
+
+
+def _array_index(row: JobRow) -> int:
+    """An array element's index (``3269_7`` -> 7); -1 for a job that is not an element."""
+    _, sep, index = (row.native_id or "").rpartition("_")
+    return int(index) if sep and index.isdigit() else -1
+
+
+def _candidates(rows: Sequence[JobRow]) -> str:
+    """Jobs named in one line: id, Slurm id or pid, submit time; the first :data:`_SHOWN`."""
+    shown = []
+    for row in rows[:_SHOWN]:
+        native = f"Slurm job {row.native_id}" if row.backend == "slurm" else f"pid {row.native_id}"
+        shown.append(f"{row.id} ({native}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
+    return ", ".join(shown) + (" and more" if len(rows) > _SHOWN else "")
