@@ -224,11 +224,20 @@ def import_costs(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(costs.items(), key=lambda kv: -kv[1])}
 
 
+def json_jobs(text: str) -> list[dict[str, Any]]:
+    """The jobs of a ``--json`` output: ``{"version": 1, "jobs": [...]}`` (a baseline from before
+    the versioned shape printed an object or an array)."""
+    data = json.loads(text)
+    if isinstance(data, dict) and "version" in data:
+        return data["jobs"]
+    return data if isinstance(data, list) else [data]
+
+
 #: cProfile entries worth showing: label -> (a piece of the file name, function name).
 PROFILED = {
     "imports (all)": ("<frozen importlib._bootstrap>", "_find_and_load"),
     "entry._prestart_sacct": ("blackfish_jobs/entry.py", "_prestart_sacct"),
-    "Context.db (opens DB)": ("blackfish_jobs/cli.py", "db"),
+    "Client.db (opens DB)": ("blackfish_jobs/api/client.py", "db"),
     "Database._rows (stdlib reads)": ("blackfish_jobs/store/jobs.py", "_rows"),
     "Database.__init__": ("blackfish_jobs/store/jobs.py", "__init__"),
     "Database.migrate": ("blackfish_jobs/store/jobs.py", "migrate"),
@@ -239,13 +248,13 @@ PROFILED = {
     "tracker.refresh_report": ("blackfish_jobs/tracker.py", "refresh_report"),
     "tracker.survey_slurm": ("blackfish_jobs/tracker.py", "survey_slurm"),
     "slurm.run (subprocess)": ("blackfish_jobs/slurm.py", "run"),
-    "api.present": ("blackfish_jobs/api.py", "present"),
-    "api.submit_many": ("blackfish_jobs/api.py", "submit_many"),
+    "api.present": ("blackfish_jobs/api/submission.py", "present"),
+    "api.submit_many": ("blackfish_jobs/api/submission.py", "submit_many"),
     "render.render": ("blackfish_jobs/render.py", "render"),
     "subprocess.run": ("subprocess.py", "run"),
     "layout.find_snapshot": ("blackfish_jobs/layout.py", "find_snapshot"),
-    "cli._describe": ("blackfish_jobs/cli.py", "_describe"),
-    "JobRow.to_json": ("blackfish_jobs/store/rows.py", "to_json"),
+    "cli._output.describe": ("blackfish_jobs/cli/_output.py", "describe"),
+    "job_json": ("blackfish_jobs/api/results.py", "job_json"),
     "json.dumps": ("json/__init__.py", "dumps"),
     "click.echo": ("click/utils.py", "echo"),
 }
@@ -322,8 +331,8 @@ def bench_list(ctx: Context) -> list[Row]:
     """``bfjobs list`` over a 10,000-job DB: absolute time, and how far above the bare interpreter."""
     env = ctx.with_env(BFJOBS_DB_URL=ctx.db_url)
     # checked through --json (the text layout is the CLI's business and may change)
-    shown = len(json.loads(run_checked([ctx.bfjobs, "list", "--json"], env).stdout))
-    everything = len(json.loads(run_checked([ctx.bfjobs, "list", "--limit", "100000", "--json"], env).stdout))
+    shown = len(json_jobs(run_checked([ctx.bfjobs, "list", "--json"], env).stdout))
+    everything = len(json_jobs(run_checked([ctx.bfjobs, "list", "--limit", "100000", "--json"], env).stdout))
     if shown != 50 or everything != ctx.sizes.db_jobs:
         raise BenchError(f"bfjobs list --json gave {shown} jobs (want 50), with --limit {everything}")
     times = interleave({"floor": ctx.floor, "list": command([ctx.bfjobs, "list"], env),
@@ -370,7 +379,7 @@ def bench_status(ctx: Context) -> list[Row]:
         proc = run_checked([ctx.bfjobs, "status", "--json"], counted_env)  # --json: checkable output
         elapsed = time.perf_counter() - started
         calls = fixtures.read_calls(wrap_log)
-        jobs = json.loads(proc.stdout)
+        jobs = json_jobs(proc.stdout)
         if len(jobs) != len(held.ids) or {j["state"] for j in jobs} != {"PENDING"}:
             raise BenchError(f"bfjobs status --json gave {len(jobs)} jobs, want {len(held.ids)} PENDING ones")
         sacct_calls = [c for c in calls if c[0] == "sacct"]
@@ -484,8 +493,8 @@ def bench_lookup(ctx: Context) -> list[Row]:
     site = ctx.models.parent
     env = ctx.with_env(BLACKFISH_HOME_DIR=str(site))
     argv = [ctx.bfjobs, "submit", "download-model", probe.repo_id, "--json"]
-    out = json.loads(run_checked(argv, env).stdout)
-    if out.get("state") != "PRESENT" or out.get("commit") != probe.commit:
+    out = json_jobs(run_checked(argv, env).stdout)[0]
+    if out.get("state") != "PRESENT" or (out.get("result") or out).get("commit") != probe.commit:
         raise BenchError(f"bfjobs submit on a cached repo answered {out}")
     cli_times = interleave({"floor": ctx.floor, "cli": command(argv, env)}, ctx.sizes.rounds)
     cli = Row("submit-cached", "bfjobs submit download-model (already cached: no job; no target)",
@@ -652,8 +661,8 @@ def bench_from_file(ctx: Context) -> list[Row]:
                 fixtures.wait_not_running(sorted(ids))  # nothing may write into site once it is removed
         made = [c[0] for c in fixtures.read_calls(wrap_log)]
         calls.append({name: made.count(name) for name in fixtures.SLURM_CLIENTS if made.count(name)})
-        jobs = json.loads(out)
-        submitted = [j for j in jobs if j.get("slurm_job_id")] if isinstance(jobs, list) else []
+        jobs = json_jobs(out)
+        submitted = [j for j in jobs if j.get("slurm_job_id")]
         if len(submitted) != 100:
             raise BenchError(f"--from-file submitted {len(submitted)} Slurm jobs, want 100")
         return elapsed

@@ -1,7 +1,8 @@
 """blackfish-jobs: pull Apptainer images and download models for Blackfish as Slurm jobs.
 
-The package is a library first (``specs`` → ``render`` → ``executor`` → ``tracker`` → ``db``)
-with a thin Click CLI on top. Importing it is cheap: heavy libraries (submitit, SQLAlchemy,
+The package is a library first: :class:`blackfish_jobs.api.Client` offers every command and
+returns result objects; the Click CLI (:mod:`blackfish_jobs.cli`) only opens a client, calls
+one method and prints. Importing it is cheap: heavy libraries (submitit, SQLAlchemy,
 huggingface_hub) are imported only by the modules that need them.
 """
 

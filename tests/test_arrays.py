@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 
 import pytest
 from conftest import hub_and_mirror
 from support.hub import DEMO_REPO_ID
+from support.site import json_jobs
 from support.slurm import make_call_log
 
 pytestmark = pytest.mark.slurm
@@ -42,7 +42,7 @@ def test_pull_list_is_one_array(slurm_site):
     proc = site.bfjobs("submit", "pull-image", "--from-file", str(listing), "--max-parallel", "2", "--json",
                        FAKE_APPTAINER_FAIL_ON="broken", **calls.env())
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(proc.stdout)
+    entries = json_jobs(proc.stdout)
     assert [e["state"] for e in entries] == ["PENDING", "PENDING", "PRESENT", "PENDING", "PENDING"]
     assert calls.counts()["sbatch"] == 1  # one sbatch call for the whole list
     jobs = [e for e in entries if e["state"] == "PENDING"]
@@ -52,7 +52,7 @@ def test_pull_list_is_one_array(slurm_site):
     # each element is a bfjobs job of its own: wait, status, logs
     waited = site.bfjobs("wait", *[j["id"] for j in jobs], "--json", timeout=300)
     assert waited.returncode == 1  # one element failed
-    final = {j["request"]["uri"]: j for j in json.loads(waited.stdout)}
+    final = {j["request"]["uri"]: j for j in json_jobs(waited.stdout)}
     assert final["docker://alpine:broken"]["state"] == "FAILED"
     assert "requested failure" in final["docker://alpine:broken"]["reason"]
     for uri in ("docker://alpine:one", "docker://alpine:two", "oras://ghcr.io/org/tool:3.1"):
@@ -92,13 +92,13 @@ def test_download_list_and_cancel_one_element(slurm_site, hub):
         {DEMO_REPO_ID}@{repo.branches["main"]}
         """)
     hub.delay_per_chunk = 0.05
-    entries = json.loads(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json",
+    entries = json_jobs(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json",
                                      check=True).stdout)
     assert len(entries) == 3 and all(e["kind"] == "download-model" for e in entries)
     cancelled = site.bfjobs("cancel", entries[2]["id"])
     assert cancelled.returncode == 0, cancelled.stderr
     waited = site.bfjobs("wait", *[e["id"] for e in entries], "--json", timeout=300)
-    final = {j["id"]: j for j in json.loads(waited.stdout)}
+    final = {j["id"]: j for j in json_jobs(waited.stdout)}
     assert final[entries[0]["id"]]["result"]["commit"] == repo.branches["dev"]
     assert final[entries[1]["id"]]["result"]["commit"] == repo.tags["v1.0"]
     assert final[entries[2]["id"]]["state"] in ("CANCELLED", "COMPLETED")  # it may have finished first
@@ -106,7 +106,7 @@ def test_download_list_and_cancel_one_element(slurm_site, hub):
     expected = {repo.branches["dev"], repo.tags["v1.0"]}
     assert expected <= set(os.listdir(snapshots))
     # a second submission of the same list: everything is present (or still in flight), nothing new
-    again = json.loads(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json",
+    again = json_jobs(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json",
                                    check=True).stdout)
     assert [e["state"] for e in again[:2]] == ["PRESENT", "PRESENT"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.hub import DEMO_FOLDER, DEMO_REPO_ID
-from support.site import Site, as_json, profiles_cfg, slurm_profile, wait_for
+from support.site import Site, as_job, as_jobs, json_findings, profiles_cfg, slurm_profile, wait_for
 from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
@@ -40,7 +40,7 @@ def mode(path: Path) -> int:
 
 
 def pull(site, uri: str, *args: str, **env: str) -> dict:
-    job = as_json(site.bfjobs("submit", "pull-image", uri, *args, "--wait", "--json", **env))
+    job = as_job(site.bfjobs("submit", "pull-image", uri, *args, "--wait", "--json", **env))
     assert job["state"] == "COMPLETED", job
     return job
 
@@ -54,7 +54,7 @@ def flip_two_bytes(path: Path) -> None:
 
 
 def job_count(site) -> int:
-    return len(as_json(site.bfjobs("list", "--limit", "0", "--json")))
+    return len(as_jobs(site.bfjobs("list", "--limit", "0", "--json")))
 
 
 # --------------------------------------------------------------------------- records
@@ -68,7 +68,7 @@ def test_pull_and_download_write_public_records(slurm_site, hub):
     old_umask = os.umask(0o077)  # records and their folders are public whatever the umask
     try:
         image = pull(site, VLLM)
-        model = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "dev", "--wait", "--json",
+        model = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "dev", "--wait", "--json",
                                     HF_TOKEN=canary))
     finally:
         os.umask(old_umask)
@@ -107,7 +107,7 @@ def test_no_record_no_image(slurm_site):
     """A pull whose record cannot be written publishes nothing (its file would have no known source)."""
     site = slurm_site
     (site.cache_dir / ".bfjobs").write_text("in the way")
-    job = as_json(site.bfjobs("submit", "pull-image", VLLM, "--wait", "--json"))
+    job = as_job(site.bfjobs("submit", "pull-image", VLLM, "--wait", "--json"))
     assert job["state"] == "FAILED"
     assert f"cannot write the record of {site.cache_dir / 'images' / NAME}" in job["reason"]
     assert os.listdir(site.cache_dir / "images") == []
@@ -165,7 +165,7 @@ def test_verify_by_path_without_record_is_unverified(cli, site, monkeypatch):
     )
     accepted = cli("verify", str(path), "--accept-unverified", "--json")
     assert accepted.exit_code == 0
-    assert [(f["status"], f["ok"]) for f in json.loads(accepted.stdout)] == [("UNVERIFIED", False)]
+    assert [(f["status"], f["ok"]) for f in json_findings(accepted.stdout)] == [("UNVERIFIED", False)]
     monkeypatch.chdir(site.cache_dir)  # relative paths too: "." and anything with a "/"
     for relative in (".", "./images", "images/handmade_1.sif"):
         result = cli("verify", relative)
@@ -177,18 +177,20 @@ def test_verify_a_folder_checks_everything_under_it(slurm_site, hub):
     site.configure(hub)
     first = Path(pull(site, "docker://alpine:one")["result"]["path"])
     second = Path(pull(site, "docker://alpine:two")["result"]["path"])
-    model = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--shared", "--wait", "--json"))
+    model = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--shared", "--wait", "--json"))
     snapshot = Path(model["result"]["snapshot"])
     images = site.cache_dir / "images"
     (images / ".bfjobs-partial-1-deadbeef-x.sif").write_bytes(b"in flight")  # not an artefact
 
     whole = site.bfjobs("verify", str(site.cache_dir), "--json")
     assert whole.returncode == 0, whole.stderr
-    found = {(f["kind"], f["path"], f["status"]) for f in json.loads(whole.stdout)}
-    assert found == {("image", str(first), "OK"), ("image", str(second), "OK"), ("snapshot", str(snapshot), "OK")}
+    found = {(f["kind"], f["path"], f["status"]) for f in json_findings(whole.stdout)}
+    assert found == {
+        ("pull-image", str(first), "OK"), ("pull-image", str(second), "OK"), ("download-model", str(snapshot), "OK")
+    }
     for folder in (site.cache_dir / "models", site.cache_dir / "models" / FOLDER):
-        only = json.loads(site.bfjobs("verify", str(folder), "--json").stdout)
-        assert [(f["kind"], f["status"]) for f in only] == [("snapshot", "OK")]
+        only = json_findings(site.bfjobs("verify", str(folder), "--json").stdout)
+        assert [(f["kind"], f["status"]) for f in only] == [("download-model", "OK")]
 
     flip_two_bytes(second)
     (images / "zz_handmade.sif").write_bytes(b"no record")
@@ -269,11 +271,11 @@ def test_force_replaces_file_and_record(slurm_site):
 def test_the_node_applies_the_same_rule(slurm_site, down):
     """A job for a name that another source took while it was pending fails; it never says present."""
     site = slurm_site
-    job = as_json(site.bfjobs("submit", "pull-image", FORK, "--partition", down.name, "--json"))
+    job = as_job(site.bfjobs("submit", "pull-image", FORK, "--partition", down.name, "--json"))
     assert job["state"] == "PENDING"
     site.place_image(NAME, VLLM)  # published meanwhile, from another source
     subprocess.run(["scontrol", "update", f"PartitionName={down.name}", "State=UP"], check=True)
-    done = wait_for(lambda: (s := as_json(site.bfjobs("status", job["id"], "--json")))["state"]
+    done = wait_for(lambda: (s := as_job(site.bfjobs("status", job["id"], "--json")))["state"]
                     not in ("PENDING", "RUNNING") and s, timeout=120)
     assert done["state"] == "FAILED", done
     assert f"name collision: {site.cache_dir / 'images' / NAME} was pulled from '{VLLM}', not {FORK}" in done["reason"]
@@ -294,16 +296,16 @@ def test_a_collision_in_a_list_refuses_the_list(slurm_site):
 def test_a_running_pull_of_another_source_is_no_answer(slurm_site, down):
     """A pending pull of VLLM into the same file name is not "in flight" for FORK; --force never waits on it."""
     site = slurm_site
-    first = as_json(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
+    first = as_job(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
     assert first["state"] == "PENDING"
     proc = site.bfjobs("submit", "pull-image", FORK, "--partition", down.name, "--json")
     assert proc.returncode == 1 and proc.stdout == ""
     [line] = proc.stderr.splitlines()
     assert line.startswith(f"bfjobs: error: name collision: job {first['id']} is pulling '{VLLM}'"), line
     assert "--name" in line
-    same = as_json(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
+    same = as_job(site.bfjobs("submit", "pull-image", VLLM, "--partition", down.name, "--json"))
     assert same["in_flight"] is True and same["id"] == first["id"]
-    forced = as_json(site.bfjobs("submit", "pull-image", VLLM, "--force", "--partition", down.name, "--json"))
+    forced = as_job(site.bfjobs("submit", "pull-image", VLLM, "--force", "--partition", down.name, "--json"))
     assert forced["state"] == "PENDING" and forced["id"] != first["id"]  # a job of its own
     assert site.bfjobs("cancel", first["id"], forced["id"]).returncode == 0
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
+from support.site import json_job, json_jobs
 
 HEAVY = ("submitit", "sqlalchemy", "huggingface_hub", "alembic", "jinja2")
 
@@ -92,8 +92,9 @@ def test_already_present_submits_nothing(cli, site):
     site.place_image("alpine_3.20.sif", "docker://alpine:3.20")
     result = cli("submit", "pull-image", "docker://alpine:3.20", "--json")
     assert result.exit_code == 0
-    data = json.loads(result.stdout)
-    assert data["state"] == "PRESENT" and data["path"] == str(images / "alpine_3.20.sif")
+    data = json_job(result.stdout)
+    assert data["state"] == "PRESENT" and data["result"]["path"] == str(images / "alpine_3.20.sif")
+    assert data["id"] is None and data["target"] == data["result"]["path"] and data["in_flight"] is False
     assert not (site.home_dir / "jobs").exists()
     assert "already present" in cli("submit", "pull-image", "docker://alpine:3.20").stdout
 
@@ -110,7 +111,7 @@ def test_unwritable_destination_refused_before_submitting(cli, site, read_only_c
 
 
 def test_list_and_status_on_empty_db(cli, site):
-    assert cli("list", "--json").stdout.strip() == "[]"
+    assert json_jobs(cli("list", "--json").stdout) == []
     result = cli("status")
     assert result.exit_code == 0 and "no unfinished jobs" in result.stdout
 

@@ -6,7 +6,6 @@ is enough.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.hub import DEMO_REPO_ID
 from support.rows import job_row
-from support.site import Site, as_json, wait_for
+from support.site import Site, as_job, as_jobs, json_job, json_jobs, wait_for
 from support.slurm import make_call_log
 
 from blackfish_jobs.errors import BadInput, JobNotFound
@@ -65,7 +64,7 @@ def test_ctrl_c_exits_130_in_every_long_running_command(slurm_site, down):
     assert proc.stderr.strip().splitlines()[-1] == "bfjobs: interrupted"
     assert proc.stdout.startswith("submitted ")
     # the job keeps its record: Ctrl-C ends the waiting, not the job
-    listed = json.loads(site.bfjobs("list", "--json", check=True).stdout)
+    listed = json_jobs(site.bfjobs("list", "--json", check=True).stdout)
     assert {j["request"]["uri"] for j in listed if j["state"] == "PENDING"} == {
         "docker://alpine:never", "docker://alpine:never2"
     }
@@ -78,20 +77,20 @@ def test_ctrl_c_exits_130_in_every_long_running_command(slurm_site, down):
 def test_an_array_id_names_the_whole_array(slurm_site, down):
     site = slurm_site
     listing = write_list(site, "images.txt", "docker://alpine:a0\ndocker://alpine:a1\ndocker://alpine:a2\n")
-    entries = as_json(site.bfjobs("submit", "pull-image", "--from-file", str(listing), "--partition", down.name,
+    entries = as_jobs(site.bfjobs("submit", "pull-image", "--from-file", str(listing), "--partition", down.name,
                                   "--json"))
     array = entries[0]["slurm_job_id"].split("_")[0]
     ids = [e["id"] for e in entries]
     # status ARRAY: every element, in index order, as a JSON array
-    shown = as_json(site.bfjobs("status", array, "--json"))
+    shown = as_jobs(site.bfjobs("status", array, "--json"))
     assert [j["id"] for j in shown] == ids
     assert [j["slurm_job_id"] for j in shown] == [f"{array}_{i}" for i in range(3)]
     # an element's own Slurm id still names that one job (one JSON object)
-    one = as_json(site.bfjobs("status", f"{array}_1", "--json"))
+    one = as_job(site.bfjobs("status", f"{array}_1", "--json"))
     assert one["id"] == ids[1]
     # wait ARRAY waits for all of them
     waited = site.bfjobs("wait", array, "--timeout", "0", "--json")
-    assert waited.returncode == 1 and [j["id"] for j in json.loads(waited.stdout)] == ids
+    assert waited.returncode == 1 and [j["id"] for j in json_jobs(waited.stdout)] == ids
     assert "timed out after 0 s: 3 of 3 job(s) not finished" in waited.stderr
     # logs ARRAY: one log per job, so one line naming the elements, exit 2
     logs = site.bfjobs("logs", array)
@@ -103,7 +102,7 @@ def test_an_array_id_names_the_whole_array(slurm_site, down):
     calls = make_call_log(site.root)
     cancelled = site.bfjobs("cancel", array, "--json", **calls.env())
     assert cancelled.returncode == 0, cancelled.stderr
-    assert [j["state"] for j in json.loads(cancelled.stdout)] == ["CANCELLED"] * 3
+    assert [j["state"] for j in json_jobs(cancelled.stdout)] == ["CANCELLED"] * 3
     [scancel] = [c for c in calls.calls() if c["cmd"] == "scancel"]
     assert sorted(a for a in scancel["argv"] if a.startswith(array)) == [f"{array}_{i}" for i in range(3)]
 
@@ -221,13 +220,13 @@ def test_render_of_a_job_in_flight_and_logs_of_a_pending_job(slurm_site, down):
 def test_model_table_notice_comes_once_where_the_download_completes(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
-    job = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "dev", "--json"))
+    job = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "dev", "--json"))
     seen: list[str] = []
 
     def completed() -> bool:
         proc = site.bfjobs("status", job["id"], "--json")
         seen.append(proc.stderr)
-        return json.loads(proc.stdout)["state"] == "COMPLETED"
+        return json_job(proc.stdout)["state"] == "COMPLETED"
 
     wait_for(completed, timeout=120, interval=1)
     notices = [e for e in seen if "kept in bfjobs' table only" in e]
@@ -278,7 +277,7 @@ def test_missing_node_scratch_is_a_one_line_reason(slurm_site, tmp_path):
     proc = site.bfjobs("submit", "pull-image", "docker://alpine:scratch", "--wait", "--json",
                        BFJOBS_NODE_SCRATCH=str(missing))
     assert proc.returncode == 1
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert job["state"] == "FAILED"
     assert job["reason"].startswith(f"node-local scratch {missing} is not usable on "), job["reason"]
     assert "FileNotFoundError" not in job["reason"] and "Errno" not in job["reason"]

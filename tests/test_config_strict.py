@@ -9,12 +9,11 @@ work never runs on the login node by default) and ``local`` only where it is not
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
 from support.rows import insert_rows, job_row
-from support.site import local_profile, slurm_profile
+from support.site import json_job, json_jobs, local_profile, slurm_profile
 
 from blackfish_jobs import config
 
@@ -209,7 +208,7 @@ def test_a_removed_profile_with_jobs_can_still_be_listed(cli, site):
     )])
     result = cli("list", "--profile", "oldsite", "--json")
     assert result.exit_code == 0, result.stderr
-    assert [job["id"] for job in json.loads(result.stdout)] == ["0123456789ab"]
+    assert [job["id"] for job in json_jobs(result.stdout)] == ["0123456789ab"]
     assert cli("status", "--profile", "oldsite").exit_code == 0
 
 
@@ -242,7 +241,7 @@ def test_builtin_slurm_profile_submits_to_the_cluster(site):
     site.write_settings('[profiles.slurm]\nmem = "200M"\ntime = "00:10:00"\ncpus_per_task = 1\n')
     proc = site.bfjobs("submit", "pull-image", "docker://alpine:builtin", "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert (job["backend"], job["profile"], job["state"]) == ("slurm", "slurm", "COMPLETED")
     assert job["slurm_job_id"] and job["local_pid"] is None
     assert (site.app_dir / "images" / "alpine_builtin.sif").is_file()
@@ -252,7 +251,7 @@ def test_builtin_slurm_profile_submits_to_the_cluster(site):
 def test_profile_local_still_runs_here_on_purpose(site):
     proc = site.bfjobs("submit", "pull-image", "docker://alpine:here", "--profile", "local", "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert (job["backend"], job["profile"], job["state"]) == ("local", "local", "COMPLETED")
     assert "built-in 'local' profile (--profile local: jobs run on this machine, not through Slurm" in proc.stderr
 

@@ -14,6 +14,7 @@ from support.blackfish import BLACKFISH_REVISION, create_blackfish_db, table_nam
 from support.rows import job_row
 
 from blackfish_jobs import store as dbmod
+from blackfish_jobs.api import job_json
 from blackfish_jobs.constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
 from blackfish_jobs.errors import BadInput
 from blackfish_jobs.store import jobs as jobsmod
@@ -155,7 +156,7 @@ def test_values_are_stored_as_sqlalchemy_stored_them_and_read_back(tmp_path):
     got = dbmod.Database(f"sqlite:///{path}").listing(limit=0)
     by_id = {r.id: r for r in got}
     assert by_id == expected
-    assert [r.to_json() for r in got] == [expected[r.id].to_json() for r in got]
+    assert [job_json(r) for r in got] == [job_json(expected[r.id]) for r in got]
     assert by_id[rows[3].id] == rows[3]  # untouched: read back exactly as written
     assert by_id[rows[4].id].result == {"a": ["\u00e9", 1.5]} and by_id[rows[4].id].ended_at == moment
     assert by_id[rows[5].id].result is None and by_id[rows[2].id].registered_at == moment

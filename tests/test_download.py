@@ -19,7 +19,7 @@ import pytest
 from conftest import hub_and_mirror
 from support.blackfish import create_blackfish_db
 from support.hub import DEMO_FOLDER, DEMO_REPO_ID, snapshot_files
-from support.site import Site, as_json
+from support.site import Site, as_job, json_job
 
 REPO = DEMO_REPO_ID
 FOLDER = DEMO_FOLDER
@@ -69,7 +69,7 @@ def test_download_to_home_and_register(blackfish_site, hub):
     repo = hub.get_repo(REPO)
     rendered = site.bfjobs("render", "download-model", REPO, "--revision", "dev", check=True).stdout
     assert f"export HF_ENDPOINT={hub.url}" in rendered
-    job = as_json(run(site, "--revision", "dev", "--wait"))
+    job = as_job(run(site, "--revision", "dev", "--wait"))
     assert job["state"] == "COMPLETED", job
     result = job["result"]
     commit = repo.branches["dev"]
@@ -109,7 +109,7 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     repo = hub.get_repo(REPO)
-    admin = as_json(run(site, "--shared", "--wait"))
+    admin = as_job(run(site, "--shared", "--wait"))
     assert admin["state"] == "COMPLETED"
     main = repo.branches["main"]
     shared_models = site.cache_dir / "models"
@@ -119,19 +119,22 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     repo.commit({"config.json": '{"moved": true}\n'}, branch="main")
     user = run(site)
     assert user.returncode == 0
-    present = json.loads(user.stdout)
-    assert present == {
-        "kind": "download-model", "state": "PRESENT", "commit": main, "where": "shared", "profile": "slurm",
-        "path": str(shared_models / FOLDER / "snapshots" / main), "model_dir": str(shared_models / FOLDER),
-        "ref": "main",
+    present = json_job(user.stdout)
+    assert {k: present[k] for k in ("id", "kind", "state", "profile", "target")} == {
+        "id": None, "kind": "download-model", "state": "PRESENT", "profile": "slurm",
+        "target": str(shared_models / FOLDER),
+    }
+    assert present["result"] == {
+        "commit": main, "where": "shared", "snapshot": str(shared_models / FOLDER / "snapshots" / main),
+        "model_dir": str(shared_models / FOLDER), "ref": "main",
     }
     assert "already available: commit " + main + " in the shared cache" in site.bfjobs(
         "submit", "download-model", REPO).stdout
     # the shared commit or its recorded branch name, asked for explicitly: nothing to do either
-    assert json.loads(run(site, "--revision", main).stdout)["where"] == "shared"
-    assert json.loads(run(site, "--revision", "main").stdout)["commit"] == main
+    assert json_job(run(site, "--revision", main).stdout)["result"]["where"] == "shared"
+    assert json_job(run(site, "--revision", "main").stdout)["result"]["commit"] == main
     # a different revision goes to home_dir, never over the shared copy
-    v1 = as_json(run(site, "--revision", "v1.0", "--wait"))
+    v1 = as_job(run(site, "--revision", "v1.0", "--wait"))
     assert v1["state"] == "COMPLETED"
     assert v1["result"]["snapshot"] == str(site.home_dir / "models" / FOLDER / "snapshots" / repo.tags["v1.0"])
     assert names(shared_models / FOLDER / "snapshots") == [main]
@@ -154,16 +157,16 @@ def test_rule_home_copy_and_force(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     repo = hub.get_repo(REPO)
-    first = as_json(run(site, "--wait"))
+    first = as_job(run(site, "--wait"))
     main = repo.branches["main"]
     assert first["result"]["commit"] == main and first["target"].startswith(str(site.home_dir))
     # no revision, nothing shared, home has it: nothing to do
-    again = json.loads(run(site).stdout)
-    assert (again["state"], again["where"], again["commit"]) == ("PRESENT", "home", main)
+    again = json_job(run(site).stdout)
+    assert (again["state"], again["result"]["where"], again["result"]["commit"]) == ("PRESENT", "home", main)
     # the commit sha itself: nothing to do
-    assert json.loads(run(site, "--revision", main).stdout)["state"] == "PRESENT"
+    assert json_job(run(site, "--revision", main).stdout)["state"] == "PRESENT"
     # --force downloads again into the chosen destination (home), same commit, one snapshot
-    forced = as_json(run(site, "--force", "--wait"))
+    forced = as_job(run(site, "--force", "--wait"))
     assert forced["state"] == "COMPLETED" and forced["result"]["commit"] == main
     assert names(site.home_dir / "models" / FOLDER / "snapshots") == [main]
     assert_public_and_clean(site.home_dir / "models")
@@ -173,11 +176,11 @@ def test_branch_moves_on_the_hub(blackfish_site, hub):
     site = blackfish_site
     repo = hub.get_repo(REPO)
     old = repo.branches["dev"]
-    as_json(run(site, "--revision", "dev", "--wait"))
+    as_job(run(site, "--revision", "dev", "--wait"))
     new = repo.commit({"config.json": '{"dev": 2}\n'}, branch="dev")
     # the recorded ref still names a present snapshot: revision-pinned, nothing silently changes
-    assert json.loads(run(site, "--revision", "dev").stdout)["commit"] == old
-    moved = as_json(run(site, "--revision", "dev", "--force", "--wait"))
+    assert json_job(run(site, "--revision", "dev").stdout)["result"]["commit"] == old
+    moved = as_job(run(site, "--revision", "dev", "--force", "--wait"))
     assert moved["result"]["commit"] == new
     base = site.home_dir / "models" / FOLDER
     assert names(base / "snapshots") == sorted([old, new])
@@ -186,7 +189,7 @@ def test_branch_moves_on_the_hub(blackfish_site, hub):
     assert sorted(r[3] for r in model_rows(site.db_path)) == sorted([old, new])
     # downloading the same commit again updates its row
     before = {r[3]: r for r in model_rows(site.db_path)}
-    as_json(run(site, "--revision", new, "--force", "--wait"))
+    as_job(run(site, "--revision", new, "--force", "--wait"))
     after = {r[3]: r for r in model_rows(site.db_path)}
     assert len(after) == 2 and after[new][0] == before[new][0] and after[new][6] > before[new][6]
 
@@ -194,7 +197,7 @@ def test_branch_moves_on_the_hub(blackfish_site, hub):
 def test_include_and_exclude(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
-    job = as_json(run(site, "--revision", "v1.0", "--include", "*.json", "--include", "sub/*",
+    job = as_job(run(site, "--revision", "v1.0", "--include", "*.json", "--include", "sub/*",
                       "--exclude", "tokenizer.json", "--wait"))
     assert job["state"] == "COMPLETED"
     assert sorted(snapshot_files(Path(job["result"]["snapshot"]))) == ["config.json", "sub/extra.txt"]
@@ -206,13 +209,13 @@ def test_mid_download_failure_leaves_shared_cache_clean(slurm_site, hub):
     hub.fail_mid_file = "model.safetensors"
     hub.fail_mode = "reset"
     hub.fail_times = 1
-    failed = as_json(run(site, "--shared", "--wait"))
+    failed = as_job(run(site, "--shared", "--wait"))
     assert failed["state"] == "FAILED" and failed["reason"]
     assert hub.failures_injected == 1
     shared = site.cache_dir / "models"
     assert names(shared / FOLDER / "snapshots") == []
     assert [p for p in tree(shared) if "incomplete" in p or "staging" in p or ".lock" in p] == []
-    ok = as_json(run(site, "--shared", "--wait"))
+    ok = as_job(run(site, "--shared", "--wait"))
     assert ok["state"] == "COMPLETED"
     assert_public_and_clean(shared)
 
@@ -225,7 +228,7 @@ def test_token_is_used_but_never_written(slurm_site, hub):
     denied = run(site, "--wait", HF_TOKEN="")  # refused at submit: the hub says no before a job is spent
     assert denied.returncode == 1 and denied.stdout == ""
     assert "is restricted: set HF_TOKEN" in denied.stderr
-    job = as_json(run(site, "--revision", "dev", "--wait", HF_TOKEN=canary))
+    job = as_job(run(site, "--revision", "dev", "--wait", HF_TOKEN=canary))
     assert job["state"] == "COMPLETED"
     assert any(r.has_auth for r in hub.requests)
     for path in [*site.root.rglob("*")]:
@@ -237,7 +240,7 @@ def test_model_table_absent_then_sync(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     proc = run(site, "--revision", "dev", "--wait")
-    job = as_json(proc)
+    job = as_job(proc)
     assert job["state"] == "COMPLETED" and job["registered_at"] is None
     assert "no Blackfish 'model' table" in proc.stderr
     create_blackfish_db(site.db_path)  # Blackfish initialises its database later
@@ -245,7 +248,7 @@ def test_model_table_absent_then_sync(slurm_site, hub):
     assert "registered 1 model(s)" in synced.stdout
     [row] = model_rows(site.db_path)
     assert row[3] == job["result"]["commit"]
-    assert json.loads(site.bfjobs("status", job["id"], "--json", check=True).stdout)["registered_at"]
+    assert json_job(site.bfjobs("status", job["id"], "--json", check=True).stdout)["registered_at"]
 
 
 def test_shared_refused_when_cache_not_writable(site, hub, read_only_cache):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.rows import insert_rows, job_row
+from support.site import json_jobs
 
 from blackfish_jobs import entry, slurmcmd, tracker
 from blackfish_jobs.store import Database, JobRow, utcnow
@@ -213,7 +214,7 @@ def test_everyday_commands_do_not_import_sqlalchemy(site, fake_sacct):
     proc, heavy = _run(site, "list")
     assert heavy == [] and len(proc.stdout.splitlines()) == 5, proc.stderr
     proc, heavy = _run(site, "status", "--json")
-    assert heavy == [] and [j["reason"] for j in json.loads(proc.stdout)] == ["JobHeldUser"] * 4, proc.stderr
+    assert heavy == [] and [j["reason"] for j in json_jobs(proc.stdout)] == ["JobHeldUser"] * 4, proc.stderr
     assert len(calls(fake_sacct)) == 1
     site.write_profiles()
     site.place_image("alpine_3.20.sif", "docker://alpine:3.20")

@@ -7,7 +7,6 @@ processes writing the DB) and `bfjobs verify` on corrupted artefacts.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sqlite3
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from support.hub import DEMO_FOLDER, DEMO_REPO_ID
 from support.site import REPO as PROJECT
-from support.site import tmpfs_over, wait_for
+from support.site import json_findings, json_job, json_jobs, tmpfs_over, wait_for
 from support.slurm import task_pids
 
 pytestmark = pytest.mark.slurm
@@ -31,13 +30,13 @@ UNFINISHED = ("PENDING", "RUNNING")
 def submit(site, *args: str, **env: str) -> dict:
     proc = site.bfjobs("submit", *args, "--json", **env)
     assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
+    return json_job(proc.stdout)
 
 
 def status(site, job_id: str, **env: str) -> dict:
     proc = site.bfjobs("status", job_id, "--json", **env)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json_job(proc.stdout)
 
 
 def final(site, job_id: str, timeout: float = 90, **env: str) -> dict:
@@ -142,7 +141,7 @@ def test_slurmctld_unreachable_at_submit_and_status(slurm_site, restart_slurm):
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("bfjobs: error: ") and "sbatch" in line
-    rows = json.loads(site.bfjobs("list", "--json", check=True).stdout)
+    rows = json_jobs(site.bfjobs("list", "--json", check=True).stdout)
     assert {r["request"]["uri"] for r in rows} == {"docker://alpine:before", "docker://alpine:during"}
     assert len(os.listdir(site.home_dir / "jobs" / "bfjobs")) == 2  # no folder for the refused job
     # status while the controller is away: no crash, the known states are kept
@@ -184,7 +183,7 @@ def test_sbatch_rejection_reports_the_schedulers_words(slurm_site, flags, words)
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("bfjobs: error: sbatch refused the job:") and words in line.lower()
-    assert json.loads(site.bfjobs("list", "--json", check=True).stdout) == []
+    assert json_jobs(site.bfjobs("list", "--json", check=True).stdout) == []
 
 
 # --------------------------------------------------------------------------- full filesystem
@@ -234,11 +233,11 @@ def test_second_request_reports_the_job_in_flight(slurm_site, hub):
     model = submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev")
     assert submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev")["id"] == model["id"]
     other = submit(site, "download-model", DEMO_REPO_ID, "--revision", "v1.0")  # another revision: its own job
-    assert other["id"] != model["id"] and "in_flight" not in other
+    assert other["id"] != model["id"] and other["in_flight"] is False
     for job in (first, model, other):
         assert final(site, job["id"])["state"] == "COMPLETED"
     assert len(site.apptainer_calls()) == 1
-    assert len(json.loads(site.bfjobs("list", "--json", check=True).stdout)) == 3
+    assert len(json_jobs(site.bfjobs("list", "--json", check=True).stdout)) == 3
 
 
 def test_two_users_publish_the_same_artefacts_once(slurm_site, hub):
@@ -318,7 +317,7 @@ def test_verify_detects_corrupt_artefacts(slurm_site, hub):
     model = submit(site, "download-model", DEMO_REPO_ID, "--revision", "dev", "--wait")
     ok = site.bfjobs("verify", "--json")
     assert ok.returncode == 0, ok.stderr
-    assert {(f["kind"], f["ok"]) for f in json.loads(ok.stdout)} == {("image", True), ("snapshot", True)}
+    assert {(f["kind"], f["ok"]) for f in json_findings(ok.stdout)} == {("pull-image", True), ("download-model", True)}
     # truncate the image, flip a byte in a model blob
     sif = Path(image["result"]["path"])
     with sif.open("r+b") as fh:

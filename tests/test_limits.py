@@ -9,13 +9,12 @@ pends for ever with ``QOSMaxCpuPerJobLimit``. A reason this cluster cannot produ
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 from support.hub import DEMO_REPO_ID
-from support.site import as_json, wait_for
+from support.site import as_job, json_jobs, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -38,7 +37,7 @@ def limits_site(slurm_site) -> Iterator:
     its impossible job pending)."""
     yield slurm_site
     listed = slurm_site.bfjobs("list", "--json")
-    ids = [j["slurm_job_id"] for j in json.loads(listed.stdout or "[]") if j.get("slurm_job_id")]
+    ids = [j["slurm_job_id"] for j in (json_jobs(listed.stdout) if listed.stdout else []) if j.get("slurm_job_id")]
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True)
 
@@ -52,10 +51,10 @@ def test_builtin_defaults_run_on_a_small_node(site, hub):
     assert "#SBATCH --cpus-per-task=2" in rendered and "#SBATCH --mem=2G" in rendered
     proc = site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert as_json(proc)["state"] == "COMPLETED"
+    assert as_job(proc)["state"] == "COMPLETED"
     proc = site.bfjobs("submit", "pull-image", URI, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert as_json(proc)["state"] == "COMPLETED"
+    assert as_job(proc)["state"] == "COMPLETED"
 
 
 def test_partition_limit_is_refused_at_submit(limits_site):
@@ -65,7 +64,7 @@ def test_partition_limit_is_refused_at_submit(limits_site):
     assert proc.returncode != 0 and not proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bfjobs: error: ") and "processors" in lines[0], proc.stderr
-    assert json.loads(limits_site.bfjobs("list", "--json").stdout) == []
+    assert json_jobs(limits_site.bfjobs("list", "--json").stdout) == []
 
 
 def test_wait_ends_a_job_over_a_qos_limit(limits_site):
@@ -74,14 +73,14 @@ def test_wait_ends_a_job_over_a_qos_limit(limits_site):
     Slurm and records CANCELLED with the reason."""
     proc = limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--wait", "--json", timeout=120)
     assert proc.returncode == 1, proc.stderr
-    job = as_json(proc)
+    job = as_job(proc)
     sid = job["slurm_job_id"]
     assert job["state"] == "CANCELLED" and job["reason"].startswith("cannot start: QOSMaxCpuPerJobLimit: ")
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"bfjobs: error: job {job['id']} (Slurm job {sid}) cannot start: QOSMaxCpuPerJobLimit")
     assert "QOS bfjobs-small (MaxTRESPerJob cpu=2)" in line and "4 CPUs" in line and "--cpus-per-task" in line
     assert wait_for(lambda: slurm_state(sid) == "CANCELLED", timeout=30)
-    status = as_json(limits_site.bfjobs("status", job["id"], "--json"))
+    status = as_job(limits_site.bfjobs("status", job["id"], "--json"))
     assert (status["state"], status["reason"]) == ("CANCELLED", job["reason"])
     listed = limits_site.bfjobs("list", "--state", "cancelled").stdout
     assert "cannot start: QOSMaxCpuPerJobLimit" in listed
@@ -90,11 +89,11 @@ def test_wait_ends_a_job_over_a_qos_limit(limits_site):
 def test_status_shows_cannot_start_and_logs_follow_ends_it(limits_site):
     """``status``/``list`` show such a job as "cannot start" and leave it queued; ``logs --follow``
     then ends it like ``wait``."""
-    job = as_json(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
+    job = as_job(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
     sid = job["slurm_job_id"]
 
     def shown() -> dict | None:
-        row = as_json(limits_site.bfjobs("status", job["id"], "--json"))
+        row = as_job(limits_site.bfjobs("status", job["id"], "--json"))
         return row if row["reason"] == "cannot start: QOSMaxCpuPerJobLimit" else None
 
     row = wait_for(shown, timeout=60)
@@ -118,7 +117,7 @@ def test_partition_config_pending_is_ended(limits_site, monkeypatch):
     from blackfish_jobs import slurm, tracker
     from blackfish_jobs.store import Database
 
-    job = as_json(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
+    job = as_job(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
     monkeypatch.setenv("BLACKFISH_HOME_DIR", str(limits_site.app_dir))
     asked: list[list[str]] = []
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import stat
 
 import pytest
-from support.site import wait_for
+from support.site import json_job, wait_for
 
 URI = "docker://ghcr.io/huggingface/text-generation-inference:latest"
 
@@ -28,7 +27,7 @@ def test_local_pull_end_to_end(site):
     proc = site.bfjobs("submit", "pull-image", URI, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "built-in 'local' profile (no sbatch on PATH" in proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     target = site.app_dir.resolve() / "images" / "text-generation-inference_latest.sif"
     assert job["state"] == "COMPLETED" and job["backend"] == "local" and job["slurm_job_id"] is None
     assert job["result"]["path"] == str(target)
@@ -60,11 +59,11 @@ def test_local_failed_pull_publishes_nothing(site):
 def test_running_local_job_seen_from_a_new_process(site):
     submitted = site.bfjobs("submit", "pull-image", "docker://alpine:slow", "--json", FAKE_APPTAINER_SLEEP="4")
     assert submitted.returncode == 0, submitted.stderr
-    job = json.loads(submitted.stdout)
-    status = json.loads(site.bfjobs("status", job["id"], "--json").stdout)
+    job = json_job(submitted.stdout)
+    status = json_job(site.bfjobs("status", job["id"], "--json").stdout)
     assert status["state"] == "RUNNING"  # submitit's re-attached LocalJob would say "done" here
     final = wait_for(
-        lambda: (s := json.loads(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
+        lambda: (s := json_job(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
         timeout=60,
     )
     assert final["state"] == "COMPLETED"
@@ -73,11 +72,11 @@ def test_running_local_job_seen_from_a_new_process(site):
 
 def test_killed_local_job_is_failed_not_running(site):
     submitted = site.bfjobs("submit", "pull-image", "docker://alpine:killed", "--json", FAKE_APPTAINER_SLEEP="30")
-    job = json.loads(submitted.stdout)
+    job = json_job(submitted.stdout)
     wait_for(lambda: site.apptainer_calls(), timeout=30)
     os.killpg(job["local_pid"], signal.SIGKILL)  # the controller runs in its own session
     final = wait_for(
-        lambda: (s := json.loads(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
+        lambda: (s := json_job(site.bfjobs("status", job["id"], "--json").stdout))["state"] != "RUNNING" and s,
         timeout=30,
     )
     assert final["state"] == "FAILED"
@@ -89,7 +88,7 @@ def test_local_download_model(site, hub):
     proc = site.bfjobs("submit", "download-model", "bfjobs-test/tiny-model", "--revision", "v1.0", "--wait", "--json",
                        HF_ENDPOINT=hub.url)
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     commit = hub.get_repo("bfjobs-test/tiny-model").tags["v1.0"]
     assert job["state"] == "COMPLETED" and job["result"]["commit"] == commit
     snapshot = site.app_dir.resolve() / "models" / "models--bfjobs-test--tiny-model" / "snapshots" / commit
@@ -103,7 +102,7 @@ def test_waiting_for_a_local_job_polls_from_a_fifth_of_a_second(site, monkeypatc
     from blackfish_jobs.store import Database
 
     submitted = site.bfjobs("submit", "pull-image", "docker://alpine:brief", "--json", FAKE_APPTAINER_SLEEP="1")
-    job = json.loads(submitted.stdout)
+    job = json_job(submitted.stdout)
     pauses: list[float] = []
     real_sleep = tracker.time.sleep
     monkeypatch.setattr(tracker.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))

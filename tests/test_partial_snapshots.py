@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.hub import DEMO_FOLDER, DEMO_REPO_ID, snapshot_files
-from support.site import Site, as_json
+from support.site import Site, as_job, as_jobs, json_findings, json_job
 
 from blackfish_jobs import verify
 
@@ -69,7 +69,7 @@ def test_filters_are_additive_and_presence_follows_the_selection(blackfish_site,
     full = repo.files_at(main)
     snapshot = site.home_dir / "models" / FOLDER / "snapshots" / main
 
-    first = as_json(run(site, "--include", "*.json", "--wait"))
+    first = as_job(run(site, "--include", "*.json", "--wait"))
     assert first["state"] == "COMPLETED", first
     assert sorted(snapshot_files(snapshot)) == ["config.json", "tokenizer.json"]
     result = first["result"]
@@ -84,11 +84,12 @@ def test_filters_are_additive_and_presence_follows_the_selection(blackfish_site,
     assert f"2 of {len(full)} listed files present" in checked.stdout
 
     # the same selection again: present; other files of the same commit: a job that fills the snapshot
-    again = json.loads(run(site, "--include", "*.json").stdout)
-    assert (again["state"], again["where"], again["commit"], again["ref"]) == ("PRESENT", "home", main, "main")
+    again = json_job(run(site, "--include", "*.json").stdout)
+    found = again["result"]
+    assert (again["state"], found["where"], found["commit"], found["ref"]) == ("PRESENT", "home", main, "main")
     config_link = os.lstat(snapshot / "config.json").st_ino
     hub.clear_requests()
-    weights = as_json(run(site, "--include", "*.safetensors", "--wait"))
+    weights = as_job(run(site, "--include", "*.safetensors", "--wait"))
     assert weights.get("state") == "COMPLETED", weights  # old code: "already available"
     assert weights["result"]["already_present"] is False and weights["result"]["snapshot"] == str(snapshot)
     assert sorted(snapshot_files(snapshot)) == ["config.json", "model.safetensors", "tokenizer.json"]
@@ -97,7 +98,7 @@ def test_filters_are_additive_and_presence_follows_the_selection(blackfish_site,
 
     # a plain request wants every file: it fetches only the ones still absent
     hub.clear_requests()
-    rest = as_json(run(site, "--wait"))
+    rest = as_job(run(site, "--wait"))
     assert rest.get("state") == "COMPLETED", rest
     assert fetched(hub) == sorted(set(full) - {"config.json", "tokenizer.json", "model.safetensors"})
     assert snapshot_files(snapshot) == full
@@ -105,7 +106,7 @@ def test_filters_are_additive_and_presence_follows_the_selection(blackfish_site,
     assert rest["result"]["bytes"] == rest["result"]["listed_bytes"]
     meta = model_metadata(site.db_path)[main]
     assert "partial" not in meta and meta["model_size_gb"] == round(listed_bytes(hub, main) / 1e9, 3)
-    assert json.loads(run(site).stdout)["state"] == "PRESENT"
+    assert json_job(run(site).stdout)["state"] == "PRESENT"
     checked = site.bfjobs("verify", rest["id"])
     assert checked.returncode == 0 and checked.stdout.startswith("OK"), checked
     assert list((site.home_dir / "models").rglob(".bfjobs*")) == []  # no staging, lock or temporary name left
@@ -117,14 +118,14 @@ def test_force_with_include_keeps_the_other_files(blackfish_site, hub):
     dev = repo.branches["dev"]
     full = repo.files_at(dev)
     snapshot = site.home_dir / "models" / FOLDER / "snapshots" / dev
-    assert as_json(run(site, "--revision", "dev", "--wait"))["state"] == "COMPLETED"
+    assert as_job(run(site, "--revision", "dev", "--wait"))["state"] == "COMPLETED"
     hub.clear_requests()
-    forced = as_json(run(site, "--revision", "dev", "--include", "*.json", "--force", "--wait"))
+    forced = as_job(run(site, "--revision", "dev", "--include", "*.json", "--force", "--wait"))
     assert forced["state"] == "COMPLETED", forced
     assert fetched(hub) == ["config.json", "tokenizer.json"]  # --force re-fetches what it selects...
     assert snapshot_files(snapshot) == full  # ...and removes nothing else
     assert (forced["result"]["files"], forced["result"]["partial"]) == (len(full), False)
-    found = json.loads(site.bfjobs("verify", forced["id"], "--json").stdout)
+    found = json_findings(site.bfjobs("verify", forced["id"], "--json").stdout)
     assert [(f["status"], f["checked_files"]) for f in found] == [("OK", len(full))]
     meta = model_metadata(site.db_path)[dev]
     assert meta["model_size_gb"] == round(listed_bytes(hub, dev) / 1e9, 3) > 0 and "partial" not in meta
@@ -135,14 +136,14 @@ def test_a_running_filtered_job_does_not_hold_back_other_files(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     hub.delay_per_chunk = 4
-    partial = as_json(run(site, "--include", "config.json"))
+    partial = as_job(run(site, "--include", "config.json"))
     assert partial["state"] in ("PENDING", "RUNNING")
-    plain = as_json(run(site))
-    assert "in_flight" not in plain and plain["id"] != partial["id"], plain  # old code: "already in flight"
-    again = as_json(run(site, "--include", "config.json"))
+    plain = as_job(run(site))
+    assert plain["in_flight"] is False and plain["id"] != partial["id"], plain  # old code: "already in flight"
+    again = as_job(run(site, "--include", "config.json"))
     assert again.get("in_flight") is True and again["id"] == partial["id"]  # the same selection: that job
     hub.delay_per_chunk = 0
-    done = as_json(site.bfjobs("wait", partial["id"], plain["id"], "--json", timeout=180))
+    done = as_jobs(site.bfjobs("wait", partial["id"], plain["id"], "--json", timeout=180))
     assert [j["state"] for j in done] == ["COMPLETED", "COMPLETED"], done
     main = hub.get_repo(REPO).branches["main"]
     assert snapshot_files(site.home_dir / "models" / FOLDER / "snapshots" / main) == hub.get_repo(REPO).files_at(main)
@@ -151,7 +152,7 @@ def test_a_running_filtered_job_does_not_hold_back_other_files(slurm_site, hub):
 def test_patterns_that_match_nothing_fail_clearly(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
-    job = as_json(run(site, "--include", "*.gguf", "--wait"))
+    job = as_job(run(site, "--include", "*.gguf", "--wait"))
     assert job["state"] == "FAILED" and "matches --include/--exclude" in job["reason"], job
     assert not (site.home_dir / "models" / FOLDER / "snapshots").exists() or not os.listdir(
         site.home_dir / "models" / FOLDER / "snapshots"
@@ -167,17 +168,17 @@ def test_shared_looks_only_at_the_shared_cache(slurm_site, hub):
     seed(home, hub, "dev")
     seed(home, hub, "v1.0")
     shared = site.cache_dir / "models" / FOLDER / "snapshots"
-    job = as_json(run(site, "--revision", "dev", "--shared", "--wait"))
+    job = as_job(run(site, "--revision", "dev", "--shared", "--wait"))
     assert job.get("state") == "COMPLETED", job  # old code: "already available ... in your home cache"
     assert job["result"]["snapshot"] == str(shared / repo.branches["dev"])
     listing = site.root / "list.txt"
     listing.write_text(f"{REPO}@v1.0\n{REPO}@dev\n")
-    jobs = as_json(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--shared", "--wait", "--json"))
-    by_state = sorted((j["state"], j.get("where")) for j in jobs)
+    jobs = as_jobs(site.bfjobs("submit", "download-model", "--from-file", str(listing), "--shared", "--wait", "--json"))
+    by_state = sorted((j["state"], j["result"].get("where")) for j in jobs)
     assert by_state == [("COMPLETED", None), ("PRESENT", "shared")], jobs
     assert sorted(os.listdir(shared)) == sorted([repo.tags["v1.0"], repo.branches["dev"]])
     # without --shared the shared cache is still looked at first
-    assert json.loads(run(site, "--revision", "dev").stdout)["where"] == "shared"
+    assert json_job(run(site, "--revision", "dev").stdout)["result"]["where"] == "shared"
 
 
 def test_home_copy_of_another_branch_is_not_the_default_branch(slurm_site, hub):
@@ -186,12 +187,13 @@ def test_home_copy_of_another_branch_is_not_the_default_branch(slurm_site, hub):
     repo = hub.get_repo(REPO)
     home = site.home_dir / "models"
     seed(home, hub, "dev")
-    job = as_json(run(site, "--wait"))
+    job = as_job(run(site, "--wait"))
     assert job.get("state") == "COMPLETED", job  # old code: dev's snapshot "already available" as main
     main = repo.branches["main"]
     assert job["result"]["commit"] == main
-    present = json.loads(run(site).stdout)
-    assert (present["state"], present["where"], present["commit"], present["ref"]) == ("PRESENT", "home", main, "main")
+    present = json_job(run(site).stdout)
+    found = present["result"]
+    assert (present["state"], found["where"], found["commit"], found["ref"]) == ("PRESENT", "home", main, "main")
 
 
 def test_any_shared_snapshot_answers_and_is_named(site, hub):
@@ -203,13 +205,13 @@ def test_any_shared_snapshot_answers_and_is_named(site, hub):
     proc = site.bfjobs("submit", "download-model", REPO)
     dev = repo.branches["dev"]
     assert proc.returncode == 0 and f"commit {dev} in the shared cache" in proc.stdout and "(ref: dev)" in proc.stdout
-    present = json.loads(run(site).stdout)
-    assert (present["where"], present["commit"], present["ref"]) == ("shared", dev, "dev")
+    present = json_job(run(site).stdout)
+    assert (present["result"]["where"], present["result"]["commit"], present["result"]["ref"]) == ("shared", dev, "dev")
     # a shared snapshot missing the selected files does not answer; home's complete main does
     seed(site.cache_dir / "models", hub, "main", allow=["*.json"])
     os.utime(site.cache_dir / "models" / FOLDER / "snapshots" / repo.branches["main"])
-    present = json.loads(run(site, "--include", "*.safetensors").stdout)
-    assert (present["where"], present["commit"]) == ("home", repo.branches["main"]), present
+    present = json_job(run(site, "--include", "*.safetensors").stdout)
+    assert (present["result"]["where"], present["result"]["commit"]) == ("home", repo.branches["main"]), present
 
 
 def test_verify_says_partial_unverified_corrupt_or_ok(site, hub):

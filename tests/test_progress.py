@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.hub import DEMO_REPO_ID, MiB, pseudo_random_bytes
 from support.rows import job_row
-from support.site import as_json, wait_for, with_tty
+from support.site import as_job, wait_for, with_tty
 
 from blackfish_jobs.node import progress
 
@@ -24,7 +24,7 @@ SECRET = "hf_progressSecretToken0123456789"
 
 
 def status(site, job_id: str) -> dict:
-    return as_json(site.bfjobs("status", job_id, "--json"))
+    return as_job(site.bfjobs("status", job_id, "--json"))
 
 
 def running_with(site, job_id: str, check) -> dict:
@@ -62,7 +62,7 @@ def test_running_download_reports_bytes_then_final_figures(slurm_site, hub):
     site.configure(hub)
     hub.delay_per_chunk = 0.25  # 64 KiB every 0.25 s: the 3 MiB weights take ~12 s
     sizes = selected_sizes(hub, "main")
-    job = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--json", HF_TOKEN=SECRET))
+    job = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--json", HF_TOKEN=SECRET))
     seen = running_with(site, job["id"], lambda p: 0 < p["bytes_done"] < (p["bytes_total"] or 0))
     figures = seen["progress"]
     assert figures["bytes_total"] == sum(sizes.values()) and figures["files_total"] == len(sizes), figures
@@ -71,7 +71,7 @@ def test_running_download_reports_bytes_then_final_figures(slurm_site, hub):
     table = site.bfjobs("status", job["id"]).stdout
     assert re.search(rf"^{job['id']}\s+download-model\s+RUNNING \([0-9.]+ [kM]?B of 3\.\d MB", table, re.M), table
     hub.delay_per_chunk = 0
-    done = as_json(site.bfjobs("wait", job["id"], "--json"))
+    done = as_job(site.bfjobs("wait", job["id"], "--json"))
     assert done["state"] == "COMPLETED", done
     assert_final(done["progress"], sum(sizes.values()), len(sizes))
     assert status(site, job["id"])["progress"] == done["progress"]  # a finished job keeps its final figures
@@ -88,7 +88,7 @@ def test_blobs_shared_with_another_commit_count_as_done_and_are_not_fetched(slur
     site = slurm_site
     site.configure(hub)
     repo = hub.get_repo(DEMO_REPO_ID)
-    first = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--wait", "--json"))
+    first = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--wait", "--json"))
     assert first["state"] == "COMPLETED", first
     extra = pseudo_random_bytes(MiB, "progress-extra")
     repo.create_branch("big", "main")
@@ -96,11 +96,11 @@ def test_blobs_shared_with_another_commit_count_as_done_and_are_not_fetched(slur
     weights = repo.files_at("main")["model.safetensors"]
     hub.clear_requests()
     hub.delay_per_chunk = 0.25  # the new 1 MiB file takes ~4 s
-    job = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "big", "--json"))
+    job = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "big", "--json"))
     seen = running_with(site, job["id"], lambda p: p["bytes_total"] is not None and p["bytes_done"] < p["bytes_total"])
     assert seen["progress"]["bytes_done"] >= len(weights), seen["progress"]
     hub.delay_per_chunk = 0
-    done = as_json(site.bfjobs("wait", job["id"], "--json"))
+    done = as_job(site.bfjobs("wait", job["id"], "--json"))
     assert done["state"] == "COMPLETED", done
     sizes = selected_sizes(hub, "big")
     assert_final(done["progress"], sum(sizes.values()), len(sizes))
@@ -115,19 +115,19 @@ def test_running_pull_reports_bytes_so_far(slurm_site):
     site = slurm_site
     size = 3_000_000
     env = {"FAKE_APPTAINER_SIZE": str(size), "FAKE_APPTAINER_SLEEP": "60"}
-    job = as_json(site.bfjobs("submit", "pull-image", "docker://alpine:progress", "--json", **env))
+    job = as_job(site.bfjobs("submit", "pull-image", "docker://alpine:progress", "--json", **env))
     seen = running_with(site, job["id"], lambda p: p["bytes_done"] > 0)
     figures = seen["progress"]
     assert figures["bytes_done"] == size // 2 and figures["bytes_total"] is None, figures  # the stand-in's first half
     assert figures["files_done"] == 0 and figures["files_total"] == 1 and figures["eta_seconds"] is None
     assert not [n for n in cache_names(site) if progress.SUFFIX in n]
-    cancelled = as_json(site.bfjobs("cancel", job["id"], "--json"))
+    cancelled = as_job(site.bfjobs("cancel", job["id"], "--json"))
     assert cancelled["state"] == "CANCELLED", cancelled
     # a failed job's record still ends with final figures: nothing is in place
-    final = as_json(site.bfjobs("wait", job["id"], "--json"))["progress"]
+    final = as_job(site.bfjobs("wait", job["id"], "--json"))["progress"]
     assert final["final"] is True and final["bytes_done"] == 0 and final["files_done"] == 0, final
     # a pull that completes: its size is the total
-    done = as_json(site.bfjobs("submit", "pull-image", "docker://alpine:progress2", "--wait", "--json",
+    done = as_job(site.bfjobs("submit", "pull-image", "docker://alpine:progress2", "--wait", "--json",
                                FAKE_APPTAINER_SIZE=str(size)))
     assert done["state"] == "COMPLETED", done
     assert_final(done["progress"], size, 1)
@@ -162,8 +162,8 @@ def test_wait_on_a_terminal_updates_one_line_per_job(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     hub.delay_per_chunk = 0.2
-    model = as_json(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--json"))
-    image = as_json(site.bfjobs("submit", "pull-image", "docker://alpine:tty", "--json",
+    model = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--json"))
+    image = as_job(site.bfjobs("submit", "pull-image", "docker://alpine:tty", "--json",
                                 FAKE_APPTAINER_SIZE="2000000", FAKE_APPTAINER_SLEEP="15"))
     ids = [model["id"], image["id"]]
     code, out = with_tty([sys.executable, "-m", "blackfish_jobs", "wait", *ids], site.env(TERM="xterm"), timeout=180)

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 from support.rows import insert_rows, job_row
-from support.site import Site
+from support.site import Site, json_jobs
 from support.slurm import DownPartition, ids_in
 
 from blackfish_jobs.store import Database, JobRow, utcnow
@@ -28,13 +28,16 @@ submit = Site.submit_pull
 # machine would take longer than the jobs (each `bfjobs submit` is tested on its own elsewhere).
 _SUBMIT_MANY = """
 import json, sys
-from blackfish_jobs import api, config, specs
+from blackfish_jobs import config, specs
+from blackfish_jobs.api import submission
+from blackfish_jobs.api.results import outcome_json
 from blackfish_jobs.store import Database
 
 db = Database()
 profile = config.load_profile(None)
 settings = config.load_settings(profile.name, "pull-image")
-print(json.dumps([api.submit(db, specs.pull_image(uri, profile, settings)).to_json() for uri in sys.argv[1:]]))
+outcomes = [submission.submit(db, specs.pull_image(uri, profile, settings)) for uri in sys.argv[1:]]
+print(json.dumps([outcome_json(o) for o in outcomes]))
 """
 
 
@@ -74,7 +77,7 @@ def test_sixty_real_jobs_one_query_per_refresh(slurm_site, calls):
 
     proc = site.bfjobs("status", "--json", **calls.env())
     assert proc.returncode == 0, proc.stderr
-    assert {j["id"] for j in json.loads(proc.stdout)} == ids
+    assert {j["id"] for j in json_jobs(proc.stdout)} == ids
     counted = calls.counts()
     assert counted["sacct"] == 1 and counted["squeue"] <= 1 and sum(counted.values()) <= 2, counted
     [sacct] = [c for c in calls.calls() if c["cmd"] == "sacct"]
@@ -92,7 +95,7 @@ def test_sixty_real_jobs_one_query_per_refresh(slurm_site, calls):
     calls.clear()
     proc, waited_s = timed(site, "wait", *sorted(ids), "--json", **calls.env())
     assert proc.returncode == 1  # five of them fail on purpose
-    final = {j["id"]: j for j in json.loads(proc.stdout)}
+    final = {j["id"]: j for j in json_jobs(proc.stdout)}
     states = sorted(j["state"] for j in final.values())
     assert states == ["COMPLETED"] * 55 + ["FAILED"] * 5
     assert all("apptainer pull exited with code 255" in j["reason"] for j in final.values() if j["state"] == "FAILED")
@@ -104,7 +107,7 @@ def test_sixty_real_jobs_one_query_per_refresh(slurm_site, calls):
 
     # a fresh process re-reads the same results from the DB (re-attach), without asking Slurm
     calls.clear()
-    again = json.loads(site.bfjobs("list", "--json", "--limit", "0", check=True, **calls.env()).stdout)
+    again = json_jobs(site.bfjobs("list", "--json", "--limit", "0", check=True, **calls.env()).stdout)
     assert {j["id"]: (j["state"], j["result"]) for j in again} == {
         i: (j["state"], j["result"]) for i, j in final.items()
     }
@@ -131,7 +134,7 @@ def test_thousand_live_jobs_one_call_for_status_and_cancel(slurm_site, calls):
         calls.clear()
         proc, status_s = timed(site, "status", "--json", **calls.env())
         assert proc.returncode == 0, proc.stderr
-        shown = json.loads(proc.stdout)
+        shown = json_jobs(proc.stdout)
         assert len(shown) == 1000 and {j["state"] for j in shown} == {"PENDING"}
         counted = calls.counts()
         assert counted["sacct"] == 1 and counted["squeue"] <= 1 and sum(counted.values()) <= 2, counted
@@ -146,7 +149,7 @@ def test_thousand_live_jobs_one_call_for_status_and_cancel(slurm_site, calls):
         ids = [f"{i:012x}" for i in range(1000)]
         proc, cancel_s = timed(site, "cancel", *ids, "--json", **calls.env())
         assert proc.returncode == 0, proc.stderr
-        assert {j["state"] for j in json.loads(proc.stdout)} == {"CANCELLED"}
+        assert {j["state"] for j in json_jobs(proc.stdout)} == {"CANCELLED"}
         scancels = [c for c in calls.calls() if c["cmd"] == "scancel"]
         assert len(scancels) == 1 and len(ids_in(scancels[0])) == 1000
         assert calls.counts()["sacct"] <= 10  # the refresh before, then a few confirmation polls
@@ -173,9 +176,9 @@ def test_list_over_ten_thousand_rows_stays_interactive(site, calls):
     proc, filtered_s = timed(site, "list", "--state", "FAILED", "--kind", "pull-image", "--since", "2d",
                              "--limit", "0", "--json")
     expected = sum(1 for i in range(10_000) if i % 5 == 3 and i % 3 and 60 * i < 2 * 86400)
-    assert len(json.loads(proc.stdout)) == expected
+    assert len(json_jobs(proc.stdout)) == expected
     proc, everything_s = timed(site, "list", "--limit", "0", "--json")
-    assert len(json.loads(proc.stdout)) == 10_000
+    assert len(json_jobs(proc.stdout)) == 10_000
     proc = site.bfjobs("status", **calls.env())
     assert proc.returncode == 0 and "no unfinished jobs" in proc.stdout
     assert calls.calls() == []  # nothing unfinished: no Slurm call at all

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from support.site import wait_for
+from support.site import json_job, json_jobs, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -39,7 +38,7 @@ def image_dir_entries(site, shared: bool = True) -> list[str]:
 def status(site, job_id: str) -> dict:
     proc = site.bfjobs("status", job_id, "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json_job(proc.stdout)
 
 
 def test_pull_end_to_end(slurm_site):
@@ -47,7 +46,7 @@ def test_pull_end_to_end(slurm_site):
     rendered = site.bfjobs("render", "pull-image", URI, check=True).stdout
     proc = site.bfjobs("submit", "pull-image", URI, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     target = site.cache_dir / "images" / "text-generation-inference_latest.sif"
     assert job["state"] == "COMPLETED" and job["backend"] == "slurm" and job["slurm_job_id"]
     assert job["result"]["path"] == str(target) and job["target"] == str(target)
@@ -72,7 +71,7 @@ def test_pull_end_to_end(slurm_site):
     # a fresh process re-reads the same finished job from the DB
     again = status(site, job["id"])
     assert again["state"] == "COMPLETED" and again["result"]["sha256"] == job["result"]["sha256"]
-    listed = json.loads(site.bfjobs("list", "--json", check=True).stdout)
+    listed = json_jobs(site.bfjobs("list", "--json", check=True).stdout)
     assert [j["id"] for j in listed] == [job["id"]]
 
 
@@ -96,11 +95,11 @@ def test_datamover_partition_from_settings(slurm_site):
         """
     )
     assert "#SBATCH --partition=datamover" in site.bfjobs("render", "pull-image", URI, check=True).stdout
-    job = json.loads(site.bfjobs("submit", "pull-image", URI, "--wait", "--json", check=True).stdout)
+    job = json_job(site.bfjobs("submit", "pull-image", URI, "--wait", "--json", check=True).stdout)
     assert job["state"] == "COMPLETED"
     assert sacct(job["slurm_job_id"], "Partition") == ["datamover"]
     # a command-line flag overrides the file
-    job = json.loads(
+    job = json_job(
         site.bfjobs("submit", "pull-image", URI, "--to", "home", "--partition", "cpu", "--wait", "--json",
                     check=True).stdout
     )
@@ -110,7 +109,7 @@ def test_datamover_partition_from_settings(slurm_site):
 
 def test_status_and_wait_from_fresh_processes(slurm_site):
     site = slurm_site
-    job = json.loads(site.bfjobs("submit", "pull-image", "docker://alpine:slow", "--json", check=True,
+    job = json_job(site.bfjobs("submit", "pull-image", "docker://alpine:slow", "--json", check=True,
                                  FAKE_APPTAINER_SLEEP="3").stdout)
     assert job["state"] == "PENDING" and job["result"] is None
     first = status(site, job["id"])
@@ -118,7 +117,7 @@ def test_status_and_wait_from_fresh_processes(slurm_site):
     # the Slurm job id is accepted too
     waited = site.bfjobs("wait", job["slurm_job_id"], "--json", FAKE_APPTAINER_SLEEP="3")
     assert waited.returncode == 0, waited.stderr
-    final = json.loads(waited.stdout)
+    final = json_job(waited.stdout)
     assert final["state"] == "COMPLETED" and final["result"]["path"].endswith("alpine_slow.sif")
     assert status(site, job["id"])["state"] == "COMPLETED"
 
@@ -130,12 +129,12 @@ def test_sbatch_rejection_is_the_schedulers_message(slurm_site):
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("bfjobs: error: sbatch refused the job:")
     assert "invalid partition" in line.lower()
-    assert json.loads(site.bfjobs("list", "--json", check=True).stdout) == []
+    assert json_jobs(site.bfjobs("list", "--json", check=True).stdout) == []
 
 
 def test_cancelled_pull_leaves_nothing(slurm_site):
     site = slurm_site
-    job = json.loads(site.bfjobs("submit", "pull-image", "docker://alpine:cancel", "--json", check=True,
+    job = json_job(site.bfjobs("submit", "pull-image", "docker://alpine:cancel", "--json", check=True,
                                  FAKE_APPTAINER_SLEEP="60").stdout)
     images = site.cache_dir / "images"
     # the pull is under way: its partial file sits, hidden, next to the final name

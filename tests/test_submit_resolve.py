@@ -8,7 +8,6 @@ real huggingface_hub client, the test hub.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import hub_and_mirror
 from support.hub import DEMO_FOLDER, DEMO_REPO_ID, HubServer, make_demo_repo
-from support.site import as_json
+from support.site import as_job, json_job, json_jobs
 
 pytestmark = pytest.mark.slurm
 
@@ -88,14 +87,14 @@ def test_a_hit_pins_the_commit_the_hub_named(slurm_site, hub, calls, down):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(f"(commit {seen})"), proc.stdout
     job_id = proc.stdout.split()[1]
-    row = as_json(site.bfjobs("status", job_id, "--json"))
+    row = as_job(site.bfjobs("status", job_id, "--json"))
     assert row["state"] == "PENDING"  # held on a DOWN partition
     assert row["request"]["commit"] == seen and row["request"]["revision"] == "dev"
     assert row["request"]["endpoint"] == hub.url
     moved = repo.commit({"config.json": '{"dev": "moved"}\n'}, branch="dev")
     assert moved != seen
     subprocess.run(["scontrol", "update", f"PartitionName={down.name}", "State=UP"], check=True)
-    job = as_json(site.bfjobs("wait", job_id, "--json", timeout=300))
+    job = as_job(site.bfjobs("wait", job_id, "--json", timeout=300))
     assert job["state"] == "COMPLETED", job
     snapshot = site.home_dir / "models" / FOLDER / "snapshots" / seen
     assert job["result"]["commit"] == seen and job["result"]["snapshot"] == str(snapshot)
@@ -104,7 +103,7 @@ def test_a_hit_pins_the_commit_the_hub_named(slurm_site, hub, calls, down):
     assert not (site.home_dir / "models" / FOLDER / "snapshots" / moved).exists()
     # an artefact already present costs no request to the hub
     hub.clear_requests()
-    again = json.loads(site.bfjobs("submit", "download-model", REPO, "--revision", seen, "--json").stdout)
+    again = json_job(site.bfjobs("submit", "download-model", REPO, "--revision", seen, "--json").stdout)
     assert again["state"] == "PRESENT" and hub.requests == []
 
 
@@ -118,7 +117,7 @@ def test_unreachable_hub_lets_the_node_resolve(slurm_site, calls):
     notes = [line for line in proc.stderr.splitlines() if "not reachable from here" in line]
     assert len(notes) == 1 and url in notes[0] and notes[0].endswith("the job resolves dev on the node"), proc.stderr
     assert calls.counts()["sbatch"] == 1
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert proc.returncode == 1 and job["state"] == "FAILED"
     assert job["request"]["commit"] is None
     assert f"{REPO}@dev from {url}" in job["reason"], job["reason"]
@@ -134,7 +133,7 @@ def test_offline_mode_asks_nothing(slurm_site, hub, calls):
     assert proc.returncode == 0, proc.stderr
     assert f"HF_HUB_OFFLINE is set: not asking {hub.url}" in proc.stderr
     assert hub.requests == [] and calls.counts()["sbatch"] == 1
-    site.bfjobs("cancel", json.loads(proc.stdout)["id"], check=True)
+    site.bfjobs("cancel", json_job(proc.stdout)["id"], check=True)
 
 
 def write_list(site, name: str, text: str) -> Path:
@@ -157,12 +156,12 @@ def test_from_file_with_one_bad_entry_refuses_all(slurm_site, hub, calls):
     assert "line 2" not in line and "line 4" not in line
     # fixed, the same list is one array whose elements are each pinned
     listing.write_text(f"{REPO}@dev\n{REPO}@v1.0\n")
-    entries = json.loads(
+    entries = json_jobs(
         site.bfjobs("submit", "download-model", "--from-file", str(listing), "--json", check=True).stdout
     )
     repo = hub.get_repo(REPO)
     assert [e["request"]["commit"] for e in entries] == [repo.branches["dev"], repo.tags["v1.0"]]
-    waited = json.loads(site.bfjobs("wait", *[e["id"] for e in entries], "--json", timeout=300).stdout)
+    waited = json_jobs(site.bfjobs("wait", *[e["id"] for e in entries], "--json", timeout=300).stdout)
     assert [j["result"]["commit"] for j in waited] == [repo.branches["dev"], repo.tags["v1.0"]]
 
 
@@ -200,7 +199,7 @@ def test_a_bare_404_on_the_node_names_the_endpoint(slurm_site, hub, calls):
     hub.unserved.add("tree")
     commit = hub.get_repo(REPO).branches["dev"]
     proc = site.bfjobs("submit", "download-model", REPO, "--revision", "dev", "--wait", "--json", **calls.env())
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert proc.returncode == 1 and job["state"] == "FAILED", proc.stderr
     assert job["request"]["commit"] == commit
     host = urlsplit(hub.url).netloc

@@ -16,9 +16,9 @@ import pytest
 from support.rows import insert_rows, job_row
 
 from blackfish_jobs import slurm, tracker
+from blackfish_jobs.api import parse_since
 from blackfish_jobs.errors import ClusterError
 from blackfish_jobs.store import Database, JobRow, utcnow
-from blackfish_jobs.views import parse_since
 
 UNREACHABLE = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.rows import insert_rows, job_row
-from support.site import REPO, as_json, wait_for, with_tty
+from support.site import REPO, as_job, as_jobs, json_job, json_jobs, wait_for, with_tty
 from support.slurm import ids_in, task_pids
 
 from blackfish_jobs.store import Database, JobRow, utcnow
@@ -31,13 +31,15 @@ from blackfish_jobs.store import Database, JobRow, utcnow
 def submit(site, uri: str, *args: str, **env: str) -> dict:
     proc = site.bfjobs("submit", "pull-image", uri, "--json", *args, **env)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json_job(proc.stdout)
 
 
 def status(site, *ids: str, **env: str) -> dict | list:
+    """One job's object for one id, else the list (the output is always ``{"version": 1, "jobs": [...]}``)."""
     proc = site.bfjobs("status", *ids, "--json", **env)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    jobs = json_jobs(proc.stdout)
+    return jobs[0] if len(ids) == 1 else jobs
 
 
 def partials(site) -> list[str]:
@@ -111,7 +113,7 @@ def test_cancel_running_pending_and_held_with_one_scancel(slurm_site, calls, dow
     calls.clear()
     proc = site.bfjobs("cancel", running["id"], pending["slurm_job_id"], held["id"], "--json", **calls.env())
     assert proc.returncode == 0, proc.stderr
-    after = {j["id"]: j for j in json.loads(proc.stdout)}
+    after = {j["id"]: j for j in json_jobs(proc.stdout)}
     assert {j["state"] for j in after.values()} == {"CANCELLED"}
     assert "before it started" in after[pending["id"]]["reason"]
     assert "before it started" in after[held["id"]]["reason"]
@@ -129,7 +131,7 @@ def test_cancel_running_pending_and_held_with_one_scancel(slurm_site, calls, dow
 
     out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 1, err
-    assert json.loads(out)["state"] == "CANCELLED"
+    assert json_job(out)["state"] == "CANCELLED"
     assert "did not complete" in err.strip().splitlines()[-1]
 
 
@@ -181,7 +183,7 @@ def test_failed_and_killed_jobs_end_with_a_reason(slurm_site):
         os.kill(pid, signal.SIGKILL)  # the task's Python process on the node dies without a result
     proc = site.bfjobs("wait", killed["id"], failed["id"], "--json", "--timeout", "60")
     assert proc.returncode == 1
-    by_id = {j["id"]: j for j in json.loads(proc.stdout)}
+    by_id = {j["id"]: j for j in json_jobs(proc.stdout)}
     k, f = by_id[killed["id"]], by_id[failed["id"]]
     assert k["state"] == "FAILED" and k["result"] is None
     assert "without writing a result" in k["reason"] and "Killed" in k["reason"], k["reason"]
@@ -245,7 +247,7 @@ def test_without_accounting_squeue_and_result_files_decide(slurm_site, calls):
     calls.clear()
     proc = site.bfjobs("wait", ok["id"], bad["id"], "--json", **noacct)
     assert proc.returncode == 1
-    done = {j["id"]: j for j in json.loads(proc.stdout)}
+    done = {j["id"]: j for j in json_jobs(proc.stdout)}
     assert done[ok["id"]]["state"] == "COMPLETED" and done[ok["id"]]["result"]["path"].endswith("alpine_noacct.sif")
     assert done[bad["id"]]["state"] == "FAILED" and "code 255" in done[bad["id"]]["reason"]
     counted = calls.counts()
@@ -269,7 +271,7 @@ def test_without_accounting_squeue_and_result_files_decide(slurm_site, calls):
     assert found[too_new]["state"] == "PENDING"  # too new to be missing: not concluded yet
     started = time.monotonic()
     proc = site.bfjobs("wait", gone_lost, "--json", **noacct)
-    assert proc.returncode == 1 and json.loads(proc.stdout)["state"] == "UNKNOWN"
+    assert proc.returncode == 1 and json_job(proc.stdout)["state"] == "UNKNOWN"
     assert time.monotonic() - started < 20
     assert "UNKNOWN" in proc.stderr
 
@@ -278,12 +280,12 @@ def test_without_accounting_squeue_and_result_files_decide(slurm_site, calls):
 def test_vanished_job_with_accounting_is_unknown_and_wait_ends(slurm_site, calls):
     site = slurm_site
     job = submit(site, "docker://alpine:vanish")
-    done = as_json(site.bfjobs("wait", job["id"], "--json"))
+    done = as_job(site.bfjobs("wait", job["id"], "--json"))
     lost = copy_row(site, done, native_id=unknown_slurm_id(), age=timedelta(minutes=10), with_result=False)
     calls.clear()
     proc = site.bfjobs("wait", lost, "--json", **calls.env())
     assert proc.returncode == 1
-    row = json.loads(proc.stdout)
+    row = json_job(proc.stdout)
     assert row["state"] == "UNKNOWN" and "known neither to accounting nor to the controller" in row["reason"]
     assert calls.counts() == {"sacct": 1, "squeue": 1}
     # the same job with its result file: accounting and controller forgot it, the folder did not
@@ -296,7 +298,7 @@ def test_accounting_window_is_local_time(slurm_site, calls):
     """``sacct -S`` is read in the local time zone: a UTC string would lie hours in the future west of UTC."""
     site = slurm_site
     job = submit(site, "docker://alpine:tz")
-    done = as_json(site.bfjobs("wait", job["id"], "--json"))
+    done = as_job(site.bfjobs("wait", job["id"], "--json"))
     # the same Slurm job, as an unfinished row, refreshed from Los Angeles and from Tokyo
     for tz in ("America/Los_Angeles", "Asia/Tokyo"):
         again = copy_row(site, done, native_id=done["slurm_job_id"], age=timedelta(seconds=5), with_result=True)
@@ -335,7 +337,7 @@ def test_list_plain_filters_and_no_heavy_imports(site):
     assert len(lines) == 1 + 3 + 1  # header, jobs submitted 0, 1 and 2 hours ago, the import check
     failed = site.bfjobs("list", "--state", "failed", "--limit", "0", check=True).stdout.splitlines()
     assert len(failed) == 3 and all(" FAILED " in line and line.endswith("boom") for line in failed[1:])
-    js = as_json(site.bfjobs("list", "--kind", "download-model", "--json", "--limit", "2"))
+    js = as_jobs(site.bfjobs("list", "--kind", "download-model", "--json", "--limit", "2"))
     assert [j["kind"] for j in js] == ["download-model"] * 2
     bad = site.bfjobs("list", "--since", "yesterday-ish")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--since" in bad.stderr
@@ -362,9 +364,9 @@ def test_list_on_a_terminal_colours_states_and_shortens_targets(site):
 
 def test_json_shape_is_the_documented_one(site):
     _fill(site, 1)
-    [job] = as_json(site.bfjobs("list", "--json"))
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## JSON output", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    [job] = as_jobs(site.bfjobs("list", "--json"))
+    doc = (REPO / "docs" / "json.md").read_text()
+    block = doc.split("## JOB", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     documented = json.loads(block)
     assert list(job) == sorted(documented), set(job) ^ set(documented)
     for key in ("id", "slurm_job_id", "state", "reason", "result", "node", "submitted_at"):

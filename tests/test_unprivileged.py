@@ -10,7 +10,6 @@ bfjobs imports. Nothing is mocked: the real code, the real cluster, a real unpri
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import subprocess
@@ -18,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support.site import profiles_cfg, slurm_profile, wait_for
+from support.site import json_job, profiles_cfg, slurm_profile, wait_for
 from support.unprivileged import as_nobody
 
 pytestmark = pytest.mark.slurm
@@ -49,10 +48,10 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
 
     proc = as_nobody(root, app, "submit", "pull-image", "docker://alpine:3.20", "--to", "home", "--json")
     assert proc.returncode == 0, proc.stderr
-    job = json.loads(proc.stdout)
+    job = json_job(proc.stdout)
     assert job["user"] == "nobody"
     done = wait_for(
-        lambda: (s := json.loads(as_nobody(root, app, "status", job["id"], "--json").stdout))["state"]
+        lambda: (s := json_job(as_nobody(root, app, "status", job["id"], "--json").stdout))["state"]
         not in ("PENDING", "RUNNING") and s,
         timeout=120,
     )

@@ -25,6 +25,7 @@ def test_wheel_ships_templates_and_renders(tmp_path):
     for template in ("base.sh.j2", "pull-image.sh.j2"):
         assert f"blackfish_jobs/templates/sbatch/{template}" in names
     assert "blackfish_jobs/store/migrations/versions/0001_bfjobs_jobs.py" in names
+    assert "blackfish_jobs/py.typed" in names  # Python callers get the facade's types
 
     # A fresh venv (dependencies from this interpreter's site-packages, the package from the wheel).
     venv = tmp_path / "venv"

@@ -57,33 +57,6 @@ class JobRow:
             return value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def to_json(self) -> dict[str, Any]:
-        """The stable JSON shape of a job (documented in the README)."""
-        return {
-            "id": self.id,
-            "slurm_job_id": self.native_id if self.backend == "slurm" else None,
-            "local_pid": int(self.native_id) if self.backend == "local" and self.native_id else None,
-            "kind": self.kind,
-            "state": self.state,
-            "reason": self.reason,
-            "profile": self.profile,
-            "backend": self.backend,
-            "target": self.target,
-            "request": self.request,
-            "result": self.result,
-            "node": self.node,
-            "user": self.user,
-            "folder": self.folder,
-            "submitted_at": _iso(self.submitted_at),
-            "ended_at": _iso(self.ended_at),
-            "updated_at": _iso(self.updated_at),
-            "registered_at": _iso(self.registered_at),
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") + "Z" if value else None
-
 
 #: ``bfjobs_jobs``' columns in table order.
 COLUMNS = tuple(f.name for f in dataclasses.fields(JobRow))

@@ -119,7 +119,7 @@ class Site:
         proc = self.bfjobs("submit", "pull-image", "docker://alpine:broken", "--wait", "--json",
                            FAKE_APPTAINER_FAIL_ON="broken")
         assert proc.returncode == 1
-        job = json.loads(proc.stdout)
+        job = json_job(proc.stdout)
         assert job["state"] == "FAILED"
         assert "apptainer pull exited with code 255" in job["reason"]
         assert proc.stderr.strip().splitlines()[-1].startswith("bfjobs: error: 1 of 1 job(s) did not complete")
@@ -144,7 +144,7 @@ class Site:
         """``bfjobs submit pull-image URI ARGS --json``, which must succeed; its job."""
         proc = self.bfjobs("submit", "pull-image", uri, *args, "--json", **extra_env)
         assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
+        return json_job(proc.stdout)
 
     def submit_download(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
         """``bfjobs submit download-model <the demo repo> ARGS --json`` (the process, for its exit code)."""
@@ -198,10 +198,43 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
         time.sleep(interval)
 
 
-def as_json(proc: subprocess.CompletedProcess) -> dict | list:
-    """A bfjobs command's JSON output (its stderr in the failure message)."""
+def as_json(proc: subprocess.CompletedProcess) -> dict:
+    """A bfjobs command's JSON output, one versioned object (its stderr in the failure message)."""
     assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict) and data["version"] == 1, data
+    return data
+
+
+def json_jobs(text: str) -> list[dict]:
+    """The jobs of a ``--json`` output: ``{"version": 1, "jobs": [...]}`` (docs/json.md)."""
+    data = json.loads(text)
+    assert isinstance(data, dict) and data["version"] == 1 and set(data) == {"version", "jobs"}, data
+    return data["jobs"]
+
+
+def json_job(text: str) -> dict:
+    """The one job of a ``--json`` output."""
+    jobs = json_jobs(text)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def json_findings(text: str) -> list[dict]:
+    """The findings of ``verify --json``: ``{"version": 1, "findings": [...]}``."""
+    data = json.loads(text)
+    assert isinstance(data, dict) and data["version"] == 1 and set(data) == {"version", "findings"}, data
+    return data["findings"]
+
+
+def as_jobs(proc: subprocess.CompletedProcess) -> list[dict]:
+    assert proc.stdout, proc.stderr
+    return json_jobs(proc.stdout)
+
+
+def as_job(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.stdout, proc.stderr
+    return json_job(proc.stdout)
 
 
 def skip_or_fail(why: str) -> None:

@@ -1,4 +1,4 @@
-"""The library behind the CLI: submit, preview, refresh and wait, usable without Click.
+"""Submitting: triage (present, in flight), hub pinning, job folders, arrays; used by :class:`api.Client`.
 
 Data flows one way: a validated :mod:`specs` request is rendered (:mod:`render`), submitted
 (:mod:`executor`), recorded (:mod:`db`) and later refreshed (:mod:`tracker`).
@@ -7,7 +7,6 @@ Data flows one way: a validated :mod:`specs` request is rendered (:mod:`render`)
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,16 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import constants, layout, render
-from .errors import HubRefused
-from .node.requests import DownloadModel, PullImage
-from .specs import JobSpec
-from .store import Database, JobRow, utcnow
-from .tracker import PENDING, RUNNING
+from .. import constants, layout, render
+from ..errors import HubRefused
+from ..node.requests import DownloadModel, PullImage
+from ..specs import JobSpec
+from ..store import Database, JobRow, utcnow
+from ..tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:
-    from .executor import Submitted
-    from .verify import Finding
+    from ..executor import Submitted
 
 
 @dataclass(frozen=True)
@@ -44,13 +42,6 @@ class AlreadyPresent:
         cache = "the shared cache" if self.where == "shared" else "your home cache"
         ref = f" (ref: {self.ref})" if self.ref else ""
         return f"already available: commit {self.commit} in {cache}: {self.path}{ref}"
-
-    def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"kind": self.kind, "state": "PRESENT", "path": str(self.path)}
-        data["profile"] = self.profile
-        if self.commit is not None:
-            data.update(commit=self.commit, where=self.where, ref=self.ref, model_dir=str(self.path.parent.parent))
-        return data
 
 
 def new_id() -> str:
@@ -117,8 +108,8 @@ def image_present(spec: JobSpec) -> AlreadyPresent | None:
     ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
     no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
     """
-    from .errors import NameCollision
-    from .node import records
+    from ..errors import NameCollision
+    from ..node import records
 
     assert isinstance(spec.task, PullImage)
     if not spec.target.exists():
@@ -139,9 +130,6 @@ class InFlight:
         native = f"Slurm job {self.row.native_id}" if self.row.backend == "slurm" else f"pid {self.row.native_id}"
         return f"already in flight: job {self.row.id} ({native}, {self.row.state}) for {self.row.target}"
 
-    def to_json(self) -> dict[str, object]:
-        return {**self.row.to_json(), "in_flight": True}
-
 
 def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     """For each spec (by index), an unfinished job for the same image or repo@revision.
@@ -151,8 +139,8 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     """
     if not specs:
         return {}
-    from . import tracker
-    from .constants import FINISHED_STATES
+    from .. import tracker
+    from ..constants import FINISHED_STATES
 
     rows = db.unfinished(targets=sorted({str(s.target) for s in specs}))
     if not rows:
@@ -166,7 +154,7 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
             revision = spec.task.revision if isinstance(spec.task, DownloadModel) else None  # images: none
             same = row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision
             if same and isinstance(spec.task, PullImage) and row.request.get("uri") != spec.task.uri:
-                from .errors import NameCollision, show
+                from ..errors import NameCollision, show
 
                 raise NameCollision(
                     f"name collision: job {row.id} is pulling {show(str(row.request.get('uri')))} into "
@@ -225,7 +213,7 @@ def require_slurm_clients(spec: JobSpec) -> None:
         return
     missing = [command for command in SLURM_CLIENTS if constants.which(command) is None]
     if missing:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(
             f"profile {spec.profile.name!r} submits to Slurm, but {' and '.join(missing)} "
@@ -270,8 +258,8 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
         return list(specs)
     from concurrent.futures import ThreadPoolExecutor
 
-    from . import hub
-    from .node.hub_errors import endpoint_url
+    from .. import hub
+    from ..node.hub_errors import endpoint_url
 
     groups: dict[str, list[int]] = {}
     for index in todo:
@@ -317,7 +305,7 @@ def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignor
 
 def _ask(spec: JobSpec) -> str | Exception:
     """The commit, or the hub's :class:`hub.Miss` / :class:`hub.Unreachable` (returned, not raised)."""
-    from . import hub
+    from .. import hub
 
     task = spec.task
     assert isinstance(task, DownloadModel)
@@ -384,7 +372,7 @@ def submit(db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore) -
 
 def _submit_one(db: Database, spec: JobSpec) -> JobRow:
     """Submit a spec already triaged (not present, not in flight) and record it."""
-    from . import executor
+    from .. import executor
 
     job_id, folder, script = _new_folder(spec)
     try:
@@ -416,7 +404,7 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
     for index, spec in zip(todo, pin_revisions([specs[i] for i in todo], note), strict=True):
         specs[index] = spec
     db.migrate()
-    from . import executor
+    from .. import executor
 
     if not specs[0].profile.is_slurm:
         for index in todo:  # triaged together above: each is submitted as it is
@@ -443,45 +431,3 @@ def _user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):
         return None
-
-
-def artefact_in_place(row: JobRow) -> bool:
-    """After COMPLETED: is the published artefact really there (the image, or the snapshot)?"""
-    if row.kind == "download-model":
-        snapshot = (row.result or {}).get("snapshot")
-        return bool(snapshot) and os.path.isdir(snapshot)
-    return os.path.exists(row.target)
-
-
-def verify(db: Database, refs: list[str], profile: str | None = None) -> list[Finding]:
-    """Verify artefacts: given job ids or paths (an artefact, or a folder of them: everything under
-    it, images against their records in the cache), else the latest completed job per artefact."""
-    from . import config
-    from . import verify as checks
-
-    rows: list[JobRow] = []
-    findings: list[Finding] = []
-    is_path = [ref == "." or "/" in ref for ref in refs]  # a job id never holds a "/"
-    if any(is_path):
-        where = config.load_profile(profile)
-        bases = [where.cache_dir, where.home_dir]
-        images = [layout.images_dir(b).resolve() for b in bases]
-        models = [layout.models_dir(b).resolve() for b in bases]
-    for ref, path in zip(refs, is_path, strict=True):
-        if path:
-            for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
-                findings.append(checks.verify_path(artefact))
-        else:
-            rows.extend(db.resolve_many(ref))
-    if not refs:
-        latest: dict[str, JobRow] = {}
-        for row in db.listing(states=["COMPLETED"], profile=profile):
-            latest.setdefault(row.target + "@" + str((row.result or {}).get("commit")), row)
-        rows = list(latest.values())
-    for row in rows:
-        result = row.result or {}
-        if row.kind == "pull-image":
-            findings.append(checks.verify_image(Path(row.target), result.get("sha256"), result.get("size"), row.id))
-        elif result.get("snapshot"):
-            findings.append(checks.verify_snapshot(Path(result["snapshot"]), row.id))
-    return findings

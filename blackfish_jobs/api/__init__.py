@@ -1,0 +1,86 @@
+"""blackfish-jobs as a library: :class:`Client` offers every ``bfjobs`` command and returns result
+objects (:mod:`.results`) with one JSON serialisation, documented in docs/json.md.
+
+    from blackfish_jobs.api import Client
+    result = Client().submit("pull-image", "docker://alpine:3.20", wait=True)
+    result.raise_for_status()          # JobFailed unless COMPLETED with the image in place
+    print(result.to_json()["jobs"][0]["result"]["path"])
+
+Importing this package is cheap (no SQLAlchemy, submitit, huggingface_hub or Jinja): the CLI
+imports it for every command, ``bfjobs --help`` and ``bfjobs list`` included.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..constants import KINDS, STATES, colour_wanted, debug_env
+from .client import SLURM_OPTIONS, Client, artefact_in_place, native_name, parse_since
+from .results import (
+    JSON_VERSION,
+    CancelResult,
+    JobsResult,
+    LogsResult,
+    RenderResult,
+    Result,
+    SubmitResult,
+    SyncResult,
+    VerifyResult,
+    finding_json,
+    job_json,
+    outcome_message,
+)
+
+if TYPE_CHECKING:
+    from ..store import JobRow
+
+
+def __getattr__(name: str) -> Any:
+    """``JobRow`` (a stored job, what results hold) without importing the store for ``--help``."""
+    if name == "JobRow":
+        from ..store import JobRow
+
+        return JobRow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def describe_progress(record: dict[str, object]) -> str:
+    """A progress record in words: ``3.2 GB of 140 GB, 85 MB/s, ETA 27 min``."""
+    from ..node.progress import describe
+
+    return describe(record)
+
+
+def human_bytes(count: float) -> str:
+    """A byte count in words (``3.2 GB``)."""
+    from ..node.progress import human_bytes as words
+
+    return words(count)
+
+
+__all__ = [
+    "JSON_VERSION",
+    "KINDS",
+    "SLURM_OPTIONS",
+    "STATES",
+    "CancelResult",
+    "Client",
+    "JobRow",
+    "JobsResult",
+    "LogsResult",
+    "RenderResult",
+    "Result",
+    "SubmitResult",
+    "SyncResult",
+    "VerifyResult",
+    "__version__",
+    "artefact_in_place",
+    "colour_wanted",
+    "debug_env",
+    "describe_progress",
+    "finding_json",
+    "human_bytes",
+    "job_json",
+    "native_name",
+    "outcome_message",
+    "parse_since",
+]

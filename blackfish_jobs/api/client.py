@@ -1,0 +1,458 @@
+"""The facade: every ``bfjobs`` command as a method of :class:`Client`, returning a result object.
+
+A CLI command is "open a client, call one method, print the result"; a Python caller (Blackfish,
+a site's script) makes the same calls. Domain rules live here, not in the CLI: what success means
+(COMPLETED *and* the artefact in place), how a timeout is worded, which exit code a result implies.
+Heavy modules (SQLAlchemy, submitit, huggingface_hub, Jinja) are imported only by the calls that
+need them, so a client is cheap to create and ``list`` stays on the stdlib path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .. import constants
+from ..errors import BadInput, ClusterError, JobFailed
+from .results import (
+    CancelResult,
+    JobsResult,
+    LogsResult,
+    Outcome,
+    RenderResult,
+    SubmitResult,
+    SyncResult,
+    VerifyResult,
+)
+
+if TYPE_CHECKING:
+    from .. import config
+    from ..specs import JobSpec
+    from ..store import Database, JobRow
+
+#: The Slurm options of submit/render; they override bfjobs.toml.
+SLURM_OPTIONS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
+
+#: ``on_tick(rows, elapsed_s)``: called after each poll of a wait.
+OnTick = Callable[[list["JobRow"], float], None]
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+class Client:
+    """bfjobs as a library. ``db_url``: the job store (default: ``BFJOBS_DB_URL``, else Blackfish's
+    app.sqlite); ``db``: an already opened store instead. The store is opened on first use."""
+
+    def __init__(self, db_url: str | None = None, *, db: Database | None = None) -> None:
+        self.db_url = db_url
+        self._db = db
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from ..store import Database
+
+            self._db = Database(self.db_url)
+        return self._db
+
+    # ------------------------------------------------------------------ submit / render
+
+    def specs(
+        self,
+        kind: str,
+        what: str | None = None,
+        *,
+        from_file: str | None = None,
+        profile: str | None = None,
+        **options: Any,
+    ) -> tuple[list[JobSpec], bool]:
+        """Validated requests of ``kind`` for ``what`` (a URI or REPO_ID) or each line of ``from_file``
+        ('-': stdin), and whether they came from a file. ``options``: the kind's options (``to``,
+        ``name``, ``force``; ``revision``, ``shared``, ``include``, ``exclude``, ``force``), the Slurm
+        options of :data:`SLURM_OPTIONS` and ``max_parallel``."""
+        from .. import config, specs
+
+        if kind not in constants.KINDS:
+            raise BadInput(f"unknown kind {kind!r}: one of {', '.join(constants.KINDS)}")
+        if (what is None) == (from_file is None):
+            raise BadInput(
+                f"give either {'URI' if kind == 'pull-image' else 'REPO_ID'} or --from-file FILE (exactly one)"
+            )
+        if from_file is not None and options.get("name"):
+            raise BadInput("--name names one image: it cannot be used with --from-file")
+        where = config.load_profile(profile)
+        flags = {k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")}
+        settings = config.load_settings(where.name, kind).merged(**config.check_overrides(**flags))
+
+        def build(entry: str) -> JobSpec:
+            if kind == "pull-image":
+                return specs.pull_image(
+                    entry,
+                    where,
+                    settings,
+                    to=options.get("to") or "shared",
+                    name=options.get("name"),
+                    force=bool(options.get("force")),
+                )
+            repo_id, revision = (
+                (entry, options.get("revision")) if from_file is None else specs.split_repo_revision(entry)
+            )
+            return specs.download_model(
+                repo_id,
+                where,
+                settings,
+                revision=revision,
+                shared=bool(options.get("shared")),
+                include=tuple(options.get("include") or ()),
+                exclude=tuple(options.get("exclude") or ()),
+                force=bool(options.get("force")),
+            )
+
+        if from_file is None:
+            assert what is not None
+            return [build(what)], False
+        if kind == "download-model" and options.get("revision") is not None:
+            raise BadInput("--revision applies to one model: with --from-file write repo@revision per line")
+        noun = "URI" if kind == "pull-image" else "model"
+        return [spec for _line, spec in specs.from_list(from_file, build, noun)], True
+
+    def submit(
+        self,
+        kind: str,
+        what: str | None = None,
+        *,
+        from_file: str | None = None,
+        profile: str | None = None,
+        wait: bool = False,
+        note: Callable[[str], None] = _ignore,
+        on_submitted: Callable[[SubmitResult], None] | None = None,
+        on_tick: OnTick | None = None,
+        **options: Any,
+    ) -> SubmitResult:
+        """Submit a request (or one Slurm job array per 1,000 lines of ``from_file``) unless its
+        artefact is present or already being fetched; with ``wait``, wait for what was submitted
+        or is in flight: success then means every job COMPLETED with its artefact in place.
+
+        ``note`` hears progress lines meant for stderr (the hub not reachable from here);
+        ``on_submitted`` sees the submission before the wait starts (the CLI prints it then).
+        """
+        from . import submission
+
+        specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
+        if many:
+            outcomes: list[Outcome] = submission.submit_many(self.db, specs, note)
+        else:
+            outcomes = [submission.submit(self.db, specs[0], note)]
+        flying = {o.row.id for o in outcomes if isinstance(o, submission.InFlight)}
+        result = SubmitResult(
+            list(outcomes),
+            labels=[s.label for s in specs],
+            notice=builtin_notice(specs[0].profile),
+            in_flight=flying,
+        )
+        waiting = [o.row.id if isinstance(o, submission.InFlight) else o.id for o in result.rows]
+        if not (wait and waiting):
+            return result
+        if on_submitted is not None:
+            on_submitted(result)
+        waited = self._wait(waiting, None, on_tick)
+        present = [o for o in outcomes if isinstance(o, submission.AlreadyPresent)]
+        return SubmitResult(
+            [*present, *waited.jobs],
+            progress=waited.progress,
+            error=waited.error,
+            labels=result.labels,
+            notice=result.notice,
+            waited=True,
+            in_flight=flying,
+        )
+
+    def render(
+        self,
+        kind: str,
+        what: str | None = None,
+        *,
+        from_file: str | None = None,
+        profile: str | None = None,
+        note: Callable[[str], None] = _ignore,
+        **options: Any,
+    ) -> RenderResult:
+        """The sbatch script ``submit`` would send, after submit's checks (present and in-flight
+        requests are left out and reported; a destination submit would refuse raises as submit does).
+        ``note`` hears the result's ``notices`` first, then what the hub check has to say."""
+        from . import submission
+
+        specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
+        notices = [n for n in [builtin_notice(specs[0].profile)] if n]
+        if not specs[0].profile.is_slurm:
+            notices.append("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
+        for notice in notices:  # before the checks: they say what the script below is for
+            note(notice)
+        outcomes, script = submission.preview_plan(self.db, specs, many, note)
+        return RenderResult(script, outcomes, [s.label for s in specs], many, notices)
+
+    # ------------------------------------------------------------------ jobs
+
+    def resolve(self, refs: Iterable[str]) -> list[JobRow]:
+        """Each job the refs name (bfjobs id, Slurm job id — an array's id names all its elements —
+        or unique id prefix) once, in the order given."""
+        rows: dict[str, JobRow] = {}
+        for ref in refs:
+            for row in self.db.resolve_many(ref):
+                rows.setdefault(row.id, row)
+        return list(rows.values())
+
+    def check_profile(self, name: str | None) -> None:
+        """A ``profile`` filter names a profile that exists (in profiles.cfg, built in, or one with
+        jobs in the store, e.g. removed since): a typo is an error, not "no jobs"."""
+        if name is None:
+            return
+        from .. import config
+
+        if name in config.known_profiles() or self.db.listing(profile=name, limit=1):
+            return
+        raise config.unknown_profile(name)
+
+    def progress(self, rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
+        """Progress records by job id (running jobs' latest figures, ended jobs' final ones)."""
+        from .. import tracker
+
+        return tracker.read_progress(rows)
+
+    def status(self, job_ids: Sequence[str] = (), *, profile: str | None = None) -> JobsResult:
+        """Refresh and report jobs (the given ones, or every unfinished one) with one Slurm query;
+        fails (ClusterError) if Slurm could not be asked about some job."""
+        from .. import tracker
+
+        self.check_profile(profile)
+        rows = self.resolve(job_ids) if job_ids else self.db.unfinished()
+        if profile:
+            rows = [r for r in rows if r.profile == profile]
+        report = tracker.refresh_report(self.db, rows)
+        return JobsResult(report.rows, progress=tracker.read_progress(report.rows), problems=report.problems)
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        kind: str | None = None,
+        profile: str | None = None,
+        since: datetime | str | None = None,
+        limit: int = 50,
+        refresh: bool = False,
+    ) -> JobsResult:
+        """Jobs from the store, newest first (``limit`` 0: all); no Slurm call unless ``refresh``.
+        ``since``: a datetime (naive UTC) or text as :func:`parse_since` reads it."""
+        self.check_profile(profile)
+        problems: list[str] = []
+        if refresh:
+            from .. import tracker
+
+            problems = tracker.refresh_report(self.db, self.db.unfinished()).problems
+        if isinstance(since, str):
+            since = parse_since(since)
+        rows = self.db.listing(states=[s.upper() for s in states], kind=kind, profile=profile, since=since, limit=limit)
+        return JobsResult(rows, problems=problems)
+
+    def wait(
+        self, job_ids: Sequence[str], *, timeout: float | None = None, on_tick: OnTick | None = None
+    ) -> JobsResult:
+        """Wait for jobs to end (or ``timeout`` seconds); succeeds only if every one COMPLETED
+        with its artefact in place. A job Slurm no longer knows ends the wait as UNKNOWN."""
+        return self._wait([r.id for r in self.resolve(job_ids)], timeout, on_tick)
+
+    def _wait(self, ids: Sequence[str], timeout: float | None, on_tick: OnTick | None) -> JobsResult:
+        from .. import tracker
+
+        rows = tracker.wait(self.db, ids, timeout=timeout, on_tick=on_tick)
+        bad = [r for r in rows if r.state != tracker.COMPLETED or not artefact_in_place(r)]
+        error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
+        return JobsResult(rows, progress=tracker.read_progress(rows), error=error)
+
+    def cancel(self, job_ids: Sequence[str]) -> CancelResult:
+        """Cancel jobs: one scancel for all Slurm jobs, SIGTERM for local ones; fails if Slurm
+        refused a job that has not ended."""
+        from .. import tracker
+
+        outcomes = tracker.cancel(self.db, self.resolve(job_ids))
+        refused = [o for o in outcomes if o.action == "refused" and o.row.state not in tracker.ENDED]
+        error = None
+        if refused:
+            error = ClusterError(f"{len(refused)} job(s) not cancelled: {refused[0].row.id}: {refused[0].message}")
+        return CancelResult(
+            [o.row for o in outcomes],
+            error=error,
+            actions={o.row.id: o.action for o in outcomes},
+            messages={o.row.id: o.message for o in outcomes},
+        )
+
+    def logs(self, job_id: str, out: BinaryIO, *, stderr: bool = False, follow: bool = False) -> LogsResult:
+        """Write a job's stdout (``stderr``: its stderr) log to ``out``; with ``follow`` until the job
+        ends, and then succeed only if it COMPLETED (as ``wait``)."""
+        from .. import joblogs, tracker
+
+        stream = "err" if stderr else "out"
+        row = joblogs.show(self.db, self.db.resolve(job_id), stream, out, follow=follow)
+        why = f" ({row.reason})" if row.reason else ""
+        if follow:
+            if row.state != tracker.COMPLETED:  # a script following a job learns how it ended
+                return LogsResult(row, error=JobFailed(f"job {row.id} ended: {row.state}{why}"))
+            return LogsResult(row, notice=f"bfjobs: job {row.id} ended: {row.state}{why}")
+        log = tracker.log_path(row, stream)
+        if log is not None and not log.exists():  # not started: say so rather than print nothing
+            return LogsResult(row, notice=f"bfjobs: job {row.id} is {row.state}{why}: no log yet")
+        return LogsResult(row)
+
+    # ------------------------------------------------------------------ cache
+
+    def sync(self) -> SyncResult:
+        """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
+        from .. import tracker
+        from ..store import blackfish as registry
+
+        tracker.refresh(self.db, self.db.unfinished())
+        registered, waiting = registry.sync(self.db)
+        registry.unregistered.clear()  # the notice below counts the ones the refresh saw complete
+        notice = None
+        if waiting:
+            notice = (
+                f"bfjobs: {waiting} finished download(s) kept in bfjobs' table only: {self.db.safe_url()} has no "
+                "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+            )
+        return SyncResult(registered, waiting, notice)
+
+    def verify(
+        self, refs: Sequence[str] = (), *, profile: str | None = None, accept_unverified: bool = False
+    ) -> VerifyResult:
+        """Check artefacts: job ids or paths (an artefact, or a folder of them), else the latest
+        completed job per artefact. Succeeds only if each is OK (or UNVERIFIED, if accepted)."""
+        from .. import config, layout
+        from .. import verify as checks
+
+        self.check_profile(profile)
+        rows: list[JobRow] = []
+        findings = []
+        is_path = [ref == "." or "/" in ref for ref in refs]  # a job id never holds a "/"
+        images: list[Path] = []
+        models: list[Path] = []
+        if any(is_path):
+            where = config.load_profile(profile)
+            bases = [where.cache_dir, where.home_dir]
+            images = [layout.images_dir(b).resolve() for b in bases]
+            models = [layout.models_dir(b).resolve() for b in bases]
+        for ref, path in zip(refs, is_path, strict=True):
+            if path:
+                for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
+                    findings.append(checks.verify_path(artefact))
+            else:
+                rows.extend(self.db.resolve_many(ref))
+        if not refs:
+            latest: dict[str, JobRow] = {}
+            for row in self.db.listing(states=["COMPLETED"], profile=profile):
+                latest.setdefault(row.target + "@" + str((row.result or {}).get("commit")), row)
+            rows = list(latest.values())
+        for row in rows:
+            result = row.result or {}
+            if row.kind == "pull-image":
+                findings.append(checks.verify_image(Path(row.target), result.get("sha256"), result.get("size"), row.id))
+            elif result.get("snapshot"):
+                findings.append(checks.verify_snapshot(Path(result["snapshot"]), row.id))
+        return VerifyResult(findings, accept_unverified)
+
+    def unregistered_notice(self) -> str | None:
+        """Once per command: the downloads it saw complete while Blackfish had no model table."""
+        registry = sys.modules.get(f"{constants.__package__}.store.blackfish")  # not imported: no download completed
+        if registry is None or not registry.unregistered:
+            return None
+        ids = [job_id for job_id, _url in registry.unregistered]
+        url = registry.unregistered[0][1]
+        registry.unregistered.clear()
+        named = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+        return (
+            f"bfjobs: {len(ids)} download(s) finished ({named}) and kept in bfjobs' table only: {url} has no "
+            "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
+        )
+
+
+# ---------------------------------------------------------------------- domain rules
+
+
+def artefact_in_place(row: JobRow) -> bool:
+    """After COMPLETED: is the published artefact really there (the image, or the snapshot)?"""
+    if row.kind == "download-model":
+        snapshot = (row.result or {}).get("snapshot")
+        return bool(snapshot) and os.path.isdir(snapshot)
+    return os.path.exists(row.target)
+
+
+def native_name(row: JobRow) -> str:
+    """The scheduler's name for a job in messages: ``Slurm job N`` or ``local pid N``."""
+    return f"Slurm job {row.native_id}" if row.backend == "slurm" else f"local pid {row.native_id}"
+
+
+def not_ok_message(rows: Sequence[JobRow], bad: Sequence[JobRow], timeout: float | None) -> str:
+    """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
+    from .. import reasons, tracker
+
+    first = bad[0]
+    if first.state not in tracker.ENDED:
+        still = sum(r.state not in tracker.ENDED for r in rows)
+        return (
+            f"timed out after {timeout or 0:g} s: {still} of {len(rows)} job(s) not finished: "
+            f"{first.id} is {first.state}"
+        )
+    if first.state == tracker.CANCELLED and reasons.marked(first.reason):  # wait cancelled it
+        count = f"{len(bad)} of {len(rows)} job(s) did not complete: " if len(rows) > 1 else ""
+        return f"{count}job {first.id} ({native_name(first)}) {first.reason}; it was cancelled"
+    why = f" ({first.reason})" if first.reason else ""
+    if first.state == tracker.COMPLETED:
+        why = f" but its {first.kind} artefact is not in place ({first.target})"
+    return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
+
+
+def builtin_notice(profile: config.Profile) -> str | None:
+    """Which built-in profile is used and why (None for a configured one); printed once the
+    request was accepted, so an error stays the only line on stderr."""
+    if not profile.builtin:
+        return None
+    from .. import config
+
+    if profile.is_slurm:
+        how = "sbatch is on PATH: jobs are submitted to Slurm from this host"
+    elif constants.which("sbatch") is None:
+        how = "no sbatch on PATH: jobs run on this machine"
+    else:
+        how = "--profile local: jobs run on this machine, not through Slurm"
+    return (
+        f"bfjobs: no {config.profiles_path()}; using the built-in '{profile.name}' profile "
+        f"({how}; home_dir and cache_dir {profile.home_dir})"
+    )
+
+
+_RELATIVE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO date/time (local time unless it carries ``Z`` or an offset) or an
+    age such as ``90m``, ``12h``, ``7d``; returned as naive UTC, the way the store keeps times."""
+    import re
+
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    value = text.strip()
+    match = re.match(r"^(\d{1,6})([smhdw])$", value)
+    if match:
+        return now - timedelta(**{_RELATIVE_UNITS[match.group(2)]: int(match.group(1))})
+    iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(f"not a date, time or age: {text!r} (try 2026-11-27, 2026-11-27T08:00, 12h, 7d)") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a wall-clock time where the user is
+    return moment.astimezone(UTC).replace(tzinfo=None)

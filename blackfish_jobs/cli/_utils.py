@@ -1,0 +1,58 @@
+"""Options and parameter types shared by the command modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..api import parse_since
+
+
+def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--profile",
+        "profile_name",
+        metavar="NAME",
+        help="Blackfish profile from profiles.cfg (default: Blackfish's default profile).",
+    )(fn)
+
+
+def json_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def slurm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The Slurm flags shared by submit/render; they override bfjobs.toml."""
+    options = [
+        click.option("--partition", help="Slurm partition (e.g. a data-mover partition)."),
+        click.option("--qos", help="Slurm QOS (e.g. xfer at NERSC)."),
+        click.option("--account", help="Slurm account to charge."),
+        click.option("--time", help="Time limit, e.g. 02:00:00."),
+        click.option("--mem", help="Memory, e.g. 8G."),
+        click.option("--cpus-per-task", "cpus_per_task", help="CPUs for the job."),
+        click.option("--constraint", help="Slurm node features."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def no_nan(name: str, value: float | None) -> float | None:
+    """FloatRange lets NaN through (every comparison with it is False): refuse it."""
+    if value is not None and value != value:
+        raise click.BadParameter("not a number", param_hint=name)
+    return value
+
+
+class SinceType(click.ParamType):
+    """``--since``: an ISO date/time (local unless it says Z or an offset) or an age like 12h, 7d."""
+
+    name = "DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return parse_since(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
