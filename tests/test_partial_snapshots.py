@@ -135,13 +135,15 @@ def test_a_running_filtered_job_does_not_hold_back_other_files(slurm_site, hub):
     """An --include '*.json' job in flight does not fetch the weights a plain request asks for."""
     site = slurm_site
     site.configure(hub)
-    hub.delay_per_chunk = 4
+    # config.json (one chunk) arrives 10 s after it is asked for: the job is still in flight after two
+    # more submits on a loaded machine (4 s after the chunk, as before, delayed nothing).
+    hub.delay_per_chunk = 10
     partial = as_job(run(site, "--include", "config.json"))
     assert partial["state"] in ("PENDING", "RUNNING")
     plain = as_job(run(site))
     assert plain["in_flight"] is False and plain["id"] != partial["id"], plain  # old code: "already in flight"
     again = as_job(run(site, "--include", "config.json"))
-    assert again.get("in_flight") is True and again["id"] == partial["id"]  # the same selection: that job
+    assert again.get("in_flight") is True and again["id"] == partial["id"], again  # the same selection: that job
     hub.delay_per_chunk = 0
     done = as_jobs(site.bfjobs("wait", partial["id"], plain["id"], "--json", timeout=180))
     assert [j["state"] for j in done] == ["COMPLETED", "COMPLETED"], done

@@ -334,7 +334,7 @@ class HubServer:
       connection cleanly (the client sees a truncated body and retries), ``"reset"`` aborts it with a TCP RST
       (buffered bytes may be lost; huggingface_hub 2.4 does not retry that). A response whose range starts
       at/after the break point sends its headers only.
-    * ``delay_per_chunk``: seconds to sleep after each ``chunk_size`` bytes of file bodies (slow downloads).
+    * ``delay_per_chunk``: seconds to sleep before each ``chunk_size`` bytes of file bodies (slow downloads).
     * ``minimal``: serve only what a minimal mirror serves (see the module docstring); ``unserved``: route names
       answered with a plain 404 (no ``X-Error-Code``) as by a mirror lacking them.
     """
@@ -752,13 +752,15 @@ class _Handler(BaseHTTPRequestHandler):
         pos = start
         view = memoryview(data)
         while pos < stop_at:
+            # The delay comes before each chunk, so a file of one chunk is slow too (after the
+            # last chunk the client already has the whole body and would not notice a delay).
+            if hub.delay_per_chunk and hub._stopping.wait(hub.delay_per_chunk):
+                to_send = to_send if to_send is not None else pos - start  # server stopping: abort
+                break
             chunk = view[pos : min(pos + hub.chunk_size, stop_at)]
             self.wfile.write(chunk)
             pos += len(chunk)
             self.rec.body_bytes += len(chunk)
-            if hub.delay_per_chunk and hub._stopping.wait(hub.delay_per_chunk):
-                to_send = to_send if to_send is not None else pos - start  # server stopping: abort
-                break
         if to_send is not None:
             self.rec.aborted = True
             self.close_connection = True
