@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, constants
+from . import __version__, constants, states
 from .errors import BadInput, BfjobsError, JobFailed
 
 if TYPE_CHECKING:
     from . import config
+    from .backends import Backends
     from .db import Database, JobRow
 
 SLURM_FLAGS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
@@ -29,9 +30,12 @@ SLURM_FLAGS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "c
 class Context:
     """Per-invocation state: the DB is opened only when a command asks for it."""
 
-    def __init__(self, db_url: str | None) -> None:
+    def __init__(self, db_url: str | None, backends: Backends | None = None) -> None:
+        from .backends import Backends
+
         self.db_url = db_url
         self._db: Database | None = None
+        self.backends = backends or Backends()  # one per command: a prestarted sacct, Slurm's memo
 
     @property
     def db(self) -> Database:
@@ -127,7 +131,9 @@ def _print_json(data: Any) -> None:
 
 
 def _native(row: JobRow) -> str:
-    return f"Slurm job {row.native_id}" if row.backend == "slurm" else f"local pid {row.native_id}"
+    from .backends import describe
+
+    return describe(row)
 
 
 def _describe(row: JobRow) -> str:
@@ -150,11 +156,11 @@ class _ProgressLines:
             return
         import shutil
 
-        from . import tracker
+        from .backends import folder
         from .views import progress_lines
 
         width = max(20, shutil.get_terminal_size().columns - 1)  # a wrapped line would break the redraw
-        lines = [line[:width] for line in progress_lines(rows, elapsed, tracker.read_progress(rows))]
+        lines = [line[:width] for line in progress_lines(rows, elapsed, folder.read_progress(rows))]
         up = f"\x1b[{self.drawn - 1}A" if self.drawn > 1 else ""  # back to the first line drawn
         text = "\n".join(f"\r{line}\x1b[K" for line in lines)
         if len(lines) < self.drawn:
@@ -170,9 +176,9 @@ class _ProgressLines:
 def _jobs_json(rows: Sequence[JobRow], single: bool) -> Any:
     """Jobs as ``status``/``wait`` print them: each with ``progress``, its record's figures (the
     running job's latest, the ended job's final ones; null without a record)."""
-    from . import tracker
+    from .backends import folder
 
-    records = tracker.read_progress(rows)
+    records = folder.read_progress(rows)
     jobs = [{**r.to_json(), "progress": records.get(r.id)} for r in rows]
     return jobs[0] if single else jobs
 
@@ -190,12 +196,13 @@ def _wait_and_report(
     ``json_prefix`` (``--from-file``): entries printed before the jobs, always as one array.
     ``one_job``: print one JSON object rather than an array (default: when there is one job).
     """
-    from . import api, tracker
+    from . import api, tracking
+    from .states import COMPLETED
 
     lines = _ProgressLines()
-    rows = tracker.wait(ctx.db, ids, timeout=timeout, on_tick=lines)
+    rows = tracking.wait(ctx.db, ids, timeout=timeout, on_tick=lines, backends=ctx.backends)
     lines.finish()
-    bad = [r for r in rows if r.state != tracker.COMPLETED or not api.artefact_in_place(r)]
+    bad = [r for r in rows if r.state != COMPLETED or not api.artefact_in_place(r)]
     if as_json:
         if json_prefix is not None:
             _print_json([*json_prefix, *_jobs_json(rows, single=False)])
@@ -210,20 +217,20 @@ def _wait_and_report(
 
 def _not_ok_message(rows: list[JobRow], bad: list[JobRow], timeout: float | None) -> str:
     """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
-    from . import reasons, tracker
+    from .states import CANCELLED, COMPLETED, ENDED, cannot_start
 
     first = bad[0]
-    if first.state not in tracker.ENDED:
-        still = sum(r.state not in tracker.ENDED for r in rows)
+    if first.state not in ENDED:
+        still = sum(r.state not in ENDED for r in rows)
         return (
             f"timed out after {timeout or 0:g} s: {still} of {len(rows)} job(s) not finished: "
             f"{first.id} is {first.state}"
         )
-    if first.state == tracker.CANCELLED and reasons.marked(first.reason):  # wait cancelled it
+    if first.state == CANCELLED and cannot_start(first.reason):  # wait cancelled it
         count = f"{len(bad)} of {len(rows)} job(s) did not complete: " if len(rows) > 1 else ""
         return f"{count}job {first.id} ({_native(first)}) {first.reason}; it was cancelled"
     why = f" ({first.reason})" if first.reason else ""
-    if first.state == tracker.COMPLETED:
+    if first.state == COMPLETED:
         why = f" but its {first.kind} artefact is not in place ({first.target})"
     return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
 
@@ -323,7 +330,7 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     Jobs are rendered from Jinja templates, submitted and tracked with submitit, and their
     results land in Blackfish's shared caches and app database.
     """
-    click_ctx.obj = Context(db_url)
+    click_ctx.obj = Context(db_url, click_ctx.obj)  # main()'s backends, if it was given some
     click_ctx.call_on_close(_unregistered_notice)
 
 
@@ -522,9 +529,9 @@ def verify(
 @click.pass_obj
 def sync(ctx: Context) -> None:
     """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
-    from . import registry, tracker
+    from . import registry, tracking
 
-    tracker.refresh(ctx.db, ctx.db.unfinished())
+    tracking.refresh(ctx.db, ctx.db.unfinished(), ctx.backends)
     registered, waiting = registry.sync(ctx.db)
     registry.unregistered.clear()  # the line below counts the ones the refresh saw complete
     click.echo(f"registered {registered} model(s) in Blackfish's model table; {waiting} waiting")
@@ -585,19 +592,20 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     accounting, or for all of them where there is no accounting). Exit 1 if Slurm could not be
     asked about some job.
     """
-    from . import tracker, views  # noqa: F401 - views now: its import then overlaps a prestarted sacct (entry.py)
+    from . import tracking, views  # noqa: F401 - views now: its import then overlaps a prestarted sacct (entry.py)
+    from .backends import folder
     from .errors import ClusterError
 
     _check_profile_name(ctx, profile_name)
     rows = _resolve_all(ctx, job_ids) if job_ids else ctx.db.unfinished()
     if profile_name:
         rows = [r for r in rows if r.profile == profile_name]
-    report = tracker.refresh_report(ctx.db, rows)
+    report = tracking.refresh_report(ctx.db, rows, ctx.backends)
     rows = report.rows
     if as_json:
         _print_json(_jobs_json(rows, single=_one_job(job_ids, rows)))
     else:
-        _show_jobs(rows, "no unfinished jobs", tracker.read_progress(rows))
+        _show_jobs(rows, "no unfinished jobs", folder.read_progress(rows))
     if report.problems:
         raise ClusterError(f"some jobs were not refreshed: {report.problems[0]}")
 
@@ -607,7 +615,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     "--state",
     "states",
     multiple=True,
-    type=click.Choice(constants.STATES, case_sensitive=False),
+    type=click.Choice(states.NAMES, case_sensitive=False),
     help="Only jobs in this state (repeatable).",
 )
 @click.option("--kind", type=click.Choice(list(constants.KINDS)), help="Only this kind of job.")
@@ -633,9 +641,9 @@ def list_(
     _check_profile_name(ctx, profile_name)
     problems: list[str] = []
     if refresh:
-        from . import tracker
+        from . import tracking
 
-        problems = tracker.refresh_report(ctx.db, ctx.db.unfinished()).problems
+        problems = tracking.refresh_report(ctx.db, ctx.db.unfinished(), ctx.backends).problems
     rows = ctx.db.listing(
         states=[s.upper() for s in states], kind=kind, profile=profile_name, since=since, limit=limit
     )
@@ -678,17 +686,18 @@ def logs(ctx: Context, job_id: str, use_stderr: bool, follow: bool) -> None:
 
     With --follow the exit code says how the job ended, as for ``wait``: 0 only if COMPLETED.
     """
-    from . import joblogs, tracker
+    from . import joblogs
+    from .backends import folder
 
     row = ctx.db.resolve(job_id)
     out = click.get_binary_stream("stdout")
     stream = "err" if use_stderr else "out"
     try:
-        row = joblogs.show(ctx.db, row, stream, out, follow=follow)
+        row = joblogs.show(ctx.db, row, stream, out, follow=follow, backends=ctx.backends)
     except BrokenPipeError:  # `bfjobs logs X | head`: the reader has all it wanted
         _silence_stdout()
         return
-    log = tracker.log_path(row, stream)
+    log = folder.log_path(row, stream)
     if not follow and log is not None and not log.exists():  # not started: say so rather than print nothing
         why = f" ({row.reason})" if row.reason else ""
         _echo_err(f"bfjobs: job {row.id} is {row.state}{why}: no log yet")
@@ -716,11 +725,11 @@ def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     The task removes its partial file when signalled, so nothing half-published remains. The
     job reads CANCELLED once Slurm says so (waited for a few seconds). Exit 1 if Slurm refused.
     """
-    from . import tracker
+    from . import tracking
     from .errors import ClusterError
 
     named = _resolve_all(ctx, job_ids)
-    outcomes = tracker.cancel(ctx.db, named)
+    outcomes = tracking.cancel(ctx.db, named, ctx.backends)
     if as_json:
         rows = [o.row.to_json() for o in outcomes]
         _print_json(rows[0] if _one_job(job_ids, named) else rows)
@@ -733,7 +742,7 @@ def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
                 "refused": f"not cancelled: {o.message}",
             }[o.action]
             click.echo(f"{o.row.id}  {_native(o.row)}  {text}")
-    refused = [o for o in outcomes if o.action == "refused" and o.row.state not in tracker.ENDED]
+    refused = [o for o in outcomes if o.action == "refused" and o.row.state not in tracking.ENDED]
     if refused:
         raise ClusterError(f"{len(refused)} job(s) not cancelled: {refused[0].row.id}: {refused[0].message}")
 
@@ -741,6 +750,6 @@ def cancel(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs")
+def main(argv: Sequence[str] | None = None, backends: Backends | None = None) -> None:
+    """Console-script entry point; ``backends``: the entry's, holding a prestarted ``sacct``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", obj=backends)

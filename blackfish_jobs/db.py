@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import constants
 from .errors import BadInput, JobNotFound, show
 from .sqlite_jobs import PRAGMAS, SqliteJobs, sqlite_path
+from .states import FINISHED
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -418,7 +419,7 @@ class Database:
         if targets is not None and not targets:
             return []
         jobs = _tables()[1]
-        stmt = jobs.select().where(jobs.c.state.not_in(sorted(constants.FINISHED_STATES)))
+        stmt = jobs.select().where(jobs.c.state.not_in(sorted(s.value for s in FINISHED)))
         if targets is not None:
             stmt = stmt.where(jobs.c.target.in_(list(dict.fromkeys(targets))))
         elif ids:

@@ -10,9 +10,8 @@ Values are stored byte for byte as SQLAlchemy stores them: JSON columns as ``jso
 (``None`` too, as the text ``null``), datetimes as naive ``YYYY-MM-DD HH:MM:SS.ffffff``; the
 connection gets the same pragmas. Either path reads what the other wrote (tests/test_db.py).
 
-Import-light on purpose: ``bfjobs status`` reads the unfinished Slurm jobs through
-:func:`at_head` and :func:`slurm_unfinished` before it starts ``sacct`` (entry.py), so this module
-imports neither ``typing`` nor ``threading`` nor ``contextlib`` (~3 ms in a clean interpreter).
+``bfjobs status`` reads the unfinished Slurm jobs through :func:`at_head` and
+:func:`slurm_unfinished` before it starts ``sacct`` (entry.py): no SQLAlchemy here.
 
 Only plain file URLs (``sqlite:///path``) take this path: a query string, percent-escapes, ``~``
 or control characters — and every other database — go through SQLAlchemy, unchanged.
@@ -22,8 +21,10 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-from .constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, TYPE_CHECKING, VERSION_TABLE
+from .constants import HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
+from .states import FINISHED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -45,7 +46,7 @@ DATETIME_COLUMNS = frozenset({"submitted_at", "ended_at", "updated_at", "registe
 
 _URL_PREFIXES = ("sqlite:///", "sqlite+pysqlite:///")
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
-_UNFINISHED = f"state NOT IN ({', '.join(repr(s) for s in sorted(FINISHED_STATES))})"
+_UNFINISHED = f"state NOT IN ({', '.join(repr(s.value) for s in sorted(FINISHED))})"
 _JSON_AT = tuple(i for i, c in enumerate(COLUMNS) if c in JSON_COLUMNS)
 _DATETIME_AT = tuple(i for i, c in enumerate(COLUMNS) if c in DATETIME_COLUMNS)
 #: Ids per ``IN (...)``: old SQLite builds allow 999 parameters per statement.

@@ -38,8 +38,8 @@ def nobody_env():
     lib.mkdir()
     # the top-level packages bfjobs imports, copied where nobody can read them
     code = (
-        "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.executor, blackfish_jobs.tasks, "
-        "blackfish_jobs.tracker, blackfish_jobs.registry, blackfish_jobs.db, alembic.command, alembic.config, "
+        "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.backends.executors, blackfish_jobs.tasks, "
+        "blackfish_jobs.tracking, blackfish_jobs.registry, blackfish_jobs.db, alembic.command, alembic.config, "
         "jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template\n"
         "import os\n"
         "seen = set()\n"
