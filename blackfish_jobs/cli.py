@@ -592,7 +592,7 @@ def status(ctx: Context, job_ids: tuple[str, ...], profile_name: str | None, as_
     accounting, or for all of them where there is no accounting). Exit 1 if Slurm could not be
     asked about some job.
     """
-    from . import tracking, views  # noqa: F401 - views now: its import then overlaps a prestarted sacct (entry.py)
+    from . import tracking
     from .backends import folder
     from .errors import ClusterError
 
