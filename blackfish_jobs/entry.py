@@ -19,9 +19,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .backends import Backends
-from .backends.slurmcmd import Prestarted
+
+if TYPE_CHECKING:
+    from .backends.slurmcmd import Prestarted
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 #: The backends bfjobs knows, by name.
 NAMES = ("slurm", "local")
 
+#: How each backend's job ids read, in words and in the SLURM ID column: data, so ``list`` and
+#: ``status`` name a job without importing its backend.
+_ID_WORDS = {"slurm": ("Slurm job {}", "{}"), "local": ("local pid {}", "pid {}")}
+
 
 _CLASSES: dict[str, type[Backend]] = {}  # imported when first asked for
 
@@ -88,9 +92,12 @@ def for_profile(profile: Profile, runner: Runner | None = None) -> Backend:
 
 def describe(row: JobRow) -> str:
     """A job's scheduler id in words: ``Slurm job 123``, ``local pid 45``."""
-    return backend_class(row.backend).describe(row)
+    words = _ID_WORDS.get(row.backend, (f"{row.backend} job {{}}", "{}"))[0]
+    return words.format(row.native_id)
 
 
 def column(row: JobRow) -> str:
     """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``."""
-    return backend_class(row.backend).column(row)
+    if not row.native_id:
+        return "-"
+    return _ID_WORDS.get(row.backend, ("", "{}"))[1].format(row.native_id)

@@ -121,16 +121,6 @@ class Backend(abc.ABC):
         those really ended, and one line per job the scheduler refused to cancel."""
         return {}, []
 
-    @classmethod
-    def describe(cls, row: JobRow) -> str:
-        """The job's scheduler id in words (``Slurm job 123``, ``local pid 45``)."""
-        return f"{cls.name} job {row.native_id}"
-
-    @classmethod
-    def column(cls, row: JobRow) -> str:
-        """The job's scheduler id in the SLURM ID column."""
-        return row.native_id or "-"
-
     # ------------------------------------------------------------------ job folder (submitit's layout)
 
     def result_path(self, row: JobRow) -> Path | None:

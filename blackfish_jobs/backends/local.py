@@ -33,14 +33,6 @@ class LocalBackend(Backend):
     MAX_DELAY: ClassVar[float] = 2.0
     poll_delays: ClassVar[tuple[float, float] | None] = (FIRST_DELAY, MAX_DELAY)
 
-    @classmethod
-    def describe(cls, row: JobRow) -> str:
-        return f"local pid {row.native_id}"
-
-    @classmethod
-    def column(cls, row: JobRow) -> str:
-        return f"pid {row.native_id}" if row.native_id else "-"
-
     def submit(self, spec: JobSpec, job_folder: Path, script: str | None) -> Submitted:
         from . import executors
 

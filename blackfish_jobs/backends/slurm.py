@@ -115,10 +115,6 @@ class SlurmBackend(Backend):
             self.prestarted.discard()
             self.prestarted = None
 
-    @classmethod
-    def describe(cls, row: JobRow) -> str:
-        return f"Slurm job {row.native_id}"
-
     # ------------------------------------------------------------------ submit
 
     def require_clients(self, spec: JobSpec) -> None:
