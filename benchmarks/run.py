@@ -200,8 +200,8 @@ def on_terminal(argv: list[str], env: dict[str, str]) -> Variant:
 # ----------------------------------------------------------------------------- profiling evidence
 
 HEAVY = ("sqlalchemy", "alembic", "submitit", "huggingface_hub", "jinja2", "click", "httpx2", "httpx",
-         "blackfish_jobs.store", "blackfish_jobs.store.blackfish", "blackfish_jobs.slurm",
-         "blackfish_jobs.tracker", "blackfish_jobs.api", "blackfish_jobs.specs",
+         "blackfish_jobs.store", "blackfish_jobs.store.blackfish", "blackfish_jobs.backends.slurmcli",
+         "blackfish_jobs.tracking", "blackfish_jobs.api", "blackfish_jobs.specs",
          "blackfish_jobs.config")
 
 
@@ -245,9 +245,9 @@ PROFILED = {
     "Database.listing": ("blackfish_jobs/store/jobs.py", "listing"),
     "Database.update_many": ("blackfish_jobs/store/jobs.py", "update_many"),
     "rows.from_records (all rows)": ("blackfish_jobs/store/rows.py", "from_records"),
-    "tracker.refresh_report": ("blackfish_jobs/tracker.py", "refresh_report"),
-    "tracker.survey_slurm": ("blackfish_jobs/tracker.py", "survey_slurm"),
-    "slurm.run (subprocess)": ("blackfish_jobs/slurm.py", "run"),
+    "tracking.refresh_report": ("blackfish_jobs/tracking.py", "refresh_report"),
+    "SlurmBackend.survey": ("blackfish_jobs/backends/slurm.py", "survey"),
+    "slurmcmd.run (subprocess)": ("blackfish_jobs/backends/slurmcmd.py", "run"),
     "api.present": ("blackfish_jobs/api/submission.py", "present"),
     "api.submit_many": ("blackfish_jobs/api/submission.py", "submit_many"),
     "render.render": ("blackfish_jobs/render.py", "render"),

@@ -8,10 +8,7 @@ test that changes the environment sees the current value; nothing else in the pa
 from __future__ import annotations
 
 import os
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see sqlite_jobs' docstring)
-if TYPE_CHECKING:  # pathlib is imported when a path is asked for: `bfjobs status` reads the DB
-    from pathlib import Path  # location before it starts sacct, and pathlib costs ~4 ms there
+from pathlib import Path
 
 #: Kinds of work bfjobs knows how to run.
 KINDS = ("pull-image", "download-model")
@@ -32,29 +29,12 @@ JOBS_SUBDIR = ("jobs", "bfjobs")
 BUILTIN_PROFILE = "local"
 BUILTIN_SLURM_PROFILE = "slurm"
 
-#: One state vocabulary for Slurm, local jobs and the DB (UNKNOWN only when nothing can be known).
-STATES = (
-    "PENDING",
-    "RUNNING",
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "OUT_OF_MEMORY",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "UNKNOWN",
-)
-FINISHED_STATES = frozenset(STATES[2:9])
-
 #: Hard limit for any single user-supplied value; longer values are refused, never truncated.
 MAX_VALUE_LEN = 512
 
 
 def blackfish_home() -> Path:
     """Blackfish's app directory (``$BLACKFISH_HOME_DIR``, default ``~/.blackfish``)."""
-    from pathlib import Path
-
     raw = os.environ.get("BLACKFISH_HOME_DIR") or "~/.blackfish"
     try:
         return Path(raw).expanduser()
@@ -103,8 +83,6 @@ def hub_offline_env() -> bool:
 
 def node_scratch_base() -> Path:
     """Node-local scratch for a job's private files: ``BFJOBS_NODE_SCRATCH``, else ``$TMPDIR``, else ``/tmp``."""
-    from pathlib import Path
-
     return Path(os.environ.get("BFJOBS_NODE_SCRATCH") or os.environ.get("TMPDIR") or "/tmp")
 
 

@@ -1,80 +1,43 @@
 """The ``bfjobs`` console script: start a plain ``bfjobs status``' one ``sacct`` call, then run the CLI.
 
 Why before Click: a Python CLI's start-up (interpreter, Click, bfjobs' modules) takes about as
-long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both. For
-``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the unfinished Slurm jobs' ids
-with the stdlib (:mod:`store`, a few ms), starts exactly the ``sacct`` command
-the tracker will ask for (:func:`slurmcmd.prestart`) and only then imports the CLI, which runs as
-always: its ``sacct`` call collects the running one, so there is still one call.
+long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both (starting it
+here saves ~50 ms). For ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the
+unfinished Slurm jobs' ids with the stdlib (:mod:`store`, a few ms), starts exactly the
+``sacct`` command the Slurm backend will ask for (:func:`backends.slurmcmd.prestart`, a plain
+``subprocess.Popen``) and only then imports the CLI, handing it the running call: the backend's
+first identical call collects it, so there is still one call. SQLAlchemy and Click are not
+imported before it starts.
 
 Everything else goes straight to the CLI: other commands, job ids, unknown options, other
 databases, a database not yet at the head schema, any error here (the CLI meets it again and
-reports it). Only the standard library and bfjobs' import-light modules are imported here.
+reports it).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .constants import TYPE_CHECKING
+from .backends import Backends
 
-if TYPE_CHECKING:  # typing and collections.abc would be imported before sacct starts
-    from collections.abc import Sequence
-    from typing import NoReturn
+if TYPE_CHECKING:
+    from .backends.slurmcmd import Prestarted
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (``bfjobs`` and ``python -m blackfish_jobs``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     request = plain_status(args)
-    own_process = argv is None  # the bfjobs command itself, not a Python caller of main()
-    if request is not None and own_process:
-        # One refresh, then exit: its garbage is bounded by the rows it shows, while a collection
-        # pass over every imported module's objects lands after sacct answers (~1 ms per 1,000 jobs).
-        gc.disable()
-    on_sqlite = _prestart_sacct(*request) if request is not None else False
+    backends = Backends(prestarted=_prestart_sacct(*request) if request is not None else None)
     from .cli import main as cli_main
 
     try:
-        cli_main(args)
-    except SystemExit as done:
-        if on_sqlite and own_process and _plain_exit(done.code):
-            _exit_now(done.code or 0)
-        raise
+        cli_main(args, backends=backends)
     finally:
-        # Interpreter shutdown runs the cyclic GC over every object of every module imported
-        # (~7 ms with Click and bfjobs loaded, on the 2-CPU test VM); it skips frozen objects,
-        # and nothing in this process is needed any more (atexit handlers still run).
-        gc.freeze()
-
-
-def _plain_exit(code: object) -> bool:
-    """An exit code, and no profiler or tracer (cProfile, coverage, a debugger) waiting to finish."""
-    return (code is None or isinstance(code, int)) and sys.getprofile() is None and sys.gettrace() is None
-
-
-def _exit_now(code: int) -> NoReturn:
-    """End the ``bfjobs status`` process without the interpreter's teardown.
-
-    Tearing down Click's and bfjobs' modules and the rows just shown takes 2-3 ms once the
-    table is out, as long as all of status' own work after ``sacct`` answers. Nothing on this
-    path needs it: the standard streams are flushed here, atexit callbacks still run (the
-    reaper of an unused prestarted ``sacct``), the database is a SQLite file whose writes are
-    committed as they are made (autocommit) and no thread is left. Only the console script's
-    own process exits so, and only with no profiler or tracer attached: a caller of
-    :func:`main` from Python gets its SystemExit.
-    """
-    import atexit
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: as Python's own exit would say
-            code = code or 120
-    atexit._run_exitfuncs()
-    os._exit(code)
+        backends.close()  # a prestarted call nobody collected is killed, not left running
 
 
 def plain_status(args: Sequence[str]) -> tuple[str | None, str | None] | None:
@@ -111,28 +74,28 @@ def _options(tokens: Sequence[str], valued: Sequence[str], flags: Sequence[str])
     return found
 
 
-def _prestart_sacct(db_url: str | None, profile: str | None) -> bool:
+def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | None:
     """Start the ``sacct`` call ``status`` will make for the unfinished Slurm jobs (same argv).
 
-    True if the database is a SQLite file at the head schema (the stdlib path serves it).
+    None when there is nothing to start, or the database is not a SQLite file at the head schema.
     """
-    from . import constants, slurmcmd, store
+    from . import constants, store
+    from .backends import slurmcmd
 
     try:
         path = store.sqlite_path(db_url or constants.default_db_url())
         if path is None or not os.path.isfile(path):
-            return False
+            return None
         conn = store.connect(path)
         try:
             if not store.at_head(conn):
-                return False
+                return None
             ids, oldest = store.slurm_unfinished(conn, profile or None)
         finally:
             conn.close()
-        if oldest is not None:
-            argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
-            if argv is not None:
-                slurmcmd.prestart(argv)
-        return True
+        if oldest is None:
+            return None
+        argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
+        return slurmcmd.prestart(argv) if argv is not None else None
     except Exception:  # only a head start: the CLI meets the same problem and reports it
-        return False
+        return None

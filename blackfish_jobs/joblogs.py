@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from . import tracker
+from . import tracking
+from .backends import Backends
 from .errors import BfjobsError
+from .states import ENDED
 from .store import Database, JobRow
 
 _CHUNK = 1024 * 1024
@@ -41,31 +43,33 @@ def show(
     follow: bool = False,
     poll: float = 0.5,
     max_delay: float = 30.0,
-    runner: tracker.SlurmRunner = tracker.run_slurm,
+    backends: Backends | None = None,
 ) -> JobRow:
     """Print the job's ``out``/``err`` log; with ``follow`` keep going until the job has ended.
 
     Returns the job's row as last seen. Without ``follow`` a job that has not started yet has
     no log: that is not an error (the row, refreshed with one Slurm query, says its state).
     """
-    path = tracker.log_path(row, stream)
+    backends = backends or Backends()
+    path = backends.of(row).log_path(row, stream)
     if path is None:
         raise BfjobsError(f"job {row.id} has no scheduler id, so no log")
     offset = copy_new(path, out, 0)
     if not follow:
         if not path.exists():
-            row = tracker.refresh(db, [row], runner)[0]  # PENDING, or did it end without a log?
+            row = tracking.refresh(db, [row], backends)[0]  # PENDING, or did it end without a log?
             copy_new(path, out, 0)  # it may have started meanwhile
-            if row.state in tracker.ENDED and not path.exists():
+            if row.state in ENDED and not path.exists():
                 raise BfjobsError(f"job {row.id} ({row.state}) left no log at {path}")
         return row
     delay = 1.0
     next_check = time.monotonic()
-    unstartable = tracker.Unstartable(db, runner)
+    unstartable = tracking.Unstartable(db, backends)
     while True:
         if time.monotonic() >= next_check:
-            row = unstartable.end(tracker.refresh(db, tracker.reload(db, [row.id]), runner))[0]
-            if row.state in tracker.ENDED:
+            report = tracking.refresh_report(db, tracking.reload(db, [row.id]), backends, reasons=True)
+            row = unstartable.end(report)[0]
+            if row.state in ENDED:
                 time.sleep(poll)  # the last lines may still be on their way to the file
                 copy_new(path, out, offset)
                 return row

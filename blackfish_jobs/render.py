@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .backends.folder import submit_argv
 from .errors import TemplateError, show
 from .specs import JobSpec
 from .validate import invisible
@@ -107,11 +107,6 @@ def job_name(spec: JobSpec) -> str:
     """``bfjobs-<kind>-<artefact>``, trimmed to what every scheduler shows."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", spec.target.name)
     return f"bfjobs-{spec.kind}-{stem}"[:80]
-
-
-def submit_argv(folder: Path) -> list[str]:
-    """The command submitit's SlurmExecutor runs in the job (see its ``_submitit_command_str``)."""
-    return [sys.executable, "-u", "-m", "submitit.core._submit", str(folder)]
 
 
 def packaged_templates_dir() -> Path:

@@ -15,8 +15,9 @@ from support.rows import job_row
 
 from blackfish_jobs import store as dbmod
 from blackfish_jobs.api import job_json
-from blackfish_jobs.constants import FINISHED_STATES, HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
+from blackfish_jobs.constants import HEAD_REVISION, JOBS_TABLE, VERSION_TABLE
 from blackfish_jobs.errors import BadInput
+from blackfish_jobs.states import FINISHED as FINISHED_STATES
 from blackfish_jobs.store import jobs as jobsmod
 from blackfish_jobs.store import rows as rowsmod
 from blackfish_jobs.store import schema

@@ -17,7 +17,9 @@ import pytest
 from support.rows import insert_rows, job_row
 from support.site import json_jobs
 
-from blackfish_jobs import entry, slurmcmd, tracker
+from blackfish_jobs import entry, tracking
+from blackfish_jobs.backends import Backends, slurmcmd
+from blackfish_jobs.backends.slurm import SlurmBackend
 from blackfish_jobs.store import Database, JobRow, utcnow
 
 # Runs the console script's entry in a fresh interpreter, then says which heavy modules it loaded.
@@ -41,13 +43,6 @@ for id in ${{ids//,/ }}; do echo "$id|$id|PENDING|None assigned|$(date +%s)|Unkn
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_calls():
-    """A prestarted call a failing test left behind must not reach the next test's run()."""
-    yield
-    slurmcmd.reap()
-
-
 @pytest.fixture
 def fake_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A PATH with the stand-in sacct; returns its call log (one line per call)."""
@@ -58,7 +53,6 @@ def fake_sacct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script.write_text(_FAKE_SACCT.format(log=log))
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    tracker._NO_ACCOUNTING.clear()
     return log
 
 
@@ -99,31 +93,36 @@ def test_only_a_plain_status_gets_a_head_start(args, expected):
     assert entry.plain_status(args) == expected
 
 
+def prestarted(argv: list[str]) -> tuple[slurmcmd.Prestarted, SlurmBackend]:
+    """``argv`` started early, and a Slurm backend holding it (as entry.py hands it over)."""
+    early = slurmcmd.prestart(argv)
+    assert early is not None
+    return early, SlurmBackend(prestarted=early)
+
+
 def test_a_prestarted_call_is_collected_once_and_fails_like_a_run():
     ok = [sys.executable, "-c", "print('hello')"]
-    slurmcmd.prestart(ok)
-    assert tuple(ok) in slurmcmd._STARTED
-    assert slurmcmd.run(ok) == "hello\n"
-    assert slurmcmd._STARTED == {}
+    early, backend = prestarted(ok)
+    assert backend.run(ok) == "hello\n"
+    assert early.used and backend.prestarted is None  # collected once: the next call runs again
     bad = [sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]
-    slurmcmd.prestart(bad)
+    _early, backend = prestarted(bad)
     with pytest.raises(subprocess.CalledProcessError) as failed:
-        slurmcmd.run(bad)
+        backend.run(bad)
     assert failed.value.returncode == 3 and failed.value.stderr == "boom"
-    slurmcmd.prestart(["/nonexistent/sacct", "-X"])  # cannot start: left to run() to report
-    assert slurmcmd._STARTED == {}
+    assert slurmcmd.prestart(["/nonexistent/sacct", "-X"]) is None  # cannot start: left to run() to report
     with pytest.raises(FileNotFoundError):
-        slurmcmd.run(["/nonexistent/sacct", "-X"])
+        SlurmBackend().run(["/nonexistent/sacct", "-X"])
 
 
 def test_a_prestarted_call_with_more_output_than_a_pipe_holds_is_read_whole():
     """Both pipes are drained together: a client filling stderr while stdout waits cannot hang."""
     chatty = [sys.executable, "-c", "import sys; sys.stderr.write('e' * 300000); print('x' * 500000 + '\\xff')"]
-    slurmcmd.prestart(chatty)
-    assert slurmcmd.run(chatty) == "x" * 500000 + "\xff\n"
+    _early, backend = prestarted(chatty)
+    assert backend.run(chatty) == "x" * 500000 + "\xff\n"
     raw = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'ok\\xff\\n')"]
-    slurmcmd.prestart(raw)
-    assert slurmcmd.run(raw) == "ok\ufffd\n"  # undecodable bytes from Slurm never crash a refresh
+    _early, backend = prestarted(raw)
+    assert backend.run(raw) == "ok\ufffd\n"  # undecodable bytes from Slurm never crash a refresh
     assert slurmcmd.run(raw) == "ok\ufffd\n"  # (the same on the ordinary path)
 
 
@@ -133,8 +132,8 @@ def test_a_prestarted_call_gets_only_its_pipes_and_standard_descriptors():
     os.set_inheritable(write_end, True)
     try:
         lister = [sys.executable, "-c", "import os; print(sorted(int(n) for n in os.listdir('/proc/self/fd')))"]
-        slurmcmd.prestart(lister)
-        seen = json.loads(slurmcmd.run(lister))
+        _early, backend = prestarted(lister)
+        seen = json.loads(backend.run(lister))
         assert write_end not in seen and seen[:3] == [0, 1, 2], seen
     finally:
         os.close(read_end)
@@ -143,21 +142,20 @@ def test_a_prestarted_call_gets_only_its_pipes_and_standard_descriptors():
 
 def test_a_prestarted_call_that_hangs_is_killed_at_the_timeout():
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
-    slurmcmd.prestart(sleeper)
-    started = slurmcmd._STARTED.pop(tuple(sleeper))
+    early, _backend = prestarted(sleeper)
     with pytest.raises(subprocess.TimeoutExpired) as late:
-        started.collect(timeout=0.5)
-    assert late.value.output == b"started\n" and started.returncode == -9
+        early.collect(timeout=0.5)
+    assert late.value.output == b"started\n" and early.process.returncode == -9
 
 
 def test_an_unused_prestarted_call_is_killed_at_exit():
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    slurmcmd.prestart(sleeper)
-    started = slurmcmd._STARTED[tuple(sleeper)]
-    slurmcmd.reap()
-    assert slurmcmd._STARTED == {} and started.returncode is not None
+    early, _backend = prestarted(sleeper)
+    backends = Backends(prestarted=early)
+    backends.close()
+    assert early.process.returncode is not None
     with pytest.raises(ProcessLookupError):
-        os.kill(started.pid, 0)  # killed and reaped: no zombie left
+        os.kill(early.process.pid, 0)  # killed and reaped: no zombie left
 
 
 def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
@@ -166,11 +164,11 @@ def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
     db = Database(url)
     rows = add_jobs(db, 30)
     add_jobs(db, 3, start=100, profile="other")
-    assert entry._prestart_sacct(url, "slurm") is True
-    assert len(slurmcmd._STARTED) == 1
+    early = entry._prestart_sacct(url, "slurm")
+    assert early is not None
     fresh = [r for r in db.unfinished() if r.profile == "slurm"]  # what `status --profile slurm` reads
-    report = tracker.refresh_report(db, fresh)
-    assert slurmcmd._STARTED == {} and report.problems == []
+    report = tracking.refresh_report(db, fresh, Backends(prestarted=early))
+    assert early.used and report.problems == []
     [call] = calls(fake_sacct)
     assert call.split(" -j ")[1].split(",") == [r.native_id for r in rows]
     assert {(r.state, r.reason) for r in report.rows} == {("PENDING", "JobHeldUser")}
@@ -182,20 +180,22 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
     url = f"sqlite:///{tmp_path / 'app.sqlite'}"
     db = Database(url)
     add_jobs(db, 5)
-    entry._prestart_sacct(url, None)
+    early = entry._prestart_sacct(url, None)
+    assert early is not None
     add_jobs(db, 1, start=50)
-    report = tracker.refresh_report(db, db.unfinished())
+    backends = Backends(prestarted=early)
+    report = tracking.refresh_report(db, db.unfinished(), backends)
     assert len(report.rows) == 6 and {r.reason for r in report.rows} == {"JobHeldUser"}
-    assert len(slurmcmd._STARTED) == 1  # the stale call, killed at exit
-    slurmcmd.reap()
+    assert not early.used  # the stale call, killed at exit
+    backends.close()
+    assert early.process.returncode is not None
     assert len(calls(fake_sacct)) == 2
 
 
 def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
-    # False: neither gets the head start nor, later, the early exit (entry.main)
-    assert entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None) is False
-    assert entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None) is False
-    assert slurmcmd._STARTED == {} and not (tmp_path / "missing.sqlite").exists()
+    assert entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None) is None
+    assert entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None) is None
+    assert calls(fake_sacct) == [] and not (tmp_path / "missing.sqlite").exists()
 
 
 def _run(site, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -230,29 +230,23 @@ def test_a_fresh_database_is_migrated_on_first_use(site):
     assert proc.stdout.strip() == "no jobs" and heavy == [], proc.stderr
 
 
-def test_the_status_process_exits_early_with_flushed_output_and_reaped_calls(tmp_path):
-    """_exit_now skips the interpreter's teardown only: output, exit code and atexit work stay."""
+def test_the_status_process_exits_with_its_output_and_kills_an_unused_call(tmp_path):
+    """entry.main hands its prestarted call to the CLI and kills it afterwards if nobody used it."""
     pid_file = tmp_path / "sleeper.pid"
     script = f"""
 import sys
-from blackfish_jobs import entry, slurmcmd
+from blackfish_jobs import entry
+from blackfish_jobs.backends import slurmcmd
 body = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-sleeper = [sys.executable, "-c", body]
-slurmcmd.prestart(sleeper)
-while True:  # started for real before the exit
-    try:
-        if open({str(pid_file)!r}).read():
-            break
-    except FileNotFoundError:
-        pass
-sys.stdout.write("x" * 100000)
-sys.stderr.write("bfjobs: one line")
-entry._exit_now(3)
+entry._prestart_sacct = lambda db_url, profile: slurmcmd.prestart([sys.executable, "-c", body])
+entry.main(["status"])
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert (proc.returncode, len(proc.stdout), proc.stderr) == (3, 100000, "bfjobs: one line")
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(pid_file.read_text()), 0)  # the unused call was killed and reaped before the exit
+    env = dict(os.environ, BLACKFISH_HOME_DIR=str(tmp_path), BFJOBS_DB_URL=f"sqlite:///{tmp_path / 'app.sqlite'}")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "no unfinished jobs"), proc.stderr
+    if pid_file.exists() and pid_file.read_text():  # it got as far as starting: it must be gone now
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
 
 
 def test_bfjobs_status_as_a_command_exits_with_its_code(site, fake_sacct, tmp_path):
@@ -286,7 +280,7 @@ from submitit.core.utils import JobPaths
 paths = JobPaths({str(tmp_path)!r}, job_id="77_3", task_id=0).result_pickle
 for name in [m for m in sys.modules if m.startswith("submitit")]:
     del sys.modules[name]
-from blackfish_jobs import tracker
+from blackfish_jobs.backends import folder
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from support.rows import job_row
 import pickle
@@ -294,8 +288,8 @@ with open(paths, "wb") as fh:
     pickle.dump(("success", {{"path": "/x.sif"}}), fh)
 row = job_row(id="0" * 12, profile="p", native_id="77_3", state="RUNNING", folder={str(tmp_path)!r},
               target="/x.sif", request={{}}, user=None)
-assert tracker.result_path(row) == paths, (tracker.result_path(row), paths)
-assert tracker.read_result(row) == ("success", {{"path": "/x.sif"}})
+assert folder.result_path(row) == paths, (folder.result_path(row), paths)
+assert folder.read_result(row) == ("success", {{"path": "/x.sif"}})
 print(sorted(m for m in sys.modules if m.startswith("submitit")))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -45,7 +45,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from support.site import STUB_BIN, local_profile, profiles_cfg, slurm_profile
 
-from blackfish_jobs import __version__, config, executor, render, specs
+from blackfish_jobs import __version__, config, render, specs
+from blackfish_jobs.backends import folder as folder_layout
+from blackfish_jobs.backends.base import Submitted
+from blackfish_jobs.backends.local import LocalBackend
+from blackfish_jobs.backends.slurm import SlurmBackend
 from blackfish_jobs.cli import cli as bfjobs_cli
 from blackfish_jobs.errors import TemplateError
 
@@ -227,18 +231,18 @@ class Sandbox:
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return CliRunner().invoke(bfjobs_cli, list(args), env=env, catch_exceptions=False)
 
-    def fake_submit(self, spec: Any, folder: Path, script: str | None) -> tuple[executor.Submitted, None]:
+    def fake_submit(self, spec: Any, folder: Path, script: str | None) -> Submitted:
         """Stands in for submitit: records what would be submitted, and what render previews for it."""
         preview = render.render(spec, spec.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID)
         self.submitted.append(Submission(spec, folder, folder.name, preview))
-        return executor.Submitted("slurm", str(900000 + len(self.submitted))), None
+        return Submitted("slurm", str(900000 + len(self.submitted)))
 
-    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, script: str) -> list[executor.Submitted]:
+    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, script: str) -> list[Submitted]:
         """Stands in for a job-array submission (``--from-file``), like :meth:`fake_submit`."""
         first = specs_[0]
         preview = render.render(first, first.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID, specs_)
         self.submitted.append(Submission(list(specs_), folder, folder.name, preview))
-        return [executor.Submitted("slurm", f"{900000 + len(self.submitted)}_{i}") for i in range(len(specs_))]
+        return [Submitted("slurm", f"{900000 + len(self.submitted)}_{i}") for i in range(len(specs_))]
 
     def list_file(self, kind: str, entries: Sequence[str] | None = None) -> Path:
         """A ``--from-file`` list (test-owned; two valid entries unless given)."""
@@ -347,8 +351,9 @@ def sb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(sandbox.run)
-    monkeypatch.setattr(executor, "submit", sandbox.fake_submit)
-    monkeypatch.setattr(executor, "submit_array", sandbox.fake_submit_array, raising=False)
+    for backend in (SlurmBackend, LocalBackend):  # each backend's submission, recorded instead
+        monkeypatch.setattr(backend, "submit", lambda _self, *args: sandbox.fake_submit(*args))
+    monkeypatch.setattr(SlurmBackend, "submit_array", lambda _self, *args: sandbox.fake_submit_array(*args))
     yield sandbox
     sandbox.assert_clean()
 
@@ -389,7 +394,7 @@ def check_script(script: str, folder: Path, *, admin_lines: Sequence[str] = (), 
     assert len(flags) == len(set(flags)), flags
     assert f"#SBATCH --output={folder}/{'%A_%a' if array else '%j'}_0_log.out" in header
     assert ("#SBATCH --array" in flags) == array
-    assert shlex.split(lines[-1]) == render.submit_argv(folder)
+    assert shlex.split(lines[-1]) == folder_layout.submit_argv(folder)
     for line in lines:
         if line not in admin_lines:
             shlex.split(line, comments=True)  # raises on an unbalanced quote

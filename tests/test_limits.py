@@ -114,7 +114,8 @@ def test_partition_config_pending_is_ended(limits_site, monkeypatch):
     enforce partition limits at submit) cannot be produced here: a real job pending over the QOS
     limit is reported with that reason and a 2-CPU node by rewriting only Slurm's answers' text;
     scancel, the DB and everything else are real."""
-    from blackfish_jobs import slurm, tracker
+    from blackfish_jobs import tracking
+    from blackfish_jobs.backends import Backends, slurmcmd
     from blackfish_jobs.store import Database
 
     job = as_job(limits_site.bfjobs("submit", "pull-image", URI, *OVER_QOS, "--json"))
@@ -123,7 +124,7 @@ def test_partition_config_pending_is_ended(limits_site, monkeypatch):
 
     def rewritten(argv: list[str]) -> str:
         asked.append(argv)
-        out = slurm.run(argv)
+        out = slurmcmd.run(argv)
         if argv[0] == "sinfo":  # every node of partition cpu has 2 CPUs
             return "".join(
                 "|".join(f if i != 1 or not line.startswith("cpu|") else "2" for i, f in enumerate(line.split("|")))
@@ -133,7 +134,7 @@ def test_partition_config_pending_is_ended(limits_site, monkeypatch):
         return out.replace("QOSMaxCpuPerJobLimit", "PartitionConfig")
 
     db = Database(None)
-    rows = tracker.wait(db, [job["id"]], runner=rewritten, first_delay=0.5, timeout=60)
+    rows = tracking.wait(db, [job["id"]], backends=Backends(rewritten), first_delay=0.5, timeout=60)
     assert rows[0].state == "CANCELLED"
     assert rows[0].reason == (
         "cannot start: PartitionConfig: needs 4 CPUs per task; the largest node of partition cpu has 2: "

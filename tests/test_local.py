@@ -98,14 +98,15 @@ def test_local_download_model(site, hub):
 
 def test_waiting_for_a_local_job_polls_from_a_fifth_of_a_second(site, monkeypatch):
     """No scheduler is asked about a local job, so its wait starts at 0.2 s and stays under 2 s."""
-    from blackfish_jobs import tracker
+    from blackfish_jobs import tracking
+    from blackfish_jobs.backends.local import LocalBackend
     from blackfish_jobs.store import Database
 
     submitted = site.bfjobs("submit", "pull-image", "docker://alpine:brief", "--json", FAKE_APPTAINER_SLEEP="1")
     job = json_job(submitted.stdout)
     pauses: list[float] = []
-    real_sleep = tracker.time.sleep
-    monkeypatch.setattr(tracker.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
-    [row] = tracker.wait(Database(), [job["id"]], timeout=60)
+    real_sleep = tracking.time.sleep
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    [row] = tracking.wait(Database(), [job["id"]], timeout=60)
     assert row.state == "COMPLETED"
-    assert pauses[0] == tracker.LOCAL_FIRST_DELAY and max(pauses) <= tracker.LOCAL_MAX_DELAY, pauses
+    assert pauses[0] == LocalBackend.FIRST_DELAY and max(pauses) <= LocalBackend.MAX_DELAY, pauses

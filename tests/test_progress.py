@@ -179,7 +179,8 @@ def test_wait_on_a_terminal_updates_one_line_per_job(slurm_site, hub):
 
 def test_only_running_and_ended_jobs_records_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """PENDING jobs are not looked at (a long queue costs no file reads); RUNNING and ended ones are."""
-    from blackfish_jobs import tracker
+    from blackfish_jobs.backends import folder as job_folder
+
     rows = []
     for i, state in enumerate(("PENDING", "RUNNING", "COMPLETED")):
         folder = tmp_path / f"job{i}"
@@ -191,6 +192,6 @@ def test_only_running_and_ended_jobs_records_are_read(tmp_path: Path, monkeypatc
     opened: list[str] = []
     real = progress.read
     monkeypatch.setattr(progress, "read", lambda path: opened.append(Path(path).name) or real(path))
-    found = tracker.read_progress(rows)
+    found = job_folder.read_progress(rows)
     assert sorted(found) == [rows[1].id, rows[2].id] and opened == ["101_0_progress.json", "102_0_progress.json"]
     assert found[rows[1].id]["bytes_done"] == 5 and set(found[rows[1].id]) == {*progress.FIELDS, "final"}

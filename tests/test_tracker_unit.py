@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 from support.rows import insert_rows, job_row
 
-from blackfish_jobs import slurm, tracker
+from blackfish_jobs import tracking
 from blackfish_jobs.api import parse_since
+from blackfish_jobs.backends import Backends, reasons
+from blackfish_jobs.backends import slurmcli as slurm
+from blackfish_jobs.backends.slurm import _end_detail
 from blackfish_jobs.errors import ClusterError
+from blackfish_jobs.states import from_slurm
 from blackfish_jobs.store import Database, JobRow, utcnow
 
 UNREACHABLE = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
@@ -51,7 +55,6 @@ class FakeSlurm:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
-    tracker._NO_ACCOUNTING.clear()
     return Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
 
 
@@ -80,21 +83,21 @@ def test_controller_unreachable_keeps_state_reports_and_wait_gives_up(db, tmp_pa
     row = add_row(db, tmp_path, "101")
     done = add_row(db, tmp_path, "102", result=("success", {"path": "/x.sif"}))
     fake = FakeSlurm(sacct=None, squeue=None)
-    report = tracker.refresh_report(db, [row, done], fake)
+    report = tracking.refresh_report(db, [row, done], Backends(fake))
     assert [r.state for r in report.rows] == ["RUNNING", "COMPLETED"]  # the result file still decides
     assert len(report.problems) == 1 and "Unable to contact slurm controller" in report.problems[0]
     assert db.get(row.id).state == "RUNNING"  # nothing concluded, nothing written
     with pytest.raises(ClusterError, match=r"gave up after 0\.3 s"):
-        tracker.wait(db, [row.id], runner=fake, first_delay=0.05, give_up_after=0.3)
+        tracking.wait(db, [row.id], backends=Backends(fake), first_delay=0.05, give_up_after=0.3)
 
 
 def test_runaway_accounting_record_ends_when_verified(db, tmp_path):
     row = add_row(db, tmp_path, "201")
     fake = FakeSlurm(sacct=[sacct_line(row, "RUNNING")], squeue=[])
-    assert tracker.refresh(db, [row], fake)[0].state == "RUNNING"
+    assert tracking.refresh(db, [row], Backends(fake))[0].state == "RUNNING"
     assert [c[0] for c in fake.calls] == ["sacct"]  # sacct knew it: no squeue on a plain refresh
     fake.calls.clear()
-    rows = tracker.wait(db, [row.id], runner=fake, first_delay=0.01, verify_every=0, timeout=5)
+    rows = tracking.wait(db, [row.id], backends=Backends(fake), first_delay=0.01, verify_every=0, timeout=5)
     assert rows[0].state == "UNKNOWN" and "unclosed accounting record" in rows[0].reason
     assert [c[0] for c in fake.calls] == ["sacct", "squeue"]
 
@@ -111,14 +114,14 @@ def test_node_fail_or_preemption_is_confirmed_with_the_controller(db, tmp_path):
         squeue=[f"251|PENDING|(null)|{later}|Unknown|BeginTime",  # requeued: waiting to start again
                 f"253|PREEMPTED|n1|{epoch(preempted.submitted_at)}|{later}|None"],  # 252: past MinJobAge
     )
-    rows = tracker.refresh(db, [requeued, failed, preempted], fake)
+    rows = tracking.refresh(db, [requeued, failed, preempted], Backends(fake))
     assert [c[0] for c in fake.calls] == ["sacct", "squeue"]  # one call each, whatever the number of jobs
     assert fake.calls[1][-1] == "251,252,253"
     assert (rows[0].state, rows[0].reason) == ("PENDING", "BeginTime")
     assert rows[1].state == "NODE_FAIL" and rows[2].state == "PREEMPTED"
     # the controller unreachable: accounting's word stands, and the problem is reported
     fake = FakeSlurm(sacct=[sacct_line(requeued, "NODE_FAIL", end=utcnow())], squeue=None)
-    report = tracker.refresh_report(db, [db.get(requeued.id)], fake)
+    report = tracking.refresh_report(db, [db.get(requeued.id)], Backends(fake))
     assert report.rows[0].state == "NODE_FAIL" and len(report.problems) == 1
 
 
@@ -126,9 +129,10 @@ def test_completed_without_result_waits_for_a_late_result_file(db, tmp_path):
     row = add_row(db, tmp_path, "301")
     just_now = utcnow() - timedelta(seconds=2)
     fake = FakeSlurm(sacct=[sacct_line(row, "COMPLETED", end=just_now)], squeue=[])
-    assert tracker.refresh(db, [row], fake)[0].state == "RUNNING"  # not FAILED yet: the file may be in flight
+    # not FAILED yet: the file may be in flight
+    assert tracking.refresh(db, [row], Backends(fake))[0].state == "RUNNING"
     fake.sacct = [sacct_line(row, "COMPLETED", end=utcnow() - timedelta(seconds=60))]
-    failed = tracker.refresh(db, [row], fake)[0]
+    failed = tracking.refresh(db, [row], Backends(fake))[0]
     assert failed.state == "FAILED" and "without writing a result" in failed.reason
 
 
@@ -136,36 +140,40 @@ def test_record_of_a_reused_id_is_not_this_job(db, tmp_path):
     row = add_row(db, tmp_path, "401", age=120)
     old = sacct_line(row, "COMPLETED", submit=row.submitted_at - timedelta(days=3))
     fake = FakeSlurm(sacct=[old], squeue=[f"401|RUNNING|n1|{epoch(row.submitted_at)}|NONE|None"])
-    fresh = tracker.refresh(db, [row], fake)[0]
+    fresh = tracking.refresh(db, [row], Backends(fake))[0]
     assert fresh.state == "RUNNING" and [c[0] for c in fake.calls] == ["sacct", "squeue"]
     # a job already UNKNOWN does not adopt a much newer job that reuses its id
     gone = add_row(db, tmp_path, "402", state="UNKNOWN")
     newer = sacct_line(gone, "RUNNING", submit=gone.submitted_at + timedelta(days=1))
     fake = FakeSlurm(sacct=[newer], squeue=[])
-    assert tracker.refresh(db, [gone], fake)[0].state == "UNKNOWN"
+    assert tracking.refresh(db, [gone], Backends(fake))[0].state == "UNKNOWN"
 
 
 def test_vanished_rules(db, tmp_path):
     new = add_row(db, tmp_path, "501", age=5, state="PENDING")
     old = add_row(db, tmp_path, "502", age=600)
     fake = FakeSlurm(sacct=[], squeue=[])
-    rows = tracker.refresh(db, [new, old], fake)
+    rows = tracking.refresh(db, [new, old], Backends(fake))
     assert rows[0].state == "PENDING"  # within the grace period: sacct lag, not gone
     assert rows[1].state == "UNKNOWN" and rows[1].ended_at is not None
-    # accounting disabled: the same conclusion, saying why; asked once per process
-    tracker._NO_ACCOUNTING.clear()
+    # accounting disabled: the same conclusion, saying why; asked once per backend (one per command)
     other = add_row(db, tmp_path, "503", age=600)
     disabled = subprocess.CalledProcessError(1, ["sacct"], "", "sacct: error: Slurm accounting storage is disabled")
 
+    asked: list[str] = []
+
     def runner(argv: list[str]) -> str:
+        asked.append(argv[0])
         if argv[0] == "sacct":
             raise disabled
         return ""
 
+    backends = Backends(runner)  # one per command: what it learned lasts as long
     for _ in range(2):
-        report = tracker.refresh_report(db, [other], runner)
+        report = tracking.refresh_report(db, [other], backends)
     assert report.rows[0].state == "UNKNOWN" and "no accounting" in report.rows[0].reason
     assert report.problems == []
+    assert asked.count("sacct") == 1
 
 
 def test_no_sacct_at_all_is_no_accounting():
@@ -215,7 +223,7 @@ def test_cancel_of_a_pending_job_slurm_then_forgets_is_cancelled(db, tmp_path, a
             return out
 
     fake = Forgetting(sacct=[], squeue=queue)
-    [outcome] = tracker.cancel(db, [row], fake, confirm_s=2)
+    [outcome] = tracking.cancel(db, [row], Backends(fake), confirm_s=2)
     assert outcome.action == "cancelled" and outcome.row.state == "CANCELLED"
     assert outcome.row.reason == "cancelled before it started (Slurm dropped the pending job)"
     assert db.get(row.id).state == "CANCELLED" and db.get(row.id).ended_at is not None
@@ -223,14 +231,14 @@ def test_cancel_of_a_pending_job_slurm_then_forgets_is_cancelled(db, tmp_path, a
 
 
 def test_state_words_and_details():
-    assert tracker.from_slurm("CANCELLED by 0") == "CANCELLED"
-    assert tracker.from_slurm("OUT_OF_ME+") == "OUT_OF_MEMORY"
-    assert tracker.from_slurm("COMPLETING") == "RUNNING"
-    assert tracker.from_slurm("WEIRD_NEW_STATE") == "UNKNOWN"
+    assert from_slurm("CANCELLED by 0") == "CANCELLED"
+    assert from_slurm("OUT_OF_ME+") == "OUT_OF_MEMORY"
+    assert from_slurm("COMPLETING") == "RUNNING"
+    assert from_slurm("WEIRD_NEW_STATE") == "UNKNOWN"
     rec = slurm.Record("1", "FAILED", "n1", None, None, None, "137:0", "sacct")
-    assert tracker._end_detail(rec) == "exit code 137 (128+9 = SIGKILL?)"
+    assert _end_detail(rec) == "exit code 137 (128+9 = SIGKILL?)"
     rec = slurm.Record("1", "CANCELLED by 1000", None, None, None, None, "0:15", "sacct")
-    assert tracker._end_detail(rec) == "by uid 1000, killed by signal 15 = SIGTERM"
+    assert _end_detail(rec) == "by uid 1000, killed by signal 15 = SIGTERM"
 
 
 def test_since_parsing(monkeypatch):
@@ -268,19 +276,59 @@ def test_a_job_that_started_before_the_cancel_is_not_called_cancelled(db, tmp_pa
     for row in (started, stuck):
         db.update(row.id, reason="cannot start: QOSMaxCpuPerJobLimit")
     calls: list[list[str]] = []
-    now = epoch(utcnow())
+    asks = "cpu|bfjobs-small|acct|4|2G|1:00:00|(null)"  # partition, QOS, account, CPUs, memory, time, features
 
     def runner(argv: list[str]) -> str:
         calls.append(argv)
-        if argv[0] == "squeue" and slurm._SQUEUE_FORMAT in argv:
-            return f"901|RUNNING|vm|{now}|N/A|None\n902|CANCELLED|vm|{now}|{now}|QOSMaxCpuPerJobLimit\n"
+        if argv[0] == "squeue" and reasons.JOB_FORMAT in argv:
+            return f"901|RUNNING|{asks}\n902|CANCELLED|{asks}\n"
         return ""
 
     rows = [db.get(started.id), db.get(stuck.id)]
-    ended = tracker.end_unstartable(db, rows, runner)
+    ended = tracking.end_unstartable(db, rows, Backends(runner))
     assert [r.id for r in ended] == [stuck.id]
     assert db.get(stuck.id).state == "CANCELLED"
     assert db.get(stuck.id).reason.startswith("cannot start: QOSMaxCpuPerJobLimit")
     assert db.get(started.id).state == "PENDING"
     [scancel] = [c for c in calls if c[0] == "scancel"]
     assert "--state=PENDING" in scancel
+    assert [c[0] for c in calls].count("squeue") == 1  # one answer: what they ask for, and what became of them
+    assert "QOS bfjobs-small" in db.get(stuck.id).reason  # the advice came from that same answer
+
+
+def test_status_asks_the_controller_only_for_reasons_it_does_not_know(db, tmp_path):
+    """A plain refresh (status) of pending jobs: one sacct; squeue only for a job with no reason
+    known yet or a stored one older than REASON_TTL. wait (reasons=True) always asks."""
+    held = add_row(db, tmp_path, "701", state="PENDING")
+    stuck = add_row(db, tmp_path, "702", state="PENDING")
+    sacct = [sacct_line(held, "PENDING", node="None assigned").rsplit("|", 1)[0] + "|JobHeldUser",
+             sacct_line(stuck, "PENDING", node="None assigned")]
+    queue = [f"702|PENDING|(null)|{epoch(stuck.submitted_at)}|Unknown|QOSMaxCpuPerJobLimit"]
+    fake = FakeSlurm(sacct=sacct, squeue=queue)
+    rows = tracking.refresh(db, [held, stuck], Backends(fake))
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue"] and fake.calls[1][-1] == "702"
+    assert [r.reason for r in rows] == ["JobHeldUser", "cannot start: QOSMaxCpuPerJobLimit"]
+    fake.calls.clear()
+    rows = tracking.refresh(db, tracking.reload(db, [held.id, stuck.id]), Backends(fake))
+    assert [c[0] for c in fake.calls] == ["sacct"]  # both reasons known and recent: no squeue
+    assert [r.reason for r in rows] == ["JobHeldUser", "cannot start: QOSMaxCpuPerJobLimit"]
+    fake.calls.clear()
+    report = tracking.refresh_report(db, tracking.reload(db, [stuck.id]), Backends(fake), reasons=True)
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue"] and report.reason_seen == {stuck.id}
+    # a stored reason older than REASON_TTL is asked again, and stamped when confirmed
+    db.update(stuck.id, updated_at=utcnow() - timedelta(minutes=6))
+    fake.calls.clear()
+    [row] = tracking.refresh(db, tracking.reload(db, [stuck.id]), Backends(fake))
+    assert row.reason == "cannot start: QOSMaxCpuPerJobLimit"
+    assert [c[0] for c in fake.calls] == ["sacct", "squeue"]
+    assert utcnow() - db.get(stuck.id).updated_at < timedelta(minutes=1)
+
+
+def test_a_stale_mark_during_a_controller_outage_is_no_second_sighting(db, tmp_path):
+    """wait ends a job that cannot start only on two sightings the controller itself gave: a row
+    left marked while Slurm is unreachable must not make wait cancel it (or fail on scancel)."""
+    row = add_row(db, tmp_path, "751", state="PENDING")
+    db.update(row.id, reason="cannot start: QOSMaxCpuPerJobLimit")
+    fake = FakeSlurm(sacct=None, squeue=None)
+    rows = tracking.wait(db, [row.id], backends=Backends(fake), first_delay=0.01, timeout=0.3, give_up_after=60)
+    assert rows[0].state == "PENDING" and "scancel" not in [c[0] for c in fake.calls]

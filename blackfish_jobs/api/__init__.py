@@ -13,8 +13,9 @@ imports it for every command, ``bfjobs --help`` and ``bfjobs list`` included.
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..constants import KINDS, STATES, colour_wanted, debug_env
-from .client import SLURM_OPTIONS, Client, artefact_in_place, native_name, parse_since
+from ..constants import KINDS, colour_wanted, debug_env
+from ..states import NAMES as STATES
+from .client import SLURM_OPTIONS, Client, artefact_in_place, native_column, native_name, parse_since
 from .results import (
     JSON_VERSION,
     CancelResult,
@@ -80,6 +81,7 @@ __all__ = [
     "finding_json",
     "human_bytes",
     "job_json",
+    "native_column",
     "native_name",
     "outcome_message",
     "parse_since",

@@ -31,6 +31,7 @@ from .results import (
 
 if TYPE_CHECKING:
     from .. import config
+    from ..backends import Backends
     from ..specs import JobSpec
     from ..store import Database, JobRow
 
@@ -49,9 +50,21 @@ class Client:
     """bfjobs as a library. ``db_url``: the job store (default: ``BFJOBS_DB_URL``, else Blackfish's
     app.sqlite); ``db``: an already opened store instead. The store is opened on first use."""
 
-    def __init__(self, db_url: str | None = None, *, db: Database | None = None) -> None:
+    def __init__(
+        self, db_url: str | None = None, *, db: Database | None = None, backends: Backends | None = None
+    ) -> None:
         self.db_url = db_url
         self._db = db
+        self._backends = backends
+
+    @property
+    def backends(self) -> Backends:
+        """The backends of this client (one per command: a prestarted ``sacct``, Slurm's memo)."""
+        if self._backends is None:
+            from ..backends import Backends
+
+            self._backends = Backends()
+        return self._backends
 
     @property
     def db(self) -> Database:
@@ -221,21 +234,22 @@ class Client:
 
     def progress(self, rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
         """Progress records by job id (running jobs' latest figures, ended jobs' final ones)."""
-        from .. import tracker
+        from ..backends import folder
 
-        return tracker.read_progress(rows)
+        return folder.read_progress(rows)
 
     def status(self, job_ids: Sequence[str] = (), *, profile: str | None = None) -> JobsResult:
         """Refresh and report jobs (the given ones, or every unfinished one) with one Slurm query;
         fails (ClusterError) if Slurm could not be asked about some job."""
-        from .. import tracker
+        from .. import tracking
+        from ..backends import folder
 
         self.check_profile(profile)
         rows = self.resolve(job_ids) if job_ids else self.db.unfinished()
         if profile:
             rows = [r for r in rows if r.profile == profile]
-        report = tracker.refresh_report(self.db, rows)
-        return JobsResult(report.rows, progress=tracker.read_progress(report.rows), problems=report.problems)
+        report = tracking.refresh_report(self.db, rows, self.backends)
+        return JobsResult(report.rows, progress=folder.read_progress(report.rows), problems=report.problems)
 
     def list_jobs(
         self,
@@ -252,9 +266,9 @@ class Client:
         self.check_profile(profile)
         problems: list[str] = []
         if refresh:
-            from .. import tracker
+            from .. import tracking
 
-            problems = tracker.refresh_report(self.db, self.db.unfinished()).problems
+            problems = tracking.refresh_report(self.db, self.db.unfinished(), self.backends).problems
         if isinstance(since, str):
             since = parse_since(since)
         rows = self.db.listing(states=[s.upper() for s in states], kind=kind, profile=profile, since=since, limit=limit)
@@ -268,20 +282,23 @@ class Client:
         return self._wait([r.id for r in self.resolve(job_ids)], timeout, on_tick)
 
     def _wait(self, ids: Sequence[str], timeout: float | None, on_tick: OnTick | None) -> JobsResult:
-        from .. import tracker
+        from .. import tracking
+        from ..backends import folder
+        from ..states import COMPLETED
 
-        rows = tracker.wait(self.db, ids, timeout=timeout, on_tick=on_tick)
-        bad = [r for r in rows if r.state != tracker.COMPLETED or not artefact_in_place(r)]
+        rows = tracking.wait(self.db, ids, timeout=timeout, on_tick=on_tick, backends=self.backends)
+        bad = [r for r in rows if r.state != COMPLETED or not artefact_in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
-        return JobsResult(rows, progress=tracker.read_progress(rows), error=error)
+        return JobsResult(rows, progress=folder.read_progress(rows), error=error)
 
     def cancel(self, job_ids: Sequence[str]) -> CancelResult:
         """Cancel jobs: one scancel for all Slurm jobs, SIGTERM for local ones; fails if Slurm
         refused a job that has not ended."""
-        from .. import tracker
+        from .. import tracking
+        from ..states import ENDED
 
-        outcomes = tracker.cancel(self.db, self.resolve(job_ids))
-        refused = [o for o in outcomes if o.action == "refused" and o.row.state not in tracker.ENDED]
+        outcomes = tracking.cancel(self.db, self.resolve(job_ids), self.backends)
+        refused = [o for o in outcomes if o.action == "refused" and o.row.state not in ENDED]
         error = None
         if refused:
             error = ClusterError(f"{len(refused)} job(s) not cancelled: {refused[0].row.id}: {refused[0].message}")
@@ -295,16 +312,18 @@ class Client:
     def logs(self, job_id: str, out: BinaryIO, *, stderr: bool = False, follow: bool = False) -> LogsResult:
         """Write a job's stdout (``stderr``: its stderr) log to ``out``; with ``follow`` until the job
         ends, and then succeed only if it COMPLETED (as ``wait``)."""
-        from .. import joblogs, tracker
+        from .. import joblogs
+        from ..backends import folder
+        from ..states import COMPLETED
 
         stream = "err" if stderr else "out"
-        row = joblogs.show(self.db, self.db.resolve(job_id), stream, out, follow=follow)
+        row = joblogs.show(self.db, self.db.resolve(job_id), stream, out, follow=follow, backends=self.backends)
         why = f" ({row.reason})" if row.reason else ""
         if follow:
-            if row.state != tracker.COMPLETED:  # a script following a job learns how it ended
+            if row.state != COMPLETED:  # a script following a job learns how it ended
                 return LogsResult(row, error=JobFailed(f"job {row.id} ended: {row.state}{why}"))
             return LogsResult(row, notice=f"bfjobs: job {row.id} ended: {row.state}{why}")
-        log = tracker.log_path(row, stream)
+        log = folder.log_path(row, stream)
         if log is not None and not log.exists():  # not started: say so rather than print nothing
             return LogsResult(row, notice=f"bfjobs: job {row.id} is {row.state}{why}: no log yet")
         return LogsResult(row)
@@ -313,10 +332,10 @@ class Client:
 
     def sync(self) -> SyncResult:
         """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
-        from .. import tracker
+        from .. import tracking
         from ..store import blackfish as registry
 
-        tracker.refresh(self.db, self.db.unfinished())
+        tracking.refresh(self.db, self.db.unfinished(), self.backends)
         registered, waiting = registry.sync(self.db)
         registry.unregistered.clear()  # the notice below counts the ones the refresh saw complete
         notice = None
@@ -391,27 +410,36 @@ def artefact_in_place(row: JobRow) -> bool:
     return os.path.exists(row.target)
 
 
+def native_column(row: JobRow) -> str:
+    """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``, ``-``."""
+    from .. import backends
+
+    return backends.column(row)
+
+
 def native_name(row: JobRow) -> str:
     """The scheduler's name for a job in messages: ``Slurm job N`` or ``local pid N``."""
-    return f"Slurm job {row.native_id}" if row.backend == "slurm" else f"local pid {row.native_id}"
+    from .. import backends
+
+    return backends.describe(row)
 
 
 def not_ok_message(rows: Sequence[JobRow], bad: Sequence[JobRow], timeout: float | None) -> str:
     """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
-    from .. import reasons, tracker
+    from ..states import CANCELLED, COMPLETED, ENDED, cannot_start
 
     first = bad[0]
-    if first.state not in tracker.ENDED:
-        still = sum(r.state not in tracker.ENDED for r in rows)
+    if first.state not in ENDED:
+        still = sum(r.state not in ENDED for r in rows)
         return (
             f"timed out after {timeout or 0:g} s: {still} of {len(rows)} job(s) not finished: "
             f"{first.id} is {first.state}"
         )
-    if first.state == tracker.CANCELLED and reasons.marked(first.reason):  # wait cancelled it
+    if first.state == CANCELLED and cannot_start(first.reason):  # wait cancelled it
         count = f"{len(bad)} of {len(rows)} job(s) did not complete: " if len(rows) > 1 else ""
         return f"{count}job {first.id} ({native_name(first)}) {first.reason}; it was cancelled"
     why = f" ({first.reason})" if first.reason else ""
-    if first.state == tracker.COMPLETED:
+    if first.state == COMPLETED:
         why = f" but its {first.kind} artefact is not in place ({first.target})"
     return f"{len(bad)} of {len(rows)} job(s) did not complete: {first.id} is {first.state}{why}"
 

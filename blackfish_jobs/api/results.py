@@ -50,8 +50,10 @@ def _result_json(result: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: bool = False) -> dict[str, Any]:
     """One job in the shared shape (see docs/json.md)."""
+    from .. import backends
+
     native = row.native_id
-    slurm = row.backend == "slurm"
+    slurm = backends.runs_arrays(row)
     log = f"{row.folder}/{native}_0_log." if native else None
     return {
         "id": row.id,
@@ -61,8 +63,7 @@ def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: 
         "reason": row.reason,
         "profile": row.profile,
         "backend": row.backend,
-        "slurm_job_id": native if slurm else None,
-        "local_pid": int(native) if not slurm and native else None,
+        **backends.id_fields(row),
         "array_index": _array_index(native) if slurm else None,
         "target": row.target,
         "request": row.request,
@@ -293,7 +294,9 @@ def outcome_message(outcome: Outcome, label: str) -> str:
 
     if isinstance(outcome, AlreadyPresent | InFlight):
         return outcome.describe()
-    native = f"Slurm job {outcome.native_id}" if outcome.backend == "slurm" else f"local pid {outcome.native_id}"
+    from .. import backends
+
+    native = backends.describe(outcome)
     message = f"submitted {outcome.id} ({native}): {label}"
     if outcome.request.get("commit"):
         message += f" (commit {outcome.request['commit']})"

@@ -1,7 +1,7 @@
 """Submitting: triage (present, in flight), hub pinning, job folders, arrays; used by :class:`api.Client`.
 
 Data flows one way: a validated :mod:`specs` request is rendered (:mod:`render`), submitted
-(:mod:`executor`), recorded (:mod:`db`) and later refreshed (:mod:`tracker`).
+(:mod:`backends`), recorded (:mod:`store`) and later refreshed (:mod:`tracking`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from .. import constants, layout, render
 from ..errors import HubRefused
 from ..node.requests import DownloadModel, PullImage
 from ..specs import JobSpec
+from ..states import FINISHED
 from ..store import Database, JobRow, utcnow
-from ..tracker import PENDING, RUNNING
 
 if TYPE_CHECKING:
-    from ..executor import Submitted
+    from ..backends.base import Submitted
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,9 @@ class InFlight:
     row: JobRow
 
     def describe(self) -> str:
-        native = f"Slurm job {self.row.native_id}" if self.row.backend == "slurm" else f"pid {self.row.native_id}"
+        from ..backends import describe
+
+        native = describe(self.row).removeprefix("local ")
         return f"already in flight: job {self.row.id} ({native}, {self.row.state}) for {self.row.target}"
 
 
@@ -139,13 +141,12 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     """
     if not specs:
         return {}
-    from .. import tracker
-    from ..constants import FINISHED_STATES
+    from .. import tracking
 
     rows = db.unfinished(targets=sorted({str(s.target) for s in specs}))
     if not rows:
         return {}
-    live = [r for r in tracker.refresh(db, rows) if r.state not in FINISHED_STATES]
+    live = [r for r in tracking.refresh(db, rows) if r.state not in FINISHED]
     found: dict[int, JobRow] = {}
     for index, spec in enumerate(specs):
         if spec.task.force:
@@ -203,23 +204,11 @@ def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None
     return outcomes, todo
 
 
-#: What submitting to Slurm needs on PATH: sbatch submits, submitit's SlurmExecutor requires srun.
-SLURM_CLIENTS = ("sbatch", "srun")
-
-
 def require_slurm_clients(spec: JobSpec) -> None:
-    """A Slurm profile on a host without Slurm's commands: one clear line (exit 2), nothing written."""
-    if not spec.profile.is_slurm:
-        return
-    missing = [command for command in SLURM_CLIENTS if constants.which(command) is None]
-    if missing:
-        from ..errors import ConfigError
+    """A profile whose backend needs commands this host lacks: one clear line (exit 2), nothing written."""
+    from .. import backends
 
-        raise ConfigError(
-            f"profile {spec.profile.name!r} submits to Slurm, but {' and '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not on PATH: run bfjobs on a login node of the "
-            "cluster (or load its Slurm module), or choose a local profile"
-        )
+    backends.for_profile(spec.profile).require_clients(spec)
 
 
 def preview_plan(
@@ -331,13 +320,13 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
         profile=spec.profile.name,
         backend=submitted.backend,
         native_id=submitted.native_id,
-        state=PENDING if submitted.backend == "slurm" else RUNNING,
+        state=submitted.state,
         reason=None,
         folder=str(folder),
         target=str(spec.target),
         request=spec.request_record(),
         result=None,
-        node=None if submitted.backend == "slurm" else "localhost",
+        node=submitted.node,
         user=_user(),
         submitted_at=now,
         ended_at=None,
@@ -350,7 +339,10 @@ def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tup
     only once the script renders (a broken site template is refused before anything is written)."""
     job_id = new_id()
     folder = spec.profile.jobs_dir / job_id
-    script = render.render(spec, folder, job_id, elements) if spec.profile.is_slurm else None
+    from .. import backends
+
+    backend = backends.for_profile(spec.profile)
+    script = backend.render(render.render, spec, folder, job_id, elements) if backend.uses_script else None
     folder.mkdir(parents=True, exist_ok=False)
     return job_id, folder, script
 
@@ -372,11 +364,11 @@ def submit(db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore) -
 
 def _submit_one(db: Database, spec: JobSpec) -> JobRow:
     """Submit a spec already triaged (not present, not in flight) and record it."""
-    from .. import executor
+    from .. import backends
 
     job_id, folder, script = _new_folder(spec)
     try:
-        submitted, _job = executor.submit(spec, folder, script)
+        submitted = backends.for_profile(spec.profile).submit(spec, folder, script)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
         raise
@@ -404,9 +396,10 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
     for index, spec in zip(todo, pin_revisions([specs[i] for i in todo], note), strict=True):
         specs[index] = spec
     db.migrate()
-    from .. import executor
+    from .. import backends
 
-    if not specs[0].profile.is_slurm:
+    backend = backends.for_profile(specs[0].profile)
+    if not backend.submits_arrays:
         for index in todo:  # triaged together above: each is submitted as it is
             outcomes[index] = _submit_one(db, specs[index])
         return [o for o in outcomes if o is not None]
@@ -415,7 +408,7 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
         _array_id, folder, script = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
         assert script is not None  # arrays are Slurm's
         try:
-            submitted = executor.submit_array([specs[i] for i in chunk], folder, script)
+            submitted = backend.submit_array([specs[i] for i in chunk], folder, script)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -93,7 +93,7 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     Jobs are rendered from Jinja templates, submitted and tracked with submitit, and their
     results land in Blackfish's shared caches and app database.
     """
-    client = Client(db_url)
+    client = Client(db_url, backends=click_ctx.obj)  # main()'s backends (a prestarted sacct), if any
     click_ctx.obj = client
 
     def unregistered() -> None:
@@ -104,6 +104,7 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     click_ctx.call_on_close(unregistered)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs")
+def main(argv: Sequence[str] | None = None, backends: object = None) -> None:
+    """Console-script entry point; ``backends``: the entry's (holding a prestarted ``sacct``), passed
+    through to the :class:`~blackfish_jobs.api.Client` unopened."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", obj=backends)

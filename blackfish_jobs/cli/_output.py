@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from ..api import colour_wanted, describe_progress, human_bytes, native_name
+from ..api import colour_wanted, describe_progress, human_bytes, native_column, native_name
 
 if TYPE_CHECKING:
     from ..api import JobRow, Result
@@ -33,9 +33,7 @@ _SECOND = timedelta(seconds=1)
 
 def native(row: JobRow) -> str:
     """The scheduler's id for the SLURM ID column: the Slurm job id, or ``pid N`` for local jobs."""
-    if row.backend == "slurm":
-        return row.native_id or "-"
-    return f"pid {row.native_id}" if row.native_id else "-"
+    return native_column(row)
 
 
 @functools.lru_cache(maxsize=4096)  # the 1,000 rows of a status share a few submit times (arrays, --from-file)
@@ -51,7 +49,7 @@ def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | N
     """One job's cells; a RUNNING job with a progress ``record`` shows it in the STATE cell."""
     target = row.target.rsplit("/", 1)[-1] if short_target else row.target
     reason = " ".join(row.reason.split()) if row.reason else ""
-    scheduler_id = (row.native_id or "-") if row.backend == "slurm" else native(row)  # native(), inlined for 1,000 rows
+    scheduler_id = native_column(row)
     state = row.state
     if record is not None and state == "RUNNING":
         state = f"{state} ({describe_progress(record)})"
@@ -68,7 +66,7 @@ def plain_lines(
     """A header and one aligned line per job; the reason (free text) comes last, unpadded.
 
     ``colour``: the header bold and each state in its ANSI colour (widths are those of the text).
-    ``progress``: records by job id (see :func:`tracker.read_progress`), shown for RUNNING jobs.
+    ``progress``: records by job id (see :meth:`blackfish_jobs.api.Client.progress`), shown for RUNNING jobs.
     """
     records = progress or {}
     table = [COLUMNS, *(cells(r, short_target=short_target, record=records.get(r.id)) for r in rows)]

@@ -19,11 +19,12 @@ from typing import Any
 
 from .. import constants
 from ..errors import BadInput, JobNotFound, show
+from ..states import FINISHED
 from . import schema
 from .rows import COLUMNS, JobRow, from_records, to_sql, utcnow
 
 JOBS = constants.JOBS_TABLE
-UNFINISHED = f"state NOT IN ({', '.join(repr(s) for s in sorted(constants.FINISHED_STATES))})"
+UNFINISHED = f"state NOT IN ({', '.join(repr(s) for s in sorted(s.value for s in FINISHED))})"
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS}"
 #: Ids per ``IN (...)``: old SQLite builds allow 999 parameters per statement.
 _CHUNK = 500
@@ -297,6 +298,5 @@ def _candidates(rows: Sequence[JobRow]) -> str:
     """Jobs named in one line: id, Slurm id or pid, submit time; the first :data:`_SHOWN`."""
     shown = []
     for row in rows[:_SHOWN]:
-        native = f"Slurm job {row.native_id}" if row.backend == "slurm" else f"pid {row.native_id}"
-        shown.append(f"{row.id} ({native}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
+        shown.append(f"{row.id} ({row.backend} {row.native_id}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
     return ", ".join(shown) + (" and more" if len(rows) > _SHOWN else "")

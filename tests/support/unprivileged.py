@@ -27,9 +27,9 @@ def copy_bfjobs_for_nobody() -> Path:
     lib.mkdir()
     # the top-level packages bfjobs imports, copied where nobody can read them
     code = (
-        "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.executor, blackfish_jobs.node.download, "
-        "blackfish_jobs.node.pull, blackfish_jobs.tracker, blackfish_jobs.store.blackfish, alembic.command, "
-        "alembic.config, "
+        "import sys, blackfish_jobs.cli, blackfish_jobs.api, blackfish_jobs.backends.executors, "
+        "blackfish_jobs.backends.slurm, blackfish_jobs.node.download, blackfish_jobs.node.pull, "
+        "blackfish_jobs.tracking, blackfish_jobs.store.blackfish, alembic.command, alembic.config, "
         "jinja2, submitit, sqlalchemy.dialects.sqlite, mako.template\n"
         "import os\n"
         "seen = set()\n"

@@ -12,19 +12,19 @@ maintenance), ``PartitionNodeLimit`` (nodes down), ``PartitionDown``/``Partition
 limit (``AssocGrp*``, ``QOSGrp*``, ``QOSMaxJobsPerUserLimit``, ``MaxCpuPerAccount``, …), which
 clear as other jobs end. Unknown reasons (a newer Slurm) keep waiting too.
 
-The advice (:func:`explain`) asks Slurm at most three questions, once for all such jobs, and only
-on this rare path: ``squeue`` for what the jobs ask, ``sinfo`` for the partitions' nodes, and
-``sacctmgr`` for the QOS limits.
+The advice (:func:`explain`) needs at most three answers, once for all such jobs, and only on this
+rare path: ``squeue`` for what the jobs ask (:func:`ask_jobs`, the same answer that tells which
+were cancelled), ``sinfo`` for the partitions' nodes, and ``sacctmgr`` for the QOS limits.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
-#: What ``status``/``list`` and the DB say of such a job: ``cannot start: <Slurm's reason>``.
-PREFIX = "cannot start: "
+from ..states import reason_word
+from .slurmcmd import Runner
 
 #: The request exceeds what the partition's nodes or limits offer (FAIL_BAD_CONSTRAINTS,
 #: WAIT_PART_TIME_LIMIT, WAIT_PART_CONFIG, WAIT_PN_MEM_LIMIT).
@@ -64,29 +64,16 @@ _DEPENDENCY = frozenset({"DependencyNeverSatisfied"})
 
 NEVER_CLEARS = _PARTITION | _ACCESS | _QOS | _ASSOC | _DEPENDENCY
 
-Runner = Callable[[list[str]], str]
-
-
-def word(reason: str | None) -> str:
-    """Slurm's reason name without its details: ``ReqNodeNotAvail, UnavailableNodes:n1`` → ``ReqNodeNotAvail``."""
-    return re.split(r"[\s,(]", (reason or "").strip(), maxsplit=1)[0]
-
 
 def never_clears(reason: str | None) -> bool:
     """Can a job pending for this reason never start without the cluster being changed?"""
-    return word(reason) in NEVER_CLEARS
-
-
-def marked(reason: str | None) -> str | None:
-    """Slurm's reason if ``reason`` is a :data:`PREFIX` mark (as stored for a pending job), else None."""
-    if reason and reason.startswith(PREFIX):
-        return word(reason[len(PREFIX) :]) or None
-    return None
+    return reason_word(reason) in NEVER_CLEARS
 
 
 # ------------------------------------------------------------------------ advice
 
-_JOB_FORMAT = "%i|%P|%q|%a|%c|%m|%l|%f"
+#: ``squeue`` fields of :func:`ask_jobs`: the job's state, then what it asks for.
+JOB_FORMAT = "%i|%T|%P|%q|%a|%c|%m|%l|%f"
 _NODE_FORMAT = "%R|%c|%m|%f|%l|%B"
 _QOS_FORMAT = "Name,MaxTRESPerJob,MaxTRESPerNode,MaxWall,MinTRESPerJob"
 _UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -118,18 +105,18 @@ def _size(mb: float) -> str:
     return f"{mb / 1024:g}G" if mb >= 1024 and mb % 1024 == 0 else f"{mb:g}M"
 
 
-class _Job:
-    """What one pending job asks for, from ``squeue``."""
+class Job:
+    """One job as :func:`ask_jobs` found it: its state, and what it asks for."""
 
     def __init__(self, fields: list[str]) -> None:
-        fields = (fields + [""] * 8)[:8]
-        _id, self.partition, self.qos, self.account, cpus, mem, self.time, features = fields
+        fields = (fields + [""] * 9)[:9]
+        _id, self.state, self.partition, self.qos, self.account, cpus, mem, self.time, features = fields
         self.cpus = _int(cpus)
         self.mem = _mb(mem)
         self.features = "" if features in ("", "(null)") else features
 
 
-def _partition_advice(job: _Job, reason: str, nodes: list[list[str]]) -> str:
+def _partition_advice(job: Job, reason: str, nodes: list[list[str]]) -> str:
     part = job.partition or "?"
     mine = [n for n in nodes if len(n) >= 6 and n[0] == part]
     change = "or choose another partition"
@@ -158,7 +145,7 @@ def _partition_advice(job: _Job, reason: str, nodes: list[list[str]]) -> str:
     return f"the request exceeds what partition {part} allows: lower --cpus-per-task, --mem or --time {change}"
 
 
-def _qos_advice(job: _Job, qos: dict[str, list[str]]) -> str:
+def _qos_advice(job: Job, qos: dict[str, list[str]]) -> str:
     name = job.qos or "?"
     limits = qos.get(name)
     said = ""
@@ -171,7 +158,7 @@ def _qos_advice(job: _Job, qos: dict[str, list[str]]) -> str:
     return f"over a per-job limit of QOS {name}{said}; {asked}: {change}"
 
 
-def _advice(job: _Job | None, reason: str, nodes: list[list[str]], qos: dict[str, list[str]]) -> str:
+def _advice(job: Job | None, reason: str, nodes: list[list[str]], qos: dict[str, list[str]]) -> str:
     if job is None:
         return "Slurm will never start it as asked: change the request"
     if reason in _PARTITION:
@@ -189,20 +176,35 @@ def _advice(job: _Job | None, reason: str, nodes: list[list[str]], qos: dict[str
     return "a dependency that can never be satisfied: submit again without it"
 
 
-def explain(jobs: Sequence[tuple[str, str]], runner: Runner) -> dict[str, str]:
-    """``{slurm id: what to change}`` for ``(slurm id, Slurm reason)`` pairs: one ``squeue``, and
-    one ``sinfo`` and one ``sacctmgr`` only if some reason needs them."""
-    ids = sorted({i for i, _ in jobs})
-    if not ids:
+def ask_jobs(ids: Sequence[str], runner: Runner) -> dict[str, Job] | None:
+    """One ``squeue -t all`` for these jobs' states and requests; None if the controller cannot say."""
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
         return {}
-    rows = _ask(runner, ["squeue", "-h", "-r", "-t", "all", "-o", _JOB_FORMAT, "-j", ",".join(ids)])
-    asked = {r[0]: _Job(r) for r in rows if r}
-    wanted = {word(r) for _, r in jobs}
+    argv = ["squeue", "-h", "-r", "-t", "all", "-o", JOB_FORMAT, "-j", ",".join(wanted)]
+    try:
+        out = runner(argv)
+    except subprocess.CalledProcessError as exc:
+        if "invalid job id" in str(exc.stderr or "").lower():  # the only id asked about is gone: an answer
+            return {}
+        return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[f.strip() for f in line.split("|")] for line in out.splitlines() if line.strip()]
+    return {r[0]: Job(r) for r in rows if r and r[0]}
+
+
+def explain(jobs: Sequence[tuple[str, str]], asked: Mapping[str, Job], runner: Runner) -> dict[str, str]:
+    """``{slurm id: what to change}`` for ``(slurm id, Slurm reason)`` pairs, from ``asked``
+    (:func:`ask_jobs`' answer); one ``sinfo`` and one ``sacctmgr`` only if some reason needs them."""
+    if not jobs:
+        return {}
+    wanted = {reason_word(r) for _, r in jobs}
     nodes = _ask(runner, ["sinfo", "-h", "-N", "-o", _NODE_FORMAT]) if wanted & _PARTITION else []
     qos: dict[str, list[str]] = {}
-    names = sorted({j.qos for i, r in jobs if word(r) in _QOS and (j := asked.get(i)) and j.qos})
+    names = sorted({j.qos for i, r in jobs if reason_word(r) in _QOS and (j := asked.get(i)) and j.qos})
     if names:
         argv = ["sacctmgr", "-n", "-P", "show", "qos", "where", f"name={','.join(names)}", f"format={_QOS_FORMAT}"]
         found = _ask(runner, argv)
         qos = {r[0]: r for r in found if r}
-    return {i: _advice(asked.get(i), word(r), nodes, qos) for i, r in jobs}
+    return {i: _advice(asked.get(i), reason_word(r), nodes, qos) for i, r in jobs}

@@ -1,4 +1,6 @@
-"""Submission through submitit: Slurm with our Jinja script, or a detached local process.
+"""submitit's executors as bfjobs submits with them: Slurm with our Jinja script, or a detached local process.
+
+Imported only when something is submitted (submitit costs ~45 ms to import).
 
 :class:`TemplatedSlurmExecutor` keeps everything submitit does (pickling the task, reading the
 job id, result files, re-attaching from any process) and only replaces the sbatch text with the
@@ -9,28 +11,30 @@ rendered template. :class:`DetachedLocalExecutor` runs the same task without Slu
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 from submitit.core import utils as submitit_utils
 from submitit.local import local as submitit_local
 
-from . import render
-from .errors import ClusterError
-from .node import download, pull
-from .specs import JobSpec
+from ..errors import ClusterError
+from ..node import download, pull
+from . import folder as folder_layout
 
-_TASKS = {"pull-image": pull.pull_image, "download-model": download.download_model}
+if TYPE_CHECKING:
+    from ..specs import JobSpec
+
+#: The task each kind runs on the node.
+TASKS = {"pull-image": pull.pull_image, "download-model": download.download_model}
 
 
 def minutes(slurm_time: str | None, default: float = 120.0) -> float:
@@ -56,14 +60,6 @@ def minutes(slurm_time: str | None, default: float = 120.0) -> float:
     return days * 1440 + hours * 60 + mins + secs / 60
 
 
-@dataclass(frozen=True)
-class Submitted:
-    """What the backend tells us about a job it accepted."""
-
-    backend: str  # "slurm" or "local"
-    native_id: str  # Slurm job id, or the local controller's pid
-
-
 class TemplatedSlurmExecutor(submitit.SlurmExecutor):
     """A SlurmExecutor whose sbatch script is the rendered bfjobs template (``script``, rendered
     once by the caller before the job folder was created).
@@ -82,8 +78,8 @@ class TemplatedSlurmExecutor(submitit.SlurmExecutor):
         self.parameters["time"] = int(minutes(spec.settings.time))
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
-        expected = str(render.argv(render.submit_argv(Path(self.folder))))
-        if command != expected:  # submitit changed how it builds the command: fail loudly
+        expected = folder_layout.submit_argv(Path(self.folder))
+        if shlex.split(command) != expected:  # submitit changed how it builds the command: fail loudly
             raise ClusterError(f"unexpected submitit command {command!r}; expected {expected!r}")
         return self._script
 
@@ -150,7 +146,7 @@ _SBATCH_ERROR = re.compile(r"sbatch: error: (.*)")
 
 
 @contextlib.contextmanager
-def _submission_errors(what: str) -> Iterator[None]:
+def submission_errors(what: str) -> Iterator[None]:
     """sbatch's refusal (or a failure to run it) as one ClusterError line; submitit prints
     sbatch's stderr itself on failure, so its stderr is held back and reported once."""
     try:
@@ -160,35 +156,6 @@ def _submission_errors(what: str) -> Iterator[None]:
         raise ClusterError(_refusal(what, str(exc))) from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ClusterError(f"could not submit {what}: {exc}") from None
-
-
-def submit_array(specs: Sequence[JobSpec], folder: Path, script: str) -> list[Submitted]:
-    """Submit ``specs`` (same kind and profile) as ONE Slurm job array: one sbatch call.
-
-    Element ``i`` is Slurm job ``<array id>_<i>``; each has its own submitted pickle and result
-    file in ``folder``, so every element is tracked exactly like a single job.
-    """
-    fn = _TASKS[specs[0].kind]
-    executor = TemplatedSlurmExecutor(folder, specs[0], script, elements=specs)
-    with _submission_errors("the job array"):
-        jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
-    return [Submitted("slurm", str(job.job_id)) for job in jobs]
-
-
-def submit(spec: JobSpec, folder: Path, script: str | None) -> tuple[Submitted, Any]:
-    """Submit ``spec``'s task (``script``: its rendered sbatch text; None for a local job);
-    returns what we record plus the live submitit job object."""
-    fn = _TASKS[spec.kind]
-    if spec.profile.is_slurm:
-        if script is None:
-            raise ClusterError("internal: a Slurm job needs its rendered script")
-        executor: submitit.core.core.PicklingExecutor = TemplatedSlurmExecutor(folder, spec, script)
-    else:
-        executor = DetachedLocalExecutor(folder=folder, max_num_timeout=0)
-        executor.update_parameters(timeout_min=minutes(spec.settings.time))
-    with _submission_errors("the job"):
-        job = executor.submit(fn, spec.task)
-    return Submitted("slurm" if spec.profile.is_slurm else "local", str(job.job_id)), job
 
 
 _UNREACHABLE = re.compile(r"unable to contact slurm controller", re.IGNORECASE)
@@ -202,9 +169,9 @@ def _refusal(what: str, text: str) -> str:
     if _UNREACHABLE.search(text):
         return f"could not submit {what}: the Slurm controller is unreachable (sbatch: {message}); nothing submitted"
     if _BAD_PARTITION.search(text):
-        from . import slurm
+        from . import slurmcli
 
-        valid = slurm.partitions()
+        valid = slurmcli.partitions()
         if valid:
             message += f" (partitions here: {', '.join(valid)})"
     return f"sbatch refused {what}: {message}"

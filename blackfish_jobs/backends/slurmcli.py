@@ -5,7 +5,7 @@ all the jobs of one refresh at once and makes a single call. Times are read as e
 (``SLURM_TIME_FORMAT=%s``) and the ``sacct -S`` bound is written in the local time zone that
 ``sacct`` itself uses: a UTC string there would point hours into the future west of Greenwich.
 
-The command lines and the processes themselves are :mod:`slurmcmd`'s (``bfjobs status`` starts
+The command lines and the processes themselves are :mod:`.slurmcmd`'s (``bfjobs status`` starts
 its ``sacct`` call there before this module is imported).
 """
 
@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from .slurmcmd import CLOCK_SKEW, run, sacct_argv, sacct_since
+from .slurmcmd import Runner, run, sacct_argv
 from .slurmcmd import job_ids as _job_ids
-
-__all__ = ["CLOCK_SKEW", "run", "sacct_argv", "sacct_since"]  # what the tracker reaches through here
-
-#: ``(argv) -> stdout``; raises OSError or subprocess.SubprocessError when the call fails.
-Runner = Callable[[list[str]], str]
 
 _SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
 # "123", an array element "123_4", or pending elements still folded together "123_[5-9%2]"

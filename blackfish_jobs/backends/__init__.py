@@ -1,0 +1,121 @@
+"""Where jobs run: one :class:`~.base.Backend` interface, the Slurm and local implementations.
+
+:func:`backend_class` is the only place a backend's name (a profile's ``schema``, a job's
+``backend`` column) is mapped to code; a new backend is a new module and a line there.
+:class:`Backends` holds one instance per name for one command, so what an instance learns (the
+Slurm backend: a prestarted ``sacct``, a site without accounting) lasts exactly that long.
+
+Importing this package is cheap (``bfjobs status`` imports :mod:`.slurmcmd` before its ``sacct``
+starts): the implementations are imported when first asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Profile
+    from ..store import JobRow
+    from .base import Backend
+    from .slurmcmd import Prestarted, Runner
+
+#: The backends bfjobs knows, by name.
+NAMES = ("slurm", "local")
+
+#: How each backend's job ids read, in words and in the SLURM ID column: data, so ``list`` and
+#: ``status`` name a job without importing its backend.
+_ID_WORDS = {"slurm": ("Slurm job {}", "{}"), "local": ("local pid {}", "pid {}")}
+
+
+_CLASSES: dict[str, type[Backend]] = {}  # imported when first asked for
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of the backend called ``name``."""
+    found = _CLASSES.get(name)
+    if found is not None:
+        return found
+    if name == "slurm":
+        from .slurm import SlurmBackend as found_class
+    elif name == "local":
+        from .local import LocalBackend as found_class  # type: ignore[assignment]
+    else:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
+    _CLASSES[name] = found_class
+    return found_class
+
+
+class Backends:
+    """The backends of one command, created when first used: ``runner`` runs Slurm's clients
+    (tests pass a fake), ``prestarted`` is the ``sacct`` call the entry point started early."""
+
+    def __init__(self, runner: Runner | None = None, prestarted: Prestarted | None = None) -> None:
+        self.runner, self.prestarted = runner, prestarted
+        self._made: dict[str, Backend] = {}
+
+    def named(self, name: str) -> Backend:
+        """The backend called ``name`` (the same instance every time)."""
+        found = self._made.get(name)
+        if found is None:
+            cls = backend_class(name)
+            if name == "slurm":
+                found = cls(self.runner, self.prestarted)  # type: ignore[call-arg]
+                self.prestarted = None
+            else:
+                found = cls()
+            self._made[name] = found
+        return found
+
+    def of(self, row: JobRow) -> Backend:
+        """The backend that runs this job."""
+        return self.named(row.backend)
+
+    def for_profile(self, profile: Profile) -> Backend:
+        """The backend a profile submits to."""
+        return self.named(profile.schema)
+
+    def close(self) -> None:
+        """End what the backends still hold (a prestarted call nobody collected)."""
+        if self.prestarted is not None:
+            self.prestarted.discard()
+            self.prestarted = None
+        for backend in self._made.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+def for_profile(profile: Profile, runner: Runner | None = None) -> Backend:
+    """A backend for ``profile`` (its own instance; use :class:`Backends` to share one per command)."""
+    return Backends(runner).for_profile(profile)
+
+
+def describe(row: JobRow) -> str:
+    """A job's scheduler id in words: ``Slurm job 123``, ``local pid 45``."""
+    words = _ID_WORDS.get(row.backend, (f"{row.backend} job {{}}", "{}"))[0]
+    return words.format(row.native_id)
+
+
+#: The JSON keys a job's native id goes under, by backend (docs/json.md): every key always present.
+_ID_FIELDS = {"slurm": "slurm_job_id", "local": "local_pid"}
+
+
+def id_fields(row: JobRow) -> dict[str, str | int | None]:
+    """``{"slurm_job_id": …, "local_pid": …}`` for a job: its native id under its backend's key."""
+    fields: dict[str, str | int | None] = dict.fromkeys(_ID_FIELDS.values())
+    key = _ID_FIELDS.get(row.backend)
+    if key is not None and row.native_id:
+        fields[key] = int(row.native_id) if key == "local_pid" else row.native_id
+    return fields
+
+
+def runs_arrays(row: JobRow) -> bool:
+    """Whether the job's backend submits arrays (its native id may carry ``_<index>``)."""
+    return row.backend == "slurm"
+
+
+def column(row: JobRow) -> str:
+    """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``."""
+    if not row.native_id:
+        return "-"
+    return _ID_WORDS.get(row.backend, ("", "{}"))[1].format(row.native_id)

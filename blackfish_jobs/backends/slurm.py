@@ -1,0 +1,394 @@
+"""The Slurm backend: sbatch through submitit, and one ``sacct`` (at most one ``squeue``) per survey.
+
+How a survey of Slurm jobs decides:
+
+1. ``sacct`` (bounded by the oldest submit time, each record checked against its job's own
+   submit time) gives the state of every job accounting knows.
+2. Jobs it does not list (too new for accounting, or no accounting at all: ``sacct`` failed or
+   says it is disabled) are asked of ``squeue -t all`` in one call; the controller also keeps
+   finished jobs for ``MinJobAge`` seconds.
+3. A finished job is settled against its own result file (``COMPLETED`` whose result is an
+   error is FAILED with the error as reason; no result gives the log tail as reason).
+4. A job neither knows: its result file decides; without one it is UNKNOWN, with the reason,
+   once it is older than a grace period (it cannot be "too new" any more). If ``squeue`` itself
+   failed nothing is concluded and the survey reports the problem instead.
+5. NODE_FAIL and PREEMPTED from accounting are confirmed with the controller in that same
+   ``squeue`` call: Slurm requeues such a job when it can, and the controller then already
+   calls it PENDING again, while accounting may still show the failed run for a moment.
+6. Pending reasons: accounting keeps the reason it recorded at submit ("None", or "JobHeldUser")
+   while the controller's is current, and a reason that never clears (:mod:`.reasons`) is what
+   ends such a job. The controller is asked for them in that same ``squeue`` call only where
+   it pays: always when the caller acts on reasons (``wait``, ``logs --follow``); otherwise
+   (``status``) only for a pending job with no reason known yet, or whose row was last confirmed
+   more than :data:`REASON_TTL` ago. Otherwise the stored reason stands: a ``status`` over a long
+   queue makes one ``sacct`` call and no ``squeue``, and a job that can never start is still
+   shown as such within a refresh or two. If the controller does not answer, or does not list
+   the job, accounting's word stands.
+
+UNKNOWN ends ``wait`` but is not final in the DB: a later refresh that learns more (accounting
+back, a result file that appears late on a shared filesystem) replaces it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import ClusterError, ConfigError
+from ..states import (
+    CANCELLED,
+    CANNOT_START,
+    COMPLETED,
+    FINISHED,
+    MAY_BE_REQUEUED,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    cannot_start,
+    from_slurm,
+    reason_word,
+)
+from . import reasons, slurmcli, slurmcmd
+from .base import Backend, CancelRequest, Observation, Submitted, Survey
+from .folder import one_line, read_result, settle
+
+if TYPE_CHECKING:
+    from ..specs import JobSpec
+    from ..store import JobRow
+
+#: A job Slurm does not know yet may be this new before it counts as vanished (sacct lag,
+#: a controller restarting); also the clock skew allowed between login node and controller.
+GRACE = timedelta(seconds=60)
+SKEW = slurmcmd.CLOCK_SKEW
+#: A job Slurm calls COMPLETED may be this long without a visible result file (shared
+#: filesystems cache directory entries) before it counts as "ended without a result".
+RESULT_GRACE = timedelta(seconds=30)
+#: How long a pending job's stored reason is trusted by a survey that does not act on reasons.
+REASON_TTL = timedelta(minutes=5)
+#: Accounting a site does not have is not asked again by the same backend for this long (a wait
+#: loop would otherwise start a failing sacct on every poll).
+NO_ACCOUNTING_TTL_S = 600.0
+
+#: What submitting to Slurm needs on PATH: sbatch submits, submitit's SlurmExecutor requires srun.
+SLURM_CLIENTS = ("sbatch", "srun")
+
+
+@dataclass
+class _Asked:
+    """What the Slurm calls of one survey said overall."""
+
+    accounting_error: slurmcli.AccountingUnavailable | None = None
+    queue_asked: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)  # accounting says live, the controller does not know it
+
+
+class SlurmBackend(Backend):
+    """Slurm through its client commands; ``runner`` runs them (tests pass a fake), ``prestarted``
+    is a call ``bfjobs status`` started before the CLI was loaded (collected by the first
+    identical call)."""
+
+    name: ClassVar[str] = "slurm"
+    uses_script: ClassVar[bool] = True
+    submits_arrays: ClassVar[bool] = True
+
+    def __init__(self, runner: slurmcmd.Runner | None = None, prestarted: slurmcmd.Prestarted | None = None) -> None:
+        self.runner = runner or slurmcmd.run
+        self.prestarted = prestarted
+        self._no_accounting: tuple[float, str] | None = None
+
+    def run(self, argv: list[str]) -> str:
+        """One Slurm client call: the prestarted one if it is this very command, else the runner."""
+        early = self.prestarted
+        if early is not None and early.argv == argv and not early.used:
+            self.prestarted = None
+            return early.collect()
+        return self.runner(argv)
+
+    def close(self) -> None:
+        """Kill a prestarted call nobody asked for (the jobs changed meanwhile)."""
+        if self.prestarted is not None:
+            self.prestarted.discard()
+            self.prestarted = None
+
+    # ------------------------------------------------------------------ submit
+
+    def require_clients(self, spec: JobSpec) -> None:
+        """A Slurm profile on a host without Slurm's commands: one clear line (exit 2), nothing written."""
+        from .. import constants
+
+        missing = [command for command in SLURM_CLIENTS if constants.which(command) is None]
+        if missing:
+            raise ConfigError(
+                f"profile {spec.profile.name!r} submits to Slurm, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not on PATH: run bfjobs on a login node of the "
+                "cluster (or load its Slurm module), or choose a local profile"
+            )
+
+    def submit(self, spec: JobSpec, job_folder: Path, script: str | None) -> Submitted:
+        from . import executors
+
+        if script is None:
+            raise ClusterError("internal: a Slurm job needs its rendered script")
+        executor = executors.TemplatedSlurmExecutor(job_folder, spec, script)
+        with executors.submission_errors("the job"):
+            job = executor.submit(executors.TASKS[spec.kind], spec.task)
+        return Submitted(self.name, str(job.job_id), PENDING, None)
+
+    def submit_array(self, specs: Sequence[JobSpec], job_folder: Path, script: str) -> list[Submitted]:
+        """ONE Slurm job array, one sbatch call: element ``i`` is Slurm job ``<array id>_<i>``,
+        with its own submitted pickle and result file in ``job_folder``."""
+        import functools
+
+        from . import executors
+
+        fn = executors.TASKS[specs[0].kind]
+        executor = executors.TemplatedSlurmExecutor(job_folder, specs[0], script, elements=specs)
+        with executors.submission_errors("the job array"):
+            jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
+        return [Submitted(self.name, str(job.job_id), PENDING, None) for job in jobs]
+
+    # ------------------------------------------------------------------ survey
+
+    def survey(self, rows: Sequence[JobRow], *, verify: bool = False, reasons: bool = False) -> Survey:
+        """Observations with one ``sacct`` and at most one ``squeue`` call (see the module docstring)."""
+        done = Survey()
+        if not rows:
+            return done
+        asked = _Asked()
+        accounting: dict[str, list[slurmcli.Record]] | None = None
+        memo = self._no_accounting
+        if memo and time.monotonic() - memo[0] < NO_ACCOUNTING_TTL_S:
+            asked.accounting_error = slurmcli.AccountingUnavailable(memo[1], disabled=True)
+        else:
+            since = slurmcmd.sacct_since(r.submitted_at for r in rows)
+            try:
+                accounting = slurmcli.sacct([r.native_id or "" for r in rows], since, self.run)
+            except slurmcli.AccountingUnavailable as exc:
+                asked.accounting_error = exc
+                if exc.disabled:
+                    self._no_accounting = (time.monotonic(), str(exc))
+        now = _utcnow()
+        found: dict[str, slurmcli.Record] = {}
+        ask_queue: list[JobRow] = []
+        reason_only: set[str] = set()  # pending in accounting: the controller is asked for the reason alone
+        kept: set[str] = set()  # pending, reason not asked: the stored one stands
+        for row in rows:
+            record = _match(row, accounting.get(row.native_id or "", ())) if accounting is not None else None
+            if record is not None:
+                found[row.id] = record
+            if row.native_id and (record is None or _ask_controller(record, verify)):
+                ask_queue.append(row)
+            elif row.native_id and record is not None and from_slurm(record.raw_state) == PENDING:
+                if reasons or _reason_due(row, record, now):
+                    ask_queue.append(row)
+                    reason_only.add(row.id)
+                elif row.state == PENDING and row.reason is not None:
+                    kept.add(row.id)
+        if ask_queue:
+            try:
+                queue = slurmcli.squeue([r.native_id or "" for r in ask_queue], self.run)
+            except slurmcli.SlurmUnavailable as exc:
+                needed = sum(r.id not in reason_only for r in ask_queue)  # accounting answered for the rest
+                if needed:
+                    done.problems.append(f"cannot ask Slurm about {needed} job(s): {exc}")
+                kept |= {r.id for r in ask_queue if r.id in reason_only and r.state == PENDING and r.reason is not None}
+            else:
+                for row in ask_queue:
+                    asked.queue_asked.add(row.id)
+                    record = _match(row, [queue[row.native_id]] if row.native_id in queue else [])
+                    if record is not None:
+                        found[row.id] = record  # the controller's view is the freshest
+                        done.reason_seen.add(row.id)
+                    elif row.id in reason_only:
+                        pass  # accounting's word stands (only ``verify`` judges such a record stale)
+                    elif row.id in found and from_slurm(found[row.id].raw_state) not in FINISHED:
+                        asked.stale.add(row.id)  # accounting calls it live; the controller does not know it
+                        del found[row.id]
+        for row in rows:
+            record = found.get(row.id)
+            if record is None:
+                done.observed[row.id] = _vanished(row, asked, now)
+                continue
+            obs = _from_record(row, record, now)
+            if obs.state == PENDING and row.id in kept:
+                obs = obs._replace(reason=row.reason)  # accounting's submit-time reason is older than ours
+            elif obs.state == PENDING and row.id in done.reason_seen and _stale(row, now):
+                obs = obs._replace(touch=True)  # confirmed now: trusted for another REASON_TTL
+            done.observed[row.id] = obs
+        return done
+
+    # ------------------------------------------------------------------ cancel
+
+    def cancel(self, rows: Sequence[JobRow], *, grace_s: float = 20.0) -> CancelRequest:
+        """One ``scancel`` for all; the caller confirms with later surveys."""
+        try:
+            refused = slurmcli.scancel([r.native_id or "" for r in rows], self.run)
+        except slurmcli.SlurmUnavailable as exc:
+            raise ClusterError(f"scancel failed: {exc}") from None
+        return CancelRequest(refused={r.id: refused[r.native_id or ""] for r in rows if r.native_id in refused})
+
+    def end_unstartable(self, rows: Sequence[JobRow]) -> tuple[dict[str, str], list[str]]:
+        """Cancel pending jobs that can never start: reasons ``cannot start: <Slurm's reason>: <what
+        to change>`` (:func:`reasons.explain`) for those the controller then calls cancelled or gone.
+
+        One ``scancel --state=PENDING`` (a job that started meanwhile is left running), then one
+        ``squeue`` whose answer both says which are really gone or cancelled and what each asked
+        for (the advice); only those are ended, the others stay as they are for the next refresh.
+        """
+        why = {r.id: cannot_start(r.reason) or "" for r in rows}
+        ids = [r.native_id or "" for r in rows]
+        try:
+            refused = slurmcli.scancel(ids, self.run, pending_only=True)
+        except slurmcli.SlurmUnavailable as exc:
+            raise ClusterError(f"could not cancel jobs that cannot start ({', '.join(ids)}): {exc}") from None
+        live = reasons.ask_jobs(ids, self.run)
+        advice = reasons.explain([(sid, why[r.id]) for sid, r in zip(ids, rows, strict=True)], live or {}, self.run)
+        ended: dict[str, str] = {}
+        failed: list[str] = []
+        for row, sid in zip(rows, ids, strict=True):
+            reason = f"{CANNOT_START}{why[row.id]}: {advice.get(sid, 'change the request')}"
+            if sid in refused:
+                failed.append(f"job {row.id} (Slurm job {sid}) {reason}; scancel failed: {refused[sid]}")
+                continue
+            if live is None:
+                continue  # unknown: store nothing now, the next refresh decides
+            job = live.get(sid)
+            if job is not None and not job.state.startswith(CANCELLED):
+                continue  # still pending or started meanwhile: not ours to call cancelled
+            ended[row.id] = one_line(reason)
+        return ended, failed
+
+
+def _utcnow() -> datetime:
+    """Now as naive UTC, as the DB stores times."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _stale(row: JobRow, now: datetime) -> bool:
+    """Was this row last confirmed more than :data:`REASON_TTL` ago?"""
+    return row.updated_at is None or now - row.updated_at >= REASON_TTL
+
+
+def _reason_due(row: JobRow, record: slurmcli.Record, now: datetime) -> bool:
+    """Should a survey that does not act on reasons ask the controller for this pending job's?
+
+    Yes while none is known (neither stored nor in accounting), or once the stored one is older
+    than :data:`REASON_TTL`; a confirmed reason is stamped (``touch``) so it is not asked again
+    on every ``status``.
+    """
+    if row.state != PENDING:
+        return record.reason is None
+    if row.reason is None:
+        return record.reason is None
+    return _stale(row, now)
+
+
+def _end_detail(record: slurmcli.Record) -> str | None:
+    """How Slurm says a job ended, in words: "by uid 0", "exit code 137 (SIGKILL?)"."""
+    parts: list[str] = []
+    words = record.raw_state.split()
+    if len(words) >= 3 and words[1] == "by":
+        parts.append(f"by uid {words[2]}")
+    if record.exit_code and ":" in record.exit_code:
+        code, _, sig = record.exit_code.partition(":")
+        if sig.isdigit() and int(sig):
+            parts.append(f"killed by signal {sig}{_signame(int(sig))}")
+        elif code.isdigit() and int(code):
+            text = f"exit code {code}"
+            if 128 < int(code) < 160:
+                text += f" (128+{int(code) - 128}{_signame(int(code) - 128)}?)"
+            parts.append(text)
+    if record.reason and words and words[0] not in ("COMPLETED", "CANCELLED"):
+        parts.append(f"Slurm reason {record.reason}")
+    return ", ".join(parts) or None
+
+
+def _signame(number: int) -> str:
+    try:
+        return f" = {signal.Signals(number).name}"
+    except ValueError:
+        return ""
+
+
+def _match(row: JobRow, records: Sequence[slurmcli.Record]) -> slurmcli.Record | None:
+    """The record that is this job's: submitted no earlier than the job (less clock skew).
+
+    A requeued job gets a new submit time, so there is no upper bound — except for a job we
+    already call UNKNOWN: a much newer record under its id is another job reusing the id.
+    Records come oldest first: the newest that fits wins.
+    """
+    floor = row.submitted_at - SKEW
+    ceiling = row.submitted_at + SKEW if row.state == UNKNOWN else None
+    for r in reversed(records):
+        if r.submit is None:
+            if ceiling is None:
+                return r
+        elif r.submit >= floor and (ceiling is None or r.submit <= ceiling):
+            return r
+    return None
+
+
+def _ask_controller(record: slurmcli.Record, verify: bool) -> bool:
+    """Does this accounting record need the controller's word too (see the module docstring)?"""
+    state = from_slurm(record.raw_state)
+    return state in MAY_BE_REQUEUED or (verify and state not in FINISHED)
+
+
+def _from_record(row: JobRow, record: slurmcli.Record, now: datetime) -> Observation:
+    state = from_slurm(record.raw_state)
+    node = record.node or row.node
+    if state == UNKNOWN:  # a Slurm state we have no word for: keep polling, say what Slurm said
+        keep = row.state if row.state in (PENDING, RUNNING) else RUNNING
+        return Observation(keep, node, one_line(f"Slurm state {record.raw_state}"))
+    if state == PENDING and record.source == "sacct" and (record.node or row.state == RUNNING):
+        # accounting lags the controller: it records the allocation before the state, and a job
+        # the controller already called RUNNING does not go back to PENDING on sacct's word
+        state = RUNNING
+    if state == PENDING:
+        return Observation(PENDING, record.node, _pending_reason(record.reason))
+    if state not in FINISHED:
+        return Observation(state, node)
+    outcome = read_result(row)
+    if state == COMPLETED and outcome is None and record.end and now - record.end < RESULT_GRACE:
+        return Observation(row.state, row.node, row.reason, known=False)  # the result may still be in flight
+    return settle(row, state, outcome, record.node if state == CANCELLED else node, _end_detail(record))
+
+
+def _pending_reason(reason: str | None) -> str | None:
+    """Slurm's reason, marked ``cannot start: <reason>`` when it never clears by itself."""
+    return f"{CANNOT_START}{reason_word(reason)}" if reasons.never_clears(reason) else reason
+
+
+def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
+    """Neither accounting nor the controller knows the job: its folder, else UNKNOWN."""
+    from ..states import FAILED
+
+    outcome = read_result(row)
+    if outcome is not None:
+        return settle(row, COMPLETED if outcome[0] == "success" else FAILED, outcome, row.node)
+    keep = Observation(row.state, row.node, row.reason, known=False)
+    if not row.native_id:
+        return Observation(UNKNOWN, row.node, "no Slurm job id was recorded for this job")
+    sid = row.native_id
+    if row.id not in asked.queue_asked:  # squeue failed: nothing can be concluded now
+        return keep
+    if now - row.submitted_at < GRACE:  # too new to be missing (accounting lag, a controller coming back)
+        return Observation(row.state, row.node, row.reason, known=False, gone=True)
+    if row.id in asked.stale:
+        reason = (
+            f"accounting still calls Slurm job {sid} live but the controller no longer knows it "
+            "(an unclosed accounting record), and it wrote no result"
+        )
+    elif asked.accounting_error is None:
+        reason = f"Slurm job {sid} is known neither to accounting nor to the controller, and wrote no result"
+    else:
+        reason = (
+            f"no accounting ({asked.accounting_error}); the controller no longer knows Slurm job {sid} "
+            "(ended more than MinJobAge ago, or lost), and it wrote no result"
+        )
+    return Observation(UNKNOWN, row.node, one_line(reason), gone=True)

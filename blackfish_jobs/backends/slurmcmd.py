@@ -1,0 +1,115 @@
+"""Slurm client command lines and the processes that run them: :func:`run`, :class:`Prestarted`.
+
+A module of its own, light to import (``os``, ``subprocess``, ``datetime``): ``bfjobs status``
+builds and starts its one ``sacct`` call here before the CLI is loaded
+(:mod:`blackfish_jobs.entry`), and hands the running process to the Slurm backend, whose first
+call with the same command line collects it instead of running it again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+#: ``(argv) -> stdout``; raises OSError or subprocess.SubprocessError when the call fails.
+Runner = Callable[[list[str]], str]
+
+#: Seconds before a Slurm client call is given up (slurmctld/slurmdbd under load can be slow).
+CALL_TIMEOUT_S = 60
+
+#: Clock skew allowed between this node and the controller (the ``sacct -S`` bound, record matching).
+CLOCK_SKEW = timedelta(minutes=10)
+
+SACCT_FIELDS = "JobID,JobIDRaw,State,NodeList,Submit,End,ExitCode,Reason"
+
+
+def env() -> dict[str, str]:
+    """The environment of every Slurm client call: epoch timestamps (``SLURM_TIME_FORMAT=%s``)."""
+    return dict(os.environ, SLURM_TIME_FORMAT="%s")
+
+
+def local_time(moment: datetime) -> str:
+    """A naive-UTC moment as the local wall-clock time Slurm's clients parse (``-S``)."""
+    return moment.replace(tzinfo=UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def job_ids(ids: Iterable[str]) -> list[str]:
+    """Distinct non-empty ids in a stable order (numeric ids sort as numbers)."""
+    return sorted({i for i in ids if i}, key=lambda i: (len(i), i))
+
+
+def sacct_since(submitted: Iterable[datetime]) -> datetime:
+    """The ``sacct -S`` bound for jobs submitted at these (naive UTC) times: the oldest, less skew."""
+    return min(submitted) - CLOCK_SKEW
+
+
+def sacct_argv(ids: Iterable[str], since: datetime) -> list[str] | None:
+    """The one ``sacct`` command line for ``ids`` active since ``since``; None without ids."""
+    wanted = job_ids(ids)
+    if not wanted:
+        return None
+    return ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-S", local_time(since), "-j", ",".join(wanted)]
+
+
+def _text(data: bytes | None) -> str:
+    # Slurm prints user-chosen names and reasons: undecodable bytes must not crash a refresh
+    return (data or b"").decode(errors="replace")
+
+
+def run(argv: list[str]) -> str:
+    """Run a Slurm client command with epoch timestamps; return its stdout, raise on failure.
+
+    Raises what ``subprocess.run(check=True, timeout=CALL_TIMEOUT_S)`` raises (OSError,
+    CalledProcessError with text stderr, TimeoutExpired).
+    """
+    done = subprocess.run(argv, check=False, capture_output=True, timeout=CALL_TIMEOUT_S, env=env())
+    return _answer(argv, done.returncode, done.stdout, done.stderr)
+
+
+def _answer(argv: list[str], code: int, out: bytes, err: bytes) -> str:
+    if code:
+        raise subprocess.CalledProcessError(code, argv, _text(out), _text(err))
+    return _text(out)
+
+
+class Prestarted:
+    """A client call started ahead of time (:func:`prestart`), for the first identical call to collect.
+
+    Whoever started it ends it with :meth:`discard` once the command is over: a call nobody
+    used (the jobs changed meanwhile) is killed then, never left running.
+    """
+
+    def __init__(self, argv: list[str], process: subprocess.Popen[bytes]) -> None:
+        self.argv, self.process = argv, process
+        self.used = False
+
+    def collect(self, timeout: float = CALL_TIMEOUT_S) -> str:
+        """Its stdout, as :func:`run` would have answered (killed and raised after ``timeout`` s)."""
+        self.used = True
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as late:
+            self.process.kill()
+            out, _err = self.process.communicate()
+            raise subprocess.TimeoutExpired(self.argv, timeout, out) from late
+        return _answer(self.argv, self.process.returncode, out, err)
+
+    def discard(self) -> None:
+        """Kill the call if nobody collected it, and reap it (no zombie, no stray ``sacct``)."""
+        if self.process.returncode is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def prestart(argv: list[str]) -> Prestarted | None:
+    """Start ``argv`` now with ``subprocess.Popen``; None if it cannot start (left to the
+    ordinary call to report)."""
+    try:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env()
+        )
+    except (OSError, ValueError):
+        return None
+    return Prestarted(argv, process)
