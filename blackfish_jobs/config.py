@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -233,14 +233,6 @@ class JobSettings:
         return replace(self, **clean)
 
 
-#: Built-in defaults per kind; bfjobs.toml and command-line flags override them (never lowered).
-#: Small enough for any node a site gives a transfer job (a 2-CPU node): a download of the
-#: benchmark's 2 GiB repo with 8 workers peaked at 288 MiB RSS and 1.5 CPUs (README, "Defaults").
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pull-image": {"time": "02:00:00", "mem": "4G", "cpus_per_task": 2},
-    "download-model": {"time": "12:00:00", "mem": "2G", "cpus_per_task": 2},
-}
-
 # a command name (never an option: no leading '-' or '.') or an absolute path (checked by safe_path)
 _APPTAINER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
@@ -342,8 +334,11 @@ def _settings_table(table: dict[str, Any], file: Path, *dotted: str) -> dict[str
     return {k: _check_setting(k, v, f"{where} {k}") for k, v in table.items()}
 
 
-def _layer(table: Any, file: Path, dotted: tuple[str, ...], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split table ``[dotted]`` into its plain settings and the settings of its ``kind`` sub-table."""
+def _layer(
+    table: Any, file: Path, dotted: tuple[str, ...], kind: str, kinds: Collection[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split table ``[dotted]`` into its plain settings and the settings of its ``kind`` sub-table
+    (``kinds``: every kind's name; a sub-table naming none of them is a misspelt kind)."""
     if table is None:
         return {}, {}
     if not isinstance(table, dict):
@@ -351,16 +346,16 @@ def _layer(table: Any, file: Path, dotted: tuple[str, ...], kind: str) -> tuple[
     plain: dict[str, Any] = {}
     per_kind: dict[str, Any] = {}
     for key, value in table.items():
-        if key in constants.KINDS:
+        if key in kinds:
             if not isinstance(value, dict):
                 raise ConfigError(f"{_table_name(file, *dotted, key)}: expected a table")
             checked = _settings_table(value, file, *dotted, key)  # the other kinds too: typos surface early
             if key == kind:
                 per_kind = checked
         elif isinstance(value, dict) and key not in _SETTING_KEYS:  # a sub-table: meant as a kind's
-            kinds = ", ".join(constants.KINDS)
-            hint = did_you_mean(key, constants.KINDS)
-            raise ConfigError(f"{_table_name(file, *dotted, key)}: unknown kind {show(key)} (kinds: {kinds}){hint}")
+            hint = did_you_mean(key, kinds)
+            listed = ", ".join(kinds)
+            raise ConfigError(f"{_table_name(file, *dotted, key)}: unknown kind {show(key)} (kinds: {listed}){hint}")
         else:
             plain[key] = value
     return _settings_table(plain, file, *dotted), per_kind
@@ -380,18 +375,25 @@ def _check_profile_tables(profiles: dict[str, Any], file: Path, home: Path | Non
             )
 
 
-def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSettings:
-    """Merge built-in defaults < [defaults] < [defaults.KIND] < [profiles.P] < [profiles.P.KIND]."""
+def load_settings(
+    profile: str, kind: str, home: Path | None = None, *, kinds: Mapping[str, Mapping[str, Any]]
+) -> JobSettings:
+    """Merge built-in defaults < [defaults] < [defaults.KIND] < [profiles.P] < [profiles.P.KIND].
+
+    ``kinds``: every kind's name and built-in defaults (:func:`blackfish_jobs.kinds.defaults`;
+    configuration sits below the kinds and keeps no list of them): ``kind``'s are the first layer,
+    and each ``[… .NAME]`` sub-table must name one of them.
+    """
     path = settings_path(home)
     data = _read_toml(path, required=constants.config_path_env() is not None)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
     _check_profile_tables(profiles, path, home)
-    d_plain, d_kind = _layer(data.get("defaults"), path, ("defaults",), kind)
-    layers = {name: _layer(table, path, ("profiles", name), kind) for name, table in profiles.items()}
+    d_plain, d_kind = _layer(data.get("defaults"), path, ("defaults",), kind, kinds)
+    layers = {name: _layer(table, path, ("profiles", name), kind, kinds) for name, table in profiles.items()}
     p_plain, p_kind = layers.get(profile, ({}, {}))  # every profile's table checked: typos surface early
-    merged: dict[str, Any] = dict(KIND_DEFAULTS.get(kind, {}))
+    merged: dict[str, Any] = dict(kinds.get(kind, {}))
     for layer in (d_plain, d_kind, p_plain, p_kind):
         merged.update(layer)
     env_templates = constants.templates_dir_env()

@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Kinds of work bfjobs knows how to run.
-KINDS = ("pull-image", "download-model")
-
 #: Name of bfjobs' own job table and Alembic version table (never Blackfish's ``ddl_version``).
 JOBS_TABLE = "bfjobs_jobs"
 VERSION_TABLE = "bfjobs_alembic_version"

@@ -198,14 +198,14 @@ def context(
 
 
 def render(spec: JobSpec, folder: Path, bfjobs_id: str, elements: Sequence[JobSpec] | None = None) -> str:
-    """Render ``<kind>.sh.j2`` for ``spec`` (or a job array of ``elements``).
+    """Render the spec's template (its kind's, ``<kind>.sh.j2``) for ``spec`` (or a job array of ``elements``).
 
     Template problems become one-line errors.
     """
     import jinja2
 
     env = environment(spec.settings.templates_dir)
-    name = f"{spec.kind}.sh.j2"
+    name = spec.template
     try:
         text = env.get_template(name).render(context(spec, folder, bfjobs_id, elements))
     except jinja2.TemplateNotFound as exc:

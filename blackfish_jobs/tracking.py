@@ -132,11 +132,11 @@ def _store(db: Database, row: JobRow, values: dict[str, Any]) -> JobRow:
 
 
 def on_completed(db: Database, row: JobRow) -> None:
-    """Work that follows a successful job, once, when its result is first collected."""
-    if row.kind == "download-model":
-        from .store import blackfish as registry
+    """Work that follows a successful job, once, when its result is first collected (its kind's
+    hook: a download registers in Blackfish's model table)."""
+    from . import kinds
 
-        registry.register(db, row)
+    kinds.get(row.kind).on_completed(db, row)
 
 
 def store_observation(db: Database, row: JobRow, obs: Observation) -> JobRow:

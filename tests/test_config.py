@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blackfish_jobs import config
+from blackfish_jobs import config, kinds
 from blackfish_jobs.errors import BadInput, ConfigError
 
 
@@ -106,12 +106,12 @@ def test_settings_layering(site):
         mem = "16G"
         """
     )
-    s = config.load_settings("della", "pull-image")
+    s = kinds.load_settings("della", "pull-image")
     assert (s.time, s.mem, s.partition, s.cpus_per_task) == ("01:00:00", "16G", "datamover", 2)
     assert s.modules == ("apptainer/1.3",)
-    d = config.load_settings("della", "download-model")
+    d = kinds.load_settings("della", "download-model")
     assert (d.time, d.mem) == ("10:00:00", "2G")
-    other = config.load_settings("other", "pull-image")
+    other = kinds.load_settings("other", "pull-image")
     assert other.partition is None and other.mem == "2G"
     merged = s.merged(**config.check_overrides(partition="cpu", mem=None))
     assert merged.partition == "cpu" and merged.mem == "16G"
@@ -137,14 +137,14 @@ def test_settings_layering(site):
 def test_bad_settings_are_refused(site, toml, message):
     site.write_settings(toml)
     with pytest.raises(BadInput) as info:
-        config.load_settings("p", "pull-image")
+        kinds.load_settings("p", "pull-image")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_templates_dir_from_environment(site, monkeypatch, tmp_path):
     monkeypatch.setenv("BFJOBS_TEMPLATES_DIR", str(tmp_path))
-    assert config.load_settings("p", "pull-image").templates_dir == tmp_path
+    assert kinds.load_settings("p", "pull-image").templates_dir == tmp_path
 
 
 def test_examples_are_valid(site, monkeypatch):
@@ -153,6 +153,6 @@ def test_examples_are_valid(site, monkeypatch):
     for site_dir in sorted(p for p in examples.iterdir() if p.is_dir()):
         monkeypatch.setenv("BLACKFISH_HOME_DIR", str(site_dir))
         profile = config.load_profile(check_dirs=False)
-        settings = config.load_settings(profile.name, "pull-image")
+        settings = kinds.load_settings(profile.name, "pull-image")
         assert profile.schema == "slurm"
         assert settings.partition or settings.qos

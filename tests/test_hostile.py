@@ -45,13 +45,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from support.site import STUB_BIN, local_profile, profiles_cfg, slurm_profile
 
-from blackfish_jobs import __version__, config, render, specs
+from blackfish_jobs import __version__, config, render
 from blackfish_jobs.backends import folder as folder_layout
 from blackfish_jobs.backends.base import Submitted
 from blackfish_jobs.backends.local import LocalBackend
 from blackfish_jobs.backends.slurm import SlurmBackend
 from blackfish_jobs.cli import cli as bfjobs_cli
-from blackfish_jobs.errors import TemplateError
+from blackfish_jobs.errors import BadInput, TemplateError
+from blackfish_jobs.kinds import image, model
 
 # Hypothesis keeps its files where pytest started, not in the sandbox cwd the tests run bfjobs in.
 hypothesis.configuration.set_hypothesis_home_dir(str(Path.cwd() / ".hypothesis"))
@@ -231,13 +232,13 @@ class Sandbox:
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> Result:
         return CliRunner().invoke(bfjobs_cli, list(args), env=env, catch_exceptions=False)
 
-    def fake_submit(self, spec: Any, folder: Path, script: str | None) -> Submitted:
+    def fake_submit(self, spec: Any, folder: Path, script: str | None, task: Any) -> Submitted:
         """Stands in for submitit: records what would be submitted, and what render previews for it."""
         preview = render.render(spec, spec.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID)
         self.submitted.append(Submission(spec, folder, folder.name, preview))
         return Submitted("slurm", str(900000 + len(self.submitted)))
 
-    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, script: str) -> list[Submitted]:
+    def fake_submit_array(self, specs_: Sequence[Any], folder: Path, script: str, task: Any) -> list[Submitted]:
         """Stands in for a job-array submission (``--from-file``), like :meth:`fake_submit`."""
         first = specs_[0]
         preview = render.render(first, first.profile.jobs_dir / render.PREVIEW_ID, render.PREVIEW_ID, specs_)
@@ -1058,16 +1059,16 @@ def test_profile_names_in_messages_are_escaped(sb: Sandbox) -> None:
 def test_longest_accepted_names_fit_on_the_node() -> None:
     """The node prefixes names (partial files, locks, staging folders): 255 characters must still do."""
     tag = "4294967295-" + "f" * 8  # the longest job tag: a 10-digit Slurm id
-    name = specs.check_sif_name("x" * 196 + ".sif")
-    with pytest.raises(specs.BadInput):
-        specs.check_sif_name("x" * 197 + ".sif")
+    name = image.check_sif_name("x" * 196 + ".sif")
+    with pytest.raises(BadInput):
+        image.check_sif_name("x" * 197 + ".sif")
     from blackfish_jobs import layout
 
     assert len(layout.partial_name(name, tag)) <= 255
     assert len(f".bfjobs-lock-{name}") <= 255
-    repo_id = specs.check_repo_id("n" * 63 + "/" + "m" * 96)
-    with pytest.raises(specs.BadInput, match="too long"):
-        specs.check_repo_id("n" * 64 + "/" + "m" * 96)
+    repo_id = model.check_repo_id("n" * 63 + "/" + "m" * 96)
+    with pytest.raises(BadInput, match="too long"):
+        model.check_repo_id("n" * 64 + "/" + "m" * 96)
     assert len(f".bfjobs-staging-{layout.repo_folder(repo_id)}@{'0' * 40}-{tag}") <= 255
 
 

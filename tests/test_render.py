@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from blackfish_jobs import config, render, specs
+from blackfish_jobs import config, kinds, render
 from blackfish_jobs.errors import TemplateError
+from blackfish_jobs.kinds import image
 
 
 def make_spec(site, uri="docker://ghcr.io/huggingface/text-generation-inference:latest", **overrides):
     site.write_profiles()
     profile = config.load_profile("slurm")
-    settings = config.load_settings("slurm", "pull-image").merged(**config.check_overrides(**overrides))
-    return specs.pull_image(uri, profile, settings)
+    settings = kinds.load_settings("slurm", "pull-image").merged(**config.check_overrides(**overrides))
+    return image.pull_image(uri, profile, settings)
 
 
 def bash_n(text: str) -> None:
@@ -80,7 +82,7 @@ def test_site_template_overrides_one_block(site, tmp_path):
         "{% block environment %}\n{{ super() }}\nexport SITE_PROXY={{ 'http://proxy:3128' }}\n{% endblock %}\n"
     )
     spec = make_spec(site)
-    spec = type(spec)(spec.kind, spec.profile, spec.settings.merged(templates_dir=site_dir), spec.task, spec.label)
+    spec = replace(spec, settings=spec.settings.merged(templates_dir=site_dir))
     text = render.render(spec, site.home_dir / "jobs" / "bfjobs" / "x", "x")
     bash_n(text)
     assert "export SITE_PROXY=http://proxy:3128" in text
@@ -95,7 +97,7 @@ def test_site_base_template_replaces_packaged_base(site, tmp_path):
         '{% extends "builtin/base.sh.j2" %}{% block prelude %}{{ super() }}\nmodule purge\n{% endblock %}'
     )
     spec = make_spec(site)
-    spec = type(spec)(spec.kind, spec.profile, spec.settings.merged(templates_dir=site_dir), spec.task, spec.label)
+    spec = replace(spec, settings=spec.settings.merged(templates_dir=site_dir))
     text = render.render(spec, site.home_dir / "jobs" / "bfjobs" / "x", "x")
     assert "module purge" in text
 
@@ -113,7 +115,7 @@ def test_broken_site_templates_are_one_line_errors(site, tmp_path, template, mes
     site_dir.mkdir()
     (site_dir / "pull-image.sh.j2").write_text(template)
     spec = make_spec(site)
-    spec = type(spec)(spec.kind, spec.profile, spec.settings.merged(templates_dir=site_dir), spec.task, spec.label)
+    spec = replace(spec, settings=spec.settings.merged(templates_dir=site_dir))
     with pytest.raises(TemplateError) as info:
         render.render(spec, site.home_dir / "jobs" / "x", "x")
     assert message in str(info.value)
@@ -122,9 +124,7 @@ def test_broken_site_templates_are_one_line_errors(site, tmp_path, template, mes
 
 def test_missing_templates_dir_is_an_error(site, tmp_path):
     spec = make_spec(site)
-    spec = type(spec)(
-        spec.kind, spec.profile, spec.settings.merged(templates_dir=tmp_path / "nope"), spec.task, spec.label
-    )
+    spec = replace(spec, settings=spec.settings.merged(templates_dir=tmp_path / "nope"))
     with pytest.raises(TemplateError, match="does not exist"):
         render.render(spec, site.home_dir / "x", "x")
 

@@ -28,15 +28,16 @@ submit = Site.submit_pull
 # machine would take longer than the jobs (each `bfjobs submit` is tested on its own elsewhere).
 _SUBMIT_MANY = """
 import json, sys
-from blackfish_jobs import config, specs
+from blackfish_jobs import config, kinds
+from blackfish_jobs.kinds import image
 from blackfish_jobs.api import submission
 from blackfish_jobs.api.results import outcome_json
 from blackfish_jobs.store import Database
 
 db = Database()
 profile = config.load_profile(None)
-settings = config.load_settings(profile.name, "pull-image")
-outcomes = [submission.submit(db, specs.pull_image(uri, profile, settings)) for uri in sys.argv[1:]]
+settings = kinds.load_settings(profile.name, "pull-image")
+outcomes = [submission.submit(db, image.pull_image(uri, profile, settings)) for uri in sys.argv[1:]]
 print(json.dumps([outcome_json(o) for o in outcomes]))
 """
 

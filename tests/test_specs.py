@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from blackfish_jobs import config, specs
+from blackfish_jobs import config, kinds
 from blackfish_jobs.errors import BadInput
+from blackfish_jobs.kinds import image, model
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -28,7 +29,7 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
     ],
 )
 def test_accepted_uris_and_file_names(uri, filename):
-    assert specs.parse_image_uri(uri).filename == filename
+    assert image.parse_image_uri(uri).filename == filename
 
 
 HOSTILE = [
@@ -67,7 +68,7 @@ HOSTILE = [
 @pytest.mark.parametrize("uri", HOSTILE)
 def test_hostile_uris_are_refused_in_one_line(uri):
     with pytest.raises(BadInput) as info:
-        specs.parse_image_uri(uri)
+        image.parse_image_uri(uri)
     message = str(info.value)
     assert message.startswith("URI")
     assert "\n" not in message and "\r" not in message
@@ -77,15 +78,15 @@ def test_hostile_uris_are_refused_in_one_line(uri):
 @pytest.mark.parametrize("name", ["../x.sif", "x", "x.sif;id", ".hidden.sif", "a/b.sif", "x.SIF", "é.sif"])
 def test_bad_sif_names(name):
     with pytest.raises(BadInput):
-        specs.check_sif_name(name)
+        image.check_sif_name(name)
 
 
 def test_destination_shared_or_home(site):
     site.write_profiles()
     profile = config.load_profile("slurm")
-    settings = config.load_settings("slurm", "pull-image")
-    shared = specs.pull_image("docker://alpine:3.20", profile, settings)
-    home = specs.pull_image("docker://alpine:3.20", profile, settings, to="home", name="mine.sif")
+    settings = kinds.load_settings("slurm", "pull-image")
+    shared = image.pull_image("docker://alpine:3.20", profile, settings)
+    home = image.pull_image("docker://alpine:3.20", profile, settings, to="home", name="mine.sif")
     assert shared.target == site.cache_dir / "images" / "alpine_3.20.sif"
     assert home.target == site.home_dir / "images" / "mine.sif"
     assert "token" not in str(shared.request_record()).lower()
@@ -93,7 +94,7 @@ def test_destination_shared_or_home(site):
 
 @pytest.mark.parametrize("repo_id", ["meta-llama/Llama-3.1-8B", "openai/whisper-large-v3", "a/b", "Org_1/m.v2"])
 def test_valid_repo_ids(repo_id):
-    assert specs.check_repo_id(repo_id) == repo_id
+    assert model.check_repo_id(repo_id) == repo_id
 
 
 @pytest.mark.parametrize(
@@ -103,13 +104,13 @@ def test_valid_repo_ids(repo_id):
 )
 def test_invalid_repo_ids(repo_id):
     with pytest.raises(BadInput) as info:
-        specs.check_repo_id(repo_id)
+        model.check_repo_id(repo_id)
     assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("rev", ["main", "v1.0", "refs/pr/1", "release/2024-06", "a" * 40])
 def test_valid_revisions(rev):
-    assert specs.check_revision(rev) == rev
+    assert model.check_revision(rev) == rev
 
 
 @pytest.mark.parametrize(
@@ -118,21 +119,21 @@ def test_valid_revisions(rev):
 )
 def test_invalid_revisions(rev):
     with pytest.raises(BadInput):
-        specs.check_revision(rev)
+        model.check_revision(rev)
 
 
 @pytest.mark.parametrize("pattern", ["../*", "/etc/*", "*.bin;id", "$(id)", "a b", "x\n", "{{x}}"])
 def test_invalid_patterns(pattern):
     with pytest.raises(BadInput):
-        specs.check_pattern("--include", pattern)
+        model.check_pattern("--include", pattern)
 
 
 def test_download_destination(site):
     site.write_profiles()
     profile = config.load_profile("slurm")
-    settings = config.load_settings("slurm", "download-model")
-    home = specs.download_model("org/model", profile, settings, include=("*.json",))
-    shared = specs.download_model("org/model", profile, settings, revision="v1", shared=True)
+    settings = kinds.load_settings("slurm", "download-model")
+    home = model.download_model("org/model", profile, settings, include=("*.json",))
+    shared = model.download_model("org/model", profile, settings, revision="v1", shared=True)
     assert home.target == site.home_dir / "models" / "models--org--model"
     assert shared.target == site.cache_dir / "models" / "models--org--model"
     assert home.task.allow_patterns == ("*.json",) and home.task.ignore_patterns is None

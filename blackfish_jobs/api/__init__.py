@@ -13,7 +13,7 @@ imports it for every command, ``bfjobs --help`` and ``bfjobs list`` included.
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..constants import KINDS, colour_wanted, debug_env
+from ..constants import colour_wanted, debug_env
 from ..states import NAMES as STATES
 from .client import SLURM_OPTIONS, Client, artefact_in_place, native_column, native_name, parse_since
 from .results import (
@@ -32,16 +32,30 @@ from .results import (
 )
 
 if TYPE_CHECKING:
+    from ..kinds import Kind
     from ..store import JobRow
 
 
 def __getattr__(name: str) -> Any:
-    """``JobRow`` (a stored job, what results hold) without importing the store for ``--help``."""
+    """``JobRow`` (a stored job, what results hold) and ``Kind`` (what :func:`kinds` lists)
+    without importing the store or the kinds for ``--help``."""
     if name == "JobRow":
         from ..store import JobRow
 
         return JobRow
+    if name == "Kind":
+        from ..kinds import Kind
+
+        return Kind
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def kinds() -> list["Kind"]:
+    """The kinds of work, in order: each one's name, help, main argument and options (as data,
+    :class:`blackfish_jobs.kinds.Option`) make its ``submit``/``render`` command."""
+    from .. import kinds as registry
+
+    return list(registry.KINDS.values())
 
 
 def describe_progress(record: dict[str, object]) -> str:
@@ -60,13 +74,13 @@ def human_bytes(count: float) -> str:
 
 __all__ = [
     "JSON_VERSION",
-    "KINDS",
     "SLURM_OPTIONS",
     "STATES",
     "CancelResult",
     "Client",
     "JobRow",
     "JobsResult",
+    "Kind",
     "LogsResult",
     "RenderResult",
     "Result",
@@ -81,6 +95,7 @@ __all__ = [
     "finding_json",
     "human_bytes",
     "job_json",
+    "kinds",
     "native_column",
     "native_name",
     "outcome_message",

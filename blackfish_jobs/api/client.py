@@ -9,7 +9,6 @@ need them, so a client is cheap to create and ``list`` stays on the stdlib path.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -85,55 +84,27 @@ class Client:
         profile: str | None = None,
         **options: Any,
     ) -> tuple[list[JobSpec], bool]:
-        """Validated requests of ``kind`` for ``what`` (a URI or REPO_ID) or each line of ``from_file``
-        ('-': stdin), and whether they came from a file. ``options``: the kind's options (``to``,
-        ``name``, ``force``; ``revision``, ``shared``, ``include``, ``exclude``, ``force``), the Slurm
-        options of :data:`SLURM_OPTIONS` and ``max_parallel``."""
-        from .. import config, specs
+        """Validated requests of ``kind`` for ``what`` (its main argument: a URI, a REPO_ID) or each
+        line of ``from_file`` ('-': stdin), and whether they came from a file. ``options``: the kind's
+        options (the ``dest`` of each of :func:`kinds`' options), the Slurm options of
+        :data:`SLURM_OPTIONS` and ``max_parallel``."""
+        from .. import config, kinds, specs
 
-        if kind not in constants.KINDS:
-            raise BadInput(f"unknown kind {kind!r}: one of {', '.join(constants.KINDS)}")
+        kind_ = kinds.get(kind)
         if (what is None) == (from_file is None):
-            raise BadInput(
-                f"give either {'URI' if kind == 'pull-image' else 'REPO_ID'} or --from-file FILE (exactly one)"
-            )
-        if from_file is not None and options.get("name"):
-            raise BadInput("--name names one image: it cannot be used with --from-file")
+            raise BadInput(f"give either {kind_.argument.metavar} or --from-file FILE (exactly one)")
+        kind_.check_params(options, from_file=from_file is not None)
         where = config.load_profile(profile)
         flags = {k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")}
-        settings = config.load_settings(where.name, kind).merged(**config.check_overrides(**flags))
+        settings = kinds.load_settings(where.name, kind).merged(**config.check_overrides(**flags))
 
         def build(entry: str) -> JobSpec:
-            if kind == "pull-image":
-                return specs.pull_image(
-                    entry,
-                    where,
-                    settings,
-                    to=options.get("to") or "shared",
-                    name=options.get("name"),
-                    force=bool(options.get("force")),
-                )
-            repo_id, revision = (
-                (entry, options.get("revision")) if from_file is None else specs.split_repo_revision(entry)
-            )
-            return specs.download_model(
-                repo_id,
-                where,
-                settings,
-                revision=revision,
-                shared=bool(options.get("shared")),
-                include=tuple(options.get("include") or ()),
-                exclude=tuple(options.get("exclude") or ()),
-                force=bool(options.get("force")),
-            )
+            return kind_.build(entry, where, settings, options, from_file=from_file is not None)
 
         if from_file is None:
             assert what is not None
             return [build(what)], False
-        if kind == "download-model" and options.get("revision") is not None:
-            raise BadInput("--revision applies to one model: with --from-file write repo@revision per line")
-        noun = "URI" if kind == "pull-image" else "model"
-        return [spec for _line, spec in specs.from_list(from_file, build, noun)], True
+        return [spec for _line, spec in specs.from_list(from_file, build, kind_.argument.entry)], True
 
     def submit(
         self,
@@ -155,6 +126,7 @@ class Client:
         ``note`` hears progress lines meant for stderr (the hub not reachable from here);
         ``on_submitted`` sees the submission before the wait starts (the CLI prints it then).
         """
+        from ..specs import AlreadyPresent
         from . import submission
 
         specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
@@ -175,7 +147,7 @@ class Client:
         if on_submitted is not None:
             on_submitted(result)
         waited = self._wait(waiting, None, on_tick)
-        present = [o for o in outcomes if isinstance(o, submission.AlreadyPresent)]
+        present = [o for o in outcomes if isinstance(o, AlreadyPresent)]
         return SubmitResult(
             [*present, *waited.jobs],
             progress=waited.progress,
@@ -332,11 +304,11 @@ class Client:
 
     def sync(self) -> SyncResult:
         """Register finished downloads in Blackfish's model table (after Blackfish created it)."""
-        from .. import tracking
+        from .. import kinds, tracking
         from ..store import blackfish as registry
 
         tracking.refresh(self.db, self.db.unfinished(), self.backends)
-        registered, waiting = registry.sync(self.db)
+        registered, waiting = registry.sync(self.db, kinds.registering())
         registry.unregistered.clear()  # the notice below counts the ones the refresh saw complete
         notice = None
         if waiting:
@@ -351,7 +323,7 @@ class Client:
     ) -> VerifyResult:
         """Check artefacts: job ids or paths (an artefact, or a folder of them), else the latest
         completed job per artefact. Succeeds only if each is OK (or UNVERIFIED, if accepted)."""
-        from .. import config, layout
+        from .. import config, kinds, layout
         from .. import verify as checks
 
         self.check_profile(profile)
@@ -377,11 +349,9 @@ class Client:
                 latest.setdefault(row.target + "@" + str((row.result or {}).get("commit")), row)
             rows = list(latest.values())
         for row in rows:
-            result = row.result or {}
-            if row.kind == "pull-image":
-                findings.append(checks.verify_image(Path(row.target), result.get("sha256"), result.get("size"), row.id))
-            elif result.get("snapshot"):
-                findings.append(checks.verify_snapshot(Path(result["snapshot"]), row.id))
+            finding = kinds.get(row.kind).verify(row)
+            if finding is not None:
+                findings.append(finding)
         return VerifyResult(findings, accept_unverified)
 
     def unregistered_notice(self) -> str | None:
@@ -403,11 +373,10 @@ class Client:
 
 
 def artefact_in_place(row: JobRow) -> bool:
-    """After COMPLETED: is the published artefact really there (the image, or the snapshot)?"""
-    if row.kind == "download-model":
-        snapshot = (row.result or {}).get("snapshot")
-        return bool(snapshot) and os.path.isdir(snapshot)
-    return os.path.exists(row.target)
+    """After COMPLETED: is the published artefact really there (as its kind says)?"""
+    from .. import kinds
+
+    return kinds.get(row.kind).artefact_in_place(row)
 
 
 def native_column(row: JobRow) -> str:

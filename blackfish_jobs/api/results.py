@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING, Any, Union
 from ..errors import BfjobsError, ClusterError, JobFailed
 
 if TYPE_CHECKING:
+    from ..specs import AlreadyPresent
     from ..store import JobRow
     from ..verify import Finding
-    from .submission import AlreadyPresent, InFlight
+    from .submission import InFlight
 
 #: The version of the JSON shape: bumped only when a key is removed or changes meaning
 #: (adding a key is not a new version; see docs/json.md).
 JSON_VERSION = 1
-
-#: verify's internal artefact words -> the kind names used everywhere else
-_KIND_OF_ARTEFACT = {"image": "pull-image", "snapshot": "download-model"}
 
 #: A job as a submit reports it: submitted (its row), already present, or already in flight.
 Outcome = Union["JobRow", "AlreadyPresent", "InFlight"]
@@ -114,7 +112,8 @@ def present_json(present: AlreadyPresent) -> dict[str, Any]:
 
 def outcome_json(outcome: Outcome, progress: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A submitted job, an in-flight one (its job, ``in_flight`` true) or a present artefact."""
-    from .submission import AlreadyPresent, InFlight
+    from ..specs import AlreadyPresent
+    from .submission import InFlight
 
     if isinstance(outcome, AlreadyPresent):
         return present_json(outcome)
@@ -170,7 +169,8 @@ class JobsResult(Result):
     @property
     def rows(self) -> list[JobRow]:
         """The jobs that are jobs (no present artefacts); in-flight ones as their job."""
-        from .submission import AlreadyPresent, InFlight
+        from ..specs import AlreadyPresent
+        from .submission import InFlight
 
         return [o.row if isinstance(o, InFlight) else o for o in self.jobs if not isinstance(o, AlreadyPresent)]
 
@@ -263,10 +263,14 @@ class VerifyResult(Result):
 
 
 def finding_json(finding: Finding) -> dict[str, Any]:
-    """One verdict: ``id`` the job that made the artefact (None for a path), ``kind`` as a job's."""
+    """One verdict: ``id`` the job that made the artefact (None for a path), ``kind`` as a job's
+    (verify calls artefacts by what they are: the kind whose artefact that is)."""
+    from .. import kinds
+
+    kind = kinds.by_artefact(finding.kind)
     return {
         "id": finding.job_id,
-        "kind": _KIND_OF_ARTEFACT.get(finding.kind, finding.kind),
+        "kind": kind.name if kind is not None else finding.kind,
         "path": finding.path,
         "status": finding.status,
         "ok": finding.ok,
@@ -290,7 +294,8 @@ class SyncResult(Result):
 
 def outcome_message(outcome: Outcome, label: str) -> str:
     """What a submit did with one request, in one line (``label``: what the request asked for)."""
-    from .submission import AlreadyPresent, InFlight
+    from ..specs import AlreadyPresent
+    from .submission import InFlight
 
     if isinstance(outcome, AlreadyPresent | InFlight):
         return outcome.describe()

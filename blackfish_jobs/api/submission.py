@@ -10,38 +10,17 @@ import getpass
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import constants, layout, render
-from ..errors import HubRefused
-from ..node.requests import DownloadModel, PullImage
-from ..specs import JobSpec
+from .. import kinds, layout, render
+from ..specs import AlreadyPresent, JobSpec
 from ..states import FINISHED
 from ..store import Database, JobRow, utcnow
 
 if TYPE_CHECKING:
     from ..backends.base import Submitted
-
-
-@dataclass(frozen=True)
-class AlreadyPresent:
-    """Nothing to do: the artefact is already where Blackfish will look for it."""
-
-    kind: str
-    path: Path
-    profile: str
-    commit: str | None = None  # downloads: the snapshot's commit
-    where: str | None = None  # downloads: "shared" or "home"
-    ref: str | None = None  # downloads: the branch/tag naming that commit, when known
-
-    def describe(self) -> str:
-        if self.commit is None:
-            return f"already present: {self.path} (use --force to pull again)"
-        cache = "the shared cache" if self.where == "shared" else "your home cache"
-        ref = f" (ref: {self.ref})" if self.ref else ""
-        return f"already available: commit {self.commit} in {cache}: {self.path}{ref}"
 
 
 def new_id() -> str:
@@ -61,63 +40,16 @@ def preview(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> str:
 
 def check_destination(spec: JobSpec) -> None:
     """Refuse before submitting when the caller could not publish the artefact."""
-    dest = spec.target.parent
-    hint = ""
-    if spec.kind == "pull-image" and dest.is_relative_to(spec.profile.cache_dir):
-        hint = "The shared cache is read-only for users: use --to home, or ask your admins."
-    if spec.kind == "download-model" and isinstance(spec.task, DownloadModel) and spec.task.shared:
-        hint = "--shared is for admins of the shared cache; without it models go to your home_dir."
-    layout.require_writable(dest, "the destination", hint)
+    hint = kinds.get(spec.kind).destination_hint(spec)
+    layout.require_writable(spec.target.parent, "the destination", hint)
     layout.require_writable(spec.profile.jobs_dir, "the job folder")
 
 
 def present(spec: JobSpec) -> AlreadyPresent | None:
-    """Is the artefact already where Blackfish will find it? (A few ``stat`` calls and at most one
-    small JSON file per place, no walk.)
-
-    Models: ``--shared`` looks only at the shared cache; otherwise the shared cache first, then
-    the user's. With no ``--revision`` any shared snapshot is used as it is (``refs/main``'s, else
-    the newest: never "latest" over a shared copy), while in home only ``refs/main``'s counts. A
-    snapshot counts only if it holds every file the request's ``--include``/``--exclude`` select.
-    """
-    task = spec.task
-    if task.force:
+    """Is the artefact already where Blackfish will find it (unless ``--force``)? Its kind says."""
+    if spec.task.force:
         return None
-    if isinstance(task, PullImage):
-        return image_present(spec)
-    places = [("shared", layout.models_dir(spec.profile.cache_dir))]
-    if not task.shared:
-        places.append(("home", layout.models_dir(spec.profile.home_dir)))
-    for where, models in places:
-        commit = layout.find_snapshot(models, task.repo_id, task.revision, any_snapshot=where == "shared")
-        repo = layout.repo_dir(models, task.repo_id)
-        if commit is None or not layout.snapshot_covers(repo, commit, task.allow_patterns, task.ignore_patterns):
-            continue
-        if task.revision is not None and not layout.is_commit(task.revision):
-            ref: str | None = task.revision
-        else:
-            ref = next(iter(layout.refs_to(repo, commit)), None)
-        return AlreadyPresent(spec.kind, repo / "snapshots" / commit, spec.profile.name, commit, where, ref)
-    return None
-
-
-def image_present(spec: JobSpec) -> AlreadyPresent | None:
-    """The image file is there *and* its record says it came from the URI asked (a stat and one read).
-
-    Blackfish's names collide (``docker://myfork/x:1`` and ``docker://vllm/x:1`` are both
-    ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
-    no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
-    """
-    from ..errors import NameCollision
-    from ..node import records
-
-    assert isinstance(spec.task, PullImage)
-    if not spec.target.exists():
-        return None
-    problem = records.image_conflict(spec.target, spec.task.uri)
-    if problem is not None:
-        raise NameCollision(problem)
-    return AlreadyPresent(spec.kind, spec.target, spec.profile.name)
+    return kinds.get(spec.kind).present(spec)
 
 
 @dataclass(frozen=True)
@@ -151,36 +83,12 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     for index, spec in enumerate(specs):
         if spec.task.force:
             continue  # --force fetches again: it waits for the running job's publish lock, then replaces
+        kind = kinds.get(spec.kind)
         for row in live:
-            revision = spec.task.revision if isinstance(spec.task, DownloadModel) else None  # images: none
-            same = row.kind == spec.kind and row.target == str(spec.target) and row.request.get("revision") == revision
-            if same and isinstance(spec.task, PullImage) and row.request.get("uri") != spec.task.uri:
-                from ..errors import NameCollision, show
-
-                raise NameCollision(
-                    f"name collision: job {row.id} is pulling {show(str(row.request.get('uri')))} into "
-                    f"{row.target}, not {spec.task.uri}; use --name NAME.sif to pull it under a name of its own"
-                )
-            if same and _fetches_selection(row, spec):
+            if row.kind == spec.kind and row.target == str(spec.target) and kind.same_request(row, spec):
                 found[index] = row
                 break
     return found
-
-
-def _fetches_selection(row: JobRow, spec: JobSpec) -> bool:
-    """Whether a running job fetches what ``spec`` selects: all files, or the very same patterns.
-
-    A job for ``--include '*.json'`` does not fetch the weights a plain request asks for.
-    """
-    if not isinstance(spec.task, DownloadModel):
-        return True
-    allow, ignore = row.request.get("allow_patterns"), row.request.get("ignore_patterns")
-    if not allow and not ignore:
-        return True
-    return (allow or None, ignore or None) == (
-        list(spec.task.allow_patterns or []) or None,
-        list(spec.task.ignore_patterns or []) or None,
-    )
 
 
 Outcome = JobRow | AlreadyPresent | InFlight
@@ -221,95 +129,18 @@ def preview_plan(
     outcomes, todo = _triage(db, specs)
     if not todo:
         return outcomes, None
-    chosen = pin_revisions([specs[i] for i in todo], note or _ignore)
+    chosen = prepare([specs[i] for i in todo], note or _ignore)
     return outcomes, preview(chosen[0], chosen if many else None)
-
-
-#: At most this many hub requests at once when a --from-file list is resolved at submit.
-RESOLVE_WORKERS = 8
 
 
 def _ignore(_message: str) -> None:
     pass
 
 
-def pin_revisions(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
-    """Downloads pinned to the commit the hub names for their revision; other specs as given.
-
-    Asked where bfjobs runs, with ``snapshot_download``'s own request, so a repo, branch or
-    commit that does not exist costs no Slurm job: any miss raises :class:`HubRefused` naming
-    every bad entry (nothing is submitted). A pinned job downloads exactly the commit seen here,
-    from the same endpoint. Where the hub cannot be asked from here, ``note`` is told once per
-    endpoint and those downloads are left for the node to resolve, as without this check.
-    """
-    todo = [i for i, s in enumerate(specs) if isinstance(s.task, DownloadModel) and s.task.commit is None]
-    if not todo:
-        return list(specs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .. import hub
-    from ..node.hub_errors import endpoint_url
-
-    groups: dict[str, list[int]] = {}
-    for index in todo:
-        task = specs[index].task
-        assert isinstance(task, DownloadModel)
-        groups.setdefault(endpoint_url(task.endpoint), []).append(index)
-    if constants.hub_offline_env():
-        for endpoint in groups:
-            note(f"bfjobs: HF_HUB_OFFLINE is set: not asking {endpoint}; {_node_resolves(specs, groups[endpoint])}")
-        return list(specs)
-    answers: dict[int, str | Exception] = {}
-    for endpoint, indexes in groups.items():
-        answers[indexes[0]] = _ask(specs[indexes[0]])  # one first: an unreachable hub costs one timeout
-        if isinstance(answers[indexes[0]], hub.Unreachable):
-            unreachable = indexes
-        else:
-            rest = indexes[1:]
-            pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest) or 1))
-            try:
-                answers.update(zip(rest, pool.map(lambda i: _ask(specs[i]), rest), strict=True))
-            finally:  # Ctrl-C: drop the queued requests instead of waiting for each of them
-                pool.shutdown(wait=False, cancel_futures=True)
-            unreachable = [i for i in indexes if isinstance(answers[i], hub.Unreachable)]
-        if unreachable:
-            why = " ".join(str(answers[unreachable[0]]).split())[:300]
-            note(f"bfjobs: {endpoint} not reachable from here ({why}): {_node_resolves(specs, unreachable)}")
-    misses = [(i, str(a)) for i, a in sorted(answers.items()) if isinstance(a, hub.Miss)]
-    if misses:
-        if len(misses) == 1 and specs[misses[0][0]].origin is None:
-            raise HubRefused(f"{misses[0][1]}: nothing submitted")
-        shown = "; ".join(f"{specs[i].origin or specs[i].label}: {text}" for i, text in misses[:5])
-        more = f"; and {len(misses) - 5} more" if len(misses) > 5 else ""
-        raise HubRefused(f"--from-file: {len(misses)} bad model(s) on the hub, nothing submitted: {shown}{more}")
-    pinned = list(specs)
-    for index, answer in answers.items():
-        if isinstance(answer, str):
-            spec = specs[index]
-            assert isinstance(spec.task, DownloadModel)
-            task = replace(spec.task, commit=answer, endpoint=endpoint_url(spec.task.endpoint))
-            pinned[index] = replace(spec, task=task)
-    return pinned
-
-
-def _ask(spec: JobSpec) -> str | Exception:
-    """The commit, or the hub's :class:`hub.Miss` / :class:`hub.Unreachable` (returned, not raised)."""
-    from .. import hub
-
-    task = spec.task
-    assert isinstance(task, DownloadModel)
-    try:
-        return hub.resolve(task.repo_id, task.revision, task.endpoint)
-    except (hub.Miss, hub.Unreachable) as exc:
-        return exc
-
-
-def _node_resolves(specs: Sequence[JobSpec], indexes: Sequence[int]) -> str:
-    if len(indexes) == 1:
-        task = specs[indexes[0]].task
-        assert isinstance(task, DownloadModel)
-        return f"the job resolves {task.revision or 'main'} on the node"
-    return f"{len(indexes)} jobs resolve their revisions on the node"
+def prepare(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
+    """The triaged specs (of one kind) as they are to be sent: their kind's :meth:`~kinds.Kind.prepare`
+    (downloads are pinned to the hub's commit; a miss raises)."""
+    return kinds.get(specs[0].kind).prepare(specs, note) if specs else []
 
 
 def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> JobRow:
@@ -350,14 +181,14 @@ def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tup
 def submit(db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore) -> Outcome:
     """Submit ``spec`` unless its artefact is already present or already being fetched.
 
-    A download is first resolved on the hub (:func:`pin_revisions`; ``note`` hears when the hub
+    A download is first resolved on the hub (:func:`prepare`; ``note`` hears when the hub
     cannot be asked from here).
     """
     outcomes, todo = _triage(db, [spec])
     if not todo:
         assert outcomes[0] is not None
         return outcomes[0]
-    [spec] = pin_revisions([spec], note)
+    [spec] = prepare([spec], note)
     db.migrate()  # fail on a bad database before anything is submitted
     return _submit_one(db, spec)
 
@@ -368,7 +199,7 @@ def _submit_one(db: Database, spec: JobSpec) -> JobRow:
 
     job_id, folder, script = _new_folder(spec)
     try:
-        submitted = backends.for_profile(spec.profile).submit(spec, folder, script)
+        submitted = backends.for_profile(spec.profile).submit(spec, folder, script, kinds.get(spec.kind).task())
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
         raise
@@ -393,7 +224,7 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
     if not todo:
         return [o for o in outcomes if o is not None]
     specs = list(specs)
-    for index, spec in zip(todo, pin_revisions([specs[i] for i in todo], note), strict=True):
+    for index, spec in zip(todo, prepare([specs[i] for i in todo], note), strict=True):
         specs[index] = spec
     db.migrate()
     from .. import backends
@@ -408,7 +239,8 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
         _array_id, folder, script = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
         assert script is not None  # arrays are Slurm's
         try:
-            submitted = backend.submit_array([specs[i] for i in chunk], folder, script)
+            task = kinds.get(specs[chunk[0]].kind).task()
+            submitted = backend.submit_array([specs[i] for i in chunk], folder, script, task)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

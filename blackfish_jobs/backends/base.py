@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from ..store import JobRow
     from ..verify import Finding
 
+#: A kind's node function (``pull_image(request)``): passed in by the caller, who knows the kind.
+Task = Callable[[Any], Any]
+
 
 class Observation(NamedTuple):
     """What a survey learned about one job (``known=False``: nothing; leave the row alone).
@@ -94,10 +97,11 @@ class Backend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def submit(self, spec: JobSpec, job_folder: Path, script: str | None) -> Submitted:
-        """Submit one spec's task (``script``: its rendered sbatch text, if :attr:`uses_script`)."""
+    def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
+        """Submit ``task(spec.task)`` (``task``: the kind's node function; ``script``: the rendered
+        sbatch text, if :attr:`uses_script`)."""
 
-    def submit_array(self, specs: Sequence[JobSpec], job_folder: Path, script: str) -> list[Submitted]:
+    def submit_array(self, specs: Sequence[JobSpec], job_folder: Path, script: str, task: Task) -> list[Submitted]:
         """Submit ``specs`` (same kind and profile) in ONE submission; only if :attr:`submits_arrays`."""
         raise NotImplementedError(f"the {self.name} backend submits no job arrays")
 

@@ -27,15 +27,10 @@ from submitit.core import utils as submitit_utils
 from submitit.local import local as submitit_local
 
 from ..errors import ClusterError
-from ..node import download, pull
 from . import folder as folder_layout
 
 if TYPE_CHECKING:
     from ..specs import JobSpec
-
-#: The task each kind runs on the node.
-TASKS = {"pull-image": pull.pull_image, "download-model": download.download_model}
-
 
 def minutes(slurm_time: str | None, default: float = 120.0) -> float:
     """Convert a Slurm time string to minutes (for submitit's timeout and the local runner)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..states import CANCELLED, COMPLETED, FAILED, FINISHED, RUNNING
-from .base import Backend, CancelRequest, Observation, Submitted, Survey
+from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
 from .folder import log_tail, one_line, read_result, settle
 
 if TYPE_CHECKING:
@@ -33,13 +33,13 @@ class LocalBackend(Backend):
     MAX_DELAY: ClassVar[float] = 2.0
     poll_delays: ClassVar[tuple[float, float] | None] = (FIRST_DELAY, MAX_DELAY)
 
-    def submit(self, spec: JobSpec, job_folder: Path, script: str | None) -> Submitted:
+    def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
         from . import executors
 
         executor = executors.DetachedLocalExecutor(folder=job_folder, max_num_timeout=0)
         executor.update_parameters(timeout_min=executors.minutes(spec.settings.time))
         with executors.submission_errors("the job"):
-            job = executor.submit(executors.TASKS[spec.kind], spec.task)
+            job = executor.submit(task, spec.task)
         return Submitted(self.name, str(job.job_id), RUNNING, "localhost")
 
     def survey(self, rows: Sequence[JobRow], *, verify: bool = False, reasons: bool = False) -> Survey:

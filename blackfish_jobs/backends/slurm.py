@@ -54,7 +54,7 @@ from ..states import (
     reason_word,
 )
 from . import reasons, slurmcli, slurmcmd
-from .base import Backend, CancelRequest, Observation, Submitted, Survey
+from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
 from .folder import one_line, read_result, settle
 
 if TYPE_CHECKING:
@@ -129,27 +129,26 @@ class SlurmBackend(Backend):
                 "cluster (or load its Slurm module), or choose a local profile"
             )
 
-    def submit(self, spec: JobSpec, job_folder: Path, script: str | None) -> Submitted:
+    def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
         from . import executors
 
         if script is None:
             raise ClusterError("internal: a Slurm job needs its rendered script")
         executor = executors.TemplatedSlurmExecutor(job_folder, spec, script)
         with executors.submission_errors("the job"):
-            job = executor.submit(executors.TASKS[spec.kind], spec.task)
+            job = executor.submit(task, spec.task)
         return Submitted(self.name, str(job.job_id), PENDING, None)
 
-    def submit_array(self, specs: Sequence[JobSpec], job_folder: Path, script: str) -> list[Submitted]:
+    def submit_array(self, specs: Sequence[JobSpec], job_folder: Path, script: str, task: Task) -> list[Submitted]:
         """ONE Slurm job array, one sbatch call: element ``i`` is Slurm job ``<array id>_<i>``,
         with its own submitted pickle and result file in ``job_folder``."""
         import functools
 
         from . import executors
 
-        fn = executors.TASKS[specs[0].kind]
         executor = executors.TemplatedSlurmExecutor(job_folder, specs[0], script, elements=specs)
         with executors.submission_errors("the job array"):
-            jobs = executor.submit_array([functools.partial(fn, spec.task) for spec in specs])
+            jobs = executor.submit_array([functools.partial(task, spec.task) for spec in specs])
         return [Submitted(self.name, str(job.job_id), PENDING, None) for job in jobs]
 
     # ------------------------------------------------------------------ survey

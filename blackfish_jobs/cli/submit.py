@@ -1,4 +1,5 @@
-"""``bfjobs submit KIND`` and ``bfjobs render KIND``: one option set per kind, both commands."""
+"""``bfjobs submit KIND`` and ``bfjobs render KIND``: both commands of every kind, made from the
+kind's option data (:func:`blackfish_jobs.api.kinds`); nothing here knows a kind by name."""
 
 from __future__ import annotations
 
@@ -7,49 +8,51 @@ from typing import Any
 
 import click
 
-from ..api import Client, SubmitResult, outcome_message
+from ..api import Client, Kind, SubmitResult, kinds, outcome_message
 from ._output import ProgressLines, describe, echo_err, print_json
 from ._utils import json_option, profile_option, slurm_options
 
 
-@click.group()
-def submit() -> None:
-    """Submit a job (pull an image, download a model)."""
+class KindGroup(click.Group):
+    """A group with one subcommand per kind, made when named (``make``): a kind registered after
+    this module was imported has its commands too."""
+
+    def __init__(self, *args: Any, make: Callable[[Kind], click.Command], **extra: Any) -> None:
+        super().__init__(*args, **extra)
+        self.make = make
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(k.name for k in kinds())})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        kind = next((k for k in kinds() if k.name == cmd_name), None)
+        return self.make(kind) if kind is not None else super().get_command(ctx, cmd_name)
 
 
-@click.group(name="render")
-def render_group() -> None:
-    """Print the exact sbatch script a submit would send."""
+def kind_options(kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The kind's main argument, ``--profile``, its own options (in its order), the Slurm options."""
 
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = slurm_options(fn)
+        for option in reversed(kind.options):
+            extra: dict[str, Any] = {"help": option.help}
+            if option.is_flag:
+                extra["is_flag"] = True
+            if option.multiple:
+                extra["multiple"] = True
+            if option.choice is not None:
+                extra["type"] = click.Choice(list(option.choice))
+            if option.default is not None:
+                extra["default"] = option.default
+            if option.show_default:
+                extra["show_default"] = True
+            if option.metavar is not None:
+                extra["metavar"] = option.metavar
+            fn = click.option(*option.flags, option.dest, **extra)(fn)
+        fn = profile_option(fn)
+        return click.argument(kind.argument.name, required=False)(fn)
 
-def pull_image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = slurm_options(fn)
-    fn = click.option("--force", is_flag=True, help="Pull again even if the image is present.")(fn)
-    fn = click.option("--name", "sif_name", metavar="FILE.sif", help="File name instead of <name>_<tag>.sif.")(fn)
-    fn = click.option(
-        "--to",
-        type=click.Choice(["shared", "home"]),
-        default="shared",
-        show_default=True,
-        help="shared: <cache_dir>/images (where Blackfish looks); home: <home_dir>/images.",
-    )(fn)
-    fn = profile_option(fn)
-    return click.argument("uri", required=False)(fn)
-
-
-def download_model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = slurm_options(fn)
-    fn = click.option(
-        "--force", is_flag=True, help="Fetch again the files selected, into the chosen destination (others stay)."
-    )(fn)
-    fn = click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")(fn)
-    fn = click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable).")(fn)
-    fn = click.option(
-        "--shared", is_flag=True, help="Look only in, and write to, <cache_dir>/models (admins), not <home_dir>/models."
-    )(fn)
-    fn = click.option("--revision", metavar="REV", help="Branch, tag or 40-hex commit (default: the main branch).")(fn)
-    fn = profile_option(fn)
-    return click.argument("repo_id", required=False)(fn)
+    return decorate
 
 
 def list_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,12 +66,10 @@ def list_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def _request(kind: str, params: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The command's parameters as the facade's arguments: (URI or REPO_ID, keyword arguments)."""
-    what = params.pop("uri" if kind == "pull-image" else "repo_id")
+def _request(kind: Kind, params: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The command's parameters as the facade's arguments: (the main argument, keyword arguments)."""
+    what = params.pop(kind.argument.name)
     params["profile"] = params.pop("profile_name")
-    if "sif_name" in params:
-        params["name"] = params.pop("sif_name")
     return what, params
 
 
@@ -82,13 +83,15 @@ def _report_submitted(result: SubmitResult, as_json: bool) -> None:
         click.echo(outcome_message(outcome, label))
 
 
-def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artefact: str) -> None:
-    """Create ``bfjobs submit KIND`` and ``bfjobs render KIND`` from one option set."""
+def submit_command(kind: Kind) -> click.Command:
+    """``bfjobs submit KIND``."""
 
-    @submit.command(kind, help=submit_help)
-    @options
+    @click.command(kind.name, help=kind.help)
+    @kind_options(kind)
     @list_options
-    @click.option("--wait", "wait_", is_flag=True, help=f"Wait for the job; exit 0 only if the {artefact} is in place.")
+    @click.option(
+        "--wait", "wait_", is_flag=True, help=f"Wait for the job; exit 0 only if the {kind.artefact} is in place."
+    )
     @json_option("Print one JSON object (see docs/json.md).")
     @click.pass_obj
     def submit_kind(client: Client, wait_: bool, as_json: bool, **params: Any) -> None:
@@ -100,7 +103,9 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
             shown.append(result)
             _report_submitted(result, as_json)
 
-        result = client.submit(kind, what, wait=wait_, note=echo_err, on_submitted=submitted, on_tick=lines, **options)
+        result = client.submit(
+            kind.name, what, wait=wait_, note=echo_err, on_submitted=submitted, on_tick=lines, **options
+        )
         lines.finish()
         if not shown:
             _report_submitted(result, as_json)
@@ -111,8 +116,14 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
                 click.echo(describe(row))
         result.raise_for_status()
 
-    @render_group.command(kind, help=f"Print the sbatch script `bfjobs submit {kind}` would submit.")
-    @options
+    return submit_kind
+
+
+def render_command(kind: Kind) -> click.Command:
+    """``bfjobs render KIND``."""
+
+    @click.command(kind.name, help=f"Print the sbatch script `bfjobs submit {kind.name}` would submit.")
+    @kind_options(kind)
     @list_options
     @click.pass_obj
     def render_kind(client: Client, **params: Any) -> None:
@@ -122,7 +133,7 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
         holds only the script; a refused destination is submit's error and exit code.
         """
         what, options = _request(kind, params)
-        result = client.render(kind, what, note=echo_err, **options)
+        result = client.render(kind.name, what, note=echo_err, **options)
         element = 0
         for label, outcome in zip(result.labels, result.outcomes, strict=True):
             if outcome is None:
@@ -135,18 +146,14 @@ def _define_kind(kind: str, options: Callable[..., Any], submit_help: str, artef
         if result.script is not None:
             click.echo(result.script, nl=False)
 
+    return render_kind
 
-_define_kind(
-    "pull-image",
-    pull_image_options,
-    "Pull URI (docker://, oras://, library://, shub://, https://) into Blackfish's image cache.",
-    "image",
-)
-_define_kind(
-    "download-model",
-    download_model_options,
-    "Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.\n\n"
-    "The shared cache is checked first, then yours (with --shared only the shared cache): a snapshot holding\n"
-    "every file the request selects is used as it is. Filters are additive: other files fill the same snapshot.",
-    "snapshot",
-)
+
+@click.group(cls=KindGroup, make=submit_command)
+def submit() -> None:
+    """Submit a job (pull an image, download a model)."""
+
+
+@click.group(name="render", cls=KindGroup, make=render_command)
+def render_group() -> None:
+    """Print the exact sbatch script a submit would send."""

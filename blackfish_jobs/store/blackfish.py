@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -85,8 +86,9 @@ def _values(row: JobRow, now: datetime) -> dict[str, object]:
 
 
 def register(db: Database, row: JobRow) -> bool:
-    """Upsert one completed download; False (and nothing written) if Blackfish has no table."""
-    if row.kind != "download-model" or row.state != "COMPLETED" or not row.result:
+    """Upsert one completed download (its kind registers: the caller's to say); False (and
+    nothing written) if Blackfish has no table."""
+    if row.state != "COMPLETED" or not row.result:
         return False
     if not has_model_table(db):
         unregistered.append((row.id, db.safe_url()))
@@ -99,9 +101,10 @@ def register(db: Database, row: JobRow) -> bool:
     return True
 
 
-def sync(db: Database) -> tuple[int, int]:
-    """Register every pending download; returns (registered, still pending)."""
-    rows = db.pending_registration()
+def sync(db: Database, kinds: Sequence[str]) -> tuple[int, int]:
+    """Register every pending job of ``kinds`` (the kinds that register: downloads); returns
+    (registered, still pending)."""
+    rows = db.pending_registration(kinds)
     if not rows:
         return 0, 0
     if not has_model_table(db):

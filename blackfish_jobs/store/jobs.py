@@ -253,10 +253,13 @@ class Database:
         """See :func:`slurm_unfinished`."""
         return slurm_unfinished(self.conn, profile)
 
-    def pending_registration(self) -> list[JobRow]:
-        """Completed downloads not yet registered in Blackfish's ``model`` table, oldest first."""
-        where = "kind = 'download-model' AND state = 'COMPLETED' AND registered_at IS NULL"
-        return self._rows(f"{SELECT} WHERE {where} ORDER BY submitted_at")
+    def pending_registration(self, kinds: Sequence[str]) -> list[JobRow]:
+        """Completed jobs of ``kinds`` (those that register) not yet registered in Blackfish's
+        ``model`` table, oldest first."""
+        if not kinds:
+            return []
+        where = f"kind IN ({_qmarks(kinds)}) AND state = 'COMPLETED' AND registered_at IS NULL"
+        return self._rows(f"{SELECT} WHERE {where} ORDER BY submitted_at", list(kinds))
 
     def listing(
         self,
