@@ -95,7 +95,7 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | Non
             conn.close()
         if oldest is None:
             return None
-        argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
-        return slurmcmd.prestart(argv) if argv is not None else None
+        argvs = slurmcmd.sacct_argvs([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
+        return slurmcmd.prestart(argvs[0]) if argvs else None  # the first call; the backend makes any others
     except Exception:  # only a head start: the CLI meets the same problem and reports it
         return None
