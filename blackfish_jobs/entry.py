@@ -1,8 +1,8 @@
 """The ``bfjobs`` console script: start a plain ``bfjobs status``' one ``sacct`` call, then run the CLI.
 
 Why before Click: a Python CLI's start-up (interpreter, Click, bfjobs' modules) takes about as
-long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both (starting it
-here saves ~50 ms). For ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the
+long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both (what starting
+it here saves: benchmarks/README.md). For ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the
 unfinished Slurm jobs' ids with the stdlib (:mod:`store`, a few ms), starts exactly the
 ``sacct`` command the Slurm backend will ask for (:func:`backends.slurmcmd.prestart`, a plain
 ``subprocess.Popen``) and only then imports the CLI, handing it the running call: the backend's
