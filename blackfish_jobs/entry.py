@@ -1,8 +1,8 @@
 """The ``bfjobs`` console script: start a plain ``bfjobs status``' one ``sacct`` call, then run the CLI.
 
 Why before Click: a Python CLI's start-up (interpreter, Click, bfjobs' modules) takes about as
-long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both (starting it
-here saves ~50 ms). For ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the
+long as the ``sacct`` call itself on a quiet cluster, and ``status`` waits for both (what starting
+it here saves: benchmarks/README.md). For ``bfjobs [--db URL] status [--json] [--profile NAME]`` this reads the
 unfinished Slurm jobs' ids with the stdlib (:mod:`store`, a few ms), starts exactly the
 ``sacct`` command the Slurm backend will ask for (:func:`backends.slurmcmd.prestart`, a plain
 ``subprocess.Popen``) and only then imports the CLI, handing it the running call: the backend's
@@ -95,7 +95,7 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | Non
             conn.close()
         if oldest is None:
             return None
-        argv = slurmcmd.sacct_argv([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
-        return slurmcmd.prestart(argv) if argv is not None else None
+        argvs = slurmcmd.sacct_argvs([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
+        return slurmcmd.prestart(argvs[0]) if argvs else None  # the first call; the backend makes any others
     except Exception:  # only a head start: the CLI meets the same problem and reports it
         return None

@@ -332,3 +332,26 @@ def test_a_stale_mark_during_a_controller_outage_is_no_second_sighting(db, tmp_p
     fake = FakeSlurm(sacct=None, squeue=None)
     rows = tracking.wait(db, [row.id], backends=Backends(fake), first_delay=0.01, timeout=0.3, give_up_after=60)
     assert rows[0].state == "PENDING" and "scancel" not in [c[0] for c in fake.calls]
+
+
+def test_sacct_splits_only_when_the_ids_outgrow_one_argument():
+    """One sacct call for 10,000 ids; beyond the kernel's 128 KiB single-argument limit, the fewest
+    calls that fit, and every id asked exactly once (their answers merged)."""
+    from blackfish_jobs.backends import slurmcmd
+
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str]) -> str:
+        calls.append(argv)
+        ids = argv[argv.index("-j") + 1].split(",")
+        return "".join(f"{i}|{i}|PENDING|None assigned|1700000000|Unknown|0:0|None\n" for i in ids)
+
+    ten_k = [str(1_000_000 + i) for i in range(10_000)]
+    assert len(slurm.sacct(ten_k, utcnow(), runner)) == 10_000 and len(calls) == 1
+    calls.clear()
+    forty_k = [str(1_000_000 + i) for i in range(40_000)]  # 8 chars each: ~320 KB of ids
+    found = slurm.sacct(forty_k, utcnow(), runner)
+    lists = [c[c.index("-j") + 1] for c in calls]
+    assert len(calls) == 3 and all(len(j) <= slurmcmd.MAX_ARG_CHARS for j in lists)
+    assert sorted(i for j in lists for i in j.split(",")) == sorted(forty_k) and set(found) == set(forty_k)
+    assert slurmcmd.id_lists(["1", "22", "333"], limit=4) == ["1,22", "333"]

@@ -284,9 +284,9 @@ class Client:
     def logs(self, job_id: str, out: BinaryIO, *, stderr: bool = False, follow: bool = False) -> LogsResult:
         """Write a job's stdout (``stderr``: its stderr) log to ``out``; with ``follow`` until the job
         ends, and then succeed only if it COMPLETED (as ``wait``)."""
-        from .. import joblogs
         from ..backends import folder
         from ..states import COMPLETED
+        from . import logs as joblogs
 
         stream = "err" if stderr else "out"
         row = joblogs.show(self.db, self.db.resolve(job_id), stream, out, follow=follow, backends=self.backends)

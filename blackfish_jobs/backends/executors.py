@@ -1,6 +1,6 @@
 """submitit's executors as bfjobs submits with them: Slurm with our Jinja script, or a detached local process.
 
-Imported only when something is submitted (submitit costs ~45 ms to import).
+Imported only when something is submitted (submitit is slow to import).
 
 :class:`TemplatedSlurmExecutor` keeps everything submitit does (pickling the task, reading the
 job id, result files, re-attaching from any process) and only replaces the sbatch text with the

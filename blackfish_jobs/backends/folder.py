@@ -3,7 +3,7 @@
 One folder per bfjobs job (an array's elements share one): ``<native id>_0_result.pkl`` (what
 the task returned or raised), ``<native id>_0_log.out``/``.err`` and bfjobs' own
 ``<native id>_0_progress.json``. The same names for Slurm (the template's ``--output``/``--error``)
-and local jobs (submitit's local controller). Importing submitit (~45 ms) just to name a file
+and local jobs (submitit's local controller). Importing submitit just to name a file
 would put it on the path of every ``status`` that meets a finished job.
 """
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from .slurmcmd import Runner, run, sacct_argv
+from .slurmcmd import Runner, id_lists, run, sacct_argvs
 from .slurmcmd import job_ids as _job_ids
 
 _SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
@@ -132,14 +132,14 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
     than every job asked about; callers still check each record's submit time. Several records
     for one id (a reused id within the window) are all returned, newest last.
     """
-    argv = sacct_argv(ids, since)
-    if argv is None:
-        return {}
-    try:
-        out = runner(argv)
-    except (OSError, subprocess.SubprocessError) as exc:
-        disabled = isinstance(exc, FileNotFoundError) or bool(_DISABLED.search(_stderr(exc)))
-        raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
+    outs = []
+    for argv in sacct_argvs(ids, since):  # one call, unless the ids outgrow one argument
+        try:
+            outs.append(runner(argv))
+        except (OSError, subprocess.SubprocessError) as exc:
+            disabled = isinstance(exc, FileNotFoundError) or bool(_DISABLED.search(_stderr(exc)))
+            raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
+    out = "\n".join(outs)
     found: dict[str, list[Record]] = {}
     # A refresh of 1,000 jobs parses 1,000 lines: converted times are shared (jobs submitted in
     # the same second, every "Unknown" end), and -P output has no padding to strip per field.
@@ -175,19 +175,19 @@ def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
     The controller keeps a finished job for ``MinJobAge`` seconds, so this also answers for
     recently ended jobs when there is no accounting. A job it no longer knows is simply absent.
     """
-    wanted = _job_ids(ids)
-    if not wanted:
-        return {}
-    argv = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ",".join(wanted)]
-    try:
-        out = runner(argv)
-    except subprocess.CalledProcessError as exc:
-        # With a single unknown id squeue fails with "Invalid job id specified": that is an answer.
-        if "invalid job id" in _stderr(exc).lower():
-            return {}
-        raise SlurmUnavailable(describe_failure(argv, exc)) from None
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SlurmUnavailable(describe_failure(argv, exc)) from None
+    outs = []
+    for ids_text in id_lists(ids):  # one call, unless the ids outgrow one argument
+        argv = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ids_text]
+        try:
+            outs.append(runner(argv))
+        except subprocess.CalledProcessError as exc:
+            # With a single unknown id squeue fails with "Invalid job id specified": that is an answer.
+            if "invalid job id" in _stderr(exc).lower():
+                continue
+            raise SlurmUnavailable(describe_failure(argv, exc)) from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SlurmUnavailable(describe_failure(argv, exc)) from None
+    out = "\n".join(outs)
     found: dict[str, Record] = {}
     for line in out.splitlines():
         parts = line.split("|", 5)

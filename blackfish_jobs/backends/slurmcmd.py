@@ -45,12 +45,32 @@ def sacct_since(submitted: Iterable[datetime]) -> datetime:
     return min(submitted) - CLOCK_SKEW
 
 
-def sacct_argv(ids: Iterable[str], since: datetime) -> list[str] | None:
-    """The one ``sacct`` command line for ``ids`` active since ``since``; None without ids."""
-    wanted = job_ids(ids)
-    if not wanted:
-        return None
-    return ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-S", local_time(since), "-j", ",".join(wanted)]
+#: Longest single argument Linux passes to a program (MAX_ARG_STRLEN, 128 KiB with its NUL).
+MAX_ARG_CHARS = 128 * 1024 - 1
+
+
+def id_lists(ids: Iterable[str], limit: int = MAX_ARG_CHARS) -> list[str]:
+    """``ids`` as the fewest comma-separated ``-j`` arguments that each fit in one argument
+    (one for up to ~16,000 Slurm ids of 7 digits; packed in order, each list as full as it goes)."""
+    lists: list[str] = []
+    current: list[str] = []
+    size = -1  # no comma before the first id
+    for job_id in job_ids(ids):
+        if current and size + 1 + len(job_id) > limit:
+            lists.append(",".join(current))
+            current, size = [], -1
+        current.append(job_id)
+        size += 1 + len(job_id)
+    if current:
+        lists.append(",".join(current))
+    return lists
+
+
+def sacct_argvs(ids: Iterable[str], since: datetime) -> list[list[str]]:
+    """The ``sacct`` command lines for ``ids`` active since ``since``: one unless the ``-j``
+    list outgrows one argument (:func:`id_lists`); none without ids."""
+    head = ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-S", local_time(since), "-j"]
+    return [[*head, ids_text] for ids_text in id_lists(ids)]
 
 
 def _text(data: bytes | None) -> str:

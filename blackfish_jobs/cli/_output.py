@@ -1,9 +1,9 @@
 """How results are shown: JSON, aligned columns (coloured states on a terminal), a progress line.
 
-No table library: rich's Table cost ~25 ms to import and ~0.5 ms a row to lay out, so a
-``bfjobs status`` of 1,000 jobs on a terminal spent 0.7 s drawing after sacct had answered.
-Aligned columns with the one-line reason last, and on a terminal the state in colour (unless
-``NO_COLOR`` or ``TERM=dumb``) and file names instead of full target paths, take ~1 ms.
+No table library: importing one and laying out 1,000 rows cost more than the whole rest of a
+``bfjobs status`` after sacct had answered (figures: benchmarks/README.md). Aligned columns with
+the one-line reason last, and on a terminal the state in colour (unless ``NO_COLOR`` or
+``TERM=dumb``) and file names instead of full target paths, cost next to nothing.
 """
 
 from __future__ import annotations

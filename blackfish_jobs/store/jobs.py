@@ -1,9 +1,9 @@
 """bfjobs' job table: every query, once, on the stdlib ``sqlite3`` module.
 
-Why the stdlib: ``import sqlalchemy`` alone costs 110-135 ms, most of a ``bfjobs list`` or
-``status``, whose queries take a few ms. The schema belongs to the migrations (:mod:`.schema`
-runs Alembic when a database is not at head); this module reads and writes rows of a database
-at head, one connection per thread.
+Why the stdlib: ``import sqlalchemy`` alone costs more than the rest of a ``bfjobs list`` or
+``status`` together, queries included (figures: benchmarks/README.md). The schema belongs to
+the migrations (:mod:`.schema` runs Alembic when a database is not at head); this module reads
+and writes rows of a database at head, one connection per thread.
 
 The live-job reads carry :data:`UNFINISHED`, the very term of the partial index migration 0003
 creates: SQLite uses a partial index only for a query with the same term.

@@ -86,8 +86,8 @@ def to_sql(column: str, value: Any) -> Any:
 
 
 def from_records(records: Any) -> list[JobRow]:
-    """Rows from ``SELECT <COLUMNS>`` records, without calling ``__init__`` (about 1.5 µs a row
-    less) and with JSON left as text until asked for (see :class:`JobRow`)."""
+    """Rows from ``SELECT <COLUMNS>`` records, without calling ``__init__`` (a measurable share
+    of reading 10,000 rows) and with JSON left as text until asked for (see :class:`JobRow`)."""
     new, parse, keys = object.__new__, datetime.fromisoformat, _KEYS
     rows = []
     for record in records:

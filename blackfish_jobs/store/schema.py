@@ -3,7 +3,7 @@
 bfjobs' tables are created and changed only by its Alembic migrations (``migrations/``), with
 its own version table (``bfjobs_alembic_version``); Blackfish's tables and ``ddl_version`` are
 never created or altered. The everyday path checks the version row with one ``sqlite3`` SELECT
-and imports SQLAlchemy and Alembic (110-135 ms) only when the database is not at head.
+and imports SQLAlchemy and Alembic (slow to import) only when the database is not at head.
 
 Blackfish's app database is SQLite, and so is bfjobs' store: other URLs are refused in one line
 that names only their scheme (a URL may carry a password). SQLite is opened the way Blackfish

@@ -1,8 +1,8 @@
 """A partial index over the jobs not finished yet: ``status`` reads only those.
 
 Every ``bfjobs status`` (and ``wait``) starts by reading the unfinished jobs, and the table keeps
-every job ever submitted. Without this index that read scans the whole history (2-3 ms per
-10,000 finished jobs on the critical path of ``status``, before its ``sacct`` call can start);
+every job ever submitted. Without this index that read scans the whole history (on the
+critical path of ``status``, before its ``sacct`` call can start);
 with it, the read touches only the live rows, in submit order, and the Slurm ids and submit
 times come from the index alone.
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from . import tracking
-from .backends import Backends
-from .errors import BfjobsError
-from .states import ENDED
-from .store import Database, JobRow
+from .. import tracking
+from ..backends import Backends
+from ..errors import BfjobsError
+from ..states import ENDED
+from ..store import Database, JobRow
 
 _CHUNK = 1024 * 1024
 
