@@ -196,7 +196,7 @@ class PullImageKind(Kind):
 
     def same_request(self, row: JobRow, spec: JobSpec) -> bool:
         """The same file from another URI is a name collision, not the same request."""
-        uri = getattr(spec.task, "uri", None)
+        uri = spec.task.uri
         if row.request.get("uri") != uri:
             from ..errors import NameCollision
 
