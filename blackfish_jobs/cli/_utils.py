@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..api import parse_since
+from ..api import kinds, parse_since
 
 
 def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,6 +37,18 @@ def slurm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+class KindChoice(click.Choice):
+    """``--kind``: one of the kinds' names, asked of the facade when first needed, so the commands
+    that share a module with the option (``status``, ``--help``) never load the kinds."""
+
+    def __init__(self) -> None:
+        self.case_sensitive = True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(k.name for k in kinds())
 
 
 def no_nan(name: str, value: float | None) -> float | None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..api import STATES, Client, kinds, native_name
+from ..api import STATES, Client, native_name
 from ._output import ProgressLines, describe, echo_err, print_json, show_jobs
-from ._utils import SinceType, json_option, no_nan, profile_option
+from ._utils import KindChoice, SinceType, json_option, no_nan, profile_option
 
 
 @click.command()
@@ -41,7 +41,7 @@ def status(client: Client, job_ids: tuple[str, ...], profile_name: str | None, a
     type=click.Choice(STATES, case_sensitive=False),
     help="Only jobs in this state (repeatable).",
 )
-@click.option("--kind", type=click.Choice([k.name for k in kinds()]), help="Only this kind of job.")
+@click.option("--kind", type=KindChoice(), help="Only this kind of job.")
 @profile_option
 @click.option("--since", type=SinceType(), help="Only jobs submitted since DATE (2026-11-27T08:00, 12h, 7d).")
 @click.option(

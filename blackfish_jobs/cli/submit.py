@@ -4,13 +4,16 @@ kind's option data (:func:`blackfish_jobs.api.kinds`); nothing here knows a kind
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..api import Client, Kind, SubmitResult, kinds, outcome_message
+from ..api import Client, SubmitResult, kinds, outcome_message
 from ._output import ProgressLines, describe, echo_err, print_json
 from ._utils import json_option, profile_option, slurm_options
+
+if TYPE_CHECKING:
+    from ..api import Kind
 
 
 class KindGroup(click.Group):
