@@ -4,6 +4,8 @@ module plus a template (a fake one, registered here, goes through the same machi
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +143,26 @@ def test_the_registry():
 
 
 # ------------------------------------------------------------------ the rules the layout keeps
+
+
+@pytest.mark.parametrize(
+    ("args", "loaded"),
+    [(["--help"], False), (["status", "--help"], False), (["submit", "pull-image", "--help"], True)],
+)
+def test_kinds_are_loaded_only_by_what_needs_them(args, loaded):
+    """``--help`` and ``status`` (whose module holds ``list --kind``) do not load the kind modules; a
+    kind's own command does, and then no heavy library, configuration or spec comes with them."""
+    code = (
+        "import sys\n"
+        "from blackfish_jobs.cli import cli\n"
+        f"try:\n    cli.main({args!r}, prog_name='bfjobs')\nexcept SystemExit:\n    pass\n"
+        "heavy = ('submitit', 'sqlalchemy', 'huggingface_hub', 'jinja2', 'blackfish_jobs.specs',"
+        " 'blackfish_jobs.config')\n"
+        "print('blackfish_jobs.kinds' in sys.modules, [m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == f"{loaded} []"
+
 
 
 def _code_strings(tree: ast.AST) -> Iterator[ast.Constant]:
