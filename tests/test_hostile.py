@@ -638,7 +638,8 @@ def test_every_submit_and_render_parameter_is_fuzzed() -> None:
     """A new option on submit/render must be added to the tables above (or this fails)."""
     for kind, table in (("pull-image", PULL_VALUES), ("download-model", DOWNLOAD_VALUES)):
         for group in ("submit", "render"):
-            command = bfjobs_cli.get_command(click.Context(bfjobs_cli), group).commands[kind]
+            context = click.Context(bfjobs_cli)
+            command = bfjobs_cli.get_command(context, group).get_command(context, kind)  # made from the kind
             for param in command.params:
                 if isinstance(param, click.Option) and (param.is_flag or param.name == "help"):
                     continue
