@@ -381,16 +381,16 @@ def artefact_in_place(row: JobRow) -> bool:
 
 def native_column(row: JobRow) -> str:
     """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``, ``-``."""
-    from .. import backends
+    from .. import jobids
 
-    return backends.column(row)
+    return jobids.column(row)
 
 
 def native_name(row: JobRow) -> str:
     """The scheduler's name for a job in messages: ``Slurm job N`` or ``local pid N``."""
-    from .. import backends
+    from .. import jobids
 
-    return backends.describe(row)
+    return jobids.describe(row)
 
 
 def not_ok_message(rows: Sequence[JobRow], bad: Sequence[JobRow], timeout: float | None) -> str:

@@ -48,10 +48,10 @@ def _result_json(result: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: bool = False) -> dict[str, Any]:
     """One job in the shared shape (see docs/json.md)."""
-    from .. import backends
+    from .. import jobids
 
     native = row.native_id
-    slurm = backends.runs_arrays(row)
+    slurm = jobids.runs_arrays(row)
     log = f"{row.folder}/{native}_0_log." if native else None
     return {
         "id": row.id,
@@ -61,7 +61,7 @@ def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: 
         "reason": row.reason,
         "profile": row.profile,
         "backend": row.backend,
-        **backends.id_fields(row),
+        **jobids.id_fields(row),
         "array_index": _array_index(native) if slurm else None,
         "target": row.target,
         "request": row.request,
@@ -299,9 +299,9 @@ def outcome_message(outcome: Outcome, label: str) -> str:
 
     if isinstance(outcome, AlreadyPresent | InFlight):
         return outcome.describe()
-    from .. import backends
+    from .. import jobids
 
-    native = backends.describe(outcome)
+    native = jobids.describe(outcome)
     message = f"submitted {outcome.id} ({native}): {label}"
     if outcome.request.get("commit"):
         message += f" (commit {outcome.request['commit']})"

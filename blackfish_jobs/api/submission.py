@@ -59,7 +59,7 @@ class InFlight:
     row: JobRow
 
     def describe(self) -> str:
-        from ..backends import describe
+        from ..jobids import describe
 
         native = describe(self.row).removeprefix("local ")
         return f"already in flight: job {self.row.id} ({native}, {self.row.state}) for {self.row.target}"

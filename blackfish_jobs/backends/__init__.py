@@ -22,11 +22,6 @@ if TYPE_CHECKING:
 #: The backends bfjobs knows, by name.
 NAMES = ("slurm", "local")
 
-#: How each backend's job ids read, in words and in the SLURM ID column: data, so ``list`` and
-#: ``status`` name a job without importing its backend.
-_ID_WORDS = {"slurm": ("Slurm job {}", "{}"), "local": ("local pid {}", "pid {}")}
-
-
 _CLASSES: dict[str, type[Backend]] = {}  # imported when first asked for
 
 
@@ -88,34 +83,3 @@ class Backends:
 def for_profile(profile: Profile, runner: Runner | None = None) -> Backend:
     """A backend for ``profile`` (its own instance; use :class:`Backends` to share one per command)."""
     return Backends(runner).for_profile(profile)
-
-
-def describe(row: JobRow) -> str:
-    """A job's scheduler id in words: ``Slurm job 123``, ``local pid 45``."""
-    words = _ID_WORDS.get(row.backend, (f"{row.backend} job {{}}", "{}"))[0]
-    return words.format(row.native_id)
-
-
-#: The JSON keys a job's native id goes under, by backend (docs/json.md): every key always present.
-_ID_FIELDS = {"slurm": "slurm_job_id", "local": "local_pid"}
-
-
-def id_fields(row: JobRow) -> dict[str, str | int | None]:
-    """``{"slurm_job_id": …, "local_pid": …}`` for a job: its native id under its backend's key."""
-    fields: dict[str, str | int | None] = dict.fromkeys(_ID_FIELDS.values())
-    key = _ID_FIELDS.get(row.backend)
-    if key is not None and row.native_id:
-        fields[key] = int(row.native_id) if key == "local_pid" else row.native_id
-    return fields
-
-
-def runs_arrays(row: JobRow) -> bool:
-    """Whether the job's backend submits arrays (its native id may carry ``_<index>``)."""
-    return row.backend == "slurm"
-
-
-def column(row: JobRow) -> str:
-    """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``."""
-    if not row.native_id:
-        return "-"
-    return _ID_WORDS.get(row.backend, ("", "{}"))[1].format(row.native_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import constants
 from ..errors import BadInput, JobNotFound, show
+from ..jobids import describe as _describe
 from ..states import FINISHED
 from . import schema
 from .rows import COLUMNS, JobRow, from_records, to_sql, utcnow
@@ -301,5 +302,5 @@ def _candidates(rows: Sequence[JobRow]) -> str:
     """Jobs named in one line: id, Slurm id or pid, submit time; the first :data:`_SHOWN`."""
     shown = []
     for row in rows[:_SHOWN]:
-        shown.append(f"{row.id} ({row.backend} {row.native_id}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
+        shown.append(f"{row.id} ({_describe(row)}, submitted {row.submitted_at:%Y-%m-%d %H:%M})")
     return ", ".join(shown) + (" and more" if len(rows) > _SHOWN else "")
