@@ -175,7 +175,7 @@ class Client:
 
         specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
         notices = [n for n in [builtin_notice(specs[0].profile)] if n]
-        if not specs[0].profile.is_slurm:
+        if not self.backends.for_profile(specs[0].profile).uses_script:
             notices.append("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
         for notice in notices:  # before the checks: they say what the script below is for
             note(notice)
