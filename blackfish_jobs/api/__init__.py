@@ -15,39 +15,52 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..constants import colour_wanted, debug_env
 from ..states import NAMES as STATES
-from .client import SLURM_OPTIONS, Client, artefact_in_place, native_column, native_name, parse_since
-from .results import (
-    JSON_VERSION,
-    CancelResult,
-    JobsResult,
-    LogsResult,
-    RenderResult,
-    Result,
-    SubmitResult,
-    SyncResult,
-    VerifyResult,
-    finding_json,
-    job_json,
-    outcome_message,
-)
 
 if TYPE_CHECKING:
     from ..kinds import Kind
     from ..store import JobRow
+    from .client import SLURM_OPTIONS, Client, artefact_in_place, native_column, native_name, parse_since
+    from .results import (
+        JSON_VERSION,
+        CancelResult,
+        JobsResult,
+        LogsResult,
+        RenderResult,
+        Result,
+        SubmitResult,
+        SyncResult,
+        VerifyResult,
+        finding_json,
+        job_json,
+        outcome_message,
+    )
+
+#: Where each public name lives, imported on first use (PEP 562): ``bfjobs --help`` loads none of
+#: them, and a command loads the client and results only once it runs.
+_LAZY = {
+    **dict.fromkeys(
+        ("SLURM_OPTIONS", "Client", "artefact_in_place", "native_column", "native_name", "parse_since"), ".client"
+    ),
+    **dict.fromkeys(
+        ("JSON_VERSION", "CancelResult", "JobsResult", "LogsResult", "RenderResult", "Result", "SubmitResult",
+         "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
+        ".results",
+    ),
+    "JobRow": "..store",
+    "Kind": "..kinds",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``JobRow`` (a stored job, what results hold) and ``Kind`` (what :func:`kinds` lists)
-    without importing the store or the kinds for ``--help``."""
-    if name == "JobRow":
-        from ..store import JobRow
+    """The facade's names, imported when first asked for (and then kept in this module)."""
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return JobRow
-    if name == "Kind":
-        from ..kinds import Kind
-
-        return Kind
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def kinds() -> list["Kind"]:

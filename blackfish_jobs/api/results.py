@@ -144,7 +144,7 @@ class Result:
         raise NotImplementedError
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class JobsResult(Result):
     """Jobs as ``status``, ``list``, ``wait``, ``submit`` and ``cancel`` report them.
 
@@ -186,7 +186,7 @@ class JobsResult(Result):
         return {"version": JSON_VERSION, "jobs": items}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class SubmitResult(JobsResult):
     """``submit``: one outcome per request (``labels`` say what each asked for); with ``wait``,
     present artefacts first, then the jobs as they ended. ``notice``: a line for stderr (the
@@ -197,7 +197,7 @@ class SubmitResult(JobsResult):
     waited: bool = False
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class RenderResult(Result):
     """``render``: the script submit would send (None: nothing to send), and per request its
     outcome (None: an element of the script; else present / in flight)."""
@@ -213,7 +213,7 @@ class RenderResult(Result):
         return {"version": JSON_VERSION, "script": self.script, "jobs": skipped}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class CancelResult(JobsResult):
     """``cancel``: each job's state afterwards and what was done (``actions`` by job id:
     "cancelled", "requested", "already ended", "refused"; ``messages`` why)."""
@@ -222,7 +222,7 @@ class CancelResult(JobsResult):
     messages: dict[str, str | None] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class LogsResult(Result):
     """``logs``: the job as last seen; ``notice`` a line for stderr; ``error`` with ``--follow``
     when the job did not complete."""
@@ -238,7 +238,7 @@ class LogsResult(Result):
         return {"version": JSON_VERSION, "jobs": [job_json(self.row)]}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class VerifyResult(Result):
     """``verify``: one finding per artefact; fails unless each is OK (or UNVERIFIED, accepted)."""
 
@@ -279,7 +279,7 @@ def finding_json(finding: Finding) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command
 class SyncResult(Result):
     """``sync``: downloads registered in Blackfish's model table now, and those still waiting
     for the table (``notice`` says why, for stderr)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ..api import Client, __version__, debug_env
+from ..api import __version__, debug_env
 from ..errors import BfjobsError
 from ._output import echo_err
 
@@ -93,6 +93,8 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     Jobs are rendered from Jinja templates, submitted and tracked with submitit, and their
     results land in Blackfish's shared caches and app database.
     """
+    from ..api import Client
+
     client = Client(db_url, backends=click_ctx.obj)  # main()'s backends (a prestarted sacct), if any
     click_ctx.obj = client
 

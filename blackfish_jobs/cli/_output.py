@@ -9,7 +9,6 @@ the one-line reason last, and on a terminal the state in colour (unless ``NO_COL
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -132,6 +131,8 @@ def echo_err(message: str) -> None:
 def print_json(result: Result) -> None:
     """A result's one JSON object: its arrays with one item per line (grep-able, and the C
     encoder: ``indent`` would make ``list --json`` of 10,000 jobs take most of half a second)."""
+    import json  # only for --json: the tables never load it
+
     data = result.to_json()
     parts = []
     for key in sorted(data):
