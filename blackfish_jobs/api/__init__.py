@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..constants import colour_wanted, debug_env
+from ..jobids import column as native_column
+from ..jobids import describe as native_name
 from ..states import NAMES as STATES
 
 if TYPE_CHECKING:
     from ..kinds import Kind
     from ..store import JobRow
-    from .client import SLURM_OPTIONS, Client, artefact_in_place, native_column, native_name, parse_since
+    from .client import SLURM_OPTIONS, Client, artefact_in_place, parse_since
     from .results import (
         JSON_VERSION,
         CancelResult,
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 #: them, and a command loads the client and results only once it runs.
 _LAZY = {
     **dict.fromkeys(
-        ("SLURM_OPTIONS", "Client", "artefact_in_place", "native_column", "native_name", "parse_since"), ".client"
+        ("SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
     ),
     **dict.fromkeys(
         ("JSON_VERSION", "CancelResult", "JobsResult", "LogsResult", "RenderResult", "Result", "SubmitResult",

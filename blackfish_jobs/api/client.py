@@ -379,22 +379,9 @@ def artefact_in_place(row: JobRow) -> bool:
     return kinds.get(row.kind).artefact_in_place(row)
 
 
-def native_column(row: JobRow) -> str:
-    """A job's scheduler id as the SLURM ID column shows it: ``123``, ``pid 45``, ``-``."""
-    from .. import jobids
-
-    return jobids.column(row)
-
-
-def native_name(row: JobRow) -> str:
-    """The scheduler's name for a job in messages: ``Slurm job N`` or ``local pid N``."""
-    from .. import jobids
-
-    return jobids.describe(row)
-
-
 def not_ok_message(rows: Sequence[JobRow], bad: Sequence[JobRow], timeout: float | None) -> str:
     """Why a wait did not succeed, in one line: a timeout, or the first job that did not complete."""
+    from .. import jobids
     from ..states import CANCELLED, COMPLETED, ENDED, cannot_start
 
     first = bad[0]
@@ -406,7 +393,7 @@ def not_ok_message(rows: Sequence[JobRow], bad: Sequence[JobRow], timeout: float
         )
     if first.state == CANCELLED and cannot_start(first.reason):  # wait cancelled it
         count = f"{len(bad)} of {len(rows)} job(s) did not complete: " if len(rows) > 1 else ""
-        return f"{count}job {first.id} ({native_name(first)}) {first.reason}; it was cancelled"
+        return f"{count}job {first.id} ({jobids.describe(first)}) {first.reason}; it was cancelled"
     why = f" ({first.reason})" if first.reason else ""
     if first.state == COMPLETED:
         why = f" but its {first.kind} artefact is not in place ({first.target})"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..api import kinds, parse_since
+from .. import api
 
 
 def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,7 +48,7 @@ class KindChoice(click.Choice):
 
     @property  # type: ignore[override]
     def choices(self) -> tuple[str, ...]:
-        return tuple(k.name for k in kinds())
+        return tuple(k.name for k in api.kinds())
 
 
 def no_nan(name: str, value: float | None) -> float | None:
@@ -65,6 +65,6 @@ class SinceType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
-            return parse_since(str(value))
+            return api.parse_since(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..api import Client
 from ._output import echo_err, print_json
 from ._utils import json_option, profile_option
+
+if TYPE_CHECKING:
+    from ..api import Client
 
 
 @click.command()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..api import STATES, Client, native_name
+from ..api import STATES, native_name
 from ._output import ProgressLines, describe, echo_err, print_json, show_jobs
 from ._utils import KindChoice, SinceType, json_option, no_nan, profile_option
+
+if TYPE_CHECKING:
+    from ..api import Client
 
 
 @click.command()

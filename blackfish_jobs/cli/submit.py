@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..api import Client, SubmitResult, kinds, outcome_message
+from .. import api
 from ._output import ProgressLines, describe, echo_err, print_json
 from ._utils import json_option, profile_option, slurm_options
 
 if TYPE_CHECKING:
-    from ..api import Kind
+    from ..api import Client, Kind, SubmitResult
 
 
 class KindGroup(click.Group):
@@ -25,10 +25,10 @@ class KindGroup(click.Group):
         self.make = make
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *(k.name for k in kinds())})
+        return sorted({*super().list_commands(ctx), *(k.name for k in api.kinds())})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        kind = next((k for k in kinds() if k.name == cmd_name), None)
+        kind = next((k for k in api.kinds() if k.name == cmd_name), None)
         return self.make(kind) if kind is not None else super().get_command(ctx, cmd_name)
 
 
@@ -83,7 +83,7 @@ def _report_submitted(result: SubmitResult, as_json: bool) -> None:
     if as_json:
         return
     for label, outcome in zip(result.labels, result.jobs, strict=True):
-        click.echo(outcome_message(outcome, label))
+        click.echo(api.outcome_message(outcome, label))
 
 
 def submit_command(kind: Kind) -> click.Command:
@@ -144,7 +144,7 @@ def render_command(kind: Kind) -> click.Command:
                     echo_err(f"bfjobs: array element {element}: {label}")
                 element += 1
             else:
-                message = outcome_message(outcome, label)
+                message = api.outcome_message(outcome, label)
                 echo_err(f"bfjobs: skipped {label}: {message}" if result.many else message)
         if result.script is not None:
             click.echo(result.script, nl=False)
