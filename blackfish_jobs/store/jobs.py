@@ -98,19 +98,32 @@ class Database:
         if conn is None:
             if not self._migrated:
                 self.migrate()
-            conn = self._local.conn = schema.connect(self.path)
+            conn = getattr(self._local, "conn", None)  # the one migrate() checked the version on
+            if conn is None:
+                conn = self._local.conn = schema.connect(self.path)
         return conn
 
     def migrate(self) -> None:
-        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head)."""
+        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head).
+
+        At head, the connection that asked is kept as this thread's (opening one costs several
+        pragmas, on the path of every command); after Alembic ran, a fresh one is opened.
+        """
         if self._migrated:
             return
         conn = schema.connect(self.path)
         try:
             current = schema.at_head(conn)
-        finally:
+        except BaseException:
             conn.close()
-        if not current:
+            raise
+        if current:
+            if getattr(self._local, "conn", None) is None:
+                self._local.conn = conn
+            else:
+                conn.close()
+        else:
+            conn.close()
             schema.upgrade(self.path)
         self._migrated = True
 
