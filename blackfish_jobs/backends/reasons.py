@@ -24,7 +24,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from ..states import reason_word
-from .slurmcmd import Runner, id_lists
+from .slurmcmd import Runner, squeue_lists
 
 #: The request exceeds what the partition's nodes or limits offer (FAIL_BAD_CONSTRAINTS,
 #: WAIT_PART_TIME_LIMIT, WAIT_PART_CONFIG, WAIT_PN_MEM_LIMIT).
@@ -178,18 +178,10 @@ def _advice(job: Job | None, reason: str, nodes: list[list[str]], qos: dict[str,
 
 def ask_jobs(ids: Sequence[str], runner: Runner) -> dict[str, Job] | None:
     """One ``squeue -t all`` for these jobs' states and requests; None if the controller cannot say."""
-    outs = []
-    for ids_text in id_lists(ids):  # one call, unless the ids outgrow one argument
-        argv = ["squeue", "-h", "-r", "-t", "all", "-o", JOB_FORMAT, "-j", ids_text]
-        try:
-            outs.append(runner(argv))
-        except subprocess.CalledProcessError as exc:
-            if "invalid job id" in str(exc.stderr or "").lower():  # the only id asked about is gone: an answer
-                continue
-            return None
-        except (OSError, subprocess.SubprocessError):
-            return None
-    out = "\n".join(outs)
+    try:
+        out = squeue_lists(["squeue", "-h", "-r", "-t", "all", "-o", JOB_FORMAT], ids, runner)
+    except (OSError, subprocess.SubprocessError):
+        return None
     rows = [[f.strip() for f in line.split("|")] for line in out.splitlines() if line.strip()]
     return {r[0]: Job(r) for r in rows if r and r[0]}
 

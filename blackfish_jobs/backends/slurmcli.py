@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from .slurmcmd import Runner, id_lists, run, sacct_argvs
+from .slurmcmd import Runner, run, sacct_argvs, squeue_lists
 from .slurmcmd import job_ids as _job_ids
 
 _SQUEUE_FORMAT = "%i|%T|%N|%V|%e|%r"
@@ -175,19 +175,11 @@ def squeue(ids: Iterable[str], runner: Runner = run) -> dict[str, Record]:
     The controller keeps a finished job for ``MinJobAge`` seconds, so this also answers for
     recently ended jobs when there is no accounting. A job it no longer knows is simply absent.
     """
-    outs = []
-    for ids_text in id_lists(ids):  # one call, unless the ids outgrow one argument
-        argv = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT, "-j", ids_text]
-        try:
-            outs.append(runner(argv))
-        except subprocess.CalledProcessError as exc:
-            # With a single unknown id squeue fails with "Invalid job id specified": that is an answer.
-            if "invalid job id" in _stderr(exc).lower():
-                continue
-            raise SlurmUnavailable(describe_failure(argv, exc)) from None
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise SlurmUnavailable(describe_failure(argv, exc)) from None
-    out = "\n".join(outs)
+    head = ["squeue", "-h", "-r", "-t", "all", "-o", _SQUEUE_FORMAT]
+    try:
+        out = squeue_lists(head, ids, runner)  # one call, unless the ids outgrow one argument
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SlurmUnavailable(describe_failure(head, exc)) from None
     found: dict[str, Record] = {}
     for line in out.splitlines():
         parts = line.split("|", 5)

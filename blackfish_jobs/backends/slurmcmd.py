@@ -66,6 +66,20 @@ def id_lists(ids: Iterable[str], limit: int = MAX_ARG_CHARS) -> list[str]:
     return lists
 
 
+def squeue_lists(head: list[str], ids: Iterable[str], runner: Runner) -> str:
+    """``squeue`` (``head`` + ``-j LIST``) for ``ids``: one call unless they outgrow one argument,
+    the answers joined. "Invalid job id" (squeue's answer when no id of a list is known any more)
+    is an empty answer; any other failure is raised as the runner raised it."""
+    outs = []
+    for ids_text in id_lists(ids):
+        try:
+            outs.append(runner([*head, "-j", ids_text]))
+        except subprocess.CalledProcessError as exc:
+            if "invalid job id" not in str(exc.stderr or exc.output or "").lower():
+                raise
+    return "\n".join(outs)
+
+
 def sacct_argvs(ids: Iterable[str], since: datetime) -> list[list[str]]:
     """The ``sacct`` command lines for ``ids`` active since ``since``: one unless the ``-j``
     list outgrows one argument (:func:`id_lists`); none without ids."""
