@@ -1,7 +1,8 @@
 """Where jobs run: one :class:`~.base.Backend` interface, the Slurm and local implementations.
 
 :func:`backend_class` is the only place a backend's name (a profile's ``schema``, a job's
-``backend`` column) is mapped to code; a new backend is a new module and a line there.
+``backend`` column) is mapped to a class; a new backend is a new module, a line there and its
+line in :mod:`blackfish_jobs.jobids` (how its job ids read).
 :class:`Backends` holds one instance per name for one command, so what an instance learns (the
 Slurm backend: a prestarted ``sacct``, a site without accounting) lasts exactly that long.
 
