@@ -98,32 +98,19 @@ class Database:
         if conn is None:
             if not self._migrated:
                 self.migrate()
-            conn = getattr(self._local, "conn", None)  # the one migrate() checked the version on
-            if conn is None:
-                conn = self._local.conn = schema.connect(self.path)
+            conn = self._local.conn = schema.connect(self.path)
         return conn
 
     def migrate(self) -> None:
-        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head).
-
-        At head, the connection that asked is kept as this thread's (opening one costs several
-        pragmas, on the path of every command); after Alembic ran, a fresh one is opened.
-        """
+        """Apply bfjobs' migrations if needed (one SELECT of the version when already at head)."""
         if self._migrated:
             return
         conn = schema.connect(self.path)
         try:
             current = schema.at_head(conn)
-        except BaseException:
+        finally:
             conn.close()
-            raise
-        if current:
-            if getattr(self._local, "conn", None) is None:
-                self._local.conn = conn
-            else:
-                conn.close()
-        else:
-            conn.close()
+        if not current:
             schema.upgrade(self.path)
         self._migrated = True
 
