@@ -277,6 +277,31 @@ def test_store_connection_has_blackfish_pragmas(tmp_path):
             ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")] == ["wal", 5000, 1, 1]
 
 
+@pytest.mark.parametrize("opener", ["stdlib", "sqlalchemy"])
+def test_opening_a_fresh_store_another_process_is_creating_waits(tmp_path, opener):
+    """Two ``submit``s racing on a new store (CI saw "database is locked"): the file is not WAL
+    yet and another connection holds the write lock; SQLite answers the switch to WAL at once,
+    without its busy timeout. Opening waits for the writer instead."""
+    import threading
+    import time
+
+    path = str(tmp_path / "app.sqlite")
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE t (x)")
+    threading.Timer(0.4, lambda: writer.execute("COMMIT")).start()
+    started = time.monotonic()
+    if opener == "stdlib":
+        mode = schema.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    else:
+        import sqlalchemy as sa
+
+        with schema.engine(path).connect() as conn:
+            mode = conn.execute(sa.text("PRAGMA journal_mode")).scalar()
+    assert mode == "wal" and time.monotonic() - started >= 0.3
+    writer.close()
+
+
 @pytest.mark.parametrize("url", [
     "sqlite:////abs/dir/app.sqlite", "sqlite:///rel/app.sqlite", "sqlite+pysqlite:////x/a b@c.db",
     "sqlite://", "sqlite:///:memory:", "sqlite:///x.db?timeout=3", "sqlite:///a%2Fb", "sqlite:///~u/x.db",

@@ -24,8 +24,11 @@ from ..errors import BadInput, show
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-#: Applied to every connection, the stdlib's and SQLAlchemy's (Blackfish opens its DB so).
-PRAGMAS = ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL")
+#: Applied to every connection, the stdlib's and SQLAlchemy's (Blackfish opens its DB so), after
+#: WAL mode (:func:`_wal`).
+PRAGMAS = ("busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL")
+#: How long :func:`_wal` keeps trying, in seconds (the same as the busy timeout).
+_WAL_PATIENCE = 5.0
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -80,10 +83,38 @@ def check_url(url: str) -> str:
 
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (writes open their own transaction) with Blackfish's pragmas."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=_WAL_PATIENCE)
+    apply_pragmas(conn)
+    return conn
+
+
+def apply_pragmas(conn: sqlite3.Connection) -> None:
+    """WAL mode, then :data:`PRAGMAS`, on a new connection (either driver's: SQLAlchemy hands
+    over the same ``sqlite3`` connection)."""
+    _wal(conn)
     for pragma in PRAGMAS:
         conn.execute(f"PRAGMA {pragma}")
-    return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL unless it is already (the mode is stored in the file).
+
+    Why not plain ``PRAGMA journal_mode=WAL``: on a fresh file that several processes open at
+    once (two ``submit``s racing to create the store), SQLite answers "database is locked" at
+    once to the one that cannot get the exclusive lock the switch needs, without waiting for the
+    busy timeout; the CI saw that. Asking first costs nothing once the file is WAL, and a locked
+    answer is retried for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + _WAL_PATIENCE
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def revision(conn: sqlite3.Connection) -> str | None:
@@ -113,10 +144,7 @@ def engine(path: str) -> sa.Engine:
 
 
 def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    for pragma in PRAGMAS:
-        cur.execute(f"PRAGMA {pragma}")
-    cur.close()
+    apply_pragmas(dbapi_conn)
 
 
 def upgrade(path: str, target: str = "head") -> None:
