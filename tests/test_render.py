@@ -48,6 +48,8 @@ def test_default_script_shape(site):
         assert expected in header
     assert "export SUBMITIT_EXECUTOR=slurm" in lines
     assert lines[-1].endswith(f"-u -m submitit.core._submit {folder}")
+    # exec: Slurm's signals reach the job's Python itself (a shell would exit and leave it running)
+    assert lines[-1].startswith("exec ")
 
 
 def test_values_are_quoted_by_the_renderer(tmp_path):

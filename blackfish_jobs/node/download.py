@@ -9,7 +9,6 @@ import contextlib
 import glob
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -24,7 +23,7 @@ from . import progress, records
 from .hub_errors import describe_refusal, endpoint_url, is_network_error, scrub
 from .publish import chmod_public, ensure_public_dir, publish_lock, publish_snapshot, remove_stale, write_ref
 from .requests import DownloadModel
-from .runtime import JOB_TAG_RE, job_tag, stop_on_signals
+from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_on_signals
 
 
 def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
@@ -177,7 +176,7 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
         allow, ignore = _fetch_patterns(req, repo, commit)
         if meter is not None:
             meter.staged = staging / repo.name
-        try:
+        with removed_whatever_happens(staging):
             if not req.force:
                 _link_known_blobs(repo, staging / repo.name)
             snapshot_download(
@@ -193,8 +192,6 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
             if listing and not layout.select_files(listing, req.allow_patterns, req.ignore_patterns):
                 raise TaskError(f"no file of {req.repo_id} at commit {commit} matches --include/--exclude")
             return publish_snapshot(staging / repo.name, repo, commit, force=req.force)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fetch_patterns(req: DownloadModel, repo: Path, commit: str) -> tuple[list[str] | None, list[str] | None]:

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .runtime import cleanup_on_stop
+
 PUBLIC_DIR_MODE = 0o755
 PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts
 
@@ -86,12 +88,21 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0) -> Iterator[None
             os.close(fd)
             raise
         os.close(fd)  # the previous holder removed this file after we opened it: start again
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
+    released = False
+
+    def release() -> None:  # once: at the end, or at once on a stop signal (cleanup_on_stop)
+        nonlocal released
+        if not released:
+            released = True
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+
+    with cleanup_on_stop(release):
+        try:
+            yield
+        finally:
+            release()
 
 
 def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:

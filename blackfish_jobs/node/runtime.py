@@ -7,9 +7,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -21,15 +22,26 @@ class Interrupted(TaskError):
     """The job was asked to stop (scancel, time limit) while working."""
 
 
+#: Clean-ups to run the moment a stop signal arrives (innermost last): see :func:`cleanup_on_stop`.
+_on_stop: list[Callable[[], None]] = []
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into an exception so ``finally`` blocks clean up.
+    """Turn SIGTERM/SIGINT into an exception so ``finally`` blocks clean up, after running the
+    :func:`cleanup_on_stop` actions at once.
 
-    submitit ignores SIGTERM in the job process (it only logs it); a pull must instead stop and
-    remove its partial file before Slurm's SIGKILL arrives (``KillWait`` seconds later).
+    submitit ignores SIGTERM in the job process (it only logs it); a job must instead stop and
+    remove what it staged before Slurm's SIGKILL arrives (``KillWait`` seconds later).
     """
 
     def _raise(signum: int, frame: FrameType | None) -> None:
+        while _on_stop:
+            action = _on_stop.pop()
+            try:
+                action()
+            except Exception as exc:  # the next clean-up and the exception still matter more
+                print(f"bfjobs: warning: clean-up on stop failed: {exc}", file=sys.stderr)
         raise Interrupted(f"received {signal.Signals(signum).name}: job cancelled or out of time")
 
     previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -38,6 +50,40 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def cleanup_on_stop(action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` the moment a stop signal arrives inside this block (``action`` must be
+    safe to run again: the block's own ``finally`` usually does the same later).
+
+    Why not leave it to ``finally``: the exception a signal raises reaches ``finally`` only when
+    the main thread gets there, and huggingface_hub's thread pool first waits for every file
+    download already running (minutes for a large shard, longer than Slurm's ``KillWait``,
+    whose SIGKILL would then leave the staging folder and the lock file behind). The handler
+    runs in the main thread between two bytecodes, so ``action`` never races the main thread's
+    own work; worker threads still downloading find their folder gone and fail.
+    """
+    _on_stop.append(action)
+    try:
+        yield
+    finally:
+        if action in _on_stop:  # not run by a signal
+            _on_stop.remove(action)
+
+
+@contextlib.contextmanager
+def removed_whatever_happens(path: Path) -> Iterator[Path]:
+    """``path`` (a job-private folder) is removed at the end of the block, or at once on a stop signal."""
+
+    def remove() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    with cleanup_on_stop(remove):
+        try:
+            yield path
+        finally:
+            remove()
 
 
 @contextlib.contextmanager
@@ -51,10 +97,8 @@ def node_scratch(prefix: str) -> Iterator[Path]:
             f"node-local scratch {base} is not usable on {socket.gethostname()}: {exc.strerror or exc} "
             "(BFJOBS_NODE_SCRATCH, else TMPDIR, else /tmp must be a writable directory there)"
         ) from None
-    try:
+    with removed_whatever_happens(path):
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def job_tag() -> str:
