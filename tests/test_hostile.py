@@ -395,7 +395,7 @@ def check_script(script: str, folder: Path, *, admin_lines: Sequence[str] = (), 
     assert len(flags) == len(set(flags)), flags
     assert f"#SBATCH --output={folder}/{'%A_%a' if array else '%j'}_0_log.out" in header
     assert ("#SBATCH --array" in flags) == array
-    assert shlex.split(lines[-1]) == folder_layout.submit_argv(folder)
+    assert shlex.split(lines[-1]) == ["exec", *folder_layout.submit_argv(folder)]  # exec: signals reach Python
     for line in lines:
         if line not in admin_lines:
             shlex.split(line, comments=True)  # raises on an unbalanced quote
