@@ -40,10 +40,6 @@ class Profile:
     builtin: bool = False
 
     @property
-    def is_slurm(self) -> bool:
-        return self.schema == "slurm"
-
-    @property
     def jobs_dir(self) -> Path:
         """Where job folders live: on the shared filesystem so any process can re-attach."""
         return self.home_dir.joinpath(*constants.JOBS_SUBDIR)

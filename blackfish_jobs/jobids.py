@@ -38,6 +38,8 @@ def id_fields(row: JobRow) -> dict[str, str | int | None]:
 
 #: Backends whose native ids may name an array element (``<array id>_<index>``).
 _ARRAYS = frozenset({"slurm"})
+#: Backends whose native ids a user may give for a job (a Slurm id; a local pid is reused too soon).
+BY_NATIVE_ID = frozenset({"slurm"})
 
 
 def runs_arrays(row: JobRow) -> bool:

@@ -195,10 +195,10 @@ def test_every_query_answers_what_the_rows_say(tmp_path):
     assert db.resolve(rows[6].native_id or "") == rows[6]  # a Slurm job id
     assert db.resolve("77_10") == by_id[f"{10:012x}"]  # an array element's id ("_" is no LIKE wildcard)
     assert db.safe_url() == url
-    assert db.slurm_unfinished() == (
+    assert db.live_native_ids("slurm") == (
         [r.native_id for r in live if r.backend == "slurm"],
         min(r.submitted_at for r in live if r.backend == "slurm"))
-    assert db.slurm_unfinished("della")[0] == [
+    assert db.live_native_ids("slurm", "della")[0] == [
         r.native_id for r in live if r.backend == "slurm" and r.profile == "della"]
     with pytest.raises(BadInput, match="ambiguous"):
         db.resolve("00000000000")
@@ -253,10 +253,10 @@ def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
     conn = db.conn
     live = jobsmod.UNFINISHED
-    slurm_ids = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {live} AND backend = 'slurm'"
+    slurm_ids = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {live} AND backend = ?"
     for sql, params in [
-        (slurm_ids, ()),
-        (slurm_ids + " AND profile = ?", ("della",)),
+        (slurm_ids, ("slurm",)),
+        (slurm_ids + " AND profile = ?", ("slurm", "della")),
         (f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at", ()),
     ]:
         plan = " ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
@@ -264,9 +264,9 @@ def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     # the statements the code runs are those checked above
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    db.slurm_unfinished("della")
+    db.live_native_ids("slurm", "della")
     db.unfinished()
-    assert statements == [slurm_ids + " AND profile = 'della'",
+    assert statements == [slurm_ids.replace("?", "'slurm'") + " AND profile = 'della'",
                           f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at"]
 
 

@@ -406,13 +406,9 @@ def builtin_notice(profile: config.Profile) -> str | None:
     if not profile.builtin:
         return None
     from .. import config
+    from ..backends import backend_class
 
-    if profile.is_slurm:
-        how = "sbatch is on PATH: jobs are submitted to Slurm from this host"
-    elif constants.which("sbatch") is None:
-        how = "no sbatch on PATH: jobs run on this machine"
-    else:
-        how = "--profile local: jobs run on this machine, not through Slurm"
+    how = backend_class(profile.schema).builtin_reason()
     return (
         f"bfjobs: no {config.profiles_path()}; using the built-in '{profile.name}' profile "
         f"({how}; home_dir and cache_dir {profile.home_dir})"

@@ -92,6 +92,12 @@ class Backend(abc.ABC):
 
     # ------------------------------------------------------------------ submit
 
+    @classmethod
+    def builtin_reason(cls) -> str:
+        """Why the built-in profile of this backend was chosen, for the notice a user without
+        ``profiles.cfg`` sees (a few words, no trailing period)."""
+        return f"jobs run through the {cls.name} backend"
+
     def require_clients(self, spec: JobSpec) -> None:
         """Raise ConfigError if this host lacks what submitting ``spec`` needs (nothing by default)."""
         return None

@@ -33,6 +33,14 @@ class LocalBackend(Backend):
     MAX_DELAY: ClassVar[float] = 2.0
     poll_delays: ClassVar[tuple[float, float] | None] = (FIRST_DELAY, MAX_DELAY)
 
+    @classmethod
+    def builtin_reason(cls) -> str:
+        from .. import constants
+
+        if constants.which("sbatch") is None:
+            return "no sbatch on PATH: jobs run on this machine"
+        return "--profile local: jobs run on this machine, not through Slurm"
+
     def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
         from . import executors
 

@@ -31,6 +31,7 @@ back, a result file that appears late on a shared filesystem) replaces it.
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Sequence
@@ -92,7 +93,7 @@ class SlurmBackend(Backend):
     is a call ``bfjobs status`` started before the CLI was loaded (collected by the first
     identical call)."""
 
-    name: ClassVar[str] = "slurm"
+    name: ClassVar[str] = slurmcmd.BACKEND
     uses_script: ClassVar[bool] = True
     submits_arrays: ClassVar[bool] = True
 
@@ -116,6 +117,10 @@ class SlurmBackend(Backend):
             self.prestarted = None
 
     # ------------------------------------------------------------------ submit
+
+    @classmethod
+    def builtin_reason(cls) -> str:
+        return "sbatch is on PATH: jobs are submitted to Slurm from this host"
 
     def require_clients(self, spec: JobSpec) -> None:
         """A Slurm profile on a host without Slurm's commands: one clear line (exit 2), nothing written."""
@@ -212,6 +217,9 @@ class SlurmBackend(Backend):
             record = found.get(row.id)
             if record is None:
                 done.observed[row.id] = _vanished(row, asked, now)
+                continue
+            if row.id in kept and record.node is None:  # the common case of a long queue: as stored
+                done.observed[row.id] = Observation(PENDING, None, row.reason)
                 continue
             obs = _from_record(row, record, now)
             if obs.state == PENDING and row.id in kept:
@@ -358,8 +366,10 @@ def _from_record(row: JobRow, record: slurmcli.Record, now: datetime) -> Observa
     return settle(row, state, outcome, record.node if state == CANCELLED else node, _end_detail(record))
 
 
+@functools.lru_cache(maxsize=1024)
 def _pending_reason(reason: str | None) -> str | None:
-    """Slurm's reason, marked ``cannot start: <reason>`` when it never clears by itself."""
+    """Slurm's reason, marked ``cannot start: <reason>`` when it never clears by itself (a
+    queue's jobs share a few reasons: each is judged once)."""
     return f"{CANNOT_START}{reason_word(reason)}" if reasons.never_clears(reason) else reason
 
 

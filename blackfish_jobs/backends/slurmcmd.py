@@ -16,6 +16,10 @@ from datetime import UTC, datetime, timedelta
 #: ``(argv) -> stdout``; raises OSError or subprocess.SubprocessError when the call fails.
 Runner = Callable[[list[str]], str]
 
+#: The Slurm backend's name (profiles' ``schema``, jobs' ``backend`` column); here so that
+#: ``status``' early start names it without importing the backend.
+BACKEND = "slurm"
+
 #: Seconds before a Slurm client call is given up (slurmctld/slurmdbd under load can be slow).
 CALL_TIMEOUT_S = 60
 

@@ -41,7 +41,13 @@ def local_time(moment: datetime | None) -> str:
     if moment is None:
         return "-"
     # time.localtime of the epoch second: half the cost of astimezone()
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((moment - _EPOCH) // _SECOND))
+    return _local_second((moment - _EPOCH) // _SECOND)
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_second(epoch: int) -> str:
+    """Jobs submitted in the same second (an array, a ``--from-file`` batch) share one conversion."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | None = None) -> tuple[str, ...]:

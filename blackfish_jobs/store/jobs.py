@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import constants
 from ..errors import BadInput, JobNotFound, show
+from ..jobids import BY_NATIVE_ID
 from ..jobids import describe as _describe
 from ..states import FINISHED
 from . import schema
@@ -33,14 +34,16 @@ _CHUNK = 500
 _SHOWN = 10
 
 
-def slurm_unfinished(conn: Any, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
-    """Slurm ids of the unfinished Slurm jobs and their oldest submit time: all ``status`` needs
-    for its sacct call, read from the partial index alone (the stored text sorts as the times
-    do: fixed width, zero-padded). ``conn`` is a :func:`schema.connect` connection."""
-    sql = f"SELECT native_id, submitted_at FROM {JOBS} WHERE {UNFINISHED} AND backend = 'slurm'"
-    params: tuple[str, ...] = ()
+def live_native_ids(
+    conn: Any, backend: str, profile: str | None = None
+) -> tuple[list[str | None], datetime | None]:
+    """Native ids of ``backend``'s unfinished jobs and their oldest submit time: all ``status``
+    needs for its sacct call, read from the partial index alone (the stored text sorts as the
+    times do: fixed width, zero-padded). ``conn`` is a :func:`schema.connect` connection."""
+    sql = f"SELECT native_id, submitted_at FROM {JOBS} WHERE {UNFINISHED} AND backend = ?"
+    params: tuple[str, ...] = (backend,)
     if profile:
-        sql, params = sql + " AND profile = ?", (profile,)
+        sql, params = sql + " AND profile = ?", (backend, profile)
     found = conn.execute(sql, params).fetchall()
     if not found:
         return [], None
@@ -224,8 +227,11 @@ class Database:
         if row is not None:
             return [row]
         # Slurm id ref, or array elements <ref>_<index> (a range: "_" sorts just before "`")
-        sql = f"{SELECT} WHERE backend = 'slurm' AND (native_id = ? OR (native_id > ? AND native_id < ?))"
-        candidates = self._rows(sql, (ref, ref + "_", ref + "`"))
+        named = sorted(BY_NATIVE_ID)
+        sql = (
+            f"{SELECT} WHERE backend IN ({_qmarks(named)}) AND (native_id = ? OR (native_id > ? AND native_id < ?))"
+        )
+        candidates = self._rows(sql, (*named, ref, ref + "_", ref + "`"))
         if candidates:
             if len({r.folder for r in candidates}) == 1:  # one job, or the elements of one array
                 return sorted(candidates, key=_array_index)
@@ -250,9 +256,9 @@ class Database:
             rows += self._rows(f"{SELECT} WHERE {UNFINISHED} AND {column} IN ({_qmarks(part)})", part)
         return sorted(rows, key=lambda r: r.submitted_at)
 
-    def slurm_unfinished(self, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
-        """See :func:`slurm_unfinished`."""
-        return slurm_unfinished(self.conn, profile)
+    def live_native_ids(self, backend: str, profile: str | None = None) -> tuple[list[str | None], datetime | None]:
+        """See :func:`live_native_ids`."""
+        return live_native_ids(self.conn, backend, profile)
 
     def pending_registration(self, kinds: Sequence[str]) -> list[JobRow]:
         """Completed jobs of ``kinds`` (those that register) not yet registered in Blackfish's
