@@ -21,7 +21,7 @@ from ..states import NAMES as STATES
 if TYPE_CHECKING:
     from ..kinds import Kind
     from ..store import JobRow
-    from .client import SLURM_OPTIONS, Client, artefact_in_place, parse_since
+    from .client import SLURM_OPTION_HELP, SLURM_OPTIONS, Client, artefact_in_place, parse_since
     from .results import (
         JSON_VERSION,
         CancelResult,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 #: them, and a command loads the client and results only once it runs.
 _LAZY = {
     **dict.fromkeys(
-        ("SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
+        ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
     ),
     **dict.fromkeys(
         ("JSON_VERSION", "CancelResult", "JobsResult", "LogsResult", "RenderResult", "Result", "SubmitResult",
@@ -90,6 +90,7 @@ def human_bytes(count: float) -> str:
 __all__ = [
     "JSON_VERSION",
     "SLURM_OPTIONS",
+    "SLURM_OPTION_HELP",
     "STATES",
     "CancelResult",
     "Client",

@@ -34,8 +34,18 @@ if TYPE_CHECKING:
     from ..specs import JobSpec
     from ..store import Database, JobRow
 
-#: The Slurm options of submit/render; they override bfjobs.toml.
-SLURM_OPTIONS = ("partition", "qos", "account", "time", "mem", "cpus_per_task", "constraint")
+#: The Slurm options of submit/render (they override bfjobs.toml), with what each sets: the
+#: one list of them (the CLI makes its flags from it).
+SLURM_OPTION_HELP = {
+    "partition": "Slurm partition (e.g. a data-mover partition).",
+    "qos": "Slurm QOS (e.g. xfer at NERSC).",
+    "account": "Slurm account to charge.",
+    "time": "Time limit, e.g. 02:00:00.",
+    "mem": "Memory, e.g. 8G.",
+    "cpus_per_task": "CPUs for the job.",
+    "constraint": "Slurm node features.",
+}
+SLURM_OPTIONS = tuple(SLURM_OPTION_HELP)
 
 #: ``on_tick(rows, elapsed_s)``: called after each poll of a wait.
 OnTick = Callable[[list["JobRow"], float], None]

@@ -24,18 +24,9 @@ def json_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., 
 
 
 def slurm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The Slurm flags shared by submit/render; they override bfjobs.toml."""
-    options = [
-        click.option("--partition", help="Slurm partition (e.g. a data-mover partition)."),
-        click.option("--qos", help="Slurm QOS (e.g. xfer at NERSC)."),
-        click.option("--account", help="Slurm account to charge."),
-        click.option("--time", help="Time limit, e.g. 02:00:00."),
-        click.option("--mem", help="Memory, e.g. 8G."),
-        click.option("--cpus-per-task", "cpus_per_task", help="CPUs for the job."),
-        click.option("--constraint", help="Slurm node features."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
+    """The Slurm flags shared by submit/render (:data:`api.SLURM_OPTION_HELP`); they override bfjobs.toml."""
+    for name, help_text in reversed(api.SLURM_OPTION_HELP.items()):
+        fn = click.option("--" + name.replace("_", "-"), name, help=help_text)(fn)
     return fn
 
 
