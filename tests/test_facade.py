@@ -4,6 +4,7 @@ CliRunner (sqlite-utils style), and the layering rule that the CLI imports only 
 from __future__ import annotations
 
 import ast
+import calendar
 import json
 import subprocess
 import sys
@@ -117,6 +118,31 @@ def test_present_has_a_jobs_keys(site):
     Database().insert(job("c00000000001"))
     [stored] = Client().list_jobs().to_json()["jobs"]
     assert set(present) == set(stored)
+
+
+def test_submission_asks_slurm_through_the_clients_backends(site):
+    """``render``/``submit`` refresh a job in flight for the same artefact through the Client's
+    backends (a caller's runner, the command's prestarted call), not a set of their own."""
+    from blackfish_jobs.backends import Backends
+
+    site.write_profiles()
+    target = site.cache_dir / "images" / "alpine_flying.sif"
+    request = {"uri": "docker://alpine:flying", "dest_dir": str(target.parent), "filename": target.name,
+               "apptainer": "apptainer", "force": False}
+    db = Database()
+    db.insert(job("d00000000001", state="PENDING", native_id="4242", target=str(target), request=request,
+                  ended_at=None, node=None))
+    asked: list[str] = []
+    submitted = calendar.timegm(db.get("d00000000001").submitted_at.timetuple())
+
+    def runner(argv: list[str]) -> str:
+        asked.append(argv[0])
+        return f"4242|4242|RUNNING|vm|{submitted}|Unknown|0:0|None\n" if argv[0] == "sacct" else ""
+
+    result = Client(db=db, backends=Backends(runner=runner)).render("pull-image", "docker://alpine:flying")
+    assert asked == ["sacct"]
+    [flying] = result.to_json()["jobs"]
+    assert flying["id"] == "d00000000001" and flying["state"] == "RUNNING"
 
 
 # ----------------------------------------------------------------------------- command families (CliRunner)

@@ -141,9 +141,9 @@ class Client:
 
         specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
         if many:
-            outcomes: list[Outcome] = submission.submit_many(self.db, specs, note)
+            outcomes: list[Outcome] = submission.submit_many(self.db, specs, note, self.backends)
         else:
-            outcomes = [submission.submit(self.db, specs[0], note)]
+            outcomes = [submission.submit(self.db, specs[0], note, self.backends)]
         flying = {o.row.id for o in outcomes if isinstance(o, submission.InFlight)}
         result = SubmitResult(
             list(outcomes),
@@ -189,7 +189,7 @@ class Client:
             notices.append("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
         for notice in notices:  # before the checks: they say what the script below is for
             note(notice)
-        outcomes, script = submission.preview_plan(self.db, specs, many, note)
+        outcomes, script = submission.preview_plan(self.db, specs, many, note, self.backends)
         return RenderResult(script, outcomes, [s.label for s in specs], many, notices)
 
     # ------------------------------------------------------------------ jobs

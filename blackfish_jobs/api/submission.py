@@ -20,6 +20,7 @@ from ..states import FINISHED
 from ..store import Database, JobRow, utcnow
 
 if TYPE_CHECKING:
+    from ..backends import Backends
     from ..backends.base import Submitted
 
 
@@ -65,7 +66,7 @@ class InFlight:
         return f"already in flight: job {self.row.id} ({native}, {self.row.state}) for {self.row.target}"
 
 
-def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
+def in_flight_many(db: Database, specs: Sequence[JobSpec], backends: Backends | None = None) -> dict[int, JobRow]:
     """For each spec (by index), an unfinished job for the same image or repo@revision.
 
     One indexed DB query for all; the candidates (usually none) are refreshed with one Slurm
@@ -78,7 +79,7 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
     rows = db.unfinished(targets=sorted({str(s.target) for s in specs}))
     if not rows:
         return {}
-    live = [r for r in tracking.refresh(db, rows) if r.state not in FINISHED]
+    live = [r for r in tracking.refresh(db, rows, backends) if r.state not in FINISHED]
     found: dict[int, JobRow] = {}
     for index, spec in enumerate(specs):
         if spec.task.force:
@@ -94,13 +95,13 @@ def in_flight_many(db: Database, specs: Sequence[JobSpec]) -> dict[int, JobRow]:
 Outcome = JobRow | AlreadyPresent | InFlight
 
 
-def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None], list[int]]:
+def _triage(db: Database, specs: Sequence[JobSpec], backends: Backends) -> tuple[list[Outcome | None], list[int]]:
     """Present or in flight (reported, not submitted), and the indexes left to submit."""
     outcomes: list[Outcome | None] = [present(spec) for spec in specs]
     todo = [i for i, o in enumerate(outcomes) if o is None]
-    if todo:
-        require_slurm_clients(specs[todo[0]])  # before the database or a job folder is touched
-    running = in_flight_many(db, [specs[i] for i in todo])
+    if todo:  # before the database or a job folder is touched
+        backends.for_profile(specs[todo[0]].profile).require_clients(specs[todo[0]])
+    running = in_flight_many(db, [specs[i] for i in todo], backends)
     for position, index in enumerate(todo):
         if position in running:
             outcomes[index] = InFlight(running[position])
@@ -112,21 +113,18 @@ def _triage(db: Database, specs: Sequence[JobSpec]) -> tuple[list[Outcome | None
     return outcomes, todo
 
 
-def require_slurm_clients(spec: JobSpec) -> None:
-    """A profile whose backend needs commands this host lacks: one clear line (exit 2), nothing written."""
-    from .. import backends
-
-    backends.for_profile(spec.profile).require_clients(spec)
-
-
 def preview_plan(
-    db: Database, specs: Sequence[JobSpec], many: bool, note: Callable[[str], None] | None = None
+    db: Database,
+    specs: Sequence[JobSpec],
+    many: bool,
+    note: Callable[[str], None] | None = None,
+    backends: Backends | None = None,
 ) -> tuple[list[Outcome | None], str | None]:
     """What ``submit`` (``many``: ``submit_many``) would do, without submitting: the same triage,
     so each entry it would not send has its outcome (present, in flight; a destination it would
     refuse raises the same error), the same hub check (a miss raises as submit does; the script
     shows the pinned commit), and the script it would send for the rest (None: nothing)."""
-    outcomes, todo = _triage(db, specs)
+    outcomes, todo = _triage(db, specs, _backends(backends))
     if not todo:
         return outcomes, None
     chosen = prepare([specs[i] for i in todo], note or _ignore)
@@ -135,6 +133,15 @@ def preview_plan(
 
 def _ignore(_message: str) -> None:
     pass
+
+
+def _backends(given: Backends | None) -> Backends:
+    """The caller's backends (the facade's, one per command), else a fresh set."""
+    if given is not None:
+        return given
+    from ..backends import Backends
+
+    return Backends()
 
 
 def prepare(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
@@ -165,39 +172,40 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
     )
 
 
-def _new_folder(spec: JobSpec, elements: Sequence[JobSpec] | None = None) -> tuple[str, Path, str | None]:
+def _new_folder(
+    spec: JobSpec, backends: Backends, elements: Sequence[JobSpec] | None = None
+) -> tuple[str, Path, str | None]:
     """A fresh job folder and its sbatch script (None for a local job); the folder is created
     only once the script renders (a broken site template is refused before anything is written)."""
     job_id = new_id()
     folder = spec.profile.jobs_dir / job_id
-    from .. import backends
-
     backend = backends.for_profile(spec.profile)
     script = backend.render(render.render, spec, folder, job_id, elements) if backend.uses_script else None
     folder.mkdir(parents=True, exist_ok=False)
     return job_id, folder, script
 
 
-def submit(db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore) -> Outcome:
+def submit(
+    db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore, backends: Backends | None = None
+) -> Outcome:
     """Submit ``spec`` unless its artefact is already present or already being fetched.
 
     A download is first resolved on the hub (:func:`prepare`; ``note`` hears when the hub
     cannot be asked from here).
     """
-    outcomes, todo = _triage(db, [spec])
+    backends = _backends(backends)
+    outcomes, todo = _triage(db, [spec], backends)
     if not todo:
         assert outcomes[0] is not None
         return outcomes[0]
     [spec] = prepare([spec], note)
     db.migrate()  # fail on a bad database before anything is submitted
-    return _submit_one(db, spec)
+    return _submit_one(db, spec, backends)
 
 
-def _submit_one(db: Database, spec: JobSpec) -> JobRow:
+def _submit_one(db: Database, spec: JobSpec, backends: Backends) -> JobRow:
     """Submit a spec already triaged (not present, not in flight) and record it."""
-    from .. import backends
-
-    job_id, folder, script = _new_folder(spec)
+    job_id, folder, script = _new_folder(spec, backends)
     try:
         submitted = backends.for_profile(spec.profile).submit(spec, folder, script, kinds.get(spec.kind).task())
     except BaseException:
@@ -212,7 +220,9 @@ def _submit_one(db: Database, spec: JobSpec) -> JobRow:
 ARRAY_CHUNK = 1000
 
 
-def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[Outcome]:
+def submit_many(
+    db: Database, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore, backends: Backends | None = None
+) -> list[Outcome]:
     """Submit many artefacts of one kind and profile: ONE Slurm job array per 1,000 of them.
 
     Each element is its own bfjobs job (its own id and DB row; Slurm id ``<array>_<index>``),
@@ -220,23 +230,22 @@ def submit_many(db: Database, specs: Sequence[JobSpec], note: Callable[[str], No
     not submitted; downloads left to submit are resolved on the hub together, and one miss
     refuses the whole list. Local profiles start one local job per element.
     """
-    outcomes, todo = _triage(db, specs)
+    backends = _backends(backends)
+    outcomes, todo = _triage(db, specs, backends)
     if not todo:
         return [o for o in outcomes if o is not None]
     specs = list(specs)
     for index, spec in zip(todo, prepare([specs[i] for i in todo], note), strict=True):
         specs[index] = spec
     db.migrate()
-    from .. import backends
-
     backend = backends.for_profile(specs[0].profile)
     if not backend.submits_arrays:
         for index in todo:  # triaged together above: each is submitted as it is
-            outcomes[index] = _submit_one(db, specs[index])
+            outcomes[index] = _submit_one(db, specs[index], backends)
         return [o for o in outcomes if o is not None]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
-        _array_id, folder, script = _new_folder(specs[chunk[0]], [specs[i] for i in chunk])
+        _array_id, folder, script = _new_folder(specs[chunk[0]], backends, [specs[i] for i in chunk])
         assert script is not None  # arrays are Slurm's
         try:
             task = kinds.get(specs[chunk[0]].kind).task()
