@@ -18,6 +18,7 @@ from typing import Any
 from . import validate
 from .config import JobSettings, Profile
 from .errors import BadInput, show
+from .node.requests import DownloadModel, PullImage  # noqa: F401  (names jobs of bfjobs 0.1 pickled: tasks.py)
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,19 @@ def test_a_job_pickle_unpickles_with_the_node_package_alone(tmp_path):
         )
         assert task.__module__ in modules
         assert client_side(modules) == set()
+
+
+def test_a_job_pickled_by_bfjobs_0_1_still_unpickles(tmp_path):
+    """A job queued before an upgrade named ``blackfish_jobs.tasks.pull_image`` and
+    ``blackfish_jobs.specs.PullImage``; the upgraded install on the node still loads it."""
+    import pickle
+
+    request = PullImage("docker://alpine:3.20", tmp_path, "alpine_3.20.sif", "apptainer")
+    old = pickle.dumps(DelayedSubmission(pull.pull_image, request), protocol=2)
+    old = old.replace(b"blackfish_jobs.node.pull\npull_image", b"blackfish_jobs.tasks\npull_image")
+    old = old.replace(b"blackfish_jobs.node.requests\nPullImage", b"blackfish_jobs.specs\nPullImage")
+    assert b"blackfish_jobs.tasks\n" in old and b"blackfish_jobs.specs\n" in old
+    path = tmp_path / "old.pkl"
+    path.write_bytes(old)
+    job = DelayedSubmission.load(path)
+    assert job.function is pull.pull_image and job.args == (request,)
