@@ -9,13 +9,11 @@ need them, so a client is cheap to create and ``list`` stays on the stdlib path.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .. import constants
 from ..errors import BadInput, ClusterError, JobFailed
 from .results import (
     CancelResult,
@@ -319,7 +317,7 @@ class Client:
 
         tracking.refresh(self.db, self.db.unfinished(), self.backends)
         registered, waiting = registry.sync(self.db, kinds.registering())
-        registry.unregistered.clear()  # the notice below counts the ones the refresh saw complete
+        self.db.unregistered.clear()  # the notice below counts the ones the refresh saw complete
         notice = None
         if waiting:
             notice = (
@@ -366,12 +364,10 @@ class Client:
 
     def unregistered_notice(self) -> str | None:
         """Once per command: the downloads it saw complete while Blackfish had no model table."""
-        registry = sys.modules.get(f"{constants.__package__}.store.blackfish")  # not imported: no download completed
-        if registry is None or not registry.unregistered:
+        if self._db is None or not self._db.unregistered:
             return None
-        ids = [job_id for job_id, _url in registry.unregistered]
-        url = registry.unregistered[0][1]
-        registry.unregistered.clear()
+        ids, url = list(self._db.unregistered), self._db.safe_url()
+        self._db.unregistered.clear()
         named = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
         return (
             f"bfjobs: {len(ids)} download(s) finished ({named}) and kept in bfjobs' table only: {url} has no "

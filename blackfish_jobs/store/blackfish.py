@@ -46,11 +46,6 @@ def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-#: ``(job id, database)`` of downloads this process saw complete while the database had no
-#: ``model`` table: the CLI says so once, at the end of the command that saw it happen.
-unregistered: list[tuple[str, str]] = []
-
-
 @functools.cache
 def _engine(path: str) -> sa.Engine:
     """One engine per database file for the process (register runs once per finished download)."""
@@ -91,7 +86,7 @@ def register(db: Database, row: JobRow) -> bool:
     if row.state != "COMPLETED" or not row.result:
         return False
     if not has_model_table(db):
-        unregistered.append((row.id, db.safe_url()))
+        db.unregistered.append(row.id)
         return False
     now = utcnow()
     with _engine(db.path).begin() as conn:

@@ -91,6 +91,9 @@ class Database:
             raise BadInput(f"{named_by}: directory {show(str(folder), 300)} does not exist (bfjobs does not create it)")
         self._local = threading.local()
         self._migrated = False
+        #: Ids of downloads seen completing while the database had no Blackfish ``model`` table
+        #: (:func:`.blackfish.register`): the command that saw it says so once, at its end.
+        self.unregistered: list[str] = []
 
     # ------------------------------------------------------------------ connection and schema
 
