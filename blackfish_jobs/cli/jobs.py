@@ -109,7 +109,8 @@ def logs(client: Client, job_id: str, use_stderr: bool, follow: bool) -> None:
     With --follow the exit code says how the job ended, as for ``wait``: 0 only if COMPLETED.
     """
     try:
-        result = client.logs(job_id, click.get_binary_stream("stdout"), stderr=use_stderr, follow=follow)
+        # the log's bytes as they are (click.get_binary_stream is deprecated since Click 8.2)
+        result = client.logs(job_id, sys.stdout.buffer, stderr=use_stderr, follow=follow)
     except BrokenPipeError:  # `bfjobs logs X | head`: the reader has all it wanted
         _silence_stdout()
         return

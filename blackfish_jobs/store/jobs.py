@@ -102,23 +102,20 @@ class Database:
         """This thread's ``sqlite3`` connection, the schema migrated to head first."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if not self._migrated:
-                self.migrate()
-            conn = self._local.conn = schema.connect(self.path)
+            conn = schema.connect(self.path)
+            if not self._migrated:  # one SELECT of the version, on the connection the command then uses
+                if not schema.at_head(conn):
+                    conn.close()
+                    schema.upgrade(self.path)
+                    conn = schema.connect(self.path)
+                self._migrated = True
+            self._local.conn = conn
         return conn
 
     def migrate(self) -> None:
         """Apply bfjobs' migrations if needed (one SELECT of the version when already at head)."""
-        if self._migrated:
-            return
-        conn = schema.connect(self.path)
-        try:
-            current = schema.at_head(conn)
-        finally:
-            conn.close()
-        if not current:
-            schema.upgrade(self.path)
-        self._migrated = True
+        if not self._migrated:
+            _ = self.conn  # opening this thread's connection migrates
 
     def current_revision(self) -> str | None:
         conn = schema.connect(self.path)

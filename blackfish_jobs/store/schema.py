@@ -120,10 +120,11 @@ def _wal(conn: sqlite3.Connection) -> None:
 def revision(conn: sqlite3.Connection) -> str | None:
     """The bfjobs schema revision of this database (None before the first migration)."""
     try:
-        row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+        # fetchall: the statement runs to its end, so no read transaction outlives this call
+        rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
     except sqlite3.OperationalError:  # no version table yet
         return None
-    return row[0] if row else None
+    return rows[0][0] if rows else None
 
 
 def at_head(conn: sqlite3.Connection) -> bool:
