@@ -338,3 +338,12 @@ def test_a_non_sqlite_url_is_one_clear_line(site, url, scheme):
 def test_an_in_memory_database_is_refused(url):
     with pytest.raises(BadInput, match="in-memory database keeps no jobs"):
         dbmod.Database(url)
+
+
+def test_a_command_closes_the_store_so_sqlite_tidies_its_wal_files(site):
+    """The entry point skips the exit's garbage collection (gc.freeze); the store is closed
+    explicitly, so a `list` leaves no -wal/-shm files beside Blackfish's database."""
+    site.bfjobs("list", check=True)  # creates and migrates the store, then reads it
+    site.bfjobs("list", check=True)
+    assert site.db_path.exists()
+    assert not Path(f"{site.db_path}-wal").exists() and not Path(f"{site.db_path}-shm").exists()

@@ -73,6 +73,11 @@ class Client:
             self._backends = Backends()
         return self._backends
 
+    def close(self) -> None:
+        """Close the store's connection of this thread, if one was opened (it reopens on use)."""
+        if self._db is not None:
+            self._db.close()
+
     @property
     def db(self) -> Database:
         if self._db is None:

@@ -98,12 +98,13 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
     client = Client(db_url, backends=click_ctx.obj)  # main()'s backends (a prestarted sacct), if any
     click_ctx.obj = client
 
-    def unregistered() -> None:
+    def at_end() -> None:
         notice = client.unregistered_notice()
         if notice:
             echo_err(notice)
+        client.close()  # the store's connection, so SQLite tidies its WAL files as a last reader does
 
-    click_ctx.call_on_close(unregistered)
+    click_ctx.call_on_close(at_end)
 
 
 def main(argv: Sequence[str] | None = None, backends: object = None) -> None:
