@@ -53,7 +53,7 @@ def test_sigterm_releases_the_publish_lock_at_once_and_only_once(tmp_path):
     with (
         pytest.raises(runtime.Interrupted),
         runtime.stop_on_signals(),
-        publish.publish_lock(tmp_path, "repo@commit"),
+        publish.publish_lock(tmp_path, "repo@commit", release_on_stop=True),
         ThreadPoolExecutor(1) as pool,
     ):
         assert lock_file.exists()
@@ -80,3 +80,65 @@ def test_clean_ups_run_once_without_a_signal(tmp_path):
     with runtime.removed_whatever_happens(folder):
         pass
     assert ran == [] and not folder.exists() and runtime._on_stop == []
+
+
+def test_without_release_on_stop_the_lock_is_held_until_the_block_unwinds(tmp_path):
+    """A pull's roll-back (under the lock) runs while unwinding: the lock must still be held then."""
+    lock_file = tmp_path / ".bfjobs-lock-image.sif"
+    while_unwinding: list[bool] = []
+    with pytest.raises(runtime.Interrupted), runtime.stop_on_signals(), publish.publish_lock(tmp_path, "image.sif"):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(5)  # the handler raises here
+        finally:
+            while_unwinding.append(lock_file.exists())
+    assert while_unwinding == [True]
+    assert not lock_file.exists()
+
+
+@pytest.mark.parametrize("release_on_stop", [False, True])
+def test_a_signal_right_after_the_lock_is_taken_leaves_no_lock_file(tmp_path, monkeypatch, release_on_stop):
+    """The moment between ``lockf`` and noting the lock as held: the signal waits for the note."""
+    real_lockf = publish.fcntl.lockf
+    ran_on: list[str] = []
+
+    def lockf_then_signal(fd: int, cmd: int) -> None:
+        real_lockf(fd, cmd)
+        ran_on.append("locked")
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler at the next bytecode
+
+    monkeypatch.setattr(publish.fcntl, "lockf", lockf_then_signal)
+    body_ran = False
+    with (
+        pytest.raises(runtime.Interrupted),
+        runtime.stop_on_signals(),
+        publish.publish_lock(tmp_path, "repo@commit", release_on_stop=release_on_stop),
+    ):
+        body_ran = True
+    assert ran_on == ["locked"] and not body_ran
+    assert list(tmp_path.iterdir()) == []  # no lock file left to block another user
+
+
+def test_a_second_signal_during_the_clean_ups_does_not_cut_them(tmp_path, capsys):
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("first")
+
+    def second_signal_then_work() -> None:  # runs first (innermost)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecodes at which a re-entrant handler would run
+            pass
+        ran.append("second")
+
+    with (
+        pytest.raises(runtime.Interrupted),
+        runtime.stop_on_signals(),
+        runtime.cleanup_on_stop(first),
+        runtime.cleanup_on_stop(second_signal_then_work),
+    ):
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(5)
+    assert ran == ["second", "first"]
+    assert "clean-up on stop failed" not in capsys.readouterr().err
+    assert not runtime._stopping and runtime._on_stop == []

@@ -23,7 +23,7 @@ from . import progress, records
 from .hub_errors import describe_refusal, endpoint_url, is_network_error, scrub
 from .publish import chmod_public, ensure_public_dir, publish_lock, publish_snapshot, remove_stale, write_ref
 from .requests import DownloadModel
-from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_on_signals
+from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
 
 
 def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
@@ -168,7 +168,7 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
     repo = req.target
     key = f"{repo.name}@{commit}"
     stale = re.compile(re.escape(f".bfjobs-staging-{key}-") + JOB_TAG_RE)
-    with publish_lock(req.models_dir, key):
+    with publish_lock(req.models_dir, key, release_on_stop=True):  # the thread pool unwinds slowly
         if not req.force and layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
             return False
         remove_stale(req.models_dir, stale)
@@ -191,7 +191,8 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
             listing = layout.read_listing(staging / repo.name, commit)
             if listing and not layout.select_files(listing, req.allow_patterns, req.ignore_patterns):
                 raise TaskError(f"no file of {req.repo_id} at commit {commit} matches --include/--exclude")
-            return publish_snapshot(staging / repo.name, repo, commit, force=req.force)
+            with stop_deferred():  # renames, quickly done: a stop waits for them, so a snapshot is never half-merged
+                return publish_snapshot(staging / repo.name, repo, commit, force=req.force)
 
 
 def _fetch_patterns(req: DownloadModel, repo: Path, commit: str) -> tuple[list[str] | None, list[str] | None]:

@@ -8,6 +8,7 @@ publishing the same artefact serialise on a lock that works across nodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .runtime import cleanup_on_stop
+from .runtime import cleanup_on_stop, stop_deferred
 
 PUBLIC_DIR_MODE = 0o755
 PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts
@@ -60,49 +61,66 @@ def publish_file(partial: Path, target: Path, force: bool) -> bool:
 
 
 @contextlib.contextmanager
-def publish_lock(directory: Path, name: str, poll: float = 1.0) -> Iterator[None]:
+def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop: bool = False) -> Iterator[None]:
     """Hold an exclusive POSIX ``fcntl`` lock on ``<directory>/.bfjobs-lock-<name>``.
 
     ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
     no-op (huggingface_hub #4228). The lock file exists only while held: the holder unlinks it
     before unlocking, and a waiter that wins a lock on an already-unlinked file retries, so no
-    stale lock file is ever left to block another user (huggingface_hub #2580).
+    stale lock file is ever left to block another user (huggingface_hub #2580). A stop signal
+    cannot fall between taking the lock and noting it, nor inside the release
+    (:func:`~.runtime.stop_deferred`), so a cancelled job never leaves the file behind.
+
+    ``release_on_stop``: release at once when a stop signal arrives (:func:`~.runtime.cleanup_on_stop`),
+    for work that cannot unwind quickly (huggingface_hub's thread pool); only where nothing
+    under the lock still needs it while unwinding.
     """
     path = directory / f".bfjobs-lock-{name}"
-    while True:
+    held: list[int] = []  # the locked descriptor, once the lock is ours
+
+    def release() -> None:  # at the end, or at once on a stop signal; a no-op once done
+        with stop_deferred():
+            if held:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                os.close(held[0])
+                held.clear()
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(release)  # registered before the lock is taken: no moment it is not covered
+        if release_on_stop:
+            stack.enter_context(cleanup_on_stop(release))
+        wait = min(0.05, poll)
+        while not _try_lock(path, held):
+            time.sleep(wait)
+            wait = min(wait * 2, poll)
+        yield
+
+
+def _try_lock(path: Path, held: list[int]) -> bool:
+    """One attempt at :func:`publish_lock`'s lock; on success its descriptor is put in ``held``."""
+    with stop_deferred():
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except PermissionError:  # held right now by another user (their file): wait for its release
-            time.sleep(poll)
-            continue
+            return False
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            held = os.fstat(fd)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
-                break
-        except BaseException:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(fd)
+            if exc.errno in (errno.EACCES, errno.EAGAIN):  # another holder
+                return False
             raise
-        os.close(fd)  # the previous holder removed this file after we opened it: start again
-    released = False
-
-    def release() -> None:  # once: at the end, or at once on a stop signal (cleanup_on_stop)
-        nonlocal released
-        if not released:
-            released = True
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
-
-    with cleanup_on_stop(release):
+        held_stat = os.fstat(fd)
         try:
-            yield
-        finally:
-            release()
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (held_stat.st_ino, held_stat.st_dev):
+            os.close(fd)  # the previous holder removed this file after we opened it: start again
+            return False
+        held.append(fd)
+        return True
 
 
 def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:

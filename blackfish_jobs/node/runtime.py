@@ -24,6 +24,25 @@ class Interrupted(TaskError):
 
 #: Clean-ups to run the moment a stop signal arrives (innermost last): see :func:`cleanup_on_stop`.
 _on_stop: list[Callable[[], None]] = []
+#: How many :func:`stop_deferred` blocks are open, and the stop signal they hold back (if any).
+_defer_depth = 0
+_deferred_signal: int | None = None
+#: Set once a stop has begun: later signals (Slurm may send SIGTERM again) cannot cut the clean-ups.
+_stopping = False
+
+
+def _stop(signum: int) -> None:
+    """Run the :func:`cleanup_on_stop` actions (innermost first), then raise :class:`Interrupted`."""
+    global _stopping
+    _stopping = True
+    while _on_stop:
+        action = _on_stop.pop()
+        try:
+            action()
+        except Exception as exc:  # the next clean-up and the exception still matter more
+            with contextlib.suppress(Exception):  # stderr itself may be gone
+                print(f"bfjobs: warning: clean-up on stop failed: {exc}", file=sys.stderr)
+    raise Interrupted(f"received {signal.Signals(signum).name}: job cancelled or out of time")
 
 
 @contextlib.contextmanager
@@ -32,24 +51,46 @@ def stop_on_signals() -> Iterator[None]:
     :func:`cleanup_on_stop` actions at once.
 
     submitit ignores SIGTERM in the job process (it only logs it); a job must instead stop and
-    remove what it staged before Slurm's SIGKILL arrives (``KillWait`` seconds later).
+    remove what it staged before Slurm's SIGKILL arrives (``KillWait`` seconds later). Only the
+    first signal stops the job: a second one during the clean-ups is ignored.
     """
+    global _stopping, _deferred_signal
 
-    def _raise(signum: int, frame: FrameType | None) -> None:
-        while _on_stop:
-            action = _on_stop.pop()
-            try:
-                action()
-            except Exception as exc:  # the next clean-up and the exception still matter more
-                print(f"bfjobs: warning: clean-up on stop failed: {exc}", file=sys.stderr)
-        raise Interrupted(f"received {signal.Signals(signum).name}: job cancelled or out of time")
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        global _deferred_signal
+        if _stopping:
+            return
+        if _defer_depth:
+            _deferred_signal = _deferred_signal or signum
+            return
+        _stop(signum)
 
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _stopping, _deferred_signal = False, None
+
+
+@contextlib.contextmanager
+def stop_deferred() -> Iterator[None]:
+    """Hold a stop signal back until the block ends, for steps that must not be cut in half
+    (taking a lock and noting that it is held; unlinking a lock file and closing it).
+
+    A Python-level deferral, not ``pthread_sigmask``: the kernel may deliver the signal to any
+    thread (huggingface_hub's workers), and Python runs the handler in the main thread anyway.
+    """
+    global _defer_depth, _deferred_signal
+    _defer_depth += 1
+    try:
+        yield
+    finally:
+        _defer_depth -= 1
+        if _defer_depth == 0 and _deferred_signal is not None and not _stopping:
+            signum, _deferred_signal = _deferred_signal, None
+            _stop(signum)
 
 
 @contextlib.contextmanager
