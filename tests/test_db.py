@@ -292,12 +292,15 @@ def test_opening_a_fresh_store_another_process_is_creating_waits(tmp_path, opene
     threading.Timer(0.4, lambda: writer.execute("COMMIT")).start()
     started = time.monotonic()
     if opener == "stdlib":
-        mode = schema.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        with contextlib.closing(schema.connect(path)) as conn:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     else:
         import sqlalchemy as sa
 
-        with schema.engine(path).connect() as conn:
+        engine = schema.engine(path)
+        with engine.connect() as conn:
             mode = conn.execute(sa.text("PRAGMA journal_mode")).scalar()
+        engine.dispose()
     assert mode == "wal" and time.monotonic() - started >= 0.3
     writer.close()
 
@@ -346,4 +349,25 @@ def test_a_command_closes_the_store_so_sqlite_tidies_its_wal_files(site):
     site.bfjobs("list", check=True)  # creates and migrates the store, then reads it
     site.bfjobs("list", check=True)
     assert site.db_path.exists()
+    assert not Path(f"{site.db_path}-wal").exists() and not Path(f"{site.db_path}-shm").exists()
+
+
+def test_closing_the_client_after_registering_leaves_no_wal_files(site):
+    """Blackfish's table is written through SQLAlchemy: its engine is the store's and is disposed
+    with it, so a caller that closes the Client (as every command does) leaves no -wal/-shm files,
+    even while its process lives on (Blackfish itself, a site's script)."""
+    from blackfish_jobs.api import Client
+
+    create_blackfish_db(site.db_path)
+    done = job_row(
+        1, kind="download-model", state="COMPLETED", ended_at=rowsmod.utcnow(),
+        result={"repo_id": "ns/tiny", "commit": "a" * 40, "model_dir": str(site.root / "models--ns--tiny"),
+                "bytes": 10},
+    )
+    client = Client(f"sqlite:///{site.db_path}")
+    client.db.insert(done)
+    assert client.sync().to_json()["registered"] == 1
+    client.close()
+    with contextlib.closing(sqlite3.connect(site.db_path)) as conn:
+        assert conn.execute("SELECT repo, revision FROM model").fetchall() == [("ns/tiny", "a" * 40)]
     assert not Path(f"{site.db_path}-wal").exists() and not Path(f"{site.db_path}-shm").exists()

@@ -14,7 +14,6 @@ then marked through the job store. Between the two a crash leaves the row pendin
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -22,7 +21,6 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from . import schema
 from .jobs import Database
 from .rows import JobRow, utcnow
 
@@ -46,14 +44,8 @@ def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-@functools.cache
-def _engine(path: str) -> sa.Engine:
-    """One engine per database file for the process (register runs once per finished download)."""
-    return schema.engine(path)
-
-
 def has_model_table(db: Database) -> bool:
-    with _engine(db.path).connect() as conn:
+    with db.sa_engine().connect() as conn:
         return sa.inspect(conn).has_table(MODEL_TABLE)
 
 
@@ -89,7 +81,7 @@ def register(db: Database, row: JobRow) -> bool:
         db.unregistered.append(row.id)
         return False
     now = utcnow()
-    with _engine(db.path).begin() as conn:
+    with db.sa_engine().begin() as conn:
         conn.execute(_UPSERT, _values(row, now))
     db.mark_registered(row.id, now)
     row.registered_at = now

@@ -91,6 +91,7 @@ class Database:
             raise BadInput(f"{named_by}: directory {show(str(folder), 300)} does not exist (bfjobs does not create it)")
         self._local = threading.local()
         self._migrated = False
+        self._engine: Any = None  # SQLAlchemy's, for Blackfish's table: made on first use (see sa_engine)
         #: Ids of downloads seen completing while the database had no Blackfish ``model`` table
         #: (:func:`.blackfish.register`): the command that saw it says so once, at its end.
         self.unregistered: list[str] = []
@@ -124,12 +125,23 @@ class Database:
         finally:
             conn.close()
 
+    def sa_engine(self) -> Any:
+        """A SQLAlchemy engine on this file, for Blackfish's ``model`` table: one per store,
+        made on first use (most commands never touch the table), disposed by :meth:`close`."""
+        if self._engine is None:
+            self._engine = schema.engine(self.path)
+        return self._engine
+
     def close(self) -> None:
-        """Close this thread's connection (another is opened on next use)."""
+        """Close this thread's connection and the engine's pooled ones (reopened on next use),
+        so SQLite checkpoints and removes its ``-wal``/``-shm`` files."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def safe_url(self) -> str:
         """The URL for messages (a SQLite file URL has no password to hide)."""
