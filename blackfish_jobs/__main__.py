@@ -1,5 +1,5 @@
 """``python -m blackfish_jobs`` runs the CLI (same as the ``bfjobs`` console script)."""
 
-from .entry import main
+from .entry import run
 
-main()
+run()

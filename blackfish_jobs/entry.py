@@ -28,8 +28,23 @@ if TYPE_CHECKING:
     from .backends.slurmcmd import Prestarted
 
 
+def run() -> None:
+    """The console script (``bfjobs``, ``python -m blackfish_jobs``): :func:`main`, then an exit
+    that skips collecting what the imports made.
+
+    The one start-up/exit measure kept (benchmarks/README.md, "Issue 12"): the interpreter's exit
+    garbage-collects every object the imports made, ~6 ms of a 50 ms ``--help`` or ``list``;
+    frozen objects are skipped. Only here, where the process ends next: a Python caller of
+    :func:`main` keeps its collector whole. Exit itself is the normal one (atexit, flushing).
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``bfjobs`` and ``python -m blackfish_jobs``)."""
+    """Run one bfjobs command (``argv``: the words after ``bfjobs``; default ``sys.argv[1:]``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     request = plain_status(args)
     backends = Backends(prestarted=_prestart_sacct(*request) if request is not None else None)
@@ -39,10 +54,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli_main(args, backends=backends)
     finally:
         backends.close()  # a prestarted call nobody collected is killed, not left running
-        # The one start-up/exit measure kept (benchmarks/README.md, "Issue 12"): the interpreter's
-        # exit garbage-collects every object the imports made, ~6 ms of a 50 ms `--help` or
-        # `list`; frozen objects are skipped. Exit itself is the normal one (atexit, flushing).
-        gc.freeze()
 
 
 def plain_status(args: Sequence[str]) -> tuple[str | None, str | None] | None:

@@ -294,3 +294,21 @@ print(sorted(m for m in sys.modules if m.startswith("submitit")))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_only_the_console_script_freezes_the_collector(monkeypatch):
+    """``gc.freeze()`` pays only where the process ends next: a Python caller of ``entry.main``
+    keeps its collector whole (frozen objects would never be collected)."""
+    import gc
+
+    from blackfish_jobs import entry
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit) as exited:
+        entry.main(["--version"])
+    assert exited.value.code == 0 and frozen == []
+    monkeypatch.setattr(sys, "argv", ["bfjobs", "--version"])
+    with pytest.raises(SystemExit):
+        entry.run()
+    assert frozen == [True]
