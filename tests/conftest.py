@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,14 @@ from support.hub import HubServer, make_demo_repo
 from support.site import STUB_BIN, Site, path_without_slurm, slurm_available, tmpfs_over
 from support.slurm import DownPartition, make_call_log
 from support.unprivileged import copy_bfjobs_for_nobody
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C tests send SIGINT to child processes: a suite started as a background job (``cmd &``
+    in a script, where the shell sets SIGINT to ignored and every child would inherit that)
+    gives them the default disposition again (a Python handler here resets to it at ``exec``)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
