@@ -295,18 +295,22 @@ def settings_path(home: Path | None = None) -> Path:
     return Path(env) if env else (home or constants.blackfish_home()) / "bfjobs.toml"
 
 
-def _read_toml(path: Path, required: bool = False) -> dict[str, Any]:
-    """The file's tables; ``{}`` for a missing file unless ``required`` (a file the user named)."""
+def _read_toml(path: Path, *, named_by: str | None = None, site: bool = False) -> dict[str, Any]:
+    """The file's tables; ``{}`` for a missing file unless an environment variable (``named_by``)
+    named it. Only the site file may hold a ``[site]`` table."""
     if not path.is_file():
-        if required:
-            raise ConfigError(f"BFJOBS_CONFIG: {show(str(path), 300)} does not exist or is not a file")
+        if named_by:
+            raise ConfigError(f"{named_by}: {show(str(path), 300)} does not exist or is not a file")
         return {}
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"defaults", "profiles"}
+    allowed = {"defaults", "profiles", "site"} if site else {"defaults", "profiles"}
+    unknown = set(data) - allowed
+    if "site" in unknown:
+        raise ConfigError(f"{path}: a [site] table belongs in the site file ({constants.site_config_path()})")
     if unknown:
         first = show(sorted(unknown)[0])
         raise ConfigError(f"{path}: unknown top-level table {first} (use [defaults] or [profiles.NAME])")
@@ -371,33 +375,131 @@ def _check_profile_tables(profiles: dict[str, Any], file: Path, home: Path | Non
             )
 
 
-def load_settings(
-    profile: str, kind: str, home: Path | None = None, *, kinds: Mapping[str, Mapping[str, Any]]
-) -> JobSettings:
-    """Merge built-in defaults < [defaults] < [defaults.KIND] < [profiles.P] < [profiles.P.KIND].
+@dataclass(frozen=True)
+class Resolved:
+    """One kind's settings for one profile, and where each came from: a table of a file
+    (``/etc/bfjobs/bfjobs.toml [defaults]``), an environment variable, a flag, or ``default``."""
 
-    ``kinds``: every kind's name and built-in defaults (:func:`blackfish_jobs.kinds.defaults`;
-    configuration sits below the kinds and keeps no list of them): ``kind``'s are the first layer,
-    and each ``[… .NAME]`` sub-table must name one of them.
-    """
-    path = settings_path(home)
-    data = _read_toml(path, required=constants.config_path_env() is not None)
+    settings: JobSettings
+    sources: dict[str, str]
+    #: the keys the site fixes (``[site] fixed``): no user file, variable or flag may change them
+    fixed: tuple[str, ...] = ()
+
+
+def _site_fixed(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """The site file's ``[site]`` table: ``fixed``, a list of setting names."""
+    table = data.get("site", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} [site]: expected a table")
+    for key in table:
+        if key != "fixed":
+            raise ConfigError(f"{path} [site]: unknown key {show(key)}{did_you_mean(key, ['fixed'])}")
+    fixed = _as_list(f"{path} [site] fixed", table.get("fixed", []))
+    for key in fixed:
+        if not isinstance(key, str) or key not in _SETTING_KEYS:
+            hint = did_you_mean(key, _SETTING_KEYS) if isinstance(key, str) else ""
+            raise ConfigError(f"{path} [site] fixed: unknown setting {show(str(key))}{hint}")
+    return tuple(dict.fromkeys(fixed))
+
+
+def _file_layers(
+    data: dict[str, Any], path: Path, profile: str, kind: str, kinds: Collection[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """A file's four layers for ``profile`` and ``kind``, lowest first, each with its table's name
+    (every table is checked, those of other profiles and kinds too: typos surface early)."""
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
-    _check_profile_tables(profiles, path, home)
     d_plain, d_kind = _layer(data.get("defaults"), path, ("defaults",), kind, kinds)
     layers = {name: _layer(table, path, ("profiles", name), kind, kinds) for name, table in profiles.items()}
-    p_plain, p_kind = layers.get(profile, ({}, {}))  # every profile's table checked: typos surface early
-    merged: dict[str, Any] = dict(kinds.get(kind, {}))
-    for layer in (d_plain, d_kind, p_plain, p_kind):
-        merged.update(layer)
+    p_plain, p_kind = layers.get(profile, ({}, {}))
+    return [
+        (_table_name(path, "defaults"), d_plain),
+        (_table_name(path, "defaults", kind), d_kind),
+        (_table_name(path, "profiles", profile), p_plain),
+        (_table_name(path, "profiles", profile, kind), p_kind),
+    ]
+
+
+def site_profiles(home: Path | None = None) -> tuple[Path, list[str], list[str]]:
+    """The site file, the profiles its ``[profiles.NAME]`` tables name that this user has, and
+    those this user does not have (ignored here; ``config show`` lists them)."""
+    path = constants.site_config_path()
+    data = _read_toml(path, named_by="BFJOBS_SITE_CONFIG" if constants.site_config_env() else None, site=True)
+    names = list(data.get("profiles", {})) if isinstance(data.get("profiles", {}), dict) else []
+    known = set(known_profiles(home))
+    return path, [n for n in names if n in known], [n for n in names if n not in known]
+
+
+def resolve_settings(
+    profile: str,
+    kind: str,
+    home: Path | None = None,
+    *,
+    kinds: Mapping[str, Mapping[str, Any]],
+    flags: Mapping[str, Any] | None = None,
+) -> Resolved:
+    """``kind``'s settings for ``profile``, lowest first: the kind's built-in defaults, ``HF_ENDPOINT``
+    (the hub the user's shell already names), the site file's ``[defaults]`` < ``[defaults.KIND]``
+    < ``[profiles.P]`` < ``[profiles.P.KIND]``, the same four of the user's ``bfjobs.toml``,
+    ``BFJOBS_TEMPLATES_DIR``, then ``flags`` (already validated: :func:`check_overrides`).
+
+    ``kinds``: every kind's name and built-in defaults (:func:`blackfish_jobs.kinds.defaults`;
+    configuration sits below the kinds and keeps no list of them). A key the site fixes
+    (``[site] fixed``) that the user's file, a variable or a flag sets to another value is an
+    error (exit 2), never silently overridden either way.
+    """
+    site_path = constants.site_config_path()
+    site = _read_toml(site_path, named_by="BFJOBS_SITE_CONFIG" if constants.site_config_env() else None, site=True)
+    fixed = _site_fixed(site, site_path)
+    user_path = settings_path(home)
+    user = _read_toml(user_path, named_by="BFJOBS_CONFIG" if constants.config_path_env() else None)
+    user_profiles = user.get("profiles", {})
+    if isinstance(user_profiles, dict):
+        _check_profile_tables(user_profiles, user_path, home)  # the site's may name others' profiles
+    lowest: list[tuple[str, dict[str, Any]]] = [("default", dict(kinds.get(kind, {})))]
+    hub = constants.hf_endpoint_env()
+    if hub:
+        lowest.append(("HF_ENDPOINT", {"hf_endpoint": _check_setting("hf_endpoint", hub, "HF_ENDPOINT")}))
+    site_layers = _file_layers(site, site_path, profile, kind, kinds)
+    users: list[tuple[str, dict[str, Any]]] = _file_layers(user, user_path, profile, kind, kinds)
     env_templates = constants.templates_dir_env()
     if env_templates:
-        merged["templates_dir"] = _check_setting("templates_dir", env_templates, "BFJOBS_TEMPLATES_DIR")
-    if "hf_endpoint" not in merged and constants.hf_endpoint_env():
-        merged["hf_endpoint"] = _check_setting("hf_endpoint", constants.hf_endpoint_env(), "HF_ENDPOINT")
-    return JobSettings(**merged)
+        checked = _check_setting("templates_dir", env_templates, "BFJOBS_TEMPLATES_DIR")
+        users.append(("BFJOBS_TEMPLATES_DIR", {"templates_dir": checked}))
+    for key, value in (flags or {}).items():
+        if value is not None and value != ():
+            users.append((f"--{key.replace('_', '-')}", {key: value}))
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for label, layer in (*lowest, *site_layers):
+        for key, value in layer.items():
+            merged[key], sources[key] = value, label
+    for label, layer in users:
+        for key, value in layer.items():
+            if key in fixed and value != merged.get(key):
+                now = f"{show(_shown(merged[key]))} ({sources[key]})" if key in merged else "unset"
+                raise ConfigError(
+                    f"{label} {key}: the site fixes this setting ({site_path} [site] fixed), to {now}; "
+                    f"remove it from {'your settings' if label.startswith(str(user_path)) else 'the command'}"
+                )
+            merged[key], sources[key] = value, label
+    for key in _SETTING_KEYS - set(sources):
+        sources[key] = "default"
+    return Resolved(JobSettings(**merged), sources, fixed)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def load_settings(
+    profile: str, kind: str, home: Path | None = None, *, kinds: Mapping[str, Mapping[str, Any]]
+) -> JobSettings:
+    """:func:`resolve_settings` without flags: the settings alone."""
+    return resolve_settings(profile, kind, home, kinds=kinds).settings
 
 
 def check_overrides(**flags: Any) -> dict[str, Any]:

@@ -68,6 +68,21 @@ def config_path_env() -> str | None:
     return os.environ.get("BFJOBS_CONFIG") or None
 
 
+#: The site-wide bfjobs.toml an admin installs for every user (below each user's own file).
+SITE_CONFIG = Path("/etc/bfjobs/bfjobs.toml")
+
+
+def site_config_env() -> str | None:
+    """``BFJOBS_SITE_CONFIG``: the site file to read instead of ``/etc/bfjobs/bfjobs.toml``."""
+    return os.environ.get("BFJOBS_SITE_CONFIG") or None
+
+
+def site_config_path() -> Path:
+    """``BFJOBS_SITE_CONFIG``, else :data:`SITE_CONFIG`."""
+    env = site_config_env()
+    return Path(env) if env else SITE_CONFIG
+
+
 def hf_endpoint_env() -> str | None:
     """``HF_ENDPOINT``: a Hugging Face mirror (same variable huggingface_hub reads)."""
     return os.environ.get("HF_ENDPOINT") or None

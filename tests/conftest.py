@@ -48,6 +48,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     for var in ("BFJOBS_DB_URL", "BFJOBS_TEMPLATES_DIR", "BFJOBS_CONFIG", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BLACKFISH_HOME_DIR", str(s.app_dir))
+    s.write_site_settings("")  # an empty site file: no test reads the machine's /etc/bfjobs/bfjobs.toml
+    monkeypatch.setenv("BFJOBS_SITE_CONFIG", str(s.site_settings_path))
     monkeypatch.setenv("PATH", f"{STUB_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_APPTAINER_LOG", str(s.apptainer_log))
     return s

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .results import (
         JSON_VERSION,
         CancelResult,
+        ConfigResult,
         JobsResult,
         LogsResult,
         RenderResult,
@@ -44,8 +45,8 @@ _LAZY = {
         ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
     ),
     **dict.fromkeys(
-        ("JSON_VERSION", "CancelResult", "JobsResult", "LogsResult", "RenderResult", "Result", "SubmitResult",
-         "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
+        ("JSON_VERSION", "CancelResult", "ConfigResult", "JobsResult", "LogsResult", "RenderResult", "Result",
+         "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
         ".results",
     ),
     "JobRow": "..store",
@@ -94,6 +95,7 @@ __all__ = [
     "STATES",
     "CancelResult",
     "Client",
+    "ConfigResult",
     "JobRow",
     "JobsResult",
     "Kind",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ..errors import BadInput, ClusterError, JobFailed
 from .results import (
     CancelResult,
+    ConfigResult,
     JobsResult,
     LogsResult,
     Outcome,
@@ -109,7 +110,7 @@ class Client:
         kind_.check_params(options, from_file=from_file is not None)
         where = config.load_profile(profile)
         flags = {k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")}
-        settings = kinds.load_settings(where.name, kind).merged(**config.check_overrides(**flags))
+        settings = kinds.resolve_settings(where.name, kind, flags=config.check_overrides(**flags)).settings
 
         def build(entry: str) -> JobSpec:
             return kind_.build(entry, where, settings, options, from_file=from_file is not None)
@@ -330,6 +331,32 @@ class Client:
                 "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
             )
         return SyncResult(registered, waiting, notice)
+
+    def config(self, *, profile: str | None = None) -> ConfigResult:
+        """A profile's merged job settings for every kind and where each came from (the site
+        file, the user's ``bfjobs.toml``, an environment variable, or the built-in default)."""
+        from dataclasses import fields
+
+        from .. import config, kinds
+
+        where = config.load_profile(profile, check_dirs=False)
+        path = config.profiles_path()
+        profile_source = "built in" if where.builtin else str(path)
+        site_file, _used, ignored = config.site_profiles()
+        user_file = config.settings_path()
+        settings: dict[str, dict[str, tuple[Any, str]]] = {}
+        fixed: tuple[str, ...] = ()
+        for kind in kinds.names():
+            resolved = kinds.resolve_settings(where.name, kind)
+            fixed = resolved.fixed
+            settings[kind] = {
+                f.name: (getattr(resolved.settings, f.name), resolved.sources[f.name])
+                for f in fields(resolved.settings)
+            }
+        return ConfigResult(
+            where.name, profile_source, str(site_file), site_file.is_file(), str(user_file), user_file.is_file(),
+            fixed, ignored, settings,
+        )
 
     def verify(
         self, refs: Sequence[str] = (), *, profile: str | None = None, accept_unverified: bool = False

@@ -292,6 +292,49 @@ class SyncResult(Result):
         return {"version": JSON_VERSION, "registered": self.registered, "waiting": self.waiting}
 
 
+@dataclass(repr=False, eq=False)
+class ConfigResult(Result):
+    """``config show``: a profile's merged job settings per kind, and where each came from.
+
+    ``settings``: kind -> setting -> (value, source); a source is a file's table
+    (``/etc/bfjobs/bfjobs.toml [defaults]``), an environment variable, or ``default``.
+    """
+
+    profile: str
+    profile_source: str
+    site_file: str
+    site_file_exists: bool
+    user_file: str
+    user_file_exists: bool
+    fixed: tuple[str, ...]
+    ignored_site_profiles: list[str]
+    settings: dict[str, dict[str, tuple[Any, str]]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "profile": self.profile,
+            "profile_source": self.profile_source,
+            "site_file": {"path": self.site_file, "exists": self.site_file_exists},
+            "user_file": {"path": self.user_file, "exists": self.user_file_exists},
+            "fixed": list(self.fixed),
+            "ignored_site_profiles": self.ignored_site_profiles,
+            "kinds": {
+                kind: {key: {"value": _setting_json(value), "from": source} for key, (value, source) in values.items()}
+                for kind, values in self.settings.items()
+            },
+        }
+
+
+def _setting_json(value: Any) -> Any:
+    """A setting as JSON: paths as text, module and setup lists as arrays."""
+    if isinstance(value, tuple | list):
+        return [str(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
 def outcome_message(outcome: Outcome, label: str) -> str:
     """What a submit did with one request, in one line (``label``: what the request asked for)."""
     from ..specs import AlreadyPresent

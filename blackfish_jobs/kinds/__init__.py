@@ -20,7 +20,7 @@ from . import image, model
 from .base import Argument, Kind, Option
 
 if TYPE_CHECKING:
-    from ..config import JobSettings
+    from ..config import JobSettings, Resolved
 
 #: Every kind by name, in the order help texts and errors list them.
 KINDS: dict[str, Kind] = {k.name: k for k in (image.KIND, model.KIND)}
@@ -63,11 +63,19 @@ def registering() -> list[str]:
 
 
 def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSettings:
-    """``kind``'s job settings for ``profile``: its built-in defaults < bfjobs.toml (whose
-    ``[… .<kind>]`` tables are checked against every registered kind)."""
+    """``kind``'s job settings for ``profile``: its built-in defaults < the site file < bfjobs.toml
+    (whose ``[… .<kind>]`` tables are checked against every registered kind)."""
+    return resolve_settings(profile, kind, home).settings
+
+
+def resolve_settings(
+    profile: str, kind: str, home: Path | None = None, *, flags: Mapping[str, Any] | None = None
+) -> Resolved:
+    """:func:`config.resolve_settings` for ``kind``: the settings, where each came from, and
+    ``flags`` (validated command-line values) on top."""
     from .. import config
 
-    return config.load_settings(profile, get(kind).name, home, kinds=defaults())
+    return config.resolve_settings(profile, get(kind).name, home, kinds=defaults(), flags=flags)
 
 
 __all__ = [
@@ -82,4 +90,5 @@ __all__ = [
     "names",
     "register",
     "registering",
+    "resolve_settings",
 ]

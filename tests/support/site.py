@@ -88,6 +88,15 @@ class Site:
     def write_settings(self, text: str) -> None:
         (self.app_dir / "bfjobs.toml").write_text(textwrap.dedent(text))
 
+    @property
+    def site_settings_path(self) -> Path:
+        """This site's stand-in for ``/etc/bfjobs/bfjobs.toml`` (the ``site`` fixture names it in
+        ``BFJOBS_SITE_CONFIG``, so no test reads the machine's own)."""
+        return self.root / "etc-bfjobs.toml"
+
+    def write_site_settings(self, text: str) -> None:
+        self.site_settings_path.write_text(textwrap.dedent(text))
+
     def configure(self, hub=None, mem: str = "500M") -> None:
         """Slurm profile as default, small jobs, and the test hub as the HF endpoint if given."""
         self.write_profiles()

@@ -1,0 +1,173 @@
+"""The site layer: /etc/bfjobs/bfjobs.toml (BFJOBS_SITE_CONFIG) below each user's bfjobs.toml,
+keys an admin fixes, and ``bfjobs config show`` saying where each setting came from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blackfish_jobs import config, kinds
+from blackfish_jobs.errors import BadInput, ConfigError
+
+SITE = """
+    [site]
+    fixed = ["partition", "templates_dir"]
+
+    [defaults]
+    partition = "transfer"
+    qos = "dtn"
+    modules = ["apptainer/1.3"]
+
+    [defaults.download-model]
+    time = "08:00:00"
+
+    [profiles.slurm]
+    account = "lab"
+
+    [profiles.othercluster]
+    partition = "elsewhere"
+    """
+
+
+@pytest.fixture
+def admin_site(site):
+    site.write_profiles()  # slurm (default) and laptop
+    site.write_site_settings(SITE)
+    return site
+
+
+def test_a_user_without_a_file_gets_the_sites_settings(admin_site):
+    s = kinds.load_settings("slurm", "download-model")
+    assert (s.partition, s.qos, s.modules) == ("transfer", "dtn", ("apptainer/1.3",))
+    assert (s.time, s.account) == ("08:00:00", "lab")
+    laptop = kinds.load_settings("laptop", "pull-image")
+    assert (laptop.partition, laptop.account, laptop.time) == ("transfer", None, "02:00:00")
+
+
+def test_every_level_of_the_users_file_sits_above_every_level_of_the_sites(admin_site):
+    admin_site.write_settings(
+        """
+        [defaults]
+        qos = "mine"
+        time = "01:00:00"
+        """
+    )
+    resolved = kinds.resolve_settings("slurm", "download-model")
+    # the user's [defaults] beats the site's [defaults.download-model] and [profiles.slurm]
+    assert (resolved.settings.qos, resolved.settings.time) == ("mine", "01:00:00")
+    site_file = str(admin_site.site_settings_path)
+    user_file = str(admin_site.app_dir / "bfjobs.toml")
+    assert resolved.sources["time"] == f"{user_file} [defaults]"
+    assert resolved.sources["account"] == f"{site_file} [profiles.slurm]"
+    assert resolved.sources["partition"] == f"{site_file} [defaults]"
+    assert resolved.sources["mem"] == "default" and resolved.fixed == ("partition", "templates_dir")
+
+
+def test_the_sites_tables_for_profiles_a_user_lacks_are_ignored_but_the_users_are_not(admin_site):
+    assert config.site_profiles()[1:] == (["slurm"], ["othercluster"])
+    kinds.load_settings("slurm", "pull-image")  # no error for [profiles.othercluster] in the site file
+    admin_site.write_settings('[profiles.othercluster]\nqos = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[profiles.othercluster\]: no such profile"):
+        kinds.load_settings("slurm", "pull-image")
+
+
+@pytest.mark.parametrize(
+    ("user_toml", "flags", "env", "named"),
+    [
+        ('[defaults]\npartition = "cpu"\n', {}, {}, "bfjobs.toml [defaults] partition"),
+        ('[profiles.slurm.pull-image]\npartition = "cpu"\n', {}, {}, "[profiles.slurm.pull-image] partition"),
+        ("", {"partition": "cpu"}, {}, "--partition partition"),
+        ("", {}, {"BFJOBS_TEMPLATES_DIR": "TMP"}, "BFJOBS_TEMPLATES_DIR templates_dir"),
+    ],
+)
+def test_changing_a_fixed_key_is_one_line(admin_site, monkeypatch, tmp_path, user_toml, flags, env, named):
+    admin_site.write_settings(user_toml)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(tmp_path) if value == "TMP" else value)
+    with pytest.raises(ConfigError) as info:
+        kinds.resolve_settings("slurm", "pull-image", flags=flags)
+    message = str(info.value)
+    assert named in message and "the site fixes this setting" in message and "\n" not in message
+    assert f"{admin_site.site_settings_path} [site] fixed" in message
+
+
+def test_repeating_a_fixed_value_is_not_a_change(admin_site):
+    admin_site.write_settings('[defaults]\npartition = "transfer"\n')
+    resolved = kinds.resolve_settings("slurm", "pull-image", flags={"partition": "transfer", "qos": "mine"})
+    assert (resolved.settings.partition, resolved.settings.qos) == ("transfer", "mine")
+    assert resolved.sources["qos"] == "--qos"
+
+
+@pytest.mark.parametrize(
+    ("site_toml", "message"),
+    [
+        ('[site]\nfixd = ["partition"]\n', "[site]: unknown key 'fixd'; did you mean 'fixed'?"),
+        ('[site]\nfixed = ["partiton"]\n', "[site] fixed: unknown setting 'partiton'; did you mean 'partition'?"),
+        ('[site]\nfixed = "partition"\n', "[site] fixed: expected a list of strings"),
+        ('[defaults]\nmem = "lots"\n', "not a Slurm memory size"),
+        ('[sites]\nfixed = []\n', "unknown top-level table 'sites'"),
+    ],
+)
+def test_a_bad_site_file_is_one_line(site, site_toml, message):
+    site.write_site_settings(site_toml)
+    with pytest.raises(BadInput) as info:  # exit 2, as every configuration error
+        kinds.load_settings("slurm", "pull-image")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_site_only_tables_and_missing_files(site, monkeypatch):
+    site.write_settings('[site]\nfixed = ["qos"]\n')
+    with pytest.raises(ConfigError, match=r"a \[site\] table belongs in the site file"):
+        kinds.load_settings("slurm", "pull-image")
+    site.write_settings("")
+    monkeypatch.setenv("BFJOBS_SITE_CONFIG", str(site.root / "nope.toml"))
+    with pytest.raises(ConfigError, match=r"BFJOBS_SITE_CONFIG: .*nope\.toml' does not exist"):
+        kinds.load_settings("slurm", "pull-image")
+    monkeypatch.delenv("BFJOBS_SITE_CONFIG")
+    monkeypatch.setattr("blackfish_jobs.constants.SITE_CONFIG", site.root / "etc" / "bfjobs.toml")
+    assert kinds.load_settings("slurm", "pull-image").partition is None  # the default path may be absent
+
+
+def test_render_uses_the_sites_partition_and_refuses_a_flag_that_changes_it(admin_site, cli):
+    script = cli("render", "pull-image", "docker://alpine:3.20")
+    assert script.exit_code == 0, script.stderr
+    assert "#SBATCH --partition=transfer" in script.stdout and "#SBATCH --account=lab" in script.stdout
+    refused = cli("render", "pull-image", "docker://alpine:3.20", "--partition", "cpu")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("bfjobs: error: --partition partition: the site fixes this setting")
+
+
+def test_config_show_names_each_settings_source(admin_site, cli):
+    admin_site.write_settings('[profiles.slurm.download-model]\nmem = "3G"\n')
+    shown = cli("config", "show")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"profile:   slurm ({admin_site.app_dir / 'profiles.cfg'})"
+    assert lines[1] == f"site file: {admin_site.site_settings_path}"
+    assert lines[2] == f"user file: {admin_site.app_dir / 'bfjobs.toml'}"
+    assert "fixed by the site: partition, templates_dir" in lines
+    assert "site profiles you do not have (ignored): othercluster" in lines
+    model = lines[lines.index("[download-model]") + 1 :]
+    row = {line.split()[0]: line.split(None, 2)[1:] for line in model if line.startswith("  ")}
+    assert row["mem"] == ["3G", f"{admin_site.app_dir / 'bfjobs.toml'} [profiles.slurm.download-model]"]
+    assert row["partition"] == ["transfer", f"{admin_site.site_settings_path} [defaults] (fixed)"]
+    assert row["cpus_per_task"] == ["2", "default"]
+
+    data = json.loads(cli("config", "show", "--profile", "laptop", "--json").stdout)
+    assert data["version"] == 1 and data["profile"] == "laptop"
+    assert data["site_file"] == {"path": str(admin_site.site_settings_path), "exists": True}
+    assert data["fixed"] == ["partition", "templates_dir"] and data["ignored_site_profiles"] == ["othercluster"]
+    pull = data["kinds"]["pull-image"]
+    assert pull["modules"] == {"value": ["apptainer/1.3"], "from": f"{admin_site.site_settings_path} [defaults]"}
+    assert pull["account"] == {"value": None, "from": "default"}  # [profiles.slurm] is not laptop's
+
+
+def test_config_show_of_an_unknown_profile_is_one_line(admin_site, cli):
+    result = cli("config", "show", "--profile", "slurn")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"bfjobs: error: profile 'slurn' not found in {admin_site.app_dir / 'profiles.cfg'} "
+        "(profiles: slurm, laptop); did you mean 'slurm'?"
+    )
