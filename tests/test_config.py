@@ -150,9 +150,16 @@ def test_templates_dir_from_environment(site, monkeypatch, tmp_path):
 def test_examples_are_valid(site, monkeypatch):
     """The shipped examples parse with the same code users run (their sites' directories are not here)."""
     examples = Path(__file__).resolve().parent.parent / "examples"
-    for site_dir in sorted(p for p in examples.iterdir() if p.is_dir()):
+    for site_dir in sorted(p for p in examples.iterdir() if (p / "profiles.cfg").is_file()):
         monkeypatch.setenv("BLACKFISH_HOME_DIR", str(site_dir))
         profile = config.load_profile(check_dirs=False)
         settings = kinds.load_settings(profile.name, "pull-image")
         assert profile.schema == "slurm"
         assert settings.partition or settings.qos
+    # the site install's site file, for a user with no file of their own and a profile named della
+    monkeypatch.setenv("BFJOBS_SITE_CONFIG", str(examples / "site-install" / "etc-bfjobs.toml"))
+    monkeypatch.setenv("BLACKFISH_HOME_DIR", str(examples / "della"))
+    monkeypatch.setenv("BFJOBS_CONFIG", str(site.site_settings_path))  # an empty user file
+    resolved = kinds.resolve_settings("della", "download-model")
+    assert (resolved.settings.partition, resolved.settings.qos) == ("datamover", "dtn")
+    assert resolved.fixed == ("partition", "templates_dir")

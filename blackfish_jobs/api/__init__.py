@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         JSON_VERSION,
         CancelResult,
         ConfigResult,
+        DoctorResult,
         JobsResult,
         LogsResult,
         RenderResult,
@@ -45,8 +46,8 @@ _LAZY = {
         ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
     ),
     **dict.fromkeys(
-        ("JSON_VERSION", "CancelResult", "ConfigResult", "JobsResult", "LogsResult", "RenderResult", "Result",
-         "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
+        ("JSON_VERSION", "CancelResult", "ConfigResult", "DoctorResult", "JobsResult", "LogsResult", "RenderResult",
+         "Result", "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
         ".results",
     ),
     "JobRow": "..store",
@@ -96,6 +97,7 @@ __all__ = [
     "CancelResult",
     "Client",
     "ConfigResult",
+    "DoctorResult",
     "JobRow",
     "JobsResult",
     "Kind",

@@ -18,6 +18,7 @@ from ..errors import BadInput, ClusterError, JobFailed
 from .results import (
     CancelResult,
     ConfigResult,
+    DoctorResult,
     JobsResult,
     LogsResult,
     Outcome,
@@ -331,6 +332,15 @@ class Client:
                 "Blackfish 'model' table yet (start Blackfish once, then run `bfjobs sync`)"
             )
         return SyncResult(registered, waiting, notice)
+
+    def doctor(self, *, profile: str | None = None) -> DoctorResult:
+        """Can this profile run jobs from here? The profile, the settings, the scheduler's commands,
+        partition and QOS (asked once each), the caches' permissions, the hub and the interpreter
+        the jobs run; fails if any check failed (warnings do not)."""
+        from . import doctor
+
+        name, checks = doctor.run(profile, self.backends)
+        return DoctorResult(name, checks)
 
     def config(self, *, profile: str | None = None) -> ConfigResult:
         """A profile's merged job settings for every kind and where each came from (the site

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 from ..errors import BfjobsError, ClusterError, JobFailed
 
 if TYPE_CHECKING:
+    from ..backends.base import Check
     from ..specs import AlreadyPresent
     from ..store import JobRow
     from ..verify import Finding
@@ -323,6 +324,27 @@ class ConfigResult(Result):
                 kind: {key: {"value": _setting_json(value), "from": source} for key, (value, source) in values.items()}
                 for kind, values in self.settings.items()
             },
+        }
+
+
+@dataclass(repr=False, eq=False)
+class DoctorResult(Result):
+    """``doctor``: each check of the profile, in order; fails (exit 1) if any check failed."""
+
+    profile: str | None
+    checks: list[Check]
+
+    def failure(self) -> BfjobsError | None:
+        failed = [c.name for c in self.checks if c.status == "fail"]
+        if failed:
+            return JobFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "profile": self.profile,
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in self.checks],
         }
 
 

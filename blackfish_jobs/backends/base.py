@@ -68,6 +68,16 @@ class Submitted:
     node: str | None = None
 
 
+class Check(NamedTuple):
+    """One line of ``bfjobs doctor``: what was checked, ``ok``/``warn``/``fail``, what was found,
+    and (unless ok) what to do about it."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
 @dataclass
 class CancelRequest:
     """What a backend did when asked to cancel: ``refused`` by job id (its message), and
@@ -159,6 +169,12 @@ class Backend(abc.ABC):
         return folder.read_progress(rows)
 
     # ------------------------------------------------------------------ on the profile's machine
+
+    def checks(self, profile_name: str, wanted: dict[str, set[str]]) -> list[Check]:
+        """``bfjobs doctor``'s checks of the scheduler: its commands, and whether the settings'
+        values exist there (``wanted``: setting -> values, e.g. ``{"partition": {"dtn"}}``),
+        each asked once. None for a backend without a scheduler."""
+        return []
 
     def present(self, path: Path) -> bool:
         """Is there something at ``path`` (an artefact, a record) on the profile's machine?"""

@@ -55,7 +55,7 @@ from ..states import (
     reason_word,
 )
 from . import reasons, slurmcli, slurmcmd
-from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
+from .base import Backend, CancelRequest, Check, Observation, Submitted, Survey, Task
 from .folder import one_line, read_result, settle
 
 if TYPE_CHECKING:
@@ -133,6 +133,44 @@ class SlurmBackend(Backend):
                 f"{'is' if len(missing) == 1 else 'are'} not on PATH: run bfjobs on a login node of the "
                 "cluster (or load its Slurm module), or choose a local profile"
             )
+
+    def checks(self, profile_name: str, wanted: dict[str, set[str]]) -> list[Check]:
+        """Slurm's commands on PATH; the settings' partitions (one ``sinfo``) and QOS (one
+        ``sacctmgr``) known to the cluster."""
+        from .. import constants
+
+        needed = (*SLURM_CLIENTS, "squeue", "sacct", "scancel", "sinfo")
+        missing = [c for c in needed if constants.which(c) is None]
+        found = [
+            Check("slurm commands", "ok", f"{', '.join(needed)} on PATH")
+            if not missing
+            else Check(
+                "slurm commands", "fail", f"{', '.join(missing)} not on PATH",
+                f"profile {profile_name!r} submits to Slurm: run bfjobs on a login node of the cluster (or load "
+                "its Slurm module), or choose a local profile",
+            )
+        ]
+        asks = (
+            ("partition", slurmcli.partitions, "partitions here", "set partition (bfjobs.toml or --partition)"),
+            ("qos", slurmcli.qos_names, "QOS in accounting", "set qos (bfjobs.toml or --qos)"),
+        )
+        for key, ask, what, fix in asks:
+            values = sorted(wanted.get(key, ()))
+            if not values:
+                found.append(Check(key, "ok", f"none set: Slurm's default {key} is used"))
+                continue
+            known = ask(self.run)
+            if known is None:
+                found.append(Check(key, "warn", f"{', '.join(values)}: Slurm could not list its {what}",
+                                   "check that the controller and accounting answer (sinfo, sacctmgr)"))
+                continue
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                found.append(Check(key, "fail", f"{', '.join(unknown)} not among the {what} ({', '.join(known)})",
+                                   f"{fix} to one of them"))
+            else:
+                found.append(Check(key, "ok", f"{', '.join(values)} ({what}: {', '.join(known)})"))
+        return found
 
     def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
         from . import executors

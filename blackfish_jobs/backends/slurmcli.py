@@ -78,6 +78,15 @@ def partitions(runner: Runner = run) -> list[str] | None:
     return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
 
 
+def qos_names(runner: Runner = run) -> list[str] | None:
+    """The QOS names Slurm's accounting knows (one ``sacctmgr`` call); None if it cannot say."""
+    try:
+        out = runner(["sacctmgr", "-n", "-P", "show", "qos", "format=name"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
+
+
 def _stderr(exc: BaseException) -> str:
     if isinstance(exc, subprocess.CalledProcessError):
         return str(exc.stderr or exc.output or "")

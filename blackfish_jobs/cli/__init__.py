@@ -3,7 +3,7 @@ calls one method and prints the result (:mod:`._output`).
 
 This module only wires the group; the commands live in one module per family (:mod:`.submit`:
 submit and render; :mod:`.jobs`: status, list, wait, cancel, logs; :mod:`.cache`: verify, sync;
-:mod:`.config`: config show),
+:mod:`.config`: config show, doctor),
 loaded lazily (Click's LazyGroup pattern), so ``bfjobs status`` imports no submit code. The console
 script enters through :mod:`blackfish_jobs.entry`, which gives ``bfjobs status`` a head start on its
 ``sacct`` call before this package is imported.
@@ -26,6 +26,7 @@ from ._output import echo_err
 LAZY_COMMANDS = {
     "cancel": "jobs:cancel",
     "config": "config:config",
+    "doctor": "config:doctor",
     "list": "jobs:list_",
     "logs": "jobs:logs",
     "render": "submit:render_group",

@@ -1,4 +1,5 @@
-"""``bfjobs config show``: the settings a job would get, and which file (or variable, or default) set each."""
+"""``bfjobs config show`` (the settings a job would get, and which file, variable or default set each) and
+``bfjobs doctor`` (whether a profile can run jobs from here)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,23 @@ def _value(value: object) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(str(v) for v in value) + "]" if value else "[]"
     return str(value)
+
+
+@click.command()
+@profile_option
+@json_option("Print one JSON object: each check's name, status, detail and fix (see docs/json.md).")
+@click.pass_obj
+def doctor(client: Client, profile_name: str | None, as_json: bool) -> None:
+    """Check, in one screen, whether your profile can run bfjobs jobs from here: the profile and
+    settings, Slurm's commands, the partition and QOS (asked once), the caches' permissions, the hub
+    endpoint and the interpreter the jobs run; each problem with its fix. Exit 1 if a check failed."""
+    result = client.doctor(profile=profile_name)
+    if as_json:
+        print_json(result)
+    else:
+        width = max(len(c.name) for c in result.checks)
+        for check in result.checks:
+            click.echo(f"{check.status.upper():<5} {check.name:<{width}}  {check.detail}")
+            if check.fix:
+                click.echo(f"{'':<5} {'':<{width}}  fix: {check.fix}")
+    result.raise_for_status()

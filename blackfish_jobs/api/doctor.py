@@ -1,0 +1,155 @@
+"""``bfjobs doctor``: can this user's profile run bfjobs jobs here? One check per line, each with its fix.
+
+Cheap on purpose (a login node): one ``sinfo`` and one ``sacctmgr`` call, a handful of ``stat``s,
+one HTTP request to the hub with a short timeout; nothing walks a cache.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..backends.base import Check
+from ..errors import BfjobsError
+
+if TYPE_CHECKING:
+    from ..backends import Backends
+    from ..config import JobSettings, Profile
+
+#: How long the hub may take to answer (a login node without a route out should not hang doctor).
+HUB_TIMEOUT_S = 5.0
+
+
+def run(profile_name: str | None, backends: Backends) -> tuple[str | None, list[Check]]:
+    """The profile's name (None if it cannot be loaded) and every check, in the order shown."""
+    from .. import config, kinds
+
+    try:
+        profile = config.load_profile(profile_name)
+    except BfjobsError as exc:
+        fix = "fix profiles.cfg (Blackfish's `blackfish profile` commands), or pass --profile NAME"
+        return None, [Check("profile", "fail", str(exc), fix)]
+    source = "built in: there is no profiles.cfg" if profile.builtin else str(config.profiles_path())
+    checks = [Check("profile", "ok", f"{profile.name} ({profile.schema}; {source})")]
+    settings: dict[str, JobSettings] = {}
+    for kind in kinds.names():
+        try:
+            settings[kind] = kinds.load_settings(profile.name, kind)
+        except BfjobsError as exc:
+            checks.append(Check(f"settings: {kind}", "fail", str(exc), "fix the file and key it names"))
+    if len(settings) == len(kinds.names()):
+        checks.append(Check("settings", "ok", "the site file and bfjobs.toml are valid (see `bfjobs config show`)"))
+    wanted: dict[str, set[str]] = {}
+    for values in settings.values():
+        for key in ("partition", "qos"):
+            if getattr(values, key):
+                wanted.setdefault(key, set()).add(getattr(values, key))
+    checks += backends.for_profile(profile).checks(profile.name, wanted)
+    checks += _caches(profile)
+    model = settings.get("download-model")
+    checks.append(_hub(model.hf_endpoint if model else None))
+    checks.append(_interpreter())
+    return profile.name, checks
+
+
+def _caches(profile: Profile) -> list[Check]:
+    """Your home_dir must be writable; the shared cache_dir readable, and writable only for admins."""
+    from .. import layout
+
+    found = []
+    home = profile.home_dir
+    if layout.can_write(home):
+        found.append(Check("home_dir", "ok", f"{home}: writable by you (your images and models go here)"))
+    else:
+        found.append(Check("home_dir", "fail", f"{home}: not writable by you",
+                           "set the profile's home_dir to a folder you own (profiles.cfg)"))
+    cache = profile.cache_dir
+    if cache == home:
+        return found
+    if not os.access(cache, os.R_OK | os.X_OK):
+        found.append(Check("cache_dir", "fail", f"{cache}: not readable by you",
+                           "ask its admins to make it readable (chmod -R a+rX), or fix the profile's cache_dir"))
+    elif layout.can_write(cache):
+        found.append(Check("cache_dir", "ok", f"{cache}: writable by you (you can publish shared artefacts)"))
+    else:
+        found.append(Check("cache_dir", "ok", f"{cache}: read-only for you (shared artefacts are the admins'; "
+                                              "yours go to home_dir)"))
+    closed = [p for p in (cache, cache / "images", cache / "models") if p.is_dir() and not _world_readable(p)]
+    if closed:
+        found.append(Check("cache modes", "warn", f"not readable by every user: {', '.join(map(str, closed))}",
+                           "Blackfish's services run as other users: chmod 755 these folders"))
+    return found
+
+
+def _world_readable(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    needed = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    return mode & needed == needed
+
+
+def _hub(endpoint: str | None) -> Check:
+    """One request to the hub (any HTTP answer means it is reachable from here)."""
+    import urllib.error
+    import urllib.request
+
+    from ..node.records import public_endpoint
+
+    if endpoint is None:
+        from huggingface_hub import constants as hub_constants
+
+        endpoint = hub_constants.ENDPOINT
+    url = endpoint
+    shown = public_endpoint(url)
+    if not url.startswith(("http://", "https://")):  # settings are checked; HF_ENDPOINT's default is not
+        return Check("hub", "fail", f"{shown} is not an http(s) URL", "set hf_endpoint to the hub's URL")
+    request = urllib.request.Request(url.rstrip("/") + "/api/models?limit=1")  # noqa: S310 (as below)
+    try:
+        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S):  # noqa: S310 (http(s) only, checked above)
+            pass
+    except urllib.error.HTTPError as exc:  # it answered: reachable (a mirror may serve no listing)
+        return Check("hub", "ok", f"{shown} answers from here (HTTP {exc.code} to a listing request)")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check(
+            "hub", "warn", f"{shown} does not answer from here: {' '.join(str(reason).split())[:200]}",
+            "downloads fetch from the transfer nodes, which may reach it when the login node cannot; if they "
+            "cannot either, set hf_endpoint to a mirror they reach (bfjobs.toml)",
+        )
+    return Check("hub", "ok", f"{shown} answers from here")
+
+
+def _interpreter() -> Check:
+    """Jobs run this interpreter by absolute path on the node: every user of a site install needs it."""
+    import blackfish_jobs
+
+    python = Path(sys.executable)
+    package = Path(blackfish_jobs.__file__).parent
+    private = [str(p) for p in (python, package) if not _readable_by_all(p)]
+    if private:
+        return Check(
+            "interpreter", "warn",
+            f"{python} runs the jobs; not readable by every user: {', '.join(private)}",
+            "fine for your own install; a site install must be readable by all and on a filesystem the "
+            "transfer nodes mount (docs/install.md)",
+        )
+    return Check("interpreter", "ok", f"{python} runs the jobs (readable by every user; the transfer nodes must "
+                                      "mount its filesystem)")
+
+
+def _readable_by_all(path: Path) -> bool:
+    """``path`` (symlinks resolved; a file readable and runnable, a folder readable) and every
+    folder above it (searchable) are usable by any user."""
+    try:
+        real = path.resolve()
+        mode = real.stat().st_mode
+        if not stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return False
+        return _world_readable(real) and all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+    except OSError:
+        return False

@@ -1,0 +1,133 @@
+"""``bfjobs doctor``: one screen saying whether a profile can run jobs from here, each problem with its fix.
+
+The Slurm checks ask the real cluster (its partitions with sinfo, its QOS with sacctmgr); the hub
+check asks the test hub; the permission checks run as a real unprivileged user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from support.site import profiles_cfg, slurm_profile
+from support.unprivileged import as_nobody
+
+
+def checks(stdout: str) -> dict[str, dict]:
+    data = json.loads(stdout)
+    assert data["version"] == 1
+    return {c["name"]: c for c in data["checks"]}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slurm
+def test_a_usable_slurm_profile_passes_every_check(slurm_site, hub):
+    site = slurm_site
+    sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, check=True).stdout.split()
+    partition = sinfo[0]
+    site.write_site_settings(f'[defaults]\npartition = "{partition}"\nqos = "normal"\nhf_endpoint = "{hub.url}"\n')
+    calls = site.root / "calls.log"
+    proc = site.bfjobs("doctor", "--json", PATH=_counting_path(site, calls))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = checks(proc.stdout)
+    assert json.loads(proc.stdout)["profile"] == "slurm"
+    for name in ("profile", "settings", "slurm commands", "partition", "qos", "home_dir", "cache_dir", "hub"):
+        assert found[name]["status"] == "ok", found[name]
+    assert partition in found["partition"]["detail"] and "normal" in found["qos"]["detail"]
+    assert found["hub"]["detail"].startswith(f"{hub.url} answers from here")
+    asked = calls.read_text().splitlines()
+    assert sorted(line.split()[0] for line in asked) == ["sacctmgr", "sinfo"]  # each asked once, nothing else
+
+
+def _counting_path(site, log: Path) -> str:
+    """PATH with wrappers that log each Slurm client call, then run the real one."""
+    wrap = site.root / "wrap-bin"
+    wrap.mkdir(exist_ok=True)
+    for name in ("sinfo", "sacctmgr", "squeue", "sacct", "sbatch", "scancel", "srun"):
+        real = subprocess.run(["sh", "-c", f"command -v {name}"], capture_output=True, text=True).stdout.strip()
+        script = wrap / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexec {real} "$@"\n')
+        script.chmod(0o755)
+    return f"{wrap}{os.pathsep}{site.env()['PATH']}"
+
+
+@pytest.mark.slurm
+def test_unknown_partition_and_qos_fail_with_the_valid_ones(slurm_site):
+    site = slurm_site
+    site.write_site_settings(
+        f'[defaults]\npartition = "transfr"\nqos = "fastlane"\nhf_endpoint = "http://127.0.0.1:{closed_port()}"\n'
+    )
+    proc = site.bfjobs("doctor")
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    partition = next(i for i, line in enumerate(lines) if line.startswith("FAIL  partition"))
+    assert "transfr not among the partitions here (" in lines[partition]
+    assert "fix: set partition (bfjobs.toml or --partition) to one of them" in lines[partition + 1]
+    qos = next(line for line in lines if line.startswith("FAIL  qos"))
+    assert "fastlane not among the QOS in accounting (" in qos and "normal" in qos
+    hub_line = next(line for line in lines if line.startswith("WARN  hub"))
+    assert "does not answer from here" in hub_line and "Connection refused" in hub_line
+    assert proc.stderr.strip() == "bfjobs: error: 2 check(s) failed: partition, qos"
+    assert len(lines) <= 24  # one screen
+
+
+def test_a_local_profile_skips_slurm_and_a_bad_profile_is_the_one_failure(local_site, cli, hub):
+    site = local_site
+    site.write_settings(f'[defaults]\nhf_endpoint = "{hub.url}"\n')
+    result = cli("doctor", "--json")
+    assert result.exit_code == 0, result.stdout
+    found = checks(result.stdout)
+    assert found["profile"]["detail"].startswith("local (local; built in")
+    assert not {"slurm commands", "partition", "qos"} & set(found)
+    bad = cli("doctor", "--profile", "nosuch", "--json")
+    assert bad.exit_code == 1
+    data = json.loads(bad.stdout)
+    assert data["profile"] is None and [c["name"] for c in data["checks"]] == ["profile"]
+    assert data["checks"][0]["status"] == "fail" and "profile 'nosuch' not found" in data["checks"][0]["detail"]
+
+
+def test_a_bad_setting_is_reported_per_kind(site, cli):
+    site.write_settings('[defaults.download-model]\nmem = "lots"\n')
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    found = checks(result.stdout)
+    assert found["settings: download-model"]["status"] == "fail"
+    assert "not a Slurm memory size" in found["settings: download-model"]["detail"]
+    assert "settings" not in found
+
+
+@pytest.mark.slurm
+def test_as_a_researcher_home_must_be_writable_and_the_shared_cache_reads_as_read_only(nobody_env, hub):
+    root = nobody_env
+    nobody = pwd.getpwnam("nobody")
+    site = Path(tempfile.mkdtemp(prefix="site-", dir=root))
+    site.chmod(0o755)
+    app, home, cache = site / "app", site / "home", site / "cache"
+    app.mkdir()
+    os.chown(app, nobody.pw_uid, nobody.pw_gid)
+    home.mkdir()  # root's: nobody cannot write there
+    (cache / "images").mkdir(parents=True)
+    (cache / "models").mkdir()
+    subprocess.run(["chmod", "-R", "755", str(site)], check=True)
+    (cache / "models").chmod(0o750)  # a shared folder other users cannot read
+    (app / "profiles.cfg").write_text(profiles_cfg({"cluster": slurm_profile(home, cache, user="nobody")}))
+    (app / "bfjobs.toml").write_text(f'[defaults]\nhf_endpoint = "{hub.url}"\n')
+    proc = as_nobody(root, app, "doctor", "--json")
+    assert proc.returncode == 1, proc.stderr
+    found = checks(proc.stdout)
+    assert found["home_dir"]["status"] == "fail" and found["home_dir"]["detail"] == f"{home}: not writable by you"
+    assert "home_dir to a folder you own" in found["home_dir"]["fix"]
+    assert found["cache_dir"]["status"] == "ok" and "read-only for you" in found["cache_dir"]["detail"]
+    assert found["cache modes"]["status"] == "warn" and str(cache / "models") in found["cache modes"]["detail"]
+    assert found["interpreter"]["status"] == "ok", found["interpreter"]  # the world-readable copy nobody runs
