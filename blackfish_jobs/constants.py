@@ -16,7 +16,7 @@ VERSION_TABLE = "bfjobs_alembic_version"
 
 #: bfjobs' newest migration (checked against the migrations folder by the tests); the stdlib
 #: SQLite path only touches a database at this revision.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 #: Sub-folder of ``<home_dir>`` holding one folder per job (script, logs, submitit pickles).
 JOBS_SUBDIR = ("jobs", "bfjobs")

@@ -32,6 +32,7 @@ class JobSpec:
     label: str  # short human description, e.g. "docker://alpine:3.20 → /cache/images/alpine_3.20.sif"
     template: str  # the sbatch template the kind renders, e.g. "pull-image.sh.j2"
     origin: str | None = None  # where the request was written, for messages: "line 3" of a --from-file list
+    where: str = "home"  # where the artefact goes: "shared" (the profile's cache_dir) or "home" (its home_dir)
 
     @property
     def target(self) -> Path:

@@ -244,6 +244,27 @@ def test_an_older_schema_is_migrated_before_the_store_reads_it(tmp_path):
         assert schema.at_head(conn)
 
 
+def test_migration_0004_fills_in_where_earlier_downloads_went(tmp_path):
+    """Rows from before 0004: a download's request says shared or not; an image pull's does not say."""
+    path = tmp_path / "old.sqlite"
+    schema.upgrade(str(path), "0003")
+    columns = [c for c in rowsmod.COLUMNS if c != "location"]
+    old_rows = [
+        job_row(1, kind="download-model", request={"repo_id": "a/b", "shared": True}),
+        job_row(2, kind="download-model", request={"repo_id": "a/c", "shared": False}),
+        job_row(3),  # an image pull
+    ]
+    with contextlib.closing(schema.connect(str(path))) as conn, conn:
+        conn.executemany(
+            f"INSERT INTO {JOBS_TABLE} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [[rowsmod.to_sql(c, getattr(r, c)) for c in columns] for r in old_rows],
+        )
+    db = dbmod.Database(f"sqlite:///{path}")
+    assert {r.id: r.location for r in db.listing()} == {
+        old_rows[0].id: "shared", old_rows[1].id: "home", old_rows[2].id: None,
+    }
+
+
 def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     """Only live rows are read, however long the history: the queries carry the index's own term."""
     import importlib

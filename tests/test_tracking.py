@@ -318,7 +318,7 @@ def _fill(site, n: int = 5) -> list[JobRow]:
     return insert_rows(site.db_path, [
         job_row(i, kind="pull-image" if i % 2 else "download-model", state=state,
                 reason="boom" if state == "FAILED" else None, node="vm", submitted_at=now - timedelta(hours=i),
-                updated_at=now)
+                updated_at=now, location="shared" if i % 3 else "home")
         for i, state in enumerate(states)
     ])
 
@@ -334,7 +334,9 @@ def test_list_plain_filters_and_no_heavy_imports(site):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=site.env()).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "[]"
-    assert lines[0].split() == ["ID", "KIND", "STATE", "SLURM", "ID", "NODE", "SUBMITTED", "TARGET", "REASON"]
+    assert lines[0].split() == [
+        "ID", "KIND", "STATE", "SLURM", "ID", "NODE", "SUBMITTED", "PROFILE", "WHERE", "REVISION", "TARGET", "REASON",
+    ]
     assert len(lines) == 1 + 3 + 1  # header, jobs submitted 0, 1 and 2 hours ago, the import check
     failed = site.bfjobs("list", "--state", "failed", "--limit", "0", check=True).stdout.splitlines()
     assert len(failed) == 3 and all(" FAILED " in line and line.endswith("boom") for line in failed[1:])
@@ -361,6 +363,60 @@ def test_list_on_a_terminal_colours_states_and_shortens_targets(site):
     assert sorted(line[at:].split()[0] for line in plain[1:]) == sorted(r.state for r in rows)
     code, out = with_tty([sys.executable, "-m", "blackfish_jobs", "list"], site.env(NO_COLOR="1"))
     assert code == 0 and "\x1b[" not in out, out
+
+
+def test_tables_show_profile_where_and_a_models_revision(site):
+    """What an admin reads: whose profile, which cache, which commit; a terminal's short target
+    keeps the whole path where the row cannot say which cache it is in."""
+    now = utcnow()
+    commit = "0123456789abcdef" * 2 + "01234567"
+    model, home_image, old_image = insert_rows(site.db_path, [
+        job_row(1, kind="download-model", profile="della", target="/cache/models/models--org--m",
+                request={"repo_id": "org/m", "shared": True, "commit": commit}, location="shared",
+                submitted_at=now - timedelta(minutes=1), state="COMPLETED"),
+        job_row(2, target="/home/u/images/img2.sif", location="home", submitted_at=now - timedelta(minutes=2),
+                state="COMPLETED"),
+        job_row(3, target="/cache/images/img3.sif", submitted_at=now - timedelta(minutes=3), state="COMPLETED"),
+    ])
+    header, *lines = site.bfjobs("list", check=True).stdout.splitlines()
+    at = {name: header.index(name) for name in ("PROFILE", "WHERE", "REVISION", "TARGET")}
+    cells = [{name: line[i:].split()[0] for name, i in at.items()} for line in lines]
+    assert [line.split()[0] for line in lines] == [model.id, home_image.id, old_image.id]  # newest first
+    assert cells == [
+        {"PROFILE": "della", "WHERE": "shared", "REVISION": commit[:12], "TARGET": model.target},
+        {"PROFILE": "slurm", "WHERE": "home", "REVISION": "-", "TARGET": home_image.target},
+        {"PROFILE": "slurm", "WHERE": "-", "REVISION": "-", "TARGET": old_image.target},
+    ]
+    jobs = as_jobs(site.bfjobs("list", "--json"))
+    assert [j["where"] for j in jobs] == ["shared", "home", None]
+    code, out = with_tty([sys.executable, "-m", "blackfish_jobs", "list"], site.env(NO_COLOR="1"))
+    assert code == 0, out
+    by_id = {line.split()[0]: line + " " for line in out.strip().splitlines()[1:]}
+    assert " models--org--m " in by_id[model.id] and model.target not in by_id[model.id]
+    assert " img2.sif " in by_id[home_image.id] and " home " in by_id[home_image.id]
+    assert old_image.target in by_id[old_image.id]  # WHERE unknown: the whole path
+
+
+def test_list_help_says_what_it_lists(site):
+    text = " ".join(site.bfjobs("list", "--help", check=True).stdout.split())
+    for words in ("every kind, state and profile", "newest first as `status` shows them", "WHERE", "REVISION"):
+        assert words in text, text
+
+
+@pytest.mark.slurm
+def test_status_and_list_show_jobs_in_one_order(slurm_site, down):
+    """Newest first in both; status with ids keeps the order asked."""
+    site = slurm_site
+    ids = [submit(site, f"docker://alpine:order{i}", "--partition", down.name, *to)["id"]
+           for i, to in enumerate(((), ("--to", "home"), ()))]
+    shown = [j for j in status(site) if j["id"] in ids]
+    listed = [j for j in as_jobs(site.bfjobs("list", "--json")) if j["id"] in ids]
+    assert [j["id"] for j in shown] == [j["id"] for j in listed] == ids[::-1]
+    assert [j["where"] for j in shown] == ["shared", "home", "shared"]
+    assert [j["id"] for j in status(site, *ids)] == ids
+    plain = site.bfjobs("status", check=True).stdout.splitlines()
+    assert [line.split()[0] for line in plain[1:] if line.split()[0] in ids] == ids[::-1]
+    site.bfjobs("cancel", *ids, check=True)
 
 
 def test_json_shape_is_the_documented_one(site):

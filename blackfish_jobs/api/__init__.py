@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         finding_json,
         job_json,
         outcome_message,
+        revision_column,
     )
 
 #: Where each public name lives, imported on first use (PEP 562): ``bfjobs --help`` loads none of
@@ -47,7 +48,8 @@ _LAZY = {
     ),
     **dict.fromkeys(
         ("JSON_VERSION", "CancelResult", "ConfigResult", "DoctorResult", "JobsResult", "LogsResult", "RenderResult",
-         "Result", "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message"),
+         "Result", "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message",
+         "revision_column"),
         ".results",
     ),
     "JobRow": "..store",
@@ -120,4 +122,5 @@ __all__ = [
     "native_name",
     "outcome_message",
     "parse_since",
+    "revision_column",
 ]

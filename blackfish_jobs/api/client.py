@@ -226,8 +226,9 @@ class Client:
         return folder.read_progress(rows)
 
     def status(self, job_ids: Sequence[str] = (), *, profile: str | None = None) -> JobsResult:
-        """Refresh and report jobs (the given ones, or every unfinished one) with one Slurm query;
-        fails (ClusterError) if Slurm could not be asked about some job."""
+        """Refresh and report jobs with one Slurm query: the given ones in the order given (an array's
+        elements by index), or every unfinished one newest first, as ``list`` orders them; fails
+        (ClusterError) if Slurm could not be asked about some job."""
         from .. import tracking
         from ..backends import folder
 
@@ -236,7 +237,8 @@ class Client:
         if profile:
             rows = [r for r in rows if r.profile == profile]
         report = tracking.refresh_report(self.db, rows, self.backends)
-        return JobsResult(report.rows, progress=folder.read_progress(report.rows), problems=report.problems)
+        shown = report.rows if job_ids else newest_first(report.rows)
+        return JobsResult(shown, progress=folder.read_progress(shown), problems=report.problems)
 
     def list_jobs(
         self,
@@ -464,6 +466,14 @@ def builtin_notice(profile: config.Profile) -> str | None:
 
 
 _RELATIVE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def newest_first(rows: Sequence[JobRow]) -> list[JobRow]:
+    """The one order of ``status`` and ``list``: newest submit first, then by id (``list``'s SQL
+    order; cheap on the store's oldest-first rows, which Python's sort takes as runs)."""
+    from operator import attrgetter
+
+    return sorted(sorted(rows, key=attrgetter("id")), key=attrgetter("submitted_at"), reverse=True)
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

@@ -49,8 +49,8 @@ def run(profile_name: str | None, backends: Backends) -> tuple[str | None, list[
                 wanted.setdefault(key, set()).add(getattr(values, key))
     checks += backends.for_profile(profile).checks(profile.name, wanted)
     checks += _caches(profile)
-    model = settings.get("download-model")
-    checks.append(_hub(model.hf_endpoint if model else None))
+    endpoints = sorted({s.hf_endpoint for s in settings.values() if s.hf_endpoint}) or [None]
+    checks += [_hub(endpoint) for endpoint in endpoints]  # the kinds' hubs (usually one), else the default
     checks.append(_interpreter())
     return profile.name, checks
 

@@ -61,6 +61,7 @@ def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: 
         "in_flight": in_flight,
         "reason": row.reason,
         "profile": row.profile,
+        "where": row.location,
         "backend": row.backend,
         **jobids.id_fields(row),
         "array_index": _array_index(native) if slurm else None,
@@ -78,6 +79,16 @@ def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: 
         "registered_at": _iso(row.registered_at),
         "progress": progress,
     }
+
+
+def revision_column(row: JobRow) -> str:
+    """The REVISION cell: the first 12 characters of the version the job's kind pins (a model's
+    commit), else ``-``."""
+    from ..kinds import KINDS
+
+    kind = KINDS.get(row.kind)
+    revision = kind.revision(row) if kind is not None else None
+    return revision[:12] if revision else "-"
 
 
 def present_json(present: AlreadyPresent) -> dict[str, Any]:
@@ -103,6 +114,7 @@ def present_json(present: AlreadyPresent) -> dict[str, Any]:
         "in_flight": False,
         **empty,
         "profile": present.profile,
+        "where": present.where,
         "target": target,
         "result": result,
         **more,

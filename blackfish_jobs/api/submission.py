@@ -169,6 +169,7 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
         submitted_at=now,
         ended_at=None,
         updated_at=now,
+        location=spec.where,
     )
 
 

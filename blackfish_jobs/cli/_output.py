@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from ..api import colour_wanted, describe_progress, human_bytes, native_column, native_name
+from ..api import colour_wanted, describe_progress, human_bytes, native_column, native_name, revision_column
 
 if TYPE_CHECKING:
     from ..api import JobRow, Result
 
-COLUMNS = ("ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "TARGET", "REASON")
+COLUMNS = ("ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "PROFILE", "WHERE", "REVISION", "TARGET", "REASON")
 
 # ANSI colours of the STATE column on a terminal; any other state (a failure) is red
 _COLOUR = {"PENDING": "34", "RUNNING": "36", "COMPLETED": "32", "CANCELLED": "33", "UNKNOWN": "35"}
@@ -51,14 +51,21 @@ def _local_second(epoch: int) -> str:
 
 
 def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | None = None) -> tuple[str, ...]:
-    """One job's cells; a RUNNING job with a progress ``record`` shows it in the STATE cell."""
-    target = row.target.rsplit("/", 1)[-1] if short_target else row.target
+    """One job's cells; a RUNNING job with a progress ``record`` shows it in the STATE cell.
+
+    ``short_target`` (a terminal) shows the target's last component only where the WHERE cell
+    says which cache it is in; a row that does not know (an image pull recorded before bfjobs kept
+    it) keeps its whole path, so a shared copy is never mistaken for a home one."""
+    target = row.target.rsplit("/", 1)[-1] if short_target and row.location else row.target
     reason = " ".join(row.reason.split()) if row.reason else ""
     scheduler_id = native_column(row)
     state = row.state
     if record is not None and state == "RUNNING":
         state = f"{state} ({describe_progress(record)})"
-    return (row.id, row.kind, state, scheduler_id, row.node or "-", local_time(row.submitted_at), target, reason)
+    return (
+        row.id, row.kind, state, scheduler_id, row.node or "-", local_time(row.submitted_at), row.profile,
+        row.location or "-", revision_column(row), target, reason,
+    )
 
 
 def plain_lines(

@@ -63,7 +63,10 @@ def list_(
     refresh: bool,
     as_json: bool,
 ) -> None:
-    """List jobs from the database, newest first (no Slurm call unless --refresh)."""
+    """List the jobs bfjobs has submitted (every kind, state and profile, from its table in the
+    database), newest first as `status` shows them: their state as last seen (no Slurm call unless
+    --refresh), the profile, WHERE the artefact goes (shared: the profile's cache_dir; home: its
+    home_dir), a model's REVISION (commit) and the target."""
     result = client.list_jobs(states=states, kind=kind, profile=profile_name, since=since, limit=limit, refresh=refresh)
     if as_json:
         print_json(result)

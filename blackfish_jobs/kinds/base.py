@@ -105,11 +105,12 @@ class Kind(abc.ABC):
         """A validated spec for ``entry`` (the main argument, or one ``--from-file`` line) with the
         kind's ``params`` (its options' ``dest`` keywords; absent ones mean the default)."""
 
-    def spec(self, profile: Profile, settings: JobSettings, task: Any, label: str) -> JobSpec:
-        """A :class:`~blackfish_jobs.specs.JobSpec` of this kind, for :meth:`build`."""
+    def spec(self, profile: Profile, settings: JobSettings, task: Any, label: str, *, where: str = "home") -> JobSpec:
+        """A :class:`~blackfish_jobs.specs.JobSpec` of this kind, for :meth:`build` (``where``: ``shared``
+        for the profile's cache_dir, ``home`` for its home_dir)."""
         from ..specs import JobSpec
 
-        return JobSpec(self.name, profile, settings, task, label, self.template)
+        return JobSpec(self.name, profile, settings, task, label, self.template, where=where)
 
     def prepare(self, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
         """The specs as they are to be submitted (or rendered), once triaged: e.g. pinned to what
@@ -133,6 +134,11 @@ class Kind(abc.ABC):
         return True
 
     # ------------------------------------------------------------------ after the job
+
+    def revision(self, row: JobRow) -> str | None:
+        """The version of the artefact the job fetches, for tables (a model's commit); None if the
+        kind pins none."""
+        return None
 
     def artefact_in_place(self, row: JobRow) -> bool:
         """After COMPLETED: is the published artefact really there?"""

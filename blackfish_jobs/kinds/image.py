@@ -126,7 +126,7 @@ def pull_image(
         raise BadInput(f"--to: expected 'shared' or 'home', got {show(to)}")
     base = profile.cache_dir if to == "shared" else profile.home_dir
     task = PullImage(ref.uri, layout.images_dir(base), filename, settings.apptainer, force)
-    return KIND.spec(profile, settings, task, f"{ref.uri} -> {task.target}")
+    return KIND.spec(profile, settings, task, f"{ref.uri} -> {task.target}", where=to)
 
 
 class PullImageKind(Kind):
@@ -187,7 +187,7 @@ class PullImageKind(Kind):
             raise NameCollision(problem)
         from ..specs import AlreadyPresent
 
-        return AlreadyPresent(spec.kind, spec.target, spec.profile.name)
+        return AlreadyPresent(spec.kind, spec.target, spec.profile.name, where=spec.where)
 
     def destination_hint(self, spec: JobSpec) -> str:
         if spec.target.parent.is_relative_to(spec.profile.cache_dir):

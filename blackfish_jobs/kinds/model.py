@@ -123,7 +123,7 @@ def download_model(
         shared=shared,
     )
     at = f"@{revision}" if revision else ""
-    return KIND.spec(profile, settings, task, f"{repo_id}{at} -> {task.target}")
+    return KIND.spec(profile, settings, task, f"{repo_id}{at} -> {task.target}", where="shared" if shared else "home")
 
 
 def split_repo_revision(entry: str) -> tuple[str, str | None]:
@@ -295,6 +295,10 @@ class DownloadModelKind(Kind):
     def prepare(self, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
         """Pinned to the hub's commit for each revision (:func:`pin_revisions`)."""
         return pin_revisions(specs, note)
+
+    def revision(self, row: JobRow) -> str | None:
+        """The commit the job was pinned to at submit (else the one its result names)."""
+        return (row.request or {}).get("commit") or (row.result or {}).get("commit")
 
     def present(self, spec: JobSpec) -> AlreadyPresent | None:
         """``--shared`` looks only at the shared cache; otherwise the shared cache first, then the

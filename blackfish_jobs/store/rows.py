@@ -48,6 +48,7 @@ class JobRow:
     ended_at: datetime | None
     updated_at: datetime
     registered_at: datetime | None = None
+    location: str | None = None  # "shared" (the profile's cache_dir) or "home" (its home_dir)
 
     def __getattr__(self, name: str) -> Any:
         """A JSON column not decoded yet (only rows built by :func:`from_records` lack one)."""
