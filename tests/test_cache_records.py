@@ -177,7 +177,7 @@ def test_verify_a_folder_checks_everything_under_it(slurm_site, hub):
     site.configure(hub)
     first = Path(pull(site, "docker://alpine:one")["result"]["path"])
     second = Path(pull(site, "docker://alpine:two")["result"]["path"])
-    model = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--shared", "--wait", "--json"))
+    model = as_job(site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--to", "shared", "--wait", "--json"))
     snapshot = Path(model["result"]["snapshot"])
     images = site.cache_dir / "images"
     (images / ".bfjobs-partial-1-deadbeef-x.sif").write_bytes(b"in flight")  # not an artefact

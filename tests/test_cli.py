@@ -86,6 +86,24 @@ def test_render_uses_profile_settings_and_flags(cli, site):
     assert f"{site.home_dir}/images/alpine_3.20.sif" in out
 
 
+def test_both_kinds_take_to_shared_or_home(cli, site):
+    """--to is the one spelling; a model's --shared is its alias; contradicting them is one line, exit 2."""
+    site.write_profiles()
+    commit = "a" * 40
+    model = ("render", "download-model", "org/m", "--revision", commit)
+    assert f"{site.home_dir}/models/models--org--m" in cli(*model).stdout
+    for flags in (["--to", "shared"], ["--shared"], ["--shared", "--to", "shared"]):
+        result = cli(*model, *flags)
+        assert result.exit_code == 0, result.stderr
+        assert f"{site.cache_dir}/models/models--org--m" in result.stdout
+    result = cli(*model, "--shared", "--to", "home")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "--shared means --to shared" in result.stderr
+    result = cli(*model, "--to", "elsewhere")
+    assert result.exit_code == 2 and "'elsewhere' is not one of 'shared', 'home'" in result.stderr
+    assert cli("render", "pull-image", "docker://alpine:3.20", "--to", "elsewhere").exit_code == 2
+
+
 def test_already_present_submits_nothing(cli, site):
     site.write_profiles()
     images = site.cache_dir / "images"

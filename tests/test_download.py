@@ -109,7 +109,7 @@ def test_rule_shared_copy_is_used_as_is(slurm_site, hub):
     site = slurm_site
     site.configure(hub)
     repo = hub.get_repo(REPO)
-    admin = as_job(run(site, "--shared", "--wait"))
+    admin = as_job(run(site, "--to", "shared", "--wait"))
     assert admin["state"] == "COMPLETED"
     main = repo.branches["main"]
     shared_models = site.cache_dir / "models"

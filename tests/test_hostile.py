@@ -517,6 +517,7 @@ DOWNLOAD_VALUES = {
     "--revision": ["main", "v1.0", "refs/pr/1", "release/2024-06", "0123456789abcdef" * 2 + "01234567"],
     "--include": ["*.safetensors", "original/*", "[a-z]*.json", "sub/**"],
     "--exclude": ["*.bin", "tokenizer.json", "a?c"],
+    "--to": ["home", "shared"],
     **SLURM_VALUES,
     "--from-file": ["{list}"],
     "--max-parallel": ["1", "2", "0010"],
@@ -580,7 +581,10 @@ def test_submit_and_render_arguments(sb: Sandbox, kind: str, param: str, data: s
         assert prelude.env["BFJOBS_PULL_TARGET"] == str(sb.cache / "images" / value)
     elif param == "--to":
         base = sb.cache if value == "shared" else sb.home
-        assert prelude.env["BFJOBS_PULL_TARGET"] == str(base / "images" / "alpine_3.20.sif")
+        if kind == "pull-image":
+            assert prelude.env["BFJOBS_PULL_TARGET"] == str(base / "images" / "alpine_3.20.sif")
+        else:
+            assert Path(prelude.env["BFJOBS_MODEL_DIR"]).parent == base / "models"
     elif param == "--profile":
         assert f"# bfjobs {__version__}: {kind} job {render.PREVIEW_ID} (profile {value})" in script.splitlines()
         assert spec.profile.name == value

@@ -170,7 +170,7 @@ def test_shared_looks_only_at_the_shared_cache(slurm_site, hub):
     seed(home, hub, "dev")
     seed(home, hub, "v1.0")
     shared = site.cache_dir / "models" / FOLDER / "snapshots"
-    job = as_job(run(site, "--revision", "dev", "--shared", "--wait"))
+    job = as_job(run(site, "--revision", "dev", "--to", "shared", "--wait"))
     assert job.get("state") == "COMPLETED", job  # old code: "already available ... in your home cache"
     assert job["result"]["snapshot"] == str(shared / repo.branches["dev"])
     listing = site.root / "list.txt"

@@ -133,8 +133,32 @@ def test_download_destination(site):
     profile = config.load_profile("slurm")
     settings = kinds.load_settings("slurm", "download-model")
     home = model.download_model("org/model", profile, settings, include=("*.json",))
-    shared = model.download_model("org/model", profile, settings, revision="v1", shared=True)
+    shared = model.download_model("org/model", profile, settings, revision="v1", to="shared")
     assert home.target == site.home_dir / "models" / "models--org--model"
     assert shared.target == site.cache_dir / "models" / "models--org--model"
     assert home.task.allow_patterns == ("*.json",) and home.task.ignore_patterns is None
     assert shared.task.revision == "v1" and shared.task.shared
+
+
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [({}, "home"), ({"to": "home"}, "home"), ({"to": "shared"}, "shared"), ({"shared": True}, "shared"),
+     ({"shared": True, "to": "shared"}, "shared")],
+)
+def test_models_take_to_shared_or_home_with_shared_as_its_alias(site, params, where):
+    site.write_profiles()
+    profile = config.load_profile("slurm")
+    settings = kinds.load_settings("slurm", "download-model")
+    spec = kinds.get("download-model").build("org/model", profile, settings, params, from_file=False)
+    assert spec.where == where and spec.task.shared == (where == "shared")
+    assert spec.target.parent == (site.cache_dir if where == "shared" else site.home_dir) / "models"
+
+
+def test_shared_and_to_home_contradict(site):
+    site.write_profiles()
+    profile = config.load_profile("slurm")
+    settings = kinds.load_settings("slurm", "download-model")
+    with pytest.raises(BadInput, match="--shared means --to shared"):
+        kinds.get("download-model").build("org/m", profile, settings, {"shared": True, "to": "home"}, from_file=False)
+    with pytest.raises(BadInput, match="--to: expected 'shared' or 'home'"):
+        model.download_model("org/m", profile, settings, to="elsewhere")

@@ -41,10 +41,13 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
     assert refused.returncode == 2, refused.stderr
     [line] = refused.stderr.strip().splitlines()
     assert f"cannot write to the destination {cache}/images" in line and "--to home" in line
+    assert "only the shared cache's admins add the images Blackfish's services run" in line
     assert not (home / "jobs").exists()
     assert os.listdir(cache / "images") == []
-    refused = as_nobody(root, app, "submit", "download-model", "org/model", "--shared")
-    assert refused.returncode == 2 and "cannot write to the destination" in refused.stderr
+    for flag in (["--shared"], ["--to", "shared"]):
+        refused = as_nobody(root, app, "submit", "download-model", "org/model", *flag)
+        assert refused.returncode == 2 and "cannot write to the destination" in refused.stderr
+        assert "--to shared is for the shared cache's admins" in refused.stderr and refused.stderr.count("\n") == 1
 
     proc = as_nobody(root, app, "submit", "pull-image", "docker://alpine:3.20", "--to", "home", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -95,15 +95,19 @@ def download_model(
     settings: JobSettings,
     *,
     revision: str | None = None,
-    shared: bool = False,
+    to: str = "home",
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     force: bool = False,
 ) -> JobSpec:
-    """Validate a download request; destination is the user's models dir unless ``shared``."""
+    """Validate a download request; ``to``: ``home`` (the user's models dir, the default) or
+    ``shared`` (the shared cache's, for its admins)."""
     from .. import layout
     from ..node.requests import DownloadModel
 
+    if to not in ("shared", "home"):
+        raise BadInput(f"--to: expected 'shared' or 'home', got {show(to)}")
+    shared = to == "shared"
     repo_id = check_repo_id(repo_id)
     revision = check_revision(revision) if revision is not None else None
     if len(include) > 64 or len(exclude) > 64:
@@ -123,7 +127,17 @@ def download_model(
         shared=shared,
     )
     at = f"@{revision}" if revision else ""
-    return KIND.spec(profile, settings, task, f"{repo_id}{at} -> {task.target}", where="shared" if shared else "home")
+    return KIND.spec(profile, settings, task, f"{repo_id}{at} -> {task.target}", where=to)
+
+
+def _destination(params: Mapping[str, Any]) -> str:
+    """``--to`` with ``--shared`` as its alias (the flag models had before ``--to``)."""
+    to = params.get("to")
+    if params.get("shared"):
+        if to == "home":
+            raise BadInput("--shared means --to shared: it cannot be used with --to home")
+        return "shared"
+    return to or "home"
 
 
 def split_repo_revision(entry: str) -> tuple[str, str | None]:
@@ -244,7 +258,7 @@ class DownloadModelKind(Kind):
     artefact: ClassVar[str] = "snapshot"
     help: ClassVar[str] = (
         "Download a Hugging Face model snapshot (REPO_ID = namespace/name) into Blackfish's model cache.\n\n"
-        "The shared cache is checked first, then yours (with --shared only the shared cache): a snapshot holding\n"
+        "The shared cache is checked first, then yours (with --to shared only the shared cache): a snapshot holding\n"
         "every file the request selects is used as it is. Filters are additive: other files fill the same snapshot."
     )
     argument: ClassVar[Argument] = Argument("repo_id", "REPO_ID", "model")
@@ -253,11 +267,13 @@ class DownloadModelKind(Kind):
             ("--revision",), "revision", "Branch, tag or 40-hex commit (default: the main branch).", metavar="REV"
         ),
         Option(
-            ("--shared",),
-            "shared",
-            "Look only in, and write to, <cache_dir>/models (admins), not <home_dir>/models.",
-            is_flag=True,
+            ("--to",),
+            "to",
+            "home (default): <home_dir>/models; shared: <cache_dir>/models, the shared cache (its admins), "
+            "looked in alone.",
+            choice=("shared", "home"),
         ),
+        Option(("--shared",), "shared", "The same as --to shared.", is_flag=True),
         Option(("--include",), "include", "Only files matching GLOB (repeatable).", multiple=True, metavar="GLOB"),
         Option(("--exclude",), "exclude", "Skip files matching GLOB (repeatable).", multiple=True, metavar="GLOB"),
         Option(
@@ -286,7 +302,7 @@ class DownloadModelKind(Kind):
             profile,
             settings,
             revision=revision,
-            shared=bool(params.get("shared")),
+            to=_destination(params),
             include=tuple(params.get("include") or ()),
             exclude=tuple(params.get("exclude") or ()),
             force=bool(params.get("force")),
@@ -329,7 +345,10 @@ class DownloadModelKind(Kind):
 
     def destination_hint(self, spec: JobSpec) -> str:
         if spec.task.shared:
-            return "--shared is for admins of the shared cache; without it models go to your home_dir."
+            return (
+                "--to shared is for the shared cache's admins; with --to home (the default) the model goes to "
+                "your home_dir, where Blackfish finds it too"
+            )
         return ""
 
     def same_request(self, row: JobRow, spec: JobSpec) -> bool:
