@@ -222,6 +222,7 @@ class JobSettings:
     hf_endpoint: str | None = None
     max_workers: int | None = None
     max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
+    shared_group: str | None = None  # the Unix group of the shared cache's admins (publish.group_mode)
 
     def merged(self, **overrides: Any) -> JobSettings:
         """Return a copy with the non-``None`` overrides (already validated) applied."""
@@ -240,6 +241,8 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
     """
     if key in ("partition", "qos", "account"):
         return validate.name(label, _as_str(label, value))
+    if key == "shared_group":
+        return validate.name(label, _as_str(label, value), max_len=32)
     if key == "time":
         return validate.slurm_time(label, _as_str(label, value))
     if key == "mem":

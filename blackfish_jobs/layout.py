@@ -58,6 +58,22 @@ def require_writable(path: Path, what: str, hint: str = "") -> None:
         raise NotWritable(f"cannot write to {what} {path} ({existing} is not writable by you).{extra}")
 
 
+def require_member(group: str) -> None:
+    """Refuse up front when ``shared_group`` names a group the caller is not in (a job could not
+    give what it publishes to the group, and other admins could not replace it)."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise NotWritable(f"shared_group {group!r}: no such group here (getent group {group})") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():  # root may chown to any group
+        raise NotWritable(
+            f"shared_group {group!r}: you are not a member (id -nG), and the shared cache is kept by its members: "
+            "ask to be added, or publish to your home_dir with --to home"
+        )
+
+
 # --------------------------------------------------------------------------- models
 
 

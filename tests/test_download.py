@@ -256,4 +256,4 @@ def test_shared_refused_when_cache_not_writable(site, hub, read_only_cache):
     proc = site.bfjobs("submit", "download-model", REPO, "--shared")
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
-    assert "cannot write to the destination" in line and "--shared is for admins" in line
+    assert "cannot write to the destination" in line and "--to shared is for the shared cache's admins" in line

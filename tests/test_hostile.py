@@ -20,6 +20,7 @@ real cluster and prove the canary never appears and nothing is written outside t
 from __future__ import annotations
 
 import configparser
+import grp
 import json
 import math
 import os
@@ -774,6 +775,7 @@ TOML_SETTINGS: dict[str, tuple[str, list[Any]]] = {
     "hf_endpoint": ("str", ["https://hf-mirror.example.org", "http://127.0.0.1:8080/hub/"]),
     "max_workers": ("int", [1, 8, 64]),
     "max_parallel": ("int", [1, 10, 10000]),
+    "shared_group": ("str", [grp.getgrgid(os.getgid()).gr_name]),  # a group this user is in (others: refused)
 }
 SBATCH_FLAGS = {"partition": "partition", "qos": "qos", "account": "account", "time": "time", "mem": "mem",
                 "cpus_per_task": "cpus-per-task", "constraint": "constraint"}
@@ -853,7 +855,7 @@ def test_bfjobs_toml_fields(sb: Sandbox, key: str, data: st.DataObject) -> None:
             assert got == sbatch_value(sb.baseline(kind), SBATCH_FLAGS[key])
     elif key == "hf_endpoint":
         assert prelude.env.get("HF_ENDPOINT") == (value.rstrip("/") if applies else None)
-    else:  # apptainer, templates_dir, max_workers, max_parallel: never script text for one job
+    else:  # apptainer, templates_dir, max_workers, max_parallel, shared_group: never script text for one job
         assert script == sb.baseline(kind)
 
 

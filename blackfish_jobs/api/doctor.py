@@ -49,6 +49,8 @@ def run(profile_name: str | None, backends: Backends) -> tuple[str | None, list[
                 wanted.setdefault(key, set()).add(getattr(values, key))
     checks += backends.for_profile(profile).checks(profile.name, wanted)
     checks += _caches(profile)
+    for group in sorted({s.shared_group for s in settings.values() if s.shared_group}):
+        checks.append(_group(profile, group))
     endpoints = sorted({s.hf_endpoint for s in settings.values() if s.hf_endpoint}) or [None]
     checks += [_hub(endpoint) for endpoint in endpoints]  # the kinds' hubs (usually one), else the default
     checks.append(_interpreter())
@@ -82,6 +84,35 @@ def _caches(profile: Profile) -> list[Check]:
         found.append(Check("cache modes", "warn", f"not readable by every user: {', '.join(map(str, closed))}",
                            "Blackfish's services run as other users: chmod 755 these folders"))
     return found
+
+
+def _group(profile: Profile, group: str) -> Check:
+    """``shared_group``: does the group exist, is this user in it, and are the shared cache's
+    folders (those there; no walk) the group's, setgid and group-writable?"""
+    import grp
+
+    name = f"shared_group {group}"
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return Check(name, "fail", f"no group {group!r} on this machine",
+                     "fix shared_group in the site file or bfjobs.toml (getent group lists the groups)")
+    if gid != os.getegid() and gid not in os.getgroups():
+        return Check(name, "ok", "you are not a member: the shared cache is its members'; yours go to home_dir")
+    cache = profile.cache_dir
+    wrong = []
+    for path in (cache, cache / "images", cache / "models"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        needed = stat.S_ISGID | stat.S_IWGRP | stat.S_IXGRP
+        if st.st_gid != gid or st.st_mode & needed != needed:
+            wrong.append(str(path))
+    if wrong:
+        return Check(name, "warn", f"not the group's, setgid and group-writable: {', '.join(wrong)}",
+                     f"as their owner: chgrp {group} DIR && chmod g+rwxs DIR for each (docs/install.md, step 5)")
+    return Check(name, "ok", f"you are a member; {cache} is the group's (setgid, group-writable)")
 
 
 def _world_readable(path: Path) -> bool:

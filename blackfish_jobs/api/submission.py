@@ -43,6 +43,9 @@ def check_destination(spec: JobSpec) -> None:
     """Refuse before submitting when the caller could not publish the artefact."""
     hint = kinds.get(spec.kind).destination_hint(spec)
     layout.require_writable(spec.target.parent, "the destination", hint)
+    group = getattr(spec.task, "group", None)  # a task that publishes for shared_group carries it
+    if group is not None:  # the job gives what it publishes to the group: its submitter must be in it
+        layout.require_member(group)
     layout.require_writable(spec.profile.jobs_dir, "the job folder")
 
 

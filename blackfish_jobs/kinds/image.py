@@ -125,7 +125,8 @@ def pull_image(
     if to not in ("shared", "home"):
         raise BadInput(f"--to: expected 'shared' or 'home', got {show(to)}")
     base = profile.cache_dir if to == "shared" else profile.home_dir
-    task = PullImage(ref.uri, layout.images_dir(base), filename, settings.apptainer, force)
+    group = settings.shared_group if to == "shared" else None
+    task = PullImage(ref.uri, layout.images_dir(base), filename, settings.apptainer, force, group)
     return KIND.spec(profile, settings, task, f"{ref.uri} -> {task.target}", where=to)
 
 

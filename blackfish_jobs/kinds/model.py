@@ -125,6 +125,7 @@ def download_model(
         max_workers=settings.max_workers or 8,
         force=force,
         shared=shared,
+        group=settings.shared_group if shared else None,
     )
     at = f"@{revision}" if revision else ""
     return KIND.spec(profile, settings, task, f"{repo_id}{at} -> {task.target}", where=to)

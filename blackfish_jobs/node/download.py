@@ -21,7 +21,7 @@ from ..errors import TaskError
 from ..layout import is_commit
 from . import progress, records
 from .hub_errors import describe_refusal, endpoint_url, is_network_error, scrub
-from .publish import chmod_public, ensure_public_dir, publish_lock, publish_snapshot, remove_stale, write_ref
+from .publish import ensure_public_dir, group_mode, publish_lock, publish_snapshot, remove_stale, write_ref
 from .requests import DownloadModel
 from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
 
@@ -239,7 +239,7 @@ def download_model(req: DownloadModel) -> dict[str, Any]:
     fetched nothing (every selected file was there already).
     """
     meter = _DownloadMeter(req)
-    with progress.reporting(meter):
+    with group_mode(req.group), progress.reporting(meter):
         return _download_model(req, meter)
 
 
@@ -269,8 +269,7 @@ def _download_model(req: DownloadModel, meter: _DownloadMeter) -> dict[str, Any]
             ensure_public_dir(req.models_dir)
             published = _download_locked(req, commit, meter)
         if ref is not None:
-            write_ref(repo, ref, commit)
-        chmod_public(repo)
+            write_ref(repo, ref, commit)  # only what this job made is chmodded: another admin's files stay theirs
     files, size = _snapshot_stats(snapshot)
     result = {
         "repo_id": req.repo_id,

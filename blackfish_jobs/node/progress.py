@@ -161,7 +161,9 @@ class Reporter:
 
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            with open(tmp, "x", encoding="utf-8") as fh:
+            # 0644 whatever the umask: a group-mode job runs with umask 002, and the job folder is the user's
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with open(fd, "w", encoding="utf-8") as fh:
                 json.dump(data, fh, sort_keys=True)
             os.replace(tmp, self.path)
         finally:

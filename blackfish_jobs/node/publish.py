@@ -3,6 +3,11 @@
 Whatever a job makes appears under its final name in one ``rename`` (or hard link) once it is
 complete, so a job that fails, times out or is cancelled leaves nothing half-published; jobs
 publishing the same artefact serialise on a lock that works across nodes.
+
+**Group mode** (:func:`group_mode`, the setting ``shared_group``): several admins keep one shared
+cache. Directories this job creates are then group-owned, setgid and group-writable (2775), so
+another member can replace (``--force``) or remove what this one published; files stay read-only
+for all (755, as Blackfish's admin guide has it), and lock files are group-writable.
 """
 
 from __future__ import annotations
@@ -10,22 +15,67 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import TaskError
 from .runtime import cleanup_on_stop, stop_deferred
 
 PUBLIC_DIR_MODE = 0o755
 PUBLIC_FILE_MODE = 0o755  # Blackfish's admin guide: chmod -R 755 on shared artefacts
+GROUP_DIR_MODE = 0o2775  # group mode: setgid (new entries inherit the group) and group-writable
+LOCK_MODE, GROUP_LOCK_MODE = 0o644, 0o664  # readable by all: a waiter can tell a stale lock file
+
+#: The shared cache's group id while :func:`group_mode` is on (a job is one process: like the
+#: umask it sets, this is process-wide).
+_gid: int | None = None
+
+
+@contextlib.contextmanager
+def group_mode(group: str | None) -> Iterator[None]:
+    """Publish for a group of admins (``shared_group``); a no-op for ``None``.
+
+    The umask becomes 002 for the job, so what huggingface_hub or apptainer create (and a killed
+    job leaves behind) can be removed by another member; directories this job creates are
+    chowned to the group and made 2775.
+    """
+    global _gid
+    if group is None:
+        yield
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise TaskError(f"shared_group {group!r}: no such group on node {os.uname().nodename}") from None
+    previous = os.umask(0o002)
+    _gid = gid
+    try:
+        yield
+    finally:
+        _gid = None
+        os.umask(previous)
+
+
+def _dir_mode() -> int:
+    return GROUP_DIR_MODE if _gid is not None else PUBLIC_DIR_MODE
+
+
+def _own(path: str | os.PathLike[str]) -> None:
+    """In group mode, give what this job created to the group (its owner is a member: allowed)."""
+    if _gid is not None:
+        os.chown(path, -1, _gid, follow_symlinks=False)
 
 
 def ensure_public_dir(path: Path) -> None:
-    """``mkdir -p`` whose new directories are 755 whatever the umask (others must read them)."""
+    """``mkdir -p`` whose new directories are 755 whatever the umask (others must read them);
+    2775 and the group's in :func:`group_mode`. Existing directories are left as they are."""
     missing = []
     current = path
     while not current.exists():
@@ -34,7 +84,8 @@ def ensure_public_dir(path: Path) -> None:
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             directory.mkdir()
-            os.chmod(directory, PUBLIC_DIR_MODE)
+            _own(directory)  # before the chmod: a chown may clear the setgid bit
+            os.chmod(directory, _dir_mode())
 
 
 def publish_file(partial: Path, target: Path, force: bool) -> bool:
@@ -43,6 +94,7 @@ def publish_file(partial: Path, target: Path, force: bool) -> bool:
     Without ``force`` a hard link gives a no-clobber publish (the first complete file wins and a
     reader never sees a replaced file); with ``force`` ``rename`` replaces the old file at once.
     """
+    _own(partial)
     os.chmod(partial, PUBLIC_FILE_MODE)
     if force:
         os.replace(partial, target)
@@ -66,8 +118,10 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop:
 
     ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
     no-op (huggingface_hub #4228). The lock file exists only while held: the holder unlinks it
-    before unlocking, and a waiter that wins a lock on an already-unlinked file retries, so no
-    stale lock file is ever left to block another user (huggingface_hub #2580). A stop signal
+    before unlocking, and a waiter that wins a lock on an already-unlinked file retries. A file
+    left by a job killed outright (SIGKILL) is taken over by the next job of its owner, and
+    removed by another user's job once no job holds it (:func:`_remove_if_stale`), so it never
+    blocks another user for ever (huggingface_hub #2580). A stop signal
     cannot fall between taking the lock and noting it, nor inside the release
     (:func:`~.runtime.stop_deferred`), so a cancelled job never leaves the file behind.
 
@@ -101,8 +155,9 @@ def _try_lock(path: Path, held: list[int]) -> bool:
     """One attempt at :func:`publish_lock`'s lock; on success its descriptor is put in ``held``."""
     with stop_deferred():
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:  # held right now by another user (their file): wait for its release
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, GROUP_LOCK_MODE if _gid is not None else LOCK_MODE)
+        except PermissionError:  # another user's lock file: held by their job, or left by a killed one
+            _remove_if_stale(path)
             return False
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,7 +175,61 @@ def _try_lock(path: Path, held: list[int]) -> bool:
             os.close(fd)  # the previous holder removed this file after we opened it: start again
             return False
         held.append(fd)
+        if held_stat.st_uid == os.geteuid():  # ours (made now, or left by a killed job of ours)
+            with contextlib.suppress(OSError):
+                if _gid is not None:
+                    os.fchown(fd, -1, _gid)
+                os.fchmod(fd, GROUP_LOCK_MODE if _gid is not None else LOCK_MODE)
         return True
+
+
+def _remove_if_stale(path: Path) -> None:
+    """Remove another user's lock file that no job holds (its job was killed before unlinking it).
+
+    A shared read lock succeeds only while no job holds the lock; holding it, the file is
+    unlinked, and any job that opened it before will find, once it wins the lock, that the path
+    no longer names its file and start again (as after a normal release). A lock file this user
+    cannot even read, or not remove, is an error now rather than a wait for ever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # released meanwhile: try again
+    except PermissionError:
+        raise TaskError(_stale_message(path, "cannot be read by you")) from None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return  # held by a running job: wait for it
+            raise
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            return
+        mine = os.fstat(fd)
+        if (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+            return
+        try:
+            os.unlink(path)
+        except PermissionError:
+            raise TaskError(_stale_message(path, "is held by no job but you cannot remove it")) from None
+        print(f"bfjobs: removed the lock file {path.name} a killed job left", flush=True)
+    finally:
+        os.close(fd)
+
+
+def _stale_message(path: Path, problem: str) -> str:
+    try:
+        st = os.stat(path)
+        owner = f"uid {st.st_uid}, mode {stat.filemode(st.st_mode)}"
+    except OSError:
+        owner = "unknown owner"
+    return (
+        f"the publish lock {path} ({owner}) {problem}: if no job of its owner is running, its owner "
+        f"or an admin removes it (rm {path}); with shared_group set, lock files are usable by the group"
+    )
 
 
 def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
@@ -144,16 +253,19 @@ def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
 
 
 def chmod_public(root: Path) -> None:
-    """``chmod -R 755`` on one repo folder (Blackfish's admin guide); symlinks left alone.
+    """``chmod -R 755`` on a tree this job created (a staged repo folder; Blackfish's admin guide):
+    directories 2775 and the group's in :func:`group_mode`; symlinks left alone.
 
     huggingface_hub writes some files 0600 whatever the umask (its issue #1141); other users of
     a shared cache must read them.
     """
     for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, PUBLIC_DIR_MODE)
+        _own(dirpath)
+        os.chmod(dirpath, _dir_mode())
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
+                _own(path)
                 os.chmod(path, PUBLIC_FILE_MODE)
 
 
@@ -163,6 +275,7 @@ def write_ref(repo: Path, ref: str, commit: str) -> None:
     ensure_public_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(commit)
+    _own(tmp)
     os.chmod(tmp, PUBLIC_FILE_MODE)
     os.replace(tmp, path)
 

@@ -16,7 +16,7 @@ from .. import layout
 from ..errors import TaskError
 from . import progress, records
 from .hashing import sha256_file
-from .publish import ensure_public_dir, publish_file, publish_lock, remove_stale
+from .publish import ensure_public_dir, group_mode, publish_file, publish_lock, remove_stale
 from .requests import PullImage
 from .runtime import JOB_TAG_RE, job_tag, node_scratch, stop_on_signals
 
@@ -60,7 +60,7 @@ def pull_image(req: PullImage) -> dict[str, Any]:
     and reuses it instead of pulling again.
     """
     meter = _PullMeter(req.target)
-    with progress.reporting(meter):
+    with group_mode(req.group), progress.reporting(meter):
         result = _pull_image(req, meter)
         meter.done = True  # the final record: the image in place, its size the total
         return result

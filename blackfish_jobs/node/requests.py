@@ -21,6 +21,7 @@ class PullImage:
     filename: str
     apptainer: str
     force: bool = False
+    group: str | None = None  # shared_group: publish for a group of admins (publish.group_mode)
 
     @property
     def target(self) -> Path:
@@ -41,6 +42,7 @@ class DownloadModel:
     force: bool = False
     shared: bool = False
     commit: str | None = None  # pinned at submit by the hub's answer for the revision; None: the node resolves
+    group: str | None = None  # shared_group: publish for a group of admins (publish.group_mode)
 
     @property
     def target(self) -> Path:
