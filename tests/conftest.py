@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from support.blackfish import create_blackfish_db
 from support.hub import HubServer, make_demo_repo
+from support.install import SiteInstall, install_site
 from support.site import STUB_BIN, Site, path_without_slurm, slurm_available, tmpfs_over
 from support.slurm import DownPartition, make_call_log
 from support.unprivileged import copy_bfjobs_for_nobody
@@ -133,6 +134,14 @@ def blackfish_site(slurm_site: Site, hub: HubServer) -> Site:
 
 #: Run a test against the Hub-like server and against a minimal mirror (no bare info endpoint, no optional fields).
 hub_and_mirror = pytest.mark.parametrize("hub", ["hub", "mirror"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def site_install() -> Iterator[SiteInstall]:
+    """bfjobs installed the way docs/install.md says (support.install), for tests running as other users."""
+    install = install_site()
+    yield install
+    shutil.rmtree(install.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

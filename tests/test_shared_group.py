@@ -1,0 +1,178 @@
+"""Group mode on the real cluster: two admins keep one shared cache, a researcher reads it.
+
+The users are real local users with Slurm associations (``scripts/site-users.sh``): ``bfadmin1``
+and ``bfadmin2`` in group ``bfcache``, ``bfresearcher`` outside it. The site file sets
+``shared_group = "bfcache"``; the cache folder is the group's, setgid, as the install guide says.
+Every bfjobs call runs as its user, from a site install made as docs/install.md says
+(support.install); jobs are real Slurm jobs owned by that user, downloading from the test hub.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from support.hub import DEMO_REPO_ID
+from support.install import SiteInstall
+from support.site import json_job, profiles_cfg, skip_or_fail, slurm_profile
+
+pytestmark = pytest.mark.slurm
+
+GROUP = "bfcache"
+ADMINS = ("bfadmin1", "bfadmin2")
+RESEARCHER = "bfresearcher"
+IMAGE = "docker://alpine:3.20"
+
+
+class Cluster:
+    """A site: the shared cache, the site file, and one Blackfish home per user."""
+
+    def __init__(self, install: SiteInstall, hub_url: str) -> None:
+        self.install = install
+        self.root = Path(tempfile.mkdtemp(prefix="group-site-", dir=install.root))
+        self.root.chmod(0o755)
+        self.gid = grp.getgrnam(GROUP).gr_gid
+        self.cache = self.root / "cache"
+        self.cache.mkdir()
+        os.chown(self.cache, 0, self.gid)  # the install guide: the cache is the admins' group's, setgid
+        self.cache.chmod(0o2775)
+        self.site_file = self.root / "bfjobs.toml"
+        self.site_file.write_text(
+            "[defaults]\n"
+            f'shared_group = "{GROUP}"\ntime = "00:10:00"\nmem = "300M"\ncpus_per_task = 1\n'
+            f'hf_endpoint = "{hub_url}"\n'
+        )
+        self.site_file.chmod(0o644)
+        self.apps: dict[str, Path] = {}
+        for user in (*ADMINS, RESEARCHER):
+            entry = pwd.getpwnam(user)
+            app, home = self.root / user / "app", self.root / user / "home"
+            for d in (app.parent, app, home):
+                d.mkdir()
+                os.chown(d, entry.pw_uid, entry.pw_gid)
+            (app / "profiles.cfg").write_text(profiles_cfg({"cluster": slurm_profile(home, self.cache, user=user)}))
+            os.chown(app / "profiles.cfg", entry.pw_uid, entry.pw_gid)
+            self.apps[user] = app
+
+    def bfjobs(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.install.bfjobs(user, self.apps[user], *args, BFJOBS_SITE_CONFIG=str(self.site_file))
+
+    def job(self, user: str, *args: str) -> dict:
+        proc = self.bfjobs(user, "submit", *args, "--wait", "--json")
+        assert proc.returncode == 0, (user, args, proc.stdout, proc.stderr)
+        job = json_job(proc.stdout)
+        assert job["state"] == "COMPLETED" and job["user"] == user, job
+        return job
+
+    def run(self, user: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([shutil.which("runuser") or "runuser", "-u", user, "--", *argv],
+                              capture_output=True, text=True, cwd="/", timeout=60)
+
+
+@pytest.fixture
+def cluster(site_install, hub) -> Cluster:
+    try:
+        for user in (*ADMINS, RESEARCHER):
+            pwd.getpwnam(user)
+        members = grp.getgrnam(GROUP).gr_mem
+    except KeyError:
+        skip_or_fail("needs the site's test users: run scripts/site-users.sh (as root, after scripts/slurm-up.sh)")
+    assert set(ADMINS) <= set(members) and RESEARCHER not in members
+    site = Cluster(site_install, hub.url)
+    yield site
+    shutil.rmtree(site.root, ignore_errors=True)
+
+
+def _owner(path: Path) -> tuple[str, str, int]:
+    st = path.lstat()
+    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+
+
+def _tree(root: Path) -> list[Path]:
+    return [root, *sorted(root.rglob("*"))]
+
+
+def test_two_admins_keep_one_shared_cache(cluster):
+    admin1, admin2 = ADMINS
+    images = cluster.cache / "images"
+    image = images / "alpine_3.20.sif"
+
+    # the first admin publishes an image and a model: folders the group's (2775), files 755
+    cluster.job(admin1, "pull-image", IMAGE)
+    assert _owner(images) == (admin1, GROUP, 0o2775)
+    assert _owner(image) == (admin1, GROUP, 0o755)
+    model = Path(cluster.job(admin1, "download-model", DEMO_REPO_ID, "--to", "shared")["target"])
+    assert model.parent == cluster.cache / "models"
+    for path in _tree(model):
+        if path.is_symlink():
+            continue
+        owner, group, mode = _owner(path)
+        assert (owner, group, mode) == (admin1, GROUP, 0o2775 if path.is_dir() else 0o755), path
+    assert not [p for p in (cluster.cache / "models").iterdir() if p.name.startswith(".bfjobs-")]
+
+    # admin1's killed job left a partial image and its lock file (not the group's: made without
+    # group mode); the second admin's --force neither waits for ever nor fails on them
+    leftover = images / ".bfjobs-partial-4242-0123abcd-alpine_3.20.sif"
+    lock = images / ".bfjobs-lock-alpine_3.20.sif"
+    for path, mode in ((leftover, 0o600), (lock, 0o644)):
+        path.write_bytes(b"x")
+        os.chown(path, pwd.getpwnam(admin1).pw_uid, pwd.getpwnam(admin1).pw_gid)
+        path.chmod(mode)
+    cluster.job(admin2, "pull-image", IMAGE, "--force")
+    assert _owner(image) == (admin2, GROUP, 0o755)
+    assert not leftover.exists() and not lock.exists()
+
+    # ... and replaces the first admin's model files, then removes the model altogether
+    again = cluster.job(admin2, "download-model", DEMO_REPO_ID, "--to", "shared", "--force")
+    assert again["result"]["commit"] and not again["result"]["already_present"]
+    blobs = [p for p in (model / "blobs").iterdir()]
+    assert blobs and all(_owner(p)[:2] == (admin2, GROUP) for p in blobs)
+    removed = cluster.run(admin2, "rm", "-r", str(model))
+    assert removed.returncode == 0, removed.stderr
+    assert not model.exists()
+
+    # doctor tells a member whether the cache's folders are the group's
+    doctor = cluster.bfjobs(admin1, "doctor")
+    assert f"you are a member; {cluster.cache} is the group's" in doctor.stdout, doctor.stdout
+    images.chmod(0o755)  # as an admin's chmod -R 755 would leave it
+    doctor = cluster.bfjobs(admin1, "doctor").stdout
+    assert f"not the group's, setgid and group-writable: {images}" in doctor and f"chgrp {GROUP}" in doctor
+
+
+def test_a_researcher_reads_the_shared_cache_and_writes_only_home(cluster):
+    admin1 = ADMINS[0]
+    image = Path(cluster.job(admin1, "pull-image", IMAGE)["target"])
+    before = sorted(p.name for p in _tree(cluster.cache))
+
+    refused = cluster.bfjobs(RESEARCHER, "submit", "pull-image", "docker://alpine:3.21")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "only the shared cache's admins add the images Blackfish's services run" in refused.stderr
+    refused = cluster.bfjobs(RESEARCHER, "submit", "download-model", DEMO_REPO_ID, "--to", "shared")
+    assert refused.returncode == 2 and "--to shared is for the shared cache's admins" in refused.stderr
+    assert sorted(p.name for p in _tree(cluster.cache)) == before  # nothing written
+
+    read = cluster.run(RESEARCHER, "head", "-c", "9", str(image))
+    assert read.returncode == 0 and read.stdout == "SIF_MAGIC", read.stderr
+    mine = Path(cluster.job(RESEARCHER, "pull-image", "docker://alpine:3.21", "--to", "home")["target"])
+    primary = grp.getgrgid(pwd.getpwnam(RESEARCHER).pw_gid).gr_name
+    assert _owner(mine) == (RESEARCHER, primary, 0o755)  # group mode is for the shared cache only
+    assert _owner(mine.parent) == (RESEARCHER, primary, 0o755)
+    doctor = cluster.bfjobs(RESEARCHER, "doctor")
+    assert f"shared_group {GROUP}" in doctor.stdout and "you are not a member" in doctor.stdout
+
+
+def test_an_admin_outside_the_group_is_told_before_submitting(cluster):
+    """Someone who can write the cache but is not in shared_group: one line, nothing submitted."""
+    outsider = RESEARCHER
+    os.chown(cluster.cache, pwd.getpwnam(outsider).pw_uid, cluster.gid)  # can write it, is not a member
+    refused = cluster.bfjobs(outsider, "submit", "pull-image", IMAGE)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"shared_group '{GROUP}': you are not a member" in refused.stderr
+    assert not (cluster.root / outsider / "home" / "jobs").exists()
