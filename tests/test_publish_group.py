@@ -1,10 +1,11 @@
 """The node side of group mode (``shared_group``) and of lock files another user left behind.
 
 Group mode: what a job creates in the shared cache is the group's (directories 2775 with setgid,
-files 755, lock files 664), and the umask is 002 only while the job publishes. Stale lock files:
-a lock file of another user that no job holds is removed; one held by a running job is waited
-for; one this user cannot read is an error at once, never a wait for ever. The other user is a
-real one (``nobody``), running the node code from a world-readable copy.
+files 755, lock files 664), and the umask is 002 only while the job publishes. Lock files of
+another user that this one cannot open for writing: one held by a running job (or just made) is
+waited for; one no job holds, or one this user cannot read, is an error at once naming the ``rm``
+to run, never a wait for ever. The other user is a real one (``nobody``), running the node code
+from a world-readable copy.
 """
 
 from __future__ import annotations
@@ -126,44 +127,75 @@ def _shared_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def test_a_lock_file_left_by_another_users_killed_job_is_removed(node_copy, tmp_path):
-    directory = _shared_dir(tmp_path)
+def _left_behind(directory: Path, mode: int, age: float = 60) -> Path:
+    """A lock file of root's, as a job killed outright leaves it, ``age`` seconds old."""
     left = directory / ".bfjobs-lock-k"
     left.write_text("")
-    left.chmod(0o644)  # root's: nobody cannot open it for writing (what used to make it wait for ever)
-    proc = _lock_as_nobody(node_copy, directory)
-    assert proc.returncode == 0, proc.stderr
-    assert "removed the lock file .bfjobs-lock-k a killed job left" in proc.stdout
-    assert not left.exists()
+    left.chmod(mode)
+    then = time.time() - age
+    os.utime(left, (then, then))
+    return left
+
+
+def test_a_lock_file_another_users_killed_job_left_is_an_error_at_once(node_copy, tmp_path):
+    directory = _shared_dir(tmp_path)
+    left = _left_behind(directory, 0o644)  # nobody cannot open it for writing (it used to wait for ever)
+    proc = _lock_as_nobody(node_copy, directory, timeout=20)
+    assert proc.returncode == 3, proc
+    [line] = proc.stderr.strip().splitlines()
+    assert f"the publish lock {left} (uid 0, mode -rw-r--r--) is held by no job" in line and f"rm {left}" in line
+    assert left.exists()  # another user's file is never removed by this one
+
+
+def test_a_lock_file_the_user_cannot_read_is_an_error_at_once(node_copy, tmp_path):
+    directory = _shared_dir(tmp_path)
+    left = _left_behind(directory, 0o600)
+    proc = _lock_as_nobody(node_copy, directory, timeout=20)
+    assert proc.returncode == 3, proc
+    [line] = proc.stderr.strip().splitlines()
+    assert f"the publish lock {left}" in line and "cannot be read by you" in line and f"rm {left}" in line
+
+
+def test_a_folder_the_user_cannot_write_is_an_error_at_once(node_copy, tmp_path):
+    directory = _shared_dir(tmp_path)
+    directory.chmod(0o755)  # root's: no lock file can be made in it
+    proc = _lock_as_nobody(node_copy, directory, timeout=20)
+    assert proc.returncode == 3, proc
+    assert f"cannot create the publish lock {directory}/.bfjobs-lock-k: {directory} is not writable" in proc.stderr
+
+
+def _waiter(node_copy: Path, directory: Path) -> subprocess.Popen[str]:
+    """nobody's job waiting for ``directory``'s lock ``k``: returns once it has started trying."""
+    proc = subprocess.Popen(
+        [RUNUSER, "-u", "nobody", "--", SYSTEM_PYTHON, "-c",
+         "from pathlib import Path; from blackfish_jobs.node import publish\n"
+         "print('trying', flush=True)\n"
+         f"with publish.publish_lock(Path({str(directory)!r}), 'k', poll=0.1): print('locked', flush=True)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+        env={"PYTHONPATH": str(node_copy), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "trying"
+    return proc
 
 
 def test_a_lock_file_another_user_holds_is_waited_for(node_copy, tmp_path):
     directory = _shared_dir(tmp_path)
     with publish.publish_lock(directory, "k"):  # held by this (root's) process
-        started = time.monotonic()
-        waiter = subprocess.Popen(
-            [RUNUSER, "-u", "nobody", "--", SYSTEM_PYTHON, "-c",
-             "from pathlib import Path; from blackfish_jobs.node import publish\n"
-             f"with publish.publish_lock(Path({str(directory)!r}), 'k', poll=0.1): print('locked', flush=True)"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
-            env={"PYTHONPATH": str(node_copy), "PATH": "/usr/bin:/bin"},
-        )
+        waiter = _waiter(node_copy, directory)
         time.sleep(1.5)
         assert waiter.poll() is None  # still waiting: the lock is held
-        assert (directory / ".bfjobs-lock-k").exists()
     out, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0 and out.strip() == "locked", err
-    assert time.monotonic() - started >= 1.5
     assert not (directory / ".bfjobs-lock-k").exists()
 
 
-def test_a_lock_file_the_user_cannot_read_is_an_error_not_a_wait(node_copy, tmp_path):
+def test_a_new_lock_file_no_job_holds_yet_is_waited_for(node_copy, tmp_path):
+    """Between making its lock file and locking it, a live job holds nothing: not an error."""
     directory = _shared_dir(tmp_path)
-    left = directory / ".bfjobs-lock-k"
-    left.write_text("")
-    left.chmod(0o600)
-    proc = _lock_as_nobody(node_copy, directory, timeout=20)
-    assert proc.returncode == 3, proc
-    [line] = proc.stderr.strip().splitlines()
-    assert f"the publish lock {left}" in line and "cannot be read by you" in line and f"rm {left}" in line
-    assert left.exists()  # not this user's to remove
+    left = _left_behind(directory, 0o644, age=0)
+    waiter = _waiter(node_copy, directory)
+    time.sleep(1.5)
+    assert waiter.poll() is None
+    left.unlink()  # its job went on, and released it
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0 and out.strip() == "locked", err

@@ -1,6 +1,6 @@
 """Group mode on the real cluster: two admins keep one shared cache, a researcher reads it.
 
-The users are real local users with Slurm associations (``scripts/site-users.sh``): ``bfadmin1``
+The users are real local users with Slurm associations (``scripts/test-site.sh``): ``bfadmin1``
 and ``bfadmin2`` in group ``bfcache``, ``bfresearcher`` outside it. The site file sets
 ``shared_group = "bfcache"``; the cache folder is the group's, setgid, as the install guide says.
 Every bfjobs call runs as its user, from a site install made as docs/install.md says
@@ -83,7 +83,7 @@ def cluster(site_install, hub) -> Cluster:
             pwd.getpwnam(user)
         members = grp.getgrnam(GROUP).gr_mem
     except KeyError:
-        skip_or_fail("needs the site's test users: run scripts/site-users.sh (as root, after scripts/slurm-up.sh)")
+        skip_or_fail("needs the site's test users: run scripts/test-site.sh (as root, after scripts/slurm-up.sh)")
     assert set(ADMINS) <= set(members) and RESEARCHER not in members
     site = Cluster(site_install, hub.url)
     yield site
@@ -117,13 +117,13 @@ def test_two_admins_keep_one_shared_cache(cluster):
         assert (owner, group, mode) == (admin1, GROUP, 0o2775 if path.is_dir() else 0o755), path
     assert not [p for p in (cluster.cache / "models").iterdir() if p.name.startswith(".bfjobs-")]
 
-    # admin1's killed job left a partial image and its lock file (not the group's: made without
-    # group mode); the second admin's --force neither waits for ever nor fails on them
+    # admin1's job, killed outright, left a partial image and its lock file (the group's, 664, as
+    # group mode makes it); the second admin's --force takes the lock over and removes the leftover
     leftover = images / ".bfjobs-partial-4242-0123abcd-alpine_3.20.sif"
     lock = images / ".bfjobs-lock-alpine_3.20.sif"
-    for path, mode in ((leftover, 0o600), (lock, 0o644)):
+    for path, mode in ((leftover, 0o600), (lock, 0o664)):
         path.write_bytes(b"x")
-        os.chown(path, pwd.getpwnam(admin1).pw_uid, pwd.getpwnam(admin1).pw_gid)
+        os.chown(path, pwd.getpwnam(admin1).pw_uid, cluster.gid)
         path.chmod(mode)
     cluster.job(admin2, "pull-image", IMAGE, "--force")
     assert _owner(image) == (admin2, GROUP, 0o755)
@@ -153,7 +153,7 @@ def test_a_researcher_reads_the_shared_cache_and_writes_only_home(cluster):
 
     refused = cluster.bfjobs(RESEARCHER, "submit", "pull-image", "docker://alpine:3.21")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert "only the shared cache's admins add the images Blackfish's services run" in refused.stderr
+    assert "Only the shared cache's admins add the images Blackfish's services run" in refused.stderr
     refused = cluster.bfjobs(RESEARCHER, "submit", "download-model", DEMO_REPO_ID, "--to", "shared")
     assert refused.returncode == 2 and "--to shared is for the shared cache's admins" in refused.stderr
     assert sorted(p.name for p in _tree(cluster.cache)) == before  # nothing written

@@ -41,7 +41,7 @@ def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
     assert refused.returncode == 2, refused.stderr
     [line] = refused.stderr.strip().splitlines()
     assert f"cannot write to the destination {cache}/images" in line and "--to home" in line
-    assert "only the shared cache's admins add the images Blackfish's services run" in line
+    assert "Only the shared cache's admins add the images Blackfish's services run" in line
     assert not (home / "jobs").exists()
     assert os.listdir(cache / "images") == []
     for flag in (["--shared"], ["--to", "shared"]):

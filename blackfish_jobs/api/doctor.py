@@ -101,7 +101,8 @@ def _group(profile: Profile, group: str) -> Check:
         return Check(name, "ok", "you are not a member: the shared cache is its members'; yours go to home_dir")
     cache = profile.cache_dir
     wrong = []
-    for path in (cache, cache / "images", cache / "models"):
+    records = cache / ".bfjobs"  # node.records: where each artefact's record goes
+    for path in (cache, cache / "images", cache / "models", records, records / "images", records / "models"):
         try:
             st = path.stat()
         except OSError:

@@ -193,7 +193,7 @@ class PullImageKind(Kind):
     def destination_hint(self, spec: JobSpec) -> str:
         if spec.target.parent.is_relative_to(spec.profile.cache_dir):
             return (
-                "only the shared cache's admins add the images Blackfish's services run (they read "
+                "Only the shared cache's admins add the images Blackfish's services run (they read "
                 "<cache_dir>/images alone): ask them to pull it there, or pull a copy of your own with --to home"
             )
         return ""

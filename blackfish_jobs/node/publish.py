@@ -119,9 +119,9 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop:
     ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
     no-op (huggingface_hub #4228). The lock file exists only while held: the holder unlinks it
     before unlocking, and a waiter that wins a lock on an already-unlinked file retries. A file
-    left by a job killed outright (SIGKILL) is taken over by the next job of its owner, and
-    removed by another user's job once no job holds it (:func:`_remove_if_stale`), so it never
-    blocks another user for ever (huggingface_hub #2580). A stop signal
+    left by a job killed outright (SIGKILL) is taken over by the next job of its owner (or, in
+    group mode, of any member); another user's job stops at once with the ``rm`` to run
+    (:func:`_check_foreign`) instead of waiting for ever (huggingface_hub #2580). A stop signal
     cannot fall between taking the lock and noting it, nor inside the release
     (:func:`~.runtime.stop_deferred`), so a cancelled job never leaves the file behind.
 
@@ -155,10 +155,16 @@ def _try_lock(path: Path, held: list[int]) -> bool:
     """One attempt at :func:`publish_lock`'s lock; on success its descriptor is put in ``held``."""
     with stop_deferred():
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, GROUP_LOCK_MODE if _gid is not None else LOCK_MODE)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, _lock_mode())
         except PermissionError:  # another user's lock file: held by their job, or left by a killed one
-            _remove_if_stale(path)
+            _check_foreign(path)
             return False
+        opened = os.fstat(fd)
+        if opened.st_uid == os.geteuid():  # ours: readable by all (whatever the umask), the group's in group mode
+            with contextlib.suppress(OSError):
+                if _gid is not None and opened.st_gid != _gid:
+                    os.fchown(fd, -1, _gid)
+                os.fchmod(fd, _lock_mode())
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -166,37 +172,45 @@ def _try_lock(path: Path, held: list[int]) -> bool:
             if exc.errno in (errno.EACCES, errno.EAGAIN):  # another holder
                 return False
             raise
-        held_stat = os.fstat(fd)
         try:
             current = os.stat(path)
         except FileNotFoundError:
             current = None
-        if current is None or (current.st_ino, current.st_dev) != (held_stat.st_ino, held_stat.st_dev):
+        if current is None or (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
             os.close(fd)  # the previous holder removed this file after we opened it: start again
             return False
         held.append(fd)
-        if held_stat.st_uid == os.geteuid():  # ours (made now, or left by a killed job of ours)
-            with contextlib.suppress(OSError):
-                if _gid is not None:
-                    os.fchown(fd, -1, _gid)
-                os.fchmod(fd, GROUP_LOCK_MODE if _gid is not None else LOCK_MODE)
         return True
 
 
-def _remove_if_stale(path: Path) -> None:
-    """Remove another user's lock file that no job holds (its job was killed before unlinking it).
+def _lock_mode() -> int:
+    return GROUP_LOCK_MODE if _gid is not None else LOCK_MODE
 
-    A shared read lock succeeds only while no job holds the lock; holding it, the file is
-    unlinked, and any job that opened it before will find, once it wins the lock, that the path
-    no longer names its file and start again (as after a normal release). A lock file this user
-    cannot even read, or not remove, is an error now rather than a wait for ever.
+
+#: A lock file of another user that no job holds and that is older than this was left by a
+#: killed job (a live holder locks its file within moments of creating it).
+STALE_AFTER_S = 10.0
+
+
+def _check_foreign(path: Path) -> None:
+    """A lock file this user cannot open for writing: return (and wait) while a job holds it or
+    it is new; fail at once, naming the ``rm`` to run, when no job holds it (a job killed outright
+    left it) or this user cannot even read it.
+
+    It is never removed here: another user's job cannot unlink it safely (between checking that
+    no job holds a path and unlinking it, a new holder may take the path). In group mode lock files
+    are the group's (664), so a member's job simply takes over one a killed job left.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except FileNotFoundError:  # no lock file: we could not create one
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise TaskError(f"cannot create the publish lock {path}: {path.parent} is not writable by you") from None
         return  # released meanwhile: try again
     except PermissionError:
-        raise TaskError(_stale_message(path, "cannot be read by you")) from None
+        if _age(path) >= STALE_AFTER_S:
+            raise TaskError(_foreign_message(path, "cannot be read by you")) from None
+        return
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -204,31 +218,29 @@ def _remove_if_stale(path: Path) -> None:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return  # held by a running job: wait for it
             raise
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            return
-        mine = os.fstat(fd)
-        if (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
-            return
-        try:
-            os.unlink(path)
-        except PermissionError:
-            raise TaskError(_stale_message(path, "is held by no job but you cannot remove it")) from None
-        print(f"bfjobs: removed the lock file {path.name} a killed job left", flush=True)
+        if _age(path) >= STALE_AFTER_S:
+            raise TaskError(_foreign_message(path, "is held by no job (a job killed outright left it)"))
     finally:
         os.close(fd)
 
 
-def _stale_message(path: Path, problem: str) -> str:
+def _age(path: Path) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _foreign_message(path: Path, problem: str) -> str:
     try:
         st = os.stat(path)
         owner = f"uid {st.st_uid}, mode {stat.filemode(st.st_mode)}"
     except OSError:
         owner = "unknown owner"
     return (
-        f"the publish lock {path} ({owner}) {problem}: if no job of its owner is running, its owner "
-        f"or an admin removes it (rm {path}); with shared_group set, lock files are usable by the group"
+        f"the publish lock {path} ({owner}) {problem}, and only its owner can take it over: "
+        f"if no job of theirs is running, remove it (rm {path}) and submit again; with shared_group set, "
+        "lock files are the group's"
     )
 
 
