@@ -61,8 +61,8 @@ class Cluster:
             os.chown(app / "profiles.cfg", entry.pw_uid, entry.pw_gid)
             self.apps[user] = app
 
-    def bfjobs(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.install.bfjobs(user, self.apps[user], *args, BFJOBS_SITE_CONFIG=str(self.site_file))
+    def bfjobs(self, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.install.bfjobs(user, self.apps[user], *args, BFJOBS_SITE_CONFIG=str(self.site_file), **env)
 
     def job(self, user: str, *args: str) -> dict:
         proc = self.bfjobs(user, "submit", *args, "--wait", "--json")
@@ -144,6 +144,30 @@ def test_two_admins_keep_one_shared_cache(cluster):
     images.chmod(0o755)  # as an admin's chmod -R 755 would leave it
     doctor = cluster.bfjobs(admin1, "doctor").stdout
     assert f"not the group's, setgid and group-writable: {images}" in doctor and f"chgrp {GROUP}" in doctor
+
+
+def test_two_admins_pulling_the_same_image_at_once_take_turns(cluster):
+    """Their jobs run at the same time; the publish lock (the group's) lets one pull, the other
+    finds the image in place: one ``apptainer pull`` in all."""
+    calls = cluster.root / "apptainer-calls.jsonl"
+    calls.touch()
+    calls.chmod(0o666)
+    ids = {}
+    for admin in ADMINS:
+        proc = cluster.bfjobs(admin, "submit", "pull-image", "docker://alpine:race", "--json",
+                              FAKE_APPTAINER_SLEEP="4", FAKE_APPTAINER_LOG=str(calls))
+        assert proc.returncode == 0, proc.stderr
+        ids[admin] = json_job(proc.stdout)["id"]
+    done = {}
+    for admin, job_id in ids.items():
+        proc = cluster.bfjobs(admin, "wait", job_id, "--json", "--timeout", "120")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        done[admin] = json_job(proc.stdout)
+    assert sorted(j["result"]["already_present"] for j in done.values()) == [False, True]
+    assert len(calls.read_text().splitlines()) == 1
+    image = cluster.cache / "images" / "alpine_race.sif"
+    assert _owner(image)[1:] == (GROUP, 0o755)
+    assert not [p for p in image.parent.iterdir() if p.name.startswith(".bfjobs-")]
 
 
 def test_a_researcher_reads_the_shared_cache_and_writes_only_home(cluster):
