@@ -199,3 +199,23 @@ def test_a_new_lock_file_no_job_holds_yet_is_waited_for(node_copy, tmp_path):
     left.unlink()  # its job went on, and released it
     out, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0 and out.strip() == "locked", err
+
+
+def test_leftovers_another_user_cannot_remove_are_named_not_claimed(node_copy, tmp_path):
+    """A killed job's staging folder from before group mode (inner folders 755, root's): nobody's
+    job removes what it can and names the rest, instead of reporting it removed."""
+    directory = _shared_dir(tmp_path)
+    (directory / ".bfjobs-staging-x-1-0123abcd" / "blobs").mkdir(parents=True)
+    (directory / ".bfjobs-staging-x-1-0123abcd" / "blobs" / "b").write_text("x")
+    (directory / ".bfjobs-partial-1-0123abcd-x.sif").write_text("x")  # a file: its folder is writable
+    code = (
+        "import re; from pathlib import Path; from blackfish_jobs.node import publish\n"
+        f"print(publish.remove_stale(Path({str(directory)!r}), re.compile(r'\\.bfjobs-(staging|partial)-.*')))"
+    )
+    proc = subprocess.run([RUNUSER, "-u", "nobody", "--", SYSTEM_PYTHON, "-c", code], capture_output=True,
+                          text=True, cwd="/", env={"PYTHONPATH": str(node_copy), "PATH": "/usr/bin:/bin"}, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "['.bfjobs-partial-1-0123abcd-x.sif']"
+    assert "cannot remove leftovers of interrupted jobs" in proc.stderr
+    assert ".bfjobs-staging-x-1-0123abcd" in proc.stderr
+    assert (directory / ".bfjobs-staging-x-1-0123abcd").exists()

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -245,8 +246,13 @@ def _foreign_message(path: Path, problem: str) -> str:
 
 
 def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
-    """Remove leftovers of killed jobs (only called with the artefact's publish lock held)."""
-    removed = []
+    """Remove leftovers of killed jobs (only called with the artefact's publish lock held).
+
+    Returns what was removed. What cannot be (another user's staging folder whose inner folders
+    are not the group's, from before group mode) is named on stderr and left: it is hidden, and
+    no reader takes it for an artefact.
+    """
+    removed, left = [], []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -256,11 +262,14 @@ def remove_stale(directory: Path, pattern: re.Pattern[str]) -> list[str]:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-            removed.append(entry.name)
+            (left if os.path.lexists(entry.path) else removed).append(entry.name)
     if removed:
         print(f"bfjobs: removed leftovers of interrupted jobs: {', '.join(removed)}", flush=True)
+    if left:
+        print(f"bfjobs: warning: cannot remove leftovers of interrupted jobs in {directory} (not yours, and "
+              f"not the group's): {', '.join(left)}", file=sys.stderr, flush=True)
     return removed
 
 
