@@ -179,6 +179,10 @@ def test_failed_and_killed_jobs_end_with_a_reason(slurm_site):
     killed, failed = killed_f.result(), failed_f.result()
     wait_for(lambda: task_pids(killed["folder"]) and any(c["SLURM_JOB_ID"] == killed["slurm_job_id"]
                                                          for c in site.apptainer_calls()), timeout=60)
+    # killed within a moment of its launch, before slurmd has reported the launch, Slurm may say
+    # "JobLaunchFailure" rather than the signal (seen: 0.4 s after start): kill a job it knows runs
+    wait_for(lambda: status(site, killed["id"])["state"] == "RUNNING", timeout=60)
+    time.sleep(1)
     for pid in task_pids(killed["folder"]):
         os.kill(pid, signal.SIGKILL)  # the task's Python process on the node dies without a result
     proc = site.bfjobs("wait", killed["id"], failed["id"], "--json", "--timeout", "60")
