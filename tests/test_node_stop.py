@@ -142,3 +142,41 @@ def test_a_second_signal_during_the_clean_ups_does_not_cut_them(tmp_path, capsys
     assert ran == ["second", "first"]
     assert "clean-up on stop failed" not in capsys.readouterr().err
     assert not runtime._stopping and runtime._on_stop == []
+
+
+def test_a_stop_inside_exit_on_stop_ends_the_process_after_the_clean_ups(tmp_path):
+    """Worker threads that go on writing after a stop (huggingface_hub's downloads) would recreate
+    the staging folder the clean-up removed, and Slurm's SIGKILL would leave it: the process ends
+    right after the clean-ups instead, and nothing is recreated."""
+    import subprocess
+    import sys
+    import time
+
+    staging = tmp_path / ".bfjobs-staging-x"
+    code = f"""
+import threading, time
+from pathlib import Path
+from blackfish_jobs.node import publish, runtime
+staging = Path({str(staging)!r})
+def worker():  # a download finishing a small file now and then: it writes into the staging folder
+    while True:
+        (staging / "snapshots" / "c").mkdir(parents=True, exist_ok=True)
+        time.sleep(0.01)
+with runtime.stop_on_signals(), publish.publish_lock(staging.parent, "k", release_on_stop=True):
+    with runtime.removed_whatever_happens(staging), runtime.exit_on_stop():
+        threading.Thread(target=worker, daemon=False).start()  # like the pool: never joined in time
+        print("working", flush=True)
+        time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "working"
+    deadline = time.monotonic() + 5
+    while not (staging / "snapshots").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (staging / "snapshots").exists()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "received SIGTERM: job cancelled or out of time; cleaned up, exiting" in err
+    time.sleep(0.2)
+    assert not staging.exists() and not (tmp_path / ".bfjobs-lock-k").exists()

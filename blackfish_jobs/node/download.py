@@ -23,7 +23,7 @@ from . import progress, records
 from .hub_errors import describe_refusal, endpoint_url, is_network_error, scrub
 from .publish import ensure_public_dir, group_mode, publish_lock, publish_snapshot, remove_stale, write_ref
 from .requests import DownloadModel
-from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
+from .runtime import JOB_TAG_RE, exit_on_stop, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
 
 
 def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
@@ -176,7 +176,7 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
         allow, ignore = _fetch_patterns(req, repo, commit)
         if meter is not None:
             meter.staged = staging / repo.name
-        with removed_whatever_happens(staging):
+        with removed_whatever_happens(staging), exit_on_stop():  # its workers cannot be stopped (exit_on_stop)
             if not req.force:
                 _link_known_blobs(repo, staging / repo.name)
             snapshot_download(

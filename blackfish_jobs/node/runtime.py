@@ -29,6 +29,8 @@ _defer_depth = 0
 _deferred_signal: int | None = None
 #: Set once a stop has begun: later signals (Slurm may send SIGTERM again) cannot cut the clean-ups.
 _stopping = False
+#: How many :func:`exit_on_stop` blocks are open: a stop then ends the process after the clean-ups.
+_exit_depth = 0
 
 
 def _stop(signum: int) -> None:
@@ -42,7 +44,13 @@ def _stop(signum: int) -> None:
         except Exception as exc:  # the next clean-up and the exception still matter more
             with contextlib.suppress(Exception):  # stderr itself may be gone
                 print(f"bfjobs: warning: clean-up on stop failed: {exc}", file=sys.stderr)
-    raise Interrupted(f"received {signal.Signals(signum).name}: job cancelled or out of time")
+    message = f"received {signal.Signals(signum).name}: job cancelled or out of time"
+    if _exit_depth:
+        with contextlib.suppress(Exception):
+            print(f"bfjobs: {message}; cleaned up, exiting", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        os._exit(128 + signum)
+    raise Interrupted(message)
 
 
 @contextlib.contextmanager
@@ -72,6 +80,25 @@ def stop_on_signals() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stopping, _deferred_signal = False, None
+
+
+@contextlib.contextmanager
+def exit_on_stop() -> Iterator[None]:
+    """Within the block a stop signal ends the process right after the :func:`cleanup_on_stop`
+    actions (exit status 128 + the signal) instead of raising :class:`Interrupted`.
+
+    For work whose threads cannot be stopped (huggingface_hub's file downloads): after an
+    exception the main thread waits for them, and meanwhile they go on writing, recreating what
+    the clean-ups just removed (a finished small file's snapshot link, a lock folder), which
+    Slurm's SIGKILL ``KillWait`` seconds later then leaves behind. Nothing is lost by exiting: the
+    job writes no result either way, and Slurm records it as cancelled or timed out.
+    """
+    global _exit_depth
+    _exit_depth += 1
+    try:
+        yield
+    finally:
+        _exit_depth -= 1
 
 
 @contextlib.contextmanager
