@@ -8,7 +8,8 @@ code it implies, so the CLI and a Python caller apply the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
@@ -84,11 +85,21 @@ def job_json(row: JobRow, progress: dict[str, Any] | None = None, *, in_flight: 
 def revision_column(row: JobRow) -> str:
     """The REVISION cell: the first 12 characters of the version the job's kind pins (a model's
     commit), else ``-``."""
+    revision = _revision_reader(row.kind)(row)
+    return revision[:12] if revision else "-"
+
+
+@functools.cache
+def _revision_reader(kind_name: str) -> Callable[[JobRow], str | None]:
+    """The kind's ``revision`` (looked up once per kind: a table may print 10,000 rows)."""
     from ..kinds import KINDS
 
-    kind = KINDS.get(row.kind)
-    revision = kind.revision(row) if kind is not None else None
-    return revision[:12] if revision else "-"
+    kind = KINDS.get(kind_name)
+    return kind.revision if kind is not None else _no_revision
+
+
+def _no_revision(_row: JobRow) -> None:
+    return None
 
 
 def present_json(present: AlreadyPresent) -> dict[str, Any]:
