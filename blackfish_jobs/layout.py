@@ -58,16 +58,28 @@ def require_writable(path: Path, what: str, hint: str = "") -> None:
         raise NotWritable(f"cannot write to {what} {path} ({existing} is not writable by you).{extra}")
 
 
-def require_member(group: str) -> None:
-    """Refuse up front when ``shared_group`` names a group the caller is not in (a job could not
-    give what it publishes to the group, and other admins could not replace it)."""
+def group_id(group: str) -> int | None:
+    """The id of the Unix group named ``group`` (``shared_group``), None if there is none."""
     import grp
 
     try:
-        gid = grp.getgrnam(group).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise NotWritable(f"shared_group {group!r}: no such group here (getent group {group})") from None
-    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():  # root may chown to any group
+        return None
+
+
+def can_give_to(gid: int) -> bool:
+    """Can this user give files to group ``gid`` (chown): a member, or root."""
+    return os.geteuid() == 0 or gid == os.getegid() or gid in os.getgroups()
+
+
+def require_member(group: str) -> None:
+    """Refuse up front when ``shared_group`` names a group the caller is not in (a job could not
+    give what it publishes to the group, and other admins could not replace it)."""
+    gid = group_id(group)
+    if gid is None:
+        raise NotWritable(f"shared_group {group!r}: no such group here (getent group {group})")
+    if not can_give_to(gid):
         raise NotWritable(
             f"shared_group {group!r}: you are not a member (id -nG), and the shared cache is kept by its members: "
             "ask to be added, or publish to your home_dir with --to home"

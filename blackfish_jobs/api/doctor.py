@@ -89,15 +89,14 @@ def _caches(profile: Profile) -> list[Check]:
 def _group(profile: Profile, group: str) -> Check:
     """``shared_group``: does the group exist, is this user in it, and are the shared cache's
     folders (those there; no walk) the group's, setgid and group-writable?"""
-    import grp
+    from .. import layout
 
     name = f"shared_group {group}"
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
+    gid = layout.group_id(group)
+    if gid is None:
         return Check(name, "fail", f"no group {group!r} on this machine",
                      "fix shared_group in the site file or bfjobs.toml (getent group lists the groups)")
-    if gid != os.getegid() and gid not in os.getgroups():
+    if not layout.can_give_to(gid):
         return Check(name, "ok", "you are not a member: the shared cache is its members'; yours go to home_dir")
     cache = profile.cache_dir
     wrong = []
