@@ -144,39 +144,60 @@ def test_a_second_signal_during_the_clean_ups_does_not_cut_them(tmp_path, capsys
     assert not runtime._stopping and runtime._on_stop == []
 
 
-def test_a_stop_inside_exit_on_stop_ends_the_process_after_the_clean_ups(tmp_path):
-    """Worker threads that go on writing after a stop (huggingface_hub's downloads) would recreate
-    the staging folder the clean-up removed, and Slurm's SIGKILL would leave it: the process ends
-    right after the clean-ups instead, and nothing is recreated."""
+def test_a_stop_kills_the_child_before_the_clean_ups_so_nothing_is_recreated(tmp_path):
+    """A child that goes on writing after a stop (huggingface_hub's download threads) would
+    recreate the staging folder the clean-up removed, and Slurm's SIGKILL would leave it: the stop
+    kills and reaps the child first (run_child), then removes the folder. Only the job's own
+    process is signalled here (as submitit's local backend does), so the kill is bfjobs'."""
     import subprocess
     import sys
     import time
 
     staging = tmp_path / ".bfjobs-staging-x"
+    pid_file = tmp_path / "child.pid"
+    child = f"""
+import os, time
+from pathlib import Path
+Path({str(pid_file)!r}).write_text(str(os.getpid()))
+while True:  # a download finishing a small file now and then: it writes into the staging folder
+    (Path({str(staging)!r}) / "snapshots" / "c").mkdir(parents=True, exist_ok=True)
+    time.sleep(0.001)
+"""
     code = f"""
-import threading, time
+import sys
 from pathlib import Path
 from blackfish_jobs.node import publish, runtime
 staging = Path({str(staging)!r})
-def worker():  # a download finishing a small file now and then: it writes into the staging folder
-    while True:
-        (staging / "snapshots" / "c").mkdir(parents=True, exist_ok=True)
-        time.sleep(0.01)
-with runtime.stop_on_signals(), publish.publish_lock(staging.parent, "k", release_on_stop=True):
-    with runtime.removed_whatever_happens(staging), runtime.exit_on_stop():
-        threading.Thread(target=worker, daemon=False).start()  # like the pool: never joined in time
-        print("working", flush=True)
-        time.sleep(60)
+try:
+    with runtime.stop_on_signals(), publish.publish_lock(staging.parent, "k", release_on_stop=True):
+        with runtime.removed_whatever_happens(staging):
+            print("working", flush=True)
+            runtime.run_child([sys.executable, "-c", {child!r}], b"")
+except runtime.Interrupted as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(143)
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "working"
-    deadline = time.monotonic() + 5
-    while not (staging / "snapshots").exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and (staging / "snapshots").exists()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert (staging / "snapshots").exists()
+    child_pid = int(pid_file.read_text())
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "received SIGTERM: job cancelled or out of time; cleaned up, exiting" in err
+    assert proc.returncode == 143, err
+    assert "received SIGTERM: job cancelled or out of time" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # killed and reaped: no zombie either
     time.sleep(0.2)
     assert not staging.exists() and not (tmp_path / ".bfjobs-lock-k").exists()
+
+
+def test_run_child_returns_the_status_and_stdout_and_feeds_stdin(tmp_path):
+    import sys
+
+    status, out = runtime.run_child(
+        [sys.executable, "-c", "import sys; d = sys.stdin.read(); print(d.upper()); sys.exit(3)"], b"abc"
+    )
+    assert (status, out.strip()) == (3, b"ABC")

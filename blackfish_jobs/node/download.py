@@ -12,7 +12,6 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ from .. import layout
 from ..errors import TaskError
 from ..layout import is_commit
 from . import progress, records
-from .hub_errors import describe_refusal, endpoint_url, is_network_error, scrub
+from .fetch import fetch_snapshot
+from .hub_errors import translated
 from .publish import ensure_public_dir, group_mode, publish_lock, publish_snapshot, remove_stale, write_ref
 from .requests import DownloadModel
-from .runtime import JOB_TAG_RE, exit_on_stop, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
+from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
 
 
 def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
@@ -34,33 +34,6 @@ def _snapshot_stats(snapshot: Path) -> tuple[int, int]:
             files += 1
             size += os.stat(os.path.join(dirpath, name)).st_size  # follows the blob symlink
     return files, size
-
-
-@contextlib.contextmanager
-def _hub_errors(req: DownloadModel) -> Iterator[None]:
-    """Turn huggingface_hub's and the network's errors into one clear line for the job's reason,
-    naming the endpoint the job used (a mirror that fails is told apart from the Hub)."""
-    from huggingface_hub import errors
-
-    endpoint = endpoint_url(req.endpoint)
-    what = f"{req.repo_id}@{req.revision or 'main'}"
-    try:
-        yield
-    except errors.HfHubHTTPError as exc:
-        raise TaskError(describe_refusal(exc, req.repo_id, req.commit or req.revision, endpoint)) from None
-    except OSError as exc:
-        # snapshot_download hides some hub answers (a bare 404 from a mirror lacking an endpoint, a
-        # 5xx) behind "not in the local cache" (LocalEntryNotFoundError): name the answer itself.
-        answer = exc.__cause__ if isinstance(exc, errors.LocalEntryNotFoundError) else None
-        if isinstance(answer, errors.HfHubHTTPError):
-            raise TaskError(describe_refusal(answer, req.repo_id, req.commit or req.revision, endpoint)) from None
-        raise TaskError(scrub(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}")) from None
-    except Exception as exc:
-        if is_network_error(exc):
-            raise TaskError(
-                scrub(f"download of {what} from {endpoint} interrupted: {type(exc).__name__}: {exc}")
-            ) from None
-        raise
 
 
 class _DownloadMeter:
@@ -163,12 +136,10 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
     and reuses them. Staging folders of killed jobs for this commit are removed first (safe: we
     hold the lock).
     """
-    from huggingface_hub import snapshot_download
-
     repo = req.target
     key = f"{repo.name}@{commit}"
     stale = re.compile(re.escape(f".bfjobs-staging-{key}-") + JOB_TAG_RE)
-    with publish_lock(req.models_dir, key, release_on_stop=True):  # the thread pool unwinds slowly
+    with publish_lock(req.models_dir, key, release_on_stop=True):  # at once on a stop, not at the end
         if not req.force and layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
             return False
         remove_stale(req.models_dir, stale)
@@ -176,18 +147,10 @@ def _download_locked(req: DownloadModel, commit: str, meter: _DownloadMeter | No
         allow, ignore = _fetch_patterns(req, repo, commit)
         if meter is not None:
             meter.staged = staging / repo.name
-        with removed_whatever_happens(staging), exit_on_stop():  # its workers cannot be stopped (exit_on_stop)
+        with removed_whatever_happens(staging):  # after fetch_snapshot's child is dead
             if not req.force:
                 _link_known_blobs(repo, staging / repo.name)
-            snapshot_download(
-                req.repo_id,
-                revision=commit,
-                cache_dir=staging,
-                endpoint=req.endpoint,
-                allow_patterns=allow,
-                ignore_patterns=ignore,
-                max_workers=req.max_workers,
-            )
+            fetch_snapshot(req, commit, staging, allow, ignore)
             listing = layout.read_listing(staging / repo.name, commit)
             if listing and not layout.select_files(listing, req.allow_patterns, req.ignore_patterns):
                 raise TaskError(f"no file of {req.repo_id} at commit {commit} matches --include/--exclude")
@@ -254,7 +217,7 @@ def _download_model(req: DownloadModel, meter: _DownloadMeter) -> dict[str, Any]
     # The token (if any) is read here, on the node, by huggingface_hub itself from HF_TOKEN or
     # the user's token file: it never passes through bfjobs' scripts, pickles or database.
     api = HfApi(endpoint=req.endpoint)
-    with stop_on_signals(), _hub_errors(req):
+    with stop_on_signals(), translated(req):
         info = api.model_info(req.repo_id, revision=req.commit or req.revision or "main")  # pinned at submit
         commit = info.sha
         if not commit or not is_commit(commit):

@@ -7,11 +7,17 @@ answer is described: it is heavy.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from ..errors import TaskError
 
 if TYPE_CHECKING:
     from huggingface_hub.errors import HfHubHTTPError
+
+    from .requests import DownloadModel
 
 #: huggingface_hub's own default (its ``constants.ENDPOINT`` without HF_ENDPOINT), without importing it.
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -84,3 +90,30 @@ def _describe_refusal(exc: HfHubHTTPError, repo_id: str, revision: str | None, e
 def is_network_error(exc: BaseException) -> bool:
     """httpx2's transport errors (connection refused, DNS, timeouts) are not OSErrors."""
     return type(exc).__module__.startswith(("httpx", "httpcore"))
+
+
+@contextlib.contextmanager
+def translated(req: DownloadModel) -> Iterator[None]:
+    """Turn huggingface_hub's and the network's errors into one clear line for the job's reason,
+    naming the endpoint the job used (a mirror that fails is told apart from the Hub)."""
+    from huggingface_hub import errors
+
+    endpoint = endpoint_url(req.endpoint)
+    what = f"{req.repo_id}@{req.revision or 'main'}"
+    try:
+        yield
+    except errors.HfHubHTTPError as exc:
+        raise TaskError(describe_refusal(exc, req.repo_id, req.commit or req.revision, endpoint)) from None
+    except OSError as exc:
+        # snapshot_download hides some hub answers (a bare 404 from a mirror lacking an endpoint, a
+        # 5xx) behind "not in the local cache" (LocalEntryNotFoundError): name the answer itself.
+        answer = exc.__cause__ if isinstance(exc, errors.LocalEntryNotFoundError) else None
+        if isinstance(answer, errors.HfHubHTTPError):
+            raise TaskError(describe_refusal(answer, req.repo_id, req.commit or req.revision, endpoint)) from None
+        raise TaskError(scrub(f"download of {what} from {endpoint} failed: {type(exc).__name__}: {exc}")) from None
+    except Exception as exc:
+        if is_network_error(exc):
+            raise TaskError(
+                scrub(f"download of {what} from {endpoint} interrupted: {type(exc).__name__}: {exc}")
+            ) from None
+        raise

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -29,8 +30,6 @@ _defer_depth = 0
 _deferred_signal: int | None = None
 #: Set once a stop has begun: later signals (Slurm may send SIGTERM again) cannot cut the clean-ups.
 _stopping = False
-#: How many :func:`exit_on_stop` blocks are open: a stop then ends the process after the clean-ups.
-_exit_depth = 0
 
 
 def _stop(signum: int) -> None:
@@ -44,13 +43,7 @@ def _stop(signum: int) -> None:
         except Exception as exc:  # the next clean-up and the exception still matter more
             with contextlib.suppress(Exception):  # stderr itself may be gone
                 print(f"bfjobs: warning: clean-up on stop failed: {exc}", file=sys.stderr)
-    message = f"received {signal.Signals(signum).name}: job cancelled or out of time"
-    if _exit_depth:
-        with contextlib.suppress(Exception):
-            print(f"bfjobs: {message}; cleaned up, exiting", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-        os._exit(128 + signum)
-    raise Interrupted(message)
+    raise Interrupted(f"received {signal.Signals(signum).name}: job cancelled or out of time")
 
 
 @contextlib.contextmanager
@@ -83,25 +76,6 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def exit_on_stop() -> Iterator[None]:
-    """Within the block a stop signal ends the process right after the :func:`cleanup_on_stop`
-    actions (exit status 128 + the signal) instead of raising :class:`Interrupted`.
-
-    For work whose threads cannot be stopped (huggingface_hub's file downloads): after an
-    exception the main thread waits for them, and meanwhile they go on writing, recreating what
-    the clean-ups just removed (a finished small file's snapshot link, a lock folder), which
-    Slurm's SIGKILL ``KillWait`` seconds later then leaves behind. Nothing is lost by exiting: the
-    job writes no result either way, and Slurm records it as cancelled or timed out.
-    """
-    global _exit_depth
-    _exit_depth += 1
-    try:
-        yield
-    finally:
-        _exit_depth -= 1
-
-
-@contextlib.contextmanager
 def stop_deferred() -> Iterator[None]:
     """Hold a stop signal back until the block ends, for steps that must not be cut in half
     (taking a lock and noting that it is held; unlinking a lock file and closing it).
@@ -126,11 +100,11 @@ def cleanup_on_stop(action: Callable[[], None]) -> Iterator[None]:
     safe to run again: the block's own ``finally`` usually does the same later).
 
     Why not leave it to ``finally``: the exception a signal raises reaches ``finally`` only when
-    the main thread gets there, and huggingface_hub's thread pool first waits for every file
-    download already running (minutes for a large shard, longer than Slurm's ``KillWait``,
-    whose SIGKILL would then leave the staging folder and the lock file behind). The handler
-    runs in the main thread between two bytecodes, so ``action`` never races the main thread's
-    own work; worker threads still downloading find their folder gone and fail.
+    the main thread gets there, and a thread pool on the way first waits for every task already
+    running (a large shard's download: minutes, longer than Slurm's ``KillWait``, whose SIGKILL
+    would then leave the staging folder and the lock file behind). The handler runs in the main
+    thread between two bytecodes, so ``action`` never races the main thread's own work; work
+    that other threads or processes do must be stopped by an earlier action (:func:`run_child`).
     """
     _on_stop.append(action)
     try:
@@ -138,6 +112,33 @@ def cleanup_on_stop(action: Callable[[], None]) -> Iterator[None]:
     finally:
         if action in _on_stop:  # not run by a signal
             _on_stop.remove(action)
+
+
+def run_child(argv: list[str], payload: bytes) -> tuple[int, bytes]:
+    """Run ``argv`` with ``payload`` on its stdin; its exit status (negative: killed by that
+    signal) and its stdout. A stop kills it (SIGKILL) and reaps it before the outer clean-ups run.
+
+    For work whose threads cannot be stopped (huggingface_hub's file downloads): in the job's own
+    process they go on writing after a stop, recreating what the clean-ups just removed, and
+    Slurm's SIGKILL ``KillWait`` seconds later leaves that behind. A child that is dead before
+    the clean-ups start writes nothing more. Its stderr is the job's.
+    """
+    with contextlib.ExitStack() as stack:
+        with stop_deferred():  # started and its kill registered, or neither
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+            def kill() -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+
+            stack.enter_context(cleanup_on_stop(kill))
+        try:
+            out, _ = proc.communicate(payload)
+        except BaseException:  # not a stop (its clean-up ran already): KeyboardInterrupt, a broken pipe
+            kill()
+            raise
+    return proc.returncode, out
 
 
 @contextlib.contextmanager
