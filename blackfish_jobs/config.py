@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,19 @@ class Profile:
     def jobs_dir(self) -> Path:
         """Where job folders live: on the shared filesystem so any process can re-attach."""
         return self.home_dir.joinpath(*constants.JOBS_SUBDIR)
+
+    @property
+    def remote(self) -> bool:
+        """A ``slurm`` profile whose ``host`` is not this machine: its cluster is reached over ssh."""
+        return self.schema == "slurm" and self.host is not None and not is_this_host(self.host)
+
+
+def is_this_host(host: str) -> bool:
+    """Does ``host`` (a profile's string, never resolved: no DNS, no ``ssh -G``) name this machine?"""
+    import socket
+
+    name = socket.gethostname()
+    return host.lower() in {"localhost", "127.0.0.1", "::1", name.lower(), name.split(".")[0].lower()}
 
 
 #: The profiles ``--profile`` names when there is no ``profiles.cfg``.
@@ -96,6 +109,14 @@ def _user_path(label: str, value: str) -> Path:
     except (RuntimeError, KeyError, ValueError):
         raise ConfigError(f"{label}: cannot expand '~' (no such user or home directory) in {show(text)}") from None
     return validate.safe_path(label, expanded)
+
+
+def _cluster_path(label: str, value: str) -> Path:
+    """A remote profile's path: the cluster's, so ``~`` (this machine's home) cannot be expanded here."""
+    text = validate.ascii_only(label, value)
+    if text.startswith("~"):
+        raise ConfigError(f"{label}: a remote profile needs the cluster's absolute path, not {show(text)}")
+    return validate.safe_path(label, Path(text))
 
 
 def profiles_path(home: Path | None = None) -> Path:
@@ -179,11 +200,13 @@ def load_profile(name: str | None = None, home: Path | None = None, *, check_dir
     for key in required:
         if not raw.get(key):
             raise ConfigError(f"{path} [{section}]: missing required key '{key}'")
-    home_dir = _user_path(f"[{section}] home_dir", raw["home_dir"])
-    cache_dir = _user_path(f"[{section}] cache_dir", raw["cache_dir"])
     host = _ssh_word(f"[{section}] host", raw["host"], _HOST) if schema == "slurm" else None
     user = _ssh_word(f"[{section}] user", raw["user"], _USER) if schema == "slurm" else None
-    if check_dirs:
+    remote = schema == "slurm" and host is not None and not is_this_host(host)
+    path_of = _cluster_path if remote else _user_path
+    home_dir = path_of(f"[{section}] home_dir", raw["home_dir"])
+    cache_dir = path_of(f"[{section}] cache_dir", raw["cache_dir"])
+    if check_dirs and not remote:  # a remote profile's folders are the cluster's: checked there
         for key, where in (("home_dir", home_dir), ("cache_dir", cache_dir)):
             if not where.is_dir():
                 raise ConfigError(
@@ -223,6 +246,7 @@ class JobSettings:
     max_workers: int | None = None
     max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
     shared_group: str | None = None  # the Unix group of the shared cache's admins (publish.group_mode)
+    remote_python: str = "python3"  # a remote profile: the cluster's Python that has bfjobs (a path or a command)
 
     def merged(self, **overrides: Any) -> JobSettings:
         """Return a copy with the non-``None`` overrides (already validated) applied."""
@@ -259,7 +283,7 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
         return tuple(validate.module(label, _as_str(label, v)) for v in _as_list(label, value))
     if key == "setup":
         return tuple(validate.setup_line(label, _as_str(label, v)) for v in _as_list(label, value))
-    if key == "apptainer":
+    if key in ("apptainer", "remote_python"):  # a command the job (or the cluster's login shell) runs
         text = validate.ascii_only(label, _as_str(label, value))
         if text.startswith("/"):
             return str(validate.safe_path(label, text))
@@ -441,6 +465,7 @@ def resolve_settings(
     *,
     kinds: Mapping[str, Mapping[str, Any]],
     flags: Mapping[str, Any] | None = None,
+    user_layers: Sequence[tuple[str, dict[str, Any]]] | None = None,
 ) -> Resolved:
     """``kind``'s settings for ``profile``, lowest first: the kind's built-in defaults, ``HF_ENDPOINT``
     (the hub the user's shell already names), the site file's ``[defaults]`` < ``[defaults.KIND]``
@@ -456,7 +481,9 @@ def resolve_settings(
     site = _read_toml(site_path, named_by="BFJOBS_SITE_CONFIG" if constants.site_config_env() else None, site=True)
     fixed = _site_fixed(site, site_path)
     user_path = settings_path(home)
-    user = _read_toml(user_path, named_by="BFJOBS_CONFIG" if constants.config_path_env() else None)
+    user = {} if user_layers is not None else _read_toml(
+        user_path, named_by="BFJOBS_CONFIG" if constants.config_path_env() else None
+    )
     user_profiles = user.get("profiles", {})
     if isinstance(user_profiles, dict):
         _check_profile_tables(user_profiles, user_path, home)  # the site's may name others' profiles
@@ -466,7 +493,9 @@ def resolve_settings(
         lowest.append(("HF_ENDPOINT", {"hf_endpoint": _check_setting("hf_endpoint", hub, "HF_ENDPOINT")}))
     site_layers = _file_layers(site, site_path, profile, kind, kinds)
     users: list[tuple[str, dict[str, Any]]] = _file_layers(user, user_path, profile, kind, kinds)
-    env_templates = constants.templates_dir_env()
+    env_templates = constants.templates_dir_env() if user_layers is None else None
+    if user_layers is not None:
+        users = list(user_layers)
     if env_templates:
         checked = _check_setting("templates_dir", env_templates, "BFJOBS_TEMPLATES_DIR")
         users.append(("BFJOBS_TEMPLATES_DIR", {"templates_dir": checked}))
@@ -490,6 +519,35 @@ def resolve_settings(
     for key in _SETTING_KEYS - set(sources):
         sources[key] = "default"
     return Resolved(JobSettings(**merged), sources, fixed)
+
+
+def sent_layers(resolved: Resolved, site_path: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The user's own settings in ``resolved`` (their file, variables, flags; not the defaults, the
+    site file or ``HF_ENDPOINT``), as JSON-able layers a remote cluster merges over its site file."""
+    site = str(site_path or constants.site_config_path())
+    layers: dict[str, dict[str, Any]] = {}
+    for key, label in resolved.sources.items():
+        if label in ("default", "HF_ENDPOINT") or label.startswith(site):
+            continue
+        value = getattr(resolved.settings, key)
+        layers.setdefault(label, {})[key] = list(value) if isinstance(value, tuple) else value
+    return list(layers.items())
+
+
+def check_layers(raw: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Layers a laptop sent (:func:`sent_layers`), each value validated as if read from a file here."""
+    if not isinstance(raw, list):
+        raise ConfigError("the settings sent: expected a list of layers")
+    checked = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
+            raise ConfigError("the settings sent: a layer is not [label, table]")
+        label = f"{show(item[0], 200)} (sent by the laptop)"
+        for key in item[1]:
+            if key not in _SETTING_KEYS:
+                raise ConfigError(f"{label}: unknown setting {show(str(key))}")
+        checked.append((label, {k: _check_setting(k, v, f"{label} {k}") for k, v in item[1].items()}))
+    return checked
 
 
 def _shown(value: Any) -> str:

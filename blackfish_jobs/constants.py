@@ -111,3 +111,14 @@ def debug_env() -> bool:
 def slurm_job_id_env() -> str | None:
     """The id of the Slurm job we are running in, if any."""
     return os.environ.get("SLURM_JOB_ID") or None
+
+
+def ssh_control_dir() -> Path:
+    """Where the ssh masters' sockets live (``BFJOBS_SSH_CONTROL_DIR``, default
+    ``/tmp/bfjobs-ssh-<uid>``): short, since macOS limits a socket's path to 104 bytes."""
+    return Path(os.environ.get("BFJOBS_SSH_CONTROL_DIR") or f"/tmp/bfjobs-ssh-{os.getuid()}")
+
+
+def ssh_command() -> str:
+    """The OpenSSH client bfjobs runs (``BFJOBS_SSH``, default ``ssh`` on PATH)."""
+    return os.environ.get("BFJOBS_SSH") or "ssh"

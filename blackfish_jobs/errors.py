@@ -58,6 +58,14 @@ class ClusterError(BfjobsError):
     """Slurm refused the job or could not be reached."""
 
 
+class RemoteUnreachable(ClusterError):
+    """ssh could not reach the cluster, or bfjobs could not start there: nothing was sent."""
+
+
+class ConnectionLost(ClusterError):
+    """The connection to the cluster broke after a request was sent: what it did is not known yet."""
+
+
 class HubRefused(BfjobsError):
     """The hub answered that a download cannot be served (no such repo, revision or access).
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 #: How each backend's job ids read, in words and in the SLURM ID column: data, so ``list`` and
 #: ``status`` (and the store's messages) name a job without importing its backend.
-_WORDS = {"slurm": ("Slurm job {}", "{}"), "local": ("local pid {}", "pid {}")}
+_WORDS = {"slurm": ("Slurm job {}", "{}"), "local": ("local pid {}", "pid {}"), "remote": ("Slurm job {}", "{}")}
 
 
 def describe(row: JobRow) -> str:
@@ -24,7 +24,7 @@ def describe(row: JobRow) -> str:
 
 
 #: The JSON keys a job's native id goes under, by backend (docs/json.md): every key always present.
-_FIELDS = {"slurm": "slurm_job_id", "local": "local_pid"}
+_FIELDS = {"slurm": "slurm_job_id", "local": "local_pid", "remote": "slurm_job_id"}
 
 
 def id_fields(row: JobRow) -> dict[str, str | int | None]:
@@ -37,9 +37,9 @@ def id_fields(row: JobRow) -> dict[str, str | int | None]:
 
 
 #: Backends whose native ids may name an array element (``<array id>_<index>``).
-_ARRAYS = frozenset({"slurm"})
+_ARRAYS = frozenset({"slurm", "remote"})
 #: Backends whose native ids a user may give for a job (a Slurm id; a local pid is reused too soon).
-BY_NATIVE_ID = frozenset({"slurm"})
+BY_NATIVE_ID = frozenset({"slurm", "remote"})
 
 
 def runs_arrays(row: JobRow) -> bool:

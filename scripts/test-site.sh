@@ -11,6 +11,9 @@
 #   user  bfadmin1       admin (supplementary group bfcache)
 #   user  bfadmin2       admin (supplementary group bfcache)
 #   user  bfresearcher   researcher (no group of the cache)
+#   user  bfcluster      a researcher's account on "the cluster" their laptop reaches over SSH
+#   user  bflaptop       that researcher on the laptop (no Slurm association: the laptop has none)
+#  - a real OpenSSH sshd on 127.0.0.1 between the two (scripts/sshd-up.sh, tests/test_remote.py).
 #
 # Idempotent: existing users, groups, associations and wheels are kept as they are. Undo with
 # `userdel -r NAME; groupdel bfcache; sacctmgr -i delete user NAME`.
@@ -21,7 +24,8 @@ CLUSTER=$(printf '%s' "${BFJOBS_SLURM_CLUSTER:-bfjobs}" | tr '[:upper:]' '[:lowe
 export SLURM_CONF=${BFJOBS_SLURM_CONF_DIR:-/etc/slurm}/slurm.conf
 GROUP=bfcache
 ADMINS=(bfadmin1 bfadmin2)
-RESEARCHERS=(bfresearcher)
+RESEARCHERS=(bfresearcher bfcluster)
+LAPTOP_USERS=(bflaptop)
 
 say() { printf '[test-site] %s\n' "$*"; }
 die() { printf '[test-site] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -35,7 +39,7 @@ if ! getent group "$GROUP" >/dev/null; then
     say "adding group $GROUP"
     groupadd "$GROUP"
 fi
-for user in "${ADMINS[@]}" "${RESEARCHERS[@]}"; do
+for user in "${ADMINS[@]}" "${RESEARCHERS[@]}" "${LAPTOP_USERS[@]}"; do
     if ! getent passwd "$user" >/dev/null; then
         say "adding user $user"
         useradd --create-home --shell /bin/sh "$user"
@@ -78,3 +82,4 @@ if [[ ! -e $WHEELHOUSE/.complete || $REPO/pyproject.toml -nt $WHEELHOUSE/.comple
     touch "$WHEELHOUSE/.complete"
 fi
 say "ready: Environment Modules, wheelhouse $WHEELHOUSE"
+bash "$REPO/scripts/sshd-up.sh"

@@ -103,6 +103,13 @@ class Client:
         line of ``from_file`` ('-': stdin), and whether they came from a file. ``options``: the kind's
         options (the ``dest`` of each of :func:`kinds`' options), the Slurm options of
         :data:`SLURM_OPTIONS` and ``max_parallel``."""
+        found, many, _entries, _flags = self._requests(kind, what, from_file=from_file, profile=profile, **options)
+        return found, many
+
+    def _requests(
+        self, kind: str, what: str | None, *, from_file: str | None, profile: str | None, **options: Any
+    ) -> tuple[list[JobSpec], bool, list[tuple[str | None, str]], dict[str, Any]]:
+        """:meth:`specs`, with each spec's entry as written (origin, text) and the validated flags."""
         from .. import config, kinds, specs
 
         kind_ = kinds.get(kind)
@@ -110,16 +117,28 @@ class Client:
             raise BadInput(f"give either {kind_.argument.metavar} or --from-file FILE (exactly one)")
         kind_.check_params(options, from_file=from_file is not None)
         where = config.load_profile(profile)
-        flags = {k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")}
-        settings = kinds.resolve_settings(where.name, kind, flags=config.check_overrides(**flags)).settings
+        flags = config.check_overrides(**{k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")})
+        settings = kinds.resolve_settings(where.name, kind, flags=flags).settings
+        written: dict[int, str] = {}
 
         def build(entry: str) -> JobSpec:
-            return kind_.build(entry, where, settings, options, from_file=from_file is not None)
+            spec = kind_.build(entry, where, settings, options, from_file=from_file is not None)
+            written[id(spec)] = entry
+            return spec
 
         if from_file is None:
             assert what is not None
-            return [build(what)], False
-        return [spec for _line, spec in specs.from_list(from_file, build, kind_.argument.entry)], True
+            return [build(what)], False, [(None, what)], flags
+        found = [spec for _line, spec in specs.from_list(from_file, build, kind_.argument.entry)]
+        return found, True, [(s.origin, written[id(s)]) for s in found], flags
+
+    def _remote_args(self, found: list[JobSpec], entries: list[tuple[str | None, str]], flags: dict[str, Any],
+                     many: bool, options: dict[str, Any]) -> dict[str, Any]:
+        from .. import kinds
+        from . import remote
+
+        dests = {o.dest for o in kinds.get(found[0].kind).options}
+        return remote.request_args(found, entries, {k: v for k, v in options.items() if k in dests}, flags, many)
 
     def submit(
         self,
@@ -144,9 +163,14 @@ class Client:
         from ..specs import AlreadyPresent
         from . import submission
 
-        specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
-        if many:
-            outcomes: list[Outcome] = submission.submit_many(self.db, specs, note, self.backends)
+        specs, many, entries, flags = self._requests(kind, what, from_file=from_file, profile=profile, **options)
+        if specs[0].profile.remote:
+            from . import remote
+
+            args = self._remote_args(specs, entries, flags, many, options)
+            outcomes: list[Outcome] = remote.submit(self.db, specs, args, note, self.backends)
+        elif many:
+            outcomes = submission.submit_many(self.db, specs, note, self.backends)
         else:
             outcomes = [submission.submit(self.db, specs[0], note, self.backends)]
         flying = {o.row.id for o in outcomes if isinstance(o, submission.InFlight)}
@@ -188,13 +212,19 @@ class Client:
         ``note`` hears the result's ``notices`` first, then what the hub check has to say."""
         from . import submission
 
-        specs, many = self.specs(kind, what, from_file=from_file, profile=profile, **options)
+        specs, many, entries, flags = self._requests(kind, what, from_file=from_file, profile=profile, **options)
         notices = [n for n in [builtin_notice(specs[0].profile)] if n]
         if not self.backends.for_profile(specs[0].profile).uses_script:
             notices.append("bfjobs: local profile: jobs run without sbatch; this is what a Slurm profile would submit")
         for notice in notices:  # before the checks: they say what the script below is for
             note(notice)
-        outcomes, script = submission.preview_plan(self.db, specs, many, note, self.backends)
+        if specs[0].profile.remote:
+            from . import remote
+
+            args = self._remote_args(specs, entries, flags, many, options)
+            outcomes, script = remote.render(self.db, specs, args, note, self.backends)
+        else:
+            outcomes, script = submission.preview_plan(self.db, specs, many, note, self.backends)
         return RenderResult(script, outcomes, [s.label for s in specs], many, notices)
 
     # ------------------------------------------------------------------ jobs
@@ -276,9 +306,14 @@ class Client:
         from ..states import COMPLETED
 
         rows = tracking.wait(self.db, ids, timeout=timeout, on_tick=on_tick, backends=self.backends)
-        bad = [r for r in rows if r.state != COMPLETED or not artefact_in_place(r)]
+        bad = [r for r in rows if r.state != COMPLETED or not self._in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
         return JobsResult(rows, progress=folder.read_progress(rows), error=error)
+
+    def _in_place(self, row: JobRow) -> bool:
+        """:func:`artefact_in_place`, asked where the artefact lives (a remote profile: its cluster)."""
+        backend = self.backends.of(row)
+        return artefact_in_place(row) if backend.here else backend.artefact_in_place(row)  # type: ignore[attr-defined]
 
     def cancel(self, job_ids: Sequence[str]) -> CancelResult:
         """Cancel jobs: one scancel for all Slurm jobs, SIGTERM for local ones; fails if Slurm

@@ -8,30 +8,30 @@ so a long download followed for an hour costs about 120 Slurm calls, not 7,200.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import BinaryIO
 
 from .. import tracking
 from ..backends import Backends
+from ..backends.base import Backend
 from ..errors import BfjobsError
 from ..states import ENDED
 from ..store import Database, JobRow
 
-_CHUNK = 1024 * 1024
+_CHUNK = 4 * 1024 * 1024  # what Backend.read_log returns at most
 
 
-def copy_new(path: Path, out: BinaryIO, offset: int) -> int:
-    """Write what ``path`` holds past ``offset``; return the new offset (0 if it does not exist)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            while chunk := fh.read(_CHUNK):
-                out.write(chunk)
-                offset += len(chunk)
-    except FileNotFoundError:
-        return offset
+def copy_new(backend: Backend, row: JobRow, stream: str, out: BinaryIO, offset: int) -> tuple[int, bool]:
+    """Write what the log holds past ``offset`` (read where the job ran: :meth:`Backend.read_log`);
+    the new offset, and whether the log exists."""
+    exists = False
+    while (chunk := backend.read_log(row, stream, offset)) is not None:
+        exists = True
+        out.write(chunk)
+        offset += len(chunk)
+        if len(chunk) < _CHUNK:
+            break
     out.flush()
-    return offset
+    return offset, exists
 
 
 def show(
@@ -51,17 +51,20 @@ def show(
     no log: that is not an error (the row, refreshed with one Slurm query, says its state).
     """
     backends = backends or Backends()
-    path = backends.of(row).log_path(row, stream)
+    backend = backends.of(row)
+    path = backend.log_path(row, stream)
     if path is None:
         raise BfjobsError(f"job {row.id} has no scheduler id, so no log")
-    offset = copy_new(path, out, 0)
+    offset, exists = copy_new(backend, row, stream, out, 0)
     if not follow:
-        if not path.exists():
+        if not exists:
             row = tracking.refresh(db, [row], backends)[0]  # PENDING, or did it end without a log?
-            copy_new(path, out, 0)  # it may have started meanwhile
-            if row.state in ENDED and not path.exists():
+            _offset, exists = copy_new(backend, row, stream, out, 0)  # it may have started meanwhile
+            if row.state in ENDED and not exists:
                 raise BfjobsError(f"job {row.id} ({row.state}) left no log at {path}")
         return row
+    if not backend.here:
+        poll = max(poll, 2.0)  # each read is a round trip to the cluster (through the ssh master)
     delay = 1.0
     next_check = time.monotonic()
     unstartable = tracking.Unstartable(db, backends)
@@ -71,9 +74,9 @@ def show(
             row = unstartable.end(report)[0]
             if row.state in ENDED:
                 time.sleep(poll)  # the last lines may still be on their way to the file
-                copy_new(path, out, offset)
+                copy_new(backend, row, stream, out, offset)
                 return row
             next_check = time.monotonic() + delay
             delay = min(max_delay, delay * 1.5)
-        offset = copy_new(path, out, offset)
+        offset, _exists = copy_new(backend, row, stream, out, offset)
         time.sleep(poll)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .slurmcmd import Prestarted, Runner
 
 #: The backends bfjobs knows, by name.
-NAMES = ("slurm", "local")
+NAMES = ("slurm", "local", "remote")
 
 _CLASSES: dict[str, type[Backend]] = {}  # imported when first asked for
 
@@ -35,6 +35,8 @@ def backend_class(name: str) -> type[Backend]:
         from .slurm import SlurmBackend as found_class
     elif name == "local":
         from .local import LocalBackend as found_class  # type: ignore[assignment]
+    elif name == "remote":
+        from .remote import RemoteBackend as found_class  # type: ignore[assignment]
     else:
         raise ValueError(f"unknown backend {name!r} (known: {', '.join(NAMES)})")
     _CLASSES[name] = found_class
@@ -67,8 +69,8 @@ class Backends:
         return self.named(row.backend)
 
     def for_profile(self, profile: Profile) -> Backend:
-        """The backend a profile submits to."""
-        return self.named(profile.schema)
+        """The backend a profile submits to (a ``slurm`` profile naming another host: the remote one)."""
+        return self.named("remote" if profile.remote else profile.schema)
 
     def close(self) -> None:
         """End what the backends still hold (a prestarted call nobody collected)."""

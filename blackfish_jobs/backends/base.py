@@ -99,6 +99,9 @@ class Backend(abc.ABC):
     uses_script: ClassVar[bool] = False
     #: Can many specs go in one submission (a job array)?
     submits_arrays: ClassVar[bool] = False
+    #: Do its jobs' folders and artefacts live on this machine? (False: a remote cluster's, reached
+    #: through the backend's own methods, never by a path read here.)
+    here: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ submit
 
@@ -157,6 +160,18 @@ class Backend(abc.ABC):
         from . import folder
 
         return folder.log_path(row, stream)
+
+    def read_log(self, row: JobRow, stream: str, offset: int) -> bytes | None:
+        """The job's ``out``/``err`` log from byte ``offset`` on (at most a few MiB; None: no log yet)."""
+        path = self.log_path(row, stream)
+        if path is None:
+            return None
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(4 * 1024 * 1024)
+        except FileNotFoundError:
+            return None
 
     def log_tail(self, row: JobRow, lines: int = 1) -> str | None:
         from . import folder

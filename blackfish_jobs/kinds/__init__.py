@@ -11,7 +11,7 @@ values as arguments and never import this package.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,13 +69,20 @@ def load_settings(profile: str, kind: str, home: Path | None = None) -> JobSetti
 
 
 def resolve_settings(
-    profile: str, kind: str, home: Path | None = None, *, flags: Mapping[str, Any] | None = None
+    profile: str,
+    kind: str,
+    home: Path | None = None,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    user_layers: Sequence[tuple[str, dict[str, Any]]] | None = None,
 ) -> Resolved:
     """:func:`config.resolve_settings` for ``kind``: the settings, where each came from, and
     ``flags`` (validated command-line values) on top."""
     from .. import config
 
-    return config.resolve_settings(profile, get(kind).name, home, kinds=defaults(), flags=flags)
+    return config.resolve_settings(
+        profile, get(kind).name, home, kinds=defaults(), flags=flags, user_layers=user_layers
+    )
 
 
 __all__ = [

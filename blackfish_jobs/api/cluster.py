@@ -1,0 +1,167 @@
+"""The cluster's side of a remote profile: what ``python -m blackfish_jobs.agent`` does there.
+
+Each request carries what it needs (the profile's folders, the laptop's settings, the jobs'
+rows): the cluster keeps no history of its own (the laptop's database is the job history). What
+must be true of the cluster is checked here, with the cluster's rules: its site file (fixed keys
+included: the laptop's settings cannot undo them), its templates, its caches (the seed rule), its
+Slurm. A submission runs exactly the code a login-node submission runs, against a throwaway store.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from .. import config, kinds, validate
+from ..errors import BadInput, ConfigError
+from ..states import COMPLETED
+from ..store import JobRow
+
+
+def decode_rows(raw: Any) -> list[JobRow]:
+    """Rows sent as :func:`blackfish_jobs.backends.remote.encode_rows` wrote them."""
+    from datetime import datetime
+
+    from ..store.rows import COLUMNS, DATETIME_COLUMNS
+
+    if not isinstance(raw, list) or not all(isinstance(r, dict) and set(r) == set(COLUMNS) for r in raw):
+        raise BadInput("malformed rows in a request")
+    rows = []
+    for fields in raw:
+        values = {k: datetime.fromisoformat(v) if k in DATETIME_COLUMNS and v else v for k, v in fields.items()}
+        rows.append(JobRow(**values))
+    return rows
+
+
+def serve(op: str, args: Any) -> Any:
+    """One request's answer (JSON-able); a bad request is a BadInput."""
+    ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "submit": submit,
+        "survey": survey,
+        "cancel": cancel,
+        "in_place": in_place,
+        "read_log": read_log,
+    }
+    if op not in ops or not isinstance(args, dict):
+        raise BadInput(f"unknown request {op!r}")
+    return ops[op](args)
+
+
+def _profile(raw: Any) -> config.Profile:
+    """The laptop's profile as this cluster sees it: its folders must exist here."""
+    if not isinstance(raw, dict):
+        raise BadInput("malformed profile in the request")
+    name = str(raw.get("name"))
+    if not config._PROFILE_NAME.fullmatch(name):
+        raise ConfigError(f"not a profile name: {name[:60]!r}")
+    paths = {}
+    for key in ("home_dir", "cache_dir"):
+        path = validate.safe_path(f"[{name}] {key}", Path(str(raw.get(key))))
+        if not path.is_dir():
+            raise ConfigError(
+                f"profile {name!r} {key}: {path} does not exist or is not a directory on this cluster "
+                "(bfjobs does not create it)"
+            )
+        paths[key] = path
+    user = config._current_user()
+    return config.Profile(name, "slurm", paths["home_dir"], paths["cache_dir"], host="localhost", user=user)
+
+
+def submit(args: dict[str, Any]) -> dict[str, Any]:
+    """Build the specs here (this cluster's site file and templates), then triage, pin, render
+    and submit them as a login-node submission does; ``render``: only say what would be sent."""
+    from ..store import Database
+    from . import submission
+
+    profile = _profile(args.get("profile"))
+    kind = kinds.get(str(args.get("kind")))
+    many = bool(args.get("many"))
+    params = args.get("params") or {}
+    entries = args.get("entries")
+    if not isinstance(params, dict) or not isinstance(entries, list) or not entries:
+        raise BadInput("malformed submission request")
+    kind.check_params(params, from_file=many)
+    layers = config.check_layers(args.get("layers", []))
+    settings = kinds.resolve_settings(profile.name, kind.name, user_layers=layers).settings
+    specs = []
+    for origin, entry in entries:
+        spec = kind.build(str(entry), profile, settings, params, from_file=many)
+        specs.append(replace(spec, origin=origin) if origin else spec)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bfjobs-agent-") as scratch:
+        db = Database(f"sqlite:///{scratch}/jobs.sqlite")
+        try:
+            if args.get("render"):
+                outcomes, script = submission.preview_plan(db, specs, many, notes.append)
+                return {"outcomes": [_outcome(o) for o in outcomes], "script": script, "notes": notes}
+            if many:
+                done = submission.submit_many(db, specs, notes.append)
+            else:
+                done = [submission.submit(db, specs[0], notes.append)]
+        finally:
+            db.close()
+    return {"outcomes": [_outcome(o) for o in done], "notes": notes}
+
+
+def _outcome(outcome: Any) -> dict[str, Any] | None:
+    from ..backends.remote import encode_rows
+    from ..specs import AlreadyPresent
+    from ..store import JobRow
+
+    if outcome is None:
+        return None
+    if isinstance(outcome, AlreadyPresent):
+        return {"present": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(outcome).items()}}
+    if isinstance(outcome, JobRow):
+        return {"row": encode_rows([outcome])[0]}
+    raise BadInput(f"unexpected outcome {type(outcome).__name__}")
+
+
+def _slurm() -> Any:
+    from ..backends import Backends
+
+    return Backends().named("slurm")
+
+
+def survey(args: dict[str, Any]) -> dict[str, Any]:
+    """One survey of all the rows (one ``sacct``, at most one ``squeue``), and for each job now
+    COMPLETED whether its artefact is in place here."""
+    from ..backends.remote import encode_observation
+
+    rows = decode_rows(args.get("rows"))
+    found = _slurm().survey(rows, verify=bool(args.get("verify")), reasons=bool(args.get("reasons")))
+    in_place = {}
+    by_id = {r.id: r for r in rows}
+    for job_id, obs in found.observed.items():
+        if obs.state == COMPLETED and obs.result is not None:
+            done = replace(by_id[job_id], result=obs.result, state=COMPLETED)
+            in_place[job_id] = kinds.get(done.kind).artefact_in_place(done)
+    return {
+        "observed": {k: encode_observation(v) for k, v in found.observed.items()},
+        "problems": found.problems,
+        "reason_seen": sorted(found.reason_seen),
+        "in_place": in_place,
+    }
+
+
+def cancel(args: dict[str, Any]) -> dict[str, Any]:
+    done = _slurm().cancel(decode_rows(args.get("rows")))
+    return {"refused": done.refused}
+
+
+def in_place(args: dict[str, Any]) -> dict[str, bool]:
+    return {r.id: kinds.get(r.kind).artefact_in_place(r) for r in decode_rows(args.get("rows"))}
+
+
+def read_log(args: dict[str, Any]) -> str | None:
+    [row] = decode_rows(args.get("rows"))
+    stream = args.get("stream")
+    offset = args.get("offset")
+    if stream not in ("out", "err") or not isinstance(offset, int) or offset < 0:
+        raise BadInput("malformed log request")
+    data = _slurm().read_log(row, stream, offset)
+    return None if data is None else base64.b64encode(data).decode()

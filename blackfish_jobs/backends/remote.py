@@ -1,0 +1,318 @@
+"""The remote backend: a ``slurm`` profile whose ``host`` is another machine, reached over ssh.
+
+Blackfish on a laptop names its cluster in a profile (``host``, ``user``); bfjobs there keeps the
+job history and Blackfish's ``model`` table, and everything that must happen on the cluster (its
+caches, its Slurm, its site file and templates) is done by bfjobs installed there: ``python -m
+blackfish_jobs.agent`` (``remote_python`` in bfjobs.toml), one ssh call per request, whatever
+the number of jobs. The cluster keeps nothing: each request carries what it needs.
+
+The protocol is versioned (:data:`PROTOCOL`). The agent first prints a line
+``BFJOBS-AGENT <protocol> <version>``; only then is the request (JSON) sent on its stdin, so a
+failure to connect, to log in or to start bfjobs there is known to have sent nothing. The answer
+is one line ``BFJOBS-AGENT-ANSWER <json>``; whatever a login shell prints before is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .. import errors
+from ..errors import ClusterError, ConnectionLost, RemoteUnreachable
+from ..states import State
+from . import ssh
+from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config import Profile
+    from ..specs import JobSpec
+    from ..store import JobRow
+
+PROTOCOL = 1
+MARK = "BFJOBS-AGENT"
+ANSWER = "BFJOBS-AGENT-ANSWER"
+AGENT_MODULE = "blackfish_jobs.agent"
+#: How long the cluster may take to start bfjobs and say it is ready (a login, a slow filesystem).
+READY_TIMEOUT_S = 60.0
+#: How long one request may take there (a submission asks the hub, renders and runs sbatch).
+CALL_TIMEOUT_S = 300.0
+MAX_ANSWER = 64 * 1024 * 1024
+#: The errors an answer may name: the same type is raised here.
+_TYPES = {
+    name: getattr(errors, name)
+    for name in (
+        "BadInput",
+        "ConfigError",
+        "NotWritable",
+        "JobNotFound",
+        "TemplateError",
+        "NameCollision",
+        "ClusterError",
+        "HubRefused",
+        "BfjobsError",
+    )
+}
+
+
+class Agent:
+    """bfjobs on one cluster, as a remote profile reaches it."""
+
+    def __init__(self, profile: Profile, python: str) -> None:
+        assert profile.host is not None
+        self.profile = profile
+        self.target = ssh.Target(profile.name, profile.host, profile.user)
+        self.python = python
+        self.calls = 0  # ssh invocations made (the benchmark and tests count round trips)
+
+    def call(self, op: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT_S) -> Any:
+        """One request: its answer, or the error the cluster raised (same type, one line)."""
+        from .. import __version__
+
+        remote = ["bash", "-lc", ssh.remote_line([self.python, "-m", AGENT_MODULE])]
+        argv = self.target.argv(remote)
+        self.calls += 1
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise RemoteUnreachable(
+                f"profile {self.profile.name!r}: the ssh client ({argv[0]}) is not installed"
+            ) from None
+        reader = _Lines(proc)
+        try:
+            ready = reader.until(MARK + " ", time.monotonic() + READY_TIMEOUT_S)
+            if ready is None:
+                raise self._not_started(proc, reader)
+            words = ready.split()
+            if len(words) < 3 or words[1] != str(PROTOCOL):
+                raise RemoteUnreachable(
+                    f"profile {self.profile.name!r}: bfjobs on {self.target.host} speaks protocol "
+                    f"{words[1] if len(words) > 1 else '?'} (version {words[2] if len(words) > 2 else '?'}), "
+                    f"this bfjobs {PROTOCOL} (version {__version__}): install the same bfjobs on both sides"
+                )
+            request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args})
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(request.encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                raise self._lost(proc, reader, "while sending the request") from None
+            line = reader.until(ANSWER + " ", time.monotonic() + timeout)
+            if line is None:
+                raise self._lost(proc, reader, "before it answered")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        answer = json.loads(line[len(ANSWER) + 1 :])
+        if "error" in answer:
+            kind = _TYPES.get(str(answer.get("type")), ClusterError)
+            raise kind(f"on {self.target.host}: {answer['error']}")
+        return answer["ok"]
+
+    def _not_started(self, proc: subprocess.Popen[bytes], reader: _Lines) -> Exception:
+        status = _finish(proc)
+        text = reader.stderr_text()
+        name = self.profile.name
+        if status == 255:
+            return RemoteUnreachable(ssh.describe_failure(self.target, text))
+        if status is None:
+            return RemoteUnreachable(
+                f"profile {name!r}: {self.target.where()} did not start bfjobs within "
+                f"{READY_TIMEOUT_S:.0f} s (a login prompt nobody can answer?)"
+            )
+        if status == 127 or "command not found" in text or "No such file" in text:
+            return RemoteUnreachable(
+                f"profile {name!r}: {self.python} not found on {self.target.host} (exit {status}): set "
+                f"remote_python in bfjobs.toml [profiles.{name}] to the cluster's Python that has bfjobs"
+            )
+        if "No module named" in text:
+            return RemoteUnreachable(
+                f"profile {name!r}: bfjobs is not installed for {self.python} on {self.target.host}: install it "
+                f"there (docs/remote.md), or set remote_python in bfjobs.toml [profiles.{name}]"
+            )
+        last = text.strip().splitlines()[-1][-300:] if text.strip() else "no message"
+        return RemoteUnreachable(
+            f"profile {name!r}: bfjobs did not start on {self.target.host} (exit {status}): {last}"
+        )
+
+    def _lost(self, proc: subprocess.Popen[bytes], reader: _Lines, when: str) -> Exception:
+        status = _finish(proc)
+        text = reader.stderr_text().strip()
+        last = text.splitlines()[-1][-300:] if text else f"exit {status}"
+        return ConnectionLost(
+            f"profile {self.profile.name!r}: the connection to {self.target.host} broke {when}: {last}"
+        )
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> int | None:
+    """The process's exit status once it ended (a few seconds), else None (it is killed)."""
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+class _Lines:
+    """ssh's stdout read line by line under a deadline (stderr kept for messages)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.selector = selectors.DefaultSelector()
+        assert proc.stdout is not None and proc.stderr is not None
+        self.selector.register(proc.stdout, selectors.EVENT_READ, "out")
+        self.selector.register(proc.stderr, selectors.EVENT_READ, "err")
+        self.out = b""
+        self.err = b""
+        self.open = 2
+
+    def until(self, prefix: str, deadline: float) -> str | None:
+        """The first line starting with ``prefix`` (earlier lines dropped), or None if the process
+        ended or the deadline passed without one."""
+        want = prefix.encode()
+        while True:
+            while b"\n" in self.out:
+                line, self.out = self.out.split(b"\n", 1)
+                if line.startswith(want):
+                    return line.decode("utf-8", "replace")
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.open:
+                return None
+            for key, _ in self.selector.select(min(left, 1.0)):
+                chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+                if not chunk:
+                    self.selector.unregister(key.fileobj)
+                    self.open -= 1
+                elif key.data == "out":
+                    self.out += chunk
+                    if len(self.out) > MAX_ANSWER:
+                        raise ClusterError("the cluster's answer is larger than 64 MiB")
+                else:
+                    self.err = (self.err + chunk)[-65536:]
+
+    def stderr_text(self) -> str:
+        deadline = time.monotonic() + 2
+        while self.open and time.monotonic() < deadline:  # the rest of stderr, once ssh ended
+            if self.until("\0never", deadline) is None:
+                break
+        return self.err.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------- rows
+
+
+def encode_rows(rows: Sequence[JobRow]) -> list[dict[str, Any]]:
+    """Rows as JSON objects (datetimes as ISO text); :func:`blackfish_jobs.api.cluster.decode_rows`
+    reads them back."""
+    encoded = []
+    for row in rows:
+        fields = {name: getattr(row, name) for name in row.__dataclass_fields__}
+        encoded.append({k: v.isoformat(sep=" ") if isinstance(v, datetime) else v for k, v in fields.items()})
+    return encoded
+
+
+def encode_observation(obs: Observation) -> dict[str, Any]:
+    return {k: v for k, v in obs._asdict().items() if v not in (None, False) or k == "known"}
+
+
+def decode_observation(raw: dict[str, Any]) -> Observation:
+    return Observation(
+        state=State(raw["state"]),
+        node=raw.get("node"),
+        reason=raw.get("reason"),
+        result=raw.get("result"),
+        known=bool(raw.get("known", True)),
+        gone=bool(raw.get("gone")),
+        touch=bool(raw.get("touch")),
+    )
+
+
+# ------------------------------------------------------------------------------------ backend
+
+
+class RemoteBackend(Backend):
+    """Jobs on remote profiles' clusters: each method is one request to the cluster's bfjobs per
+    cluster (profile), whatever the number of jobs."""
+
+    name: ClassVar[str] = "remote"
+    uses_script: ClassVar[bool] = True
+    submits_arrays: ClassVar[bool] = True
+    here: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Agent] = {}
+        self.in_place: dict[str, bool] = {}  # learnt by surveys: completed jobs' artefacts checked there
+
+    def agent(self, profile_name: str) -> Agent:
+        """The cluster of ``profile_name`` (its profile and ``remote_python`` read once per command)."""
+        found = self._agents.get(profile_name)
+        if found is None:
+            from .. import config
+
+            profile = config.load_profile(profile_name, check_dirs=False)
+            if not profile.remote:
+                raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
+            python = config.resolve_settings(profile_name, "", kinds={}).settings.remote_python
+            found = self._agents[profile_name] = Agent(profile, python)
+        return found
+
+    @property
+    def calls(self) -> int:
+        return sum(a.calls for a in self._agents.values())
+
+    def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
+        raise ClusterError("internal: remote jobs are submitted by the cluster (api.remote)")
+
+    def survey(self, rows: Sequence[JobRow], *, verify: bool = False, reasons: bool = False) -> Survey:
+        done = Survey()
+        for profile, group in _by_profile(rows).items():
+            try:
+                answer = self.agent(profile).call(
+                    "survey", {"rows": encode_rows(group), "verify": verify, "reasons": reasons}
+                )
+            except (ClusterError, errors.BadInput) as exc:
+                done.problems.append(f"cannot ask the cluster of profile {profile!r} about {len(group)} job(s): {exc}")
+                continue
+            for job_id, raw in answer["observed"].items():
+                done.observed[job_id] = decode_observation(raw)
+            done.problems += [f"on {self.agent(profile).target.host}: {p}" for p in answer["problems"]]
+            done.reason_seen |= set(answer["reason_seen"])
+            self.in_place.update(answer["in_place"])
+        return done
+
+    def cancel(self, rows: Sequence[JobRow], *, grace_s: float = 20.0) -> CancelRequest:
+        done = CancelRequest()
+        for profile, group in _by_profile(rows).items():
+            answer = self.agent(profile).call("cancel", {"rows": encode_rows(group)})
+            done.refused.update(answer["refused"])
+        return done
+
+    def artefact_in_place(self, row: JobRow) -> bool:
+        if row.id not in self.in_place:
+            answer = self.agent(row.profile).call("in_place", {"rows": encode_rows([row])})
+            self.in_place.update(answer)
+        return self.in_place[row.id]
+
+    def read_log(self, row: JobRow, stream: str, offset: int) -> bytes | None:
+        import base64
+
+        answer = self.agent(row.profile).call(
+            "read_log", {"rows": encode_rows([row]), "stream": stream, "offset": offset}
+        )
+        return None if answer is None else base64.b64decode(answer)
+
+
+def _by_profile(rows: Sequence[JobRow]) -> dict[str, list[JobRow]]:
+    groups: dict[str, list[JobRow]] = {}
+    for row in rows:
+        groups.setdefault(row.profile, []).append(row)
+    return groups
