@@ -13,9 +13,14 @@ MAX_REQUEST = 64 * 1024 * 1024
 
 
 def main() -> int:
+    import signal
+
     from . import __version__
     from .backends.remote import ANSWER, MARK, PROTOCOL
 
+    # A connection that drops hangs up on the session: a submission under way goes on to the end
+    # (its folder then tells the laptop's next refresh what became of it; see api.cluster).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     print(f"{MARK} {PROTOCOL} {__version__}", flush=True)
     answer: dict[str, object]
     try:
@@ -26,8 +31,11 @@ def main() -> int:
         answer = {"error": f"not a bfjobs request of protocol {PROTOCOL}: {exc}", "type": "ClusterError"}
     else:
         answer = _answer(request)
-    sys.stdout.write(f"{ANSWER} {json.dumps(answer)}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(f"{ANSWER} {json.dumps(answer)}\n")
+        sys.stdout.flush()
+    except OSError:  # nobody is listening any more (a dropped connection)
+        return 1
     return 0
 
 

@@ -83,11 +83,16 @@ def refresh_report(
             continue
         node = obs.node or row.node
         result = obs.result if obs.result is not None else row.result
-        if (obs.state, node, obs.reason, result) == (row.state, row.node, row.reason, row.result):
+        learnt = obs.native_id is not None and obs.native_id != row.native_id
+        if (obs.state, node, obs.reason, result) == (row.state, row.node, row.reason, row.result) and not learnt:
             if obs.touch:
                 changes.append((row, {"updated_at": now}))
             continue
         values: dict[str, Any] = {"state": obs.state, "node": node, "reason": obs.reason, "updated_at": now}
+        if learnt:
+            values["native_id"] = obs.native_id
+            if obs.folder is not None:
+                values["folder"] = obs.folder
         if obs.result is not None:
             values["result"] = obs.result
         if obs.state in ENDED and (row.state not in ENDED or row.ended_at is None):
@@ -216,6 +221,7 @@ def wait(
     max_delay: float = 30.0,
     verify_every: float = 300.0,
     give_up_after: float = 900.0,
+    on_problems: Callable[[list[str]], None] | None = None,
 ) -> list[JobRow]:
     """Poll with back-off until every job has ended (or ``timeout`` seconds have passed).
 
@@ -223,6 +229,7 @@ def wait(
     checked against the scheduler every ``verify_every`` seconds, and when it cannot be asked at
     all for ``give_up_after`` seconds it raises ClusterError. When every job's backend has its
     own poll interval (local jobs: a look at /proc and a folder), that one is used.
+    ``on_problems`` hears each poll's problems (none: the scheduler answered).
     """
     backends = backends or Backends()
     started = time.monotonic()
@@ -242,6 +249,8 @@ def wait(
         elapsed = time.monotonic() - started
         if on_tick:
             on_tick(rows, elapsed)
+        if on_problems:
+            on_problems(report.problems)
         if all(r.state in ENDED for r in rows):
             return rows
         if first:

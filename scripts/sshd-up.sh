@@ -43,6 +43,8 @@ fi
 
 install -d -m 755 "$DIR" /run/sshd
 [[ -e $DIR/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C bfjobs-test-host -f "$DIR/host_ed25519"
+# another key, which no sshd here has: what a laptop that knew a different host key would hold
+[[ -e $DIR/other_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C bfjobs-test-other -f "$DIR/other_ed25519"
 cat >"$DIR/sshd_config.new" <<CONF
 # written by scripts/sshd-up.sh
 ListenAddress 127.0.0.1:$PORT
@@ -79,9 +81,20 @@ Host $ALIAS
     User $CLUSTER_USER
     IdentityFile ~/.ssh/id_ed25519
     IdentitiesOnly yes
+
+# the same cluster, as a laptop that recorded another host key sees it (a changed key)
+Host $ALIAS-wrongkey
+    HostName 127.0.0.1
+    Port $PORT
+    User $CLUSTER_USER
+    IdentityFile ~/.ssh/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile ~/.ssh/known_hosts_wrongkey
 CONF
 printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$DIR/host_ed25519.pub")" >"$laptop_home/.ssh/known_hosts"
-chown "$LAPTOP_USER:$LAPTOP_USER" "$laptop_home/.ssh/config" "$laptop_home/.ssh/known_hosts"
+printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$DIR/other_ed25519.pub")" >"$laptop_home/.ssh/known_hosts_wrongkey"
+chown "$LAPTOP_USER:$LAPTOP_USER" "$laptop_home/.ssh/config" "$laptop_home/.ssh/known_hosts" \
+    "$laptop_home/.ssh/known_hosts_wrongkey"
 chmod 600 "$laptop_home/.ssh/config"
 chmod 644 "$laptop_home/.ssh/known_hosts"
 

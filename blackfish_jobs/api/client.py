@@ -119,18 +119,18 @@ class Client:
         where = config.load_profile(profile)
         flags = config.check_overrides(**{k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")})
         settings = kinds.resolve_settings(where.name, kind, flags=flags).settings
-        written: dict[int, str] = {}
+        written: dict[str, str] = {}  # entry as written, by label (a list's specs are copies with an origin)
 
         def build(entry: str) -> JobSpec:
             spec = kind_.build(entry, where, settings, options, from_file=from_file is not None)
-            written[id(spec)] = entry
+            written[spec.label] = entry
             return spec
 
         if from_file is None:
             assert what is not None
             return [build(what)], False, [(None, what)], flags
         found = [spec for _line, spec in specs.from_list(from_file, build, kind_.argument.entry)]
-        return found, True, [(s.origin, written[id(s)]) for s in found], flags
+        return found, True, [(s.origin, written[s.label]) for s in found], flags
 
     def _remote_args(self, found: list[JobSpec], entries: list[tuple[str | None, str]], flags: dict[str, Any],
                      many: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +151,7 @@ class Client:
         note: Callable[[str], None] = _ignore,
         on_submitted: Callable[[SubmitResult], None] | None = None,
         on_tick: OnTick | None = None,
+        on_problems: Callable[[list[str]], None] | None = None,
         **options: Any,
     ) -> SubmitResult:
         """Submit a request (or one Slurm job array per 1,000 lines of ``from_file``) unless its
@@ -185,7 +186,7 @@ class Client:
             return result
         if on_submitted is not None:
             on_submitted(result)
-        waited = self._wait(waiting, None, on_tick)
+        waited = self._wait(waiting, None, on_tick, on_problems)
         present = [o for o in outcomes if isinstance(o, AlreadyPresent)]
         return SubmitResult(
             [*present, *waited.jobs],
@@ -294,18 +295,31 @@ class Client:
         return JobsResult(rows, problems=problems)
 
     def wait(
-        self, job_ids: Sequence[str], *, timeout: float | None = None, on_tick: OnTick | None = None
+        self,
+        job_ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        on_tick: OnTick | None = None,
+        on_problems: Callable[[list[str]], None] | None = None,
     ) -> JobsResult:
         """Wait for jobs to end (or ``timeout`` seconds); succeeds only if every one COMPLETED
         with its artefact in place. A job Slurm no longer knows ends the wait as UNKNOWN."""
-        return self._wait([r.id for r in self.resolve(job_ids)], timeout, on_tick)
+        return self._wait([r.id for r in self.resolve(job_ids)], timeout, on_tick, on_problems)
 
-    def _wait(self, ids: Sequence[str], timeout: float | None, on_tick: OnTick | None) -> JobsResult:
+    def _wait(
+        self,
+        ids: Sequence[str],
+        timeout: float | None,
+        on_tick: OnTick | None,
+        on_problems: Callable[[list[str]], None] | None = None,
+    ) -> JobsResult:
         from .. import tracking
         from ..backends import folder
         from ..states import COMPLETED
 
-        rows = tracking.wait(self.db, ids, timeout=timeout, on_tick=on_tick, backends=self.backends)
+        rows = tracking.wait(
+            self.db, ids, timeout=timeout, on_tick=on_tick, backends=self.backends, on_problems=on_problems
+        )
         bad = [r for r in rows if r.state != COMPLETED or not self._in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
         return JobsResult(rows, progress=folder.read_progress(rows), error=error)

@@ -10,13 +10,17 @@ Slurm. A submission runs exactly the code a login-node submission runs, against 
 from __future__ import annotations
 
 import base64
+import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from .. import config, kinds, validate
+from ..backends.base import Observation
 from ..errors import BadInput, ConfigError
 from ..states import COMPLETED
 from ..store import JobRow
@@ -84,6 +88,14 @@ def submit(args: dict[str, Any]) -> dict[str, Any]:
     entries = args.get("entries")
     if not isinstance(params, dict) or not isinstance(entries, list) or not entries:
         raise BadInput("malformed submission request")
+    ids = args.get("ids")
+    if ids is not None and (
+        not isinstance(ids, list)
+        or len(ids) != len(entries)
+        or len(set(ids)) != len(ids)
+        or not all(isinstance(i, str) and _JOB_ID.fullmatch(i) for i in ids)
+    ):
+        raise BadInput("malformed job ids in the submission request")
     kind.check_params(params, from_file=many)
     layers = config.check_layers(args.get("layers", []))
     settings = kinds.resolve_settings(profile.name, kind.name, user_layers=layers).settings
@@ -99,9 +111,9 @@ def submit(args: dict[str, Any]) -> dict[str, Any]:
                 outcomes, script = submission.preview_plan(db, specs, many, notes.append)
                 return {"outcomes": [_outcome(o) for o in outcomes], "script": script, "notes": notes}
             if many:
-                done = submission.submit_many(db, specs, notes.append)
+                done = submission.submit_many(db, specs, notes.append, ids=ids)
             else:
-                done = [submission.submit(db, specs[0], notes.append)]
+                done = [submission.submit(db, specs[0], notes.append, job_id=ids[0] if ids else None)]
         finally:
             db.close()
     return {"outcomes": [_outcome(o) for o in done], "notes": notes}
@@ -127,13 +139,82 @@ def _slurm() -> Any:
     return Backends().named("slurm")
 
 
+_JOB_ID = re.compile(r"[0-9a-f]{12}")
+#: A job folder without submitit's record of the submission may still be in the middle of it.
+SUBMITTING_GRACE = timedelta(minutes=10)
+
+
+def _recover(row: JobRow) -> Observation | tuple[str, str]:
+    """A job whose submission's answer the laptop lost: its Slurm id and folder, found in its folder
+    (``bfjobs-ids.json`` says which element it is, submitit's ``*_submitted.pkl`` the id), or
+    what became of it (an :class:`Observation`)."""
+    import json
+
+    from ..states import FAILED
+    from ..store import utcnow
+    from .submission import IDS_FILE
+
+    jobs = Path(row.folder).parent
+    candidates = [
+        row.id,
+        *[i for i in row.request.get("submission", []) if isinstance(i, str) and _JOB_ID.fullmatch(i)],
+    ]
+    seen = False  # a folder of this submission exists: the cluster got the request
+    index = folder = None
+    for name in candidates:  # an array's folder is named after its first job
+        try:
+            listed = json.loads((jobs / name / IDS_FILE).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            return Observation(row.state, None, f"cannot read the job folder {jobs / name}: {exc}", known=False)
+        seen = True
+        if isinstance(listed, dict) and row.id in listed:
+            index, folder = listed[row.id], jobs / name
+            break
+    young = utcnow() - row.submitted_at < SUBMITTING_GRACE  # the cluster may still be submitting it
+    if folder is None:
+        if young:
+            return Observation(row.state, None, row.reason, known=False)
+        why = "the cluster did not submit it (already present, or refused)" if seen else "the cluster never got it"
+        return Observation(FAILED, None, f"not submitted: {why}")
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        return Observation(row.state, None, f"cannot read the job folder {folder}: {exc}", known=False)
+    if isinstance(index, int):
+        for pattern in (rf"(\d+_{index})_submitted\.pkl", r"(\d+)_submitted\.pkl"):
+            for name in names:
+                if found := re.fullmatch(pattern, name):
+                    return found.group(1), str(folder)
+    if young:
+        return Observation(row.state, None, row.reason, known=False)
+    return Observation(FAILED, None, f"not submitted: the cluster's submission was cut off ({folder} has no Slurm id)")
+
+
 def survey(args: dict[str, Any]) -> dict[str, Any]:
     """One survey of all the rows (one ``sacct``, at most one ``squeue``), and for each job now
-    COMPLETED whether its artefact is in place here."""
+    COMPLETED whether its artefact is in place here. A row without a Slurm id (the laptop lost
+    the answer to its submission) is first looked up in its job folder."""
     from ..backends.remote import encode_observation
 
     rows = decode_rows(args.get("rows"))
+    settled: dict[str, Observation] = {}
+    learnt: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        if not row.native_id:
+            found_id = _recover(row)
+            if isinstance(found_id, tuple):
+                row.native_id, row.folder = learnt[row.id] = found_id
+            else:
+                settled[row.id] = found_id
+    rows = [r for r in rows if r.id not in settled]
     found = _slurm().survey(rows, verify=bool(args.get("verify")), reasons=bool(args.get("reasons")))
+    found.observed.update(settled)
+    for job_id, (native, folder) in learnt.items():
+        obs = found.observed.get(job_id)
+        if obs is not None:
+            found.observed[job_id] = obs._replace(native_id=native, folder=folder, known=True)
     in_place = {}
     by_id = {r.id: r for r in rows}
     for job_id, obs in found.observed.items():

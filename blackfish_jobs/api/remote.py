@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds
+from ..errors import ConnectionLost
 from ..specs import AlreadyPresent, JobSpec
 
 if TYPE_CHECKING:
@@ -55,8 +56,52 @@ def _backend(backends: Backends, spec: JobSpec) -> RemoteBackend:
     return backend  # type: ignore[return-value]
 
 
+def _lost_row(spec: JobSpec, job_id: str, siblings: list[str], why: str) -> JobRow:
+    """A job the cluster may have submitted when the connection broke: recorded so that the next
+    refresh asks the cluster (its folder says: :func:`.cluster._recover`); ``siblings``: the ids of
+    the same list, whose folders an array element's may be."""
+    from ..states import PENDING
+    from ..store import JobRow, utcnow
+    from .submission import _user
+
+    now = utcnow()
+    request = {**spec.request_record(), **({"submission": siblings} if siblings else {})}
+    return JobRow(
+        id=job_id,
+        kind=spec.kind,
+        profile=spec.profile.name,
+        backend="remote",
+        native_id=None,
+        state=PENDING,
+        reason=f"submission unconfirmed: {why}",
+        folder=str(spec.profile.jobs_dir / job_id),
+        target=str(spec.target),
+        request=request,
+        result=None,
+        node=None,
+        user=_user(),
+        submitted_at=now,
+        ended_at=None,
+        updated_at=now,
+        location=spec.where,
+    )
+
+
 def _present(raw: dict[str, Any]) -> AlreadyPresent:
     return AlreadyPresent(**{**raw, "path": Path(raw["path"])})
+
+
+def _not_in_flight(
+    db: Database, specs: Sequence[JobSpec], backends: Backends
+) -> tuple[list[Outcome | None], list[int]]:
+    """The in-flight rule, against the laptop's history: those outcomes, and the indexes left to send."""
+    from . import submission
+
+    running = submission.in_flight_many(db, specs, backends)
+    outcomes: list[Outcome | None] = [
+        submission.InFlight(running[i]) if i in running else None for i in range(len(specs))
+    ]
+    return outcomes, [i for i, o in enumerate(outcomes) if o is None]
 
 
 def submit(
@@ -70,15 +115,21 @@ def submit(
     from . import submission
     from .cluster import decode_rows
 
-    running = submission.in_flight_many(db, specs, backends)
-    outcomes: list[Outcome | None] = [
-        submission.InFlight(running[i]) if i in running else None for i in range(len(specs))
-    ]
-    todo = [i for i, o in enumerate(outcomes) if o is None]
+    outcomes, todo = _not_in_flight(db, specs, backends)
     if todo:
         db.migrate()  # fail on a bad database before anything is submitted
-        sent = {**args, "entries": [args["entries"][i] for i in todo]}
-        answer = _backend(backends, specs[0]).agent(specs[0].profile.name).call("submit", sent)
+        ids = [submission.new_id() for _ in todo]
+        sent = {**args, "entries": [args["entries"][i] for i in todo], "ids": ids}
+        try:
+            answer = _backend(backends, specs[0]).agent(specs[0].profile.name).call("submit", sent)
+        except ConnectionLost as exc:
+            siblings = ids if args["many"] else []
+            lost = [_lost_row(specs[i], job_id, siblings, str(exc)) for i, job_id in zip(todo, ids, strict=True)]
+            db.insert_many(lost)
+            raise ConnectionLost(
+                f"{exc}; the cluster may have submitted job(s) {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}: "
+                "`bfjobs status` asks it what became of them (nothing is submitted twice)"
+            ) from None
         for line in answer["notes"]:
             note(line)
         rows: list[JobRow] = []
@@ -103,13 +154,7 @@ def render(
     backends: Backends,
 ) -> tuple[list[Outcome | None], str | None]:
     """What the cluster would submit (its templates and settings), after the same checks."""
-    from . import submission
-
-    running = submission.in_flight_many(db, specs, backends)
-    outcomes: list[Outcome | None] = [
-        submission.InFlight(running[i]) if i in running else None for i in range(len(specs))
-    ]
-    todo = [i for i, o in enumerate(outcomes) if o is None]
+    outcomes, todo = _not_in_flight(db, specs, backends)
     if not todo:
         return outcomes, None
     sent = {**args, "entries": [args["entries"][i] for i in todo], "render": True}

@@ -177,11 +177,12 @@ def _record(spec: JobSpec, job_id: str, folder: Path, submitted: Submitted) -> J
 
 
 def _new_folder(
-    spec: JobSpec, backends: Backends, elements: Sequence[JobSpec] | None = None
+    spec: JobSpec, backends: Backends, elements: Sequence[JobSpec] | None = None, job_id: str | None = None
 ) -> tuple[str, Path, str | None]:
-    """A fresh job folder and its sbatch script (None for a local job); the folder is created
-    only once the script renders (a broken site template is refused before anything is written)."""
-    job_id = new_id()
+    """A fresh job folder (named ``job_id``, else a new id) and its sbatch script (None for a local
+    job); the folder is created only once the script renders (a broken site template is refused
+    before anything is written)."""
+    job_id = job_id or new_id()
     folder = spec.profile.jobs_dir / job_id
     backend = backends.for_profile(spec.profile)
     script = backend.render(render.render, spec, folder, job_id, elements) if backend.uses_script else None
@@ -189,13 +190,30 @@ def _new_folder(
     return job_id, folder, script
 
 
+#: In each job folder, before anything is submitted: which bfjobs job is which element of it.
+IDS_FILE = "bfjobs-ids.json"
+
+
+def _write_ids(folder: Path, ids: Sequence[str]) -> None:
+    """``{bfjobs id: element index}``: a submitter that lost the answer (a remote profile's
+    dropped connection) finds its jobs' Slurm ids from this and submitit's ``*_submitted.pkl``."""
+    import json
+
+    (folder / IDS_FILE).write_text(json.dumps({job_id: index for index, job_id in enumerate(ids)}))
+
+
 def submit(
-    db: Database, spec: JobSpec, note: Callable[[str], None] = _ignore, backends: Backends | None = None
+    db: Database,
+    spec: JobSpec,
+    note: Callable[[str], None] = _ignore,
+    backends: Backends | None = None,
+    job_id: str | None = None,
 ) -> Outcome:
     """Submit ``spec`` unless its artefact is already present or already being fetched.
 
     A download is first resolved on the hub (:func:`prepare`; ``note`` hears when the hub
-    cannot be asked from here).
+    cannot be asked from here). ``job_id``: the id to give the job (a remote profile's laptop
+    chose it), else a new one.
     """
     backends = _backends(backends)
     outcomes, todo = _triage(db, [spec], backends)
@@ -204,13 +222,14 @@ def submit(
         return outcomes[0]
     [spec] = prepare([spec], note)
     db.migrate()  # fail on a bad database before anything is submitted
-    return _submit_one(db, spec, backends)
+    return _submit_one(db, spec, backends, job_id)
 
 
-def _submit_one(db: Database, spec: JobSpec, backends: Backends) -> JobRow:
+def _submit_one(db: Database, spec: JobSpec, backends: Backends, job_id: str | None = None) -> JobRow:
     """Submit a spec already triaged (not present, not in flight) and record it."""
-    job_id, folder, script = _new_folder(spec, backends)
+    job_id, folder, script = _new_folder(spec, backends, job_id=job_id)
     try:
+        _write_ids(folder, [job_id])
         submitted = backends.for_profile(spec.profile).submit(spec, folder, script, kinds.get(spec.kind).task())
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
@@ -225,7 +244,11 @@ ARRAY_CHUNK = 1000
 
 
 def submit_many(
-    db: Database, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore, backends: Backends | None = None
+    db: Database,
+    specs: Sequence[JobSpec],
+    note: Callable[[str], None] = _ignore,
+    backends: Backends | None = None,
+    ids: Sequence[str] | None = None,
 ) -> list[Outcome]:
     """Submit many artefacts of one kind and profile: ONE Slurm job array per 1,000 of them.
 
@@ -243,21 +266,24 @@ def submit_many(
         specs[index] = spec
     db.migrate()
     backend = backends.for_profile(specs[0].profile)
+    given = list(ids) if ids is not None else [new_id() for _ in specs]
     if not backend.submits_arrays:
         for index in todo:  # triaged together above: each is submitted as it is
-            outcomes[index] = _submit_one(db, specs[index], backends)
+            outcomes[index] = _submit_one(db, specs[index], backends, given[index])
         return [o for o in outcomes if o is not None]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
-        _array_id, folder, script = _new_folder(specs[chunk[0]], backends, [specs[i] for i in chunk])
+        elements = [specs[i] for i in chunk]
+        _array_id, folder, script = _new_folder(elements[0], backends, elements, job_id=given[chunk[0]])
         assert script is not None  # arrays are Slurm's
         try:
+            _write_ids(folder, [given[i] for i in chunk])
             task = kinds.get(specs[chunk[0]].kind).task()
             submitted = backend.submit_array([specs[i] for i in chunk], folder, script, task)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        rows = [_record(specs[i], new_id(), folder, sub) for i, sub in zip(chunk, submitted, strict=True)]
+        rows = [_record(specs[i], given[i], folder, sub) for i, sub in zip(chunk, submitted, strict=True)]
         db.insert_many(rows)
         for index, row in zip(chunk, rows, strict=True):
             outcomes[index] = row

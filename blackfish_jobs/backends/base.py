@@ -36,6 +36,8 @@ class Observation(NamedTuple):
     ``gone``: the scheduler (asked successfully) no longer knows the job and it wrote no result —
     ``cancel`` takes that as its request having removed a pending job. ``touch``: nothing changed,
     but the row's ``updated_at`` should say it was confirmed now (see the Slurm backend's reasons).
+    ``native_id``, ``folder``: the scheduler's id and the job's folder, learnt now (a remote
+    submission whose answer was lost).
     """
 
     state: State
@@ -45,6 +47,8 @@ class Observation(NamedTuple):
     known: bool = True
     gone: bool = False
     touch: bool = False
+    native_id: str | None = None
+    folder: str | None = None
 
 
 @dataclass

@@ -233,6 +233,8 @@ def decode_observation(raw: dict[str, Any]) -> Observation:
         known=bool(raw.get("known", True)),
         gone=bool(raw.get("gone")),
         touch=bool(raw.get("touch")),
+        native_id=raw.get("native_id"),
+        folder=raw.get("folder"),
     )
 
 

@@ -183,6 +183,7 @@ class ProgressLines:
         self.read = read
         self.tty = sys.stderr.isatty()
         self.drawn = 0
+        self.blind = False
 
     def __call__(self, rows: list[JobRow], elapsed: float) -> None:
         if not self.tty:
@@ -198,6 +199,15 @@ class ProgressLines:
         click.echo(up + text, err=True, nl=False)
         self.drawn = len(lines)
 
+    def problems(self, problems: list[str]) -> None:
+        """Say once when the scheduler (a remote cluster) cannot be asked, once when it answers again."""
+        if bool(problems) == self.blind:
+            return
+        self.finish()
+        self.blind = bool(problems)
+        click.echo(f"bfjobs: {problems[0]}; still waiting" if problems else "bfjobs: answered again", err=True)
+
     def finish(self) -> None:
         if self.tty and self.drawn:
             click.echo("", err=True)
+        self.drawn = 0

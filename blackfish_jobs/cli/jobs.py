@@ -91,7 +91,7 @@ def wait(client: Client, job_ids: tuple[str, ...], timeout: float | None, as_jso
     as UNKNOWN instead of hanging.
     """
     lines = ProgressLines(client.progress)
-    result = client.wait(job_ids, timeout=timeout, on_tick=lines)
+    result = client.wait(job_ids, timeout=timeout, on_tick=lines, on_problems=lines.problems)
     lines.finish()
     if as_json:
         print_json(result)

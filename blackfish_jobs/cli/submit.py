@@ -107,7 +107,8 @@ def submit_command(kind: Kind) -> click.Command:
             _report_submitted(result, as_json)
 
         result = client.submit(
-            kind.name, what, wait=wait_, note=echo_err, on_submitted=submitted, on_tick=lines, **options
+            kind.name, what, wait=wait_, note=echo_err, on_submitted=submitted, on_tick=lines,
+            on_problems=lines.problems, **options
         )
         lines.finish()
         if not shown:

@@ -1,0 +1,309 @@
+"""Remote profiles: bfjobs on a laptop, the cluster over a real ssh (scripts/sshd-up.sh).
+
+The laptop user (``bflaptop``) runs bfjobs from its own install with nothing but ``ssh`` on PATH;
+the cluster user (``bfcluster``, a Slurm association on the test cluster) has bfjobs in its own
+venv (``remote_python``); the test cluster runs the jobs. See tests/support/remote.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from support.blackfish import create_blackfish_db
+from support.hub import DEMO_REPO_ID
+from support.install import SiteInstall, install_site
+from support.remote import CLUSTER, Laptop, sshd_ready
+from support.site import as_job, as_jobs, skip_or_fail, slurm_available
+
+
+@pytest.fixture(scope="module")
+def cluster_install() -> Iterator[SiteInstall]:
+    """The cluster user's own bfjobs: a second install, as a site module or a user's venv would be."""
+    sshd_ready()
+    if not slurm_available():
+        skip_or_fail("Slurm is not running: run scripts/slurm-up.sh")
+    install = install_site()
+    yield install
+    shutil.rmtree(install.root, ignore_errors=True)
+
+
+@pytest.fixture
+def laptop(site_install: SiteInstall, cluster_install: SiteInstall) -> Iterator[Laptop]:
+    made = Laptop(site_install, cluster_install)
+    yield made
+    made.close()
+
+
+def _owner(path) -> str:
+    import pwd
+
+    return pwd.getpwuid(path.stat().st_uid).pw_name
+
+
+def test_pull_image_from_the_laptop_lands_in_the_clusters_cache(laptop: Laptop):
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home",
+                         "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    job = as_job(done)
+    assert job["state"] == "COMPLETED" and job["slurm_job_id"], job
+    sif = laptop.home_dir / "images" / "alpine_3.20.sif"
+    assert job["target"] == str(sif) and sif.is_file() and _owner(sif) == CLUSTER  # the cluster user's job made it
+    assert (sif.stat().st_mode & 0o777) == 0o755
+    # the history is the laptop's: list works without asking the cluster at all
+    before = laptop.ssh_calls()
+    listed = laptop.bfjobs("list", "--json")
+    assert listed.returncode == 0 and [j["id"] for j in as_jobs(listed)] == [job["id"]]
+    assert laptop.ssh_calls() == before
+    logs = laptop.bfjobs("logs", job["id"])
+    assert logs.returncode == 0 and "Creating SIF file" in logs.stdout, logs.stderr
+    again = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert again.returncode == 0 and f"already present: {sif}" in again.stdout, again.stderr
+
+
+def test_render_shows_what_the_cluster_would_submit(laptop: Laptop):
+    laptop.write_settings('partition = "debug"')
+    shown = laptop.bfjobs("render", "pull-image", "docker://alpine:3.21", "--profile", "cluster", "--to", "home")
+    assert shown.returncode == 0, shown.stderr
+    assert "#SBATCH --partition=debug" in shown.stdout
+    assert f"{laptop.home_dir}/jobs/bfjobs/" in shown.stdout  # the cluster's job folder
+    assert str(laptop.cluster_install.prefix) in shown.stdout  # the cluster's interpreter runs the job
+    assert laptop.bfjobs("list", "--json").stdout.count('"id"') == 0  # nothing submitted
+
+
+def test_a_list_is_one_round_trip_and_one_array_and_status_one_more(laptop: Laptop):
+    names = [f"docker://alpine:3.{n}" for n in range(10, 16)]
+    (laptop.app / "images.txt").write_text("\n".join(names) + "\n")
+    shutil.chown(laptop.app / "images.txt", "bflaptop", "bflaptop")
+    before = laptop.ssh_calls()
+    done = laptop.bfjobs("submit", "pull-image", "--from-file", str(laptop.app / "images.txt"), "--profile",
+                         "cluster", "--to", "home", "--json")
+    assert done.returncode == 0, done.stderr
+    jobs = as_jobs(done)
+    assert len(jobs) == len(names) and len({j["slurm_job_id"].split("_")[0] for j in jobs}) == 1  # one array
+    assert laptop.ssh_calls() == before + 1
+    before = laptop.ssh_calls()
+    status = laptop.bfjobs("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert len(as_jobs(status)) == len(names)
+    assert laptop.ssh_calls() == before + 1  # all six jobs in one request (one sacct there)
+    waited = laptop.bfjobs("wait", *[j["id"] for j in jobs], "--timeout", "180", "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert {j["state"] for j in as_jobs(waited)} == {"COMPLETED"}
+
+
+def test_cancel_from_the_laptop(laptop: Laptop):
+    laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=120"]')
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.19", "--profile", "cluster", "--to", "home",
+                         "--json")
+    assert done.returncode == 0, done.stderr
+    job_id = as_job(done)["id"]
+    cancelled = laptop.bfjobs("cancel", job_id, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    waited = laptop.bfjobs("wait", job_id, "--timeout", "120", "--json")
+    assert as_job(waited)["state"] == "CANCELLED", waited.stdout
+    assert not (laptop.home_dir / "images" / "alpine_3.19.sif").exists()
+
+
+def test_a_wrong_host_key_is_one_line_and_nothing_is_recorded(laptop: Laptop):
+    laptop.write_profiles(host="bfcluster-wrongkey")
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "profile 'cluster'" in line and "host key" in line and "bfcluster-wrongkey" in line, line
+    assert "Traceback" not in done.stderr
+    assert laptop.bfjobs("list", "--json").stdout.count('"id"') == 0
+
+
+def test_bfjobs_missing_on_the_cluster_is_one_line(laptop: Laptop):
+    laptop.write_settings(remote_python="/usr/bin/python3")  # no bfjobs there
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "bfjobs is not installed for /usr/bin/python3" in line and "remote_python" in line, line
+    laptop.write_settings(remote_python="/nonexistent/python3")
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode == 1 and "/nonexistent/python3 not found on bfcluster" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "settings", "expect"),
+    [
+        ({"host": "-oProxyCommand=touch${IFS}/tmp/bfjobs-canary"}, (), "host"),
+        ({"user": "x;touch /tmp/bfjobs-canary"}, (), "user"),
+        ({"home_dir": "/tmp/$(touch /tmp/bfjobs-canary)"}, (), "home_dir"),
+        ({"home_dir": "~/jobs"}, (), "absolute path"),
+        ({}, ('remote_python = "python3; touch /tmp/bfjobs-canary"',), "remote_python"),
+    ],
+)
+def test_hostile_profiles_are_refused_before_any_connection(laptop: Laptop, keys, settings, expect):
+    canary = "/tmp/bfjobs-canary"
+    laptop.write_profiles(**keys)
+    if settings:
+        (laptop.app / "bfjobs.toml").write_text("[profiles.cluster]\n" + "\n".join(settings) + "\n")
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert expect in line, line
+    assert laptop.ssh_calls() == 0
+    import os
+
+    assert not os.path.exists(canary)
+
+
+def test_the_clusters_site_file_is_not_the_laptops_to_undo(laptop: Laptop, tmp_path):
+    site = laptop.cluster_root / "site.toml"
+    site.write_text('[defaults]\npartition = "debug"\n[site]\nfixed = ["partition"]\n')
+    shutil.chown(site, CLUSTER, CLUSTER)
+    # the cluster's site file, as the agent's login shell sees it (a site sets it in /etc/profile.d)
+    profile = laptop.cluster_root.parent / ".profile"
+    saved = profile.read_text() if profile.exists() else None
+    profile.write_text(f"export BFJOBS_SITE_CONFIG={site}\n")
+    try:
+        laptop.write_settings('partition = "other"')
+        done = laptop.bfjobs("render", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+        assert done.returncode == 2, done.stderr
+        assert "on bfcluster:" in done.stderr and "the site fixes this setting" in done.stderr, done.stderr
+        laptop.write_settings()
+        done = laptop.bfjobs("render", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+        assert done.returncode == 0 and "#SBATCH --partition=debug" in done.stdout, done.stderr
+    finally:
+        if saved is None:
+            profile.unlink()
+        else:
+            profile.write_text(saved)
+
+
+def test_a_download_registers_in_the_laptops_blackfish_table(laptop: Laptop, hub):
+    db = create_blackfish_db(laptop.app / "app.sqlite")
+    shutil.chown(db, "bflaptop", "bflaptop")
+    laptop.write_settings(f'hf_endpoint = "{hub.url}"')
+    done = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster", "--to", "home",
+                         "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    job = as_job(done)
+    repo = laptop.home_dir / "models" / ("models--" + DEMO_REPO_ID.replace("/", "--"))
+    assert job["state"] == "COMPLETED" and (repo / "snapshots" / job["result"]["commit"]).is_dir(), job
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT repo, profile, revision, model_dir FROM model").fetchall()
+    conn.close()
+    assert rows == [(DEMO_REPO_ID, "cluster", job["result"]["commit"], str(repo))]
+    # the seed rule, against the cluster's caches: nothing submitted, the cached revision named
+    again = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster")
+    assert again.returncode == 0 and job["result"]["commit"] in again.stdout, again.stderr
+    assert "already available" in again.stdout
+    assert json.loads(laptop.bfjobs("list", "--json").stdout)["jobs"][0]["id"] == job["id"]
+
+
+@pytest.fixture
+def cluster_login(laptop: Laptop) -> Iterator[callable]:
+    """Lines to put in the cluster user's ~/.profile (what its login shell, hence the agent, sees)."""
+    profile = laptop.cluster_root.parent / ".profile"
+    saved = profile.read_text() if profile.exists() else None
+
+    def write(*lines: str) -> None:
+        profile.write_text((saved or "") + "\n" + "\n".join(lines) + "\n")
+
+    yield write
+    if saved is None:
+        profile.unlink(missing_ok=True)
+    else:
+        profile.write_text(saved)
+
+
+def _kill_sessions() -> None:
+    """End every ssh session of the cluster user (not the listening sshd): the connection drops."""
+    import subprocess
+
+    subprocess.run(["pkill", "-KILL", "-u", CLUSTER, "-f", f"sshd: {CLUSTER}"], check=False)
+
+
+def test_a_connection_lost_during_submit_loses_no_job_and_submits_none_twice(laptop: Laptop, cluster_login):
+    import subprocess
+    import time
+
+    from support.site import wait_for
+
+    slow = laptop.cluster_root / "bin"
+    slow.mkdir()
+    started = laptop.cluster_root / "sbatch-started"
+    (slow / "sbatch").write_text(f'#!/bin/sh\ntouch {started}\nsleep 3\nexec /usr/bin/sbatch "$@"\n')
+    (slow / "sbatch").chmod(0o755)
+    shutil.chown(slow, CLUSTER, CLUSTER)
+    shutil.chown(slow / "sbatch", CLUSTER, CLUSTER)
+    cluster_login(f'export PATH="{slow}:$PATH"')
+    begun = datetime.now() - timedelta(seconds=2)  # sacct's -S is the controller's local time
+    names = ["docker://alpine:3.10", "docker://alpine:3.11"]
+    (laptop.app / "two.txt").write_text("\n".join(names) + "\n")
+    shutil.chown(laptop.app / "two.txt", "bflaptop", "bflaptop")
+    argv = [laptop.laptop_install.prefix / "bin" / "bfjobs", "submit", "pull-image", "--from-file",
+            str(laptop.app / "two.txt"), "--profile", "cluster", "--to", "home"]
+    from support.install import RUNUSER
+
+    proc = subprocess.Popen([RUNUSER, "-u", "bflaptop", "--", *map(str, argv)], env=laptop.env(),
+                            cwd=str(laptop.app), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(started.exists, timeout=60)
+    _kill_sessions()  # while sbatch runs there
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    [line] = err.strip().splitlines()
+    assert "connection to bfcluster broke" in line and "bfjobs status" in line, line
+    listed = as_jobs(laptop.bfjobs("list", "--json"))
+    assert len(listed) == 2 and all(j["slurm_job_id"] is None for j in listed), listed  # recorded, not lost
+    time.sleep(5)  # the agent, not hung up on, finished the submission
+    status = laptop.bfjobs("status", "--json")
+    assert status.returncode == 0, status.stderr
+    jobs = as_jobs(status)
+    assert all(j["slurm_job_id"] for j in jobs), jobs
+    assert len({j["slurm_job_id"].split("_")[0] for j in jobs}) == 1  # the one array the cluster submitted
+    waited = laptop.bfjobs("wait", *[j["id"] for j in jobs], "--timeout", "180", "--json")
+    assert waited.returncode == 0 and {j["state"] for j in as_jobs(waited)} == {"COMPLETED"}, waited.stderr
+    for name in ("alpine_3.10.sif", "alpine_3.11.sif"):
+        assert (laptop.home_dir / "images" / name).is_file()
+    since = begun.strftime("%Y-%m-%dT%H:%M:%S")
+
+    def submitted_since() -> list[str]:
+        listed = subprocess.run(["sacct", "-n", "-P", "-X", "-u", CLUSTER, "-S", since, "-o", "JobID,Submit"],
+                                capture_output=True, text=True).stdout.split()
+        return [job for job, at in (line.split("|") for line in listed) if at >= since]  # not older jobs
+
+    wait_for(submitted_since, timeout=30)  # accounting may lag the controller
+    submitted = submitted_since()
+    assert len({c.split("_")[0] for c in submitted}) == 1, submitted  # one sbatch: nothing submitted twice
+
+
+def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_back(laptop: Laptop):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from support.install import RUNUSER
+    from support.remote import SSHD_DIR
+    from support.site import REPO
+
+    laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=20"]')
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.18", "--profile", "cluster", "--to", "home",
+                         "--json")
+    assert done.returncode == 0, done.stderr
+    job_id = as_job(done)["id"]
+    argv = [str(laptop.laptop_install.prefix / "bin" / "bfjobs"), "wait", job_id, "--timeout", "240"]
+    proc = subprocess.Popen([RUNUSER, "-u", "bflaptop", "--", *argv], env=laptop.env(), cwd=str(laptop.app),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        os.kill(int((SSHD_DIR / "sshd.pid").read_text()), signal.SIGTERM)  # the listener...
+        _kill_sessions()  # ...and the session a multiplexed master keeps open
+        time.sleep(10)  # a few polls fail meanwhile
+    finally:
+        up = subprocess.run(["bash", str(REPO / "scripts" / "sshd-up.sh")], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    _out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert "cannot ask the cluster of profile 'cluster'" in err and "still waiting" in err, err
+    assert "bfjobs: answered again" in err, err
+    assert (laptop.home_dir / "images" / "alpine_3.18.sif").is_file()
