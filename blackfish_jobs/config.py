@@ -8,6 +8,7 @@ separate TOML file because every section of ``profiles.cfg`` is taken as a profi
 from __future__ import annotations
 
 import configparser
+import contextvars
 import difflib
 import os
 import re
@@ -258,6 +259,11 @@ class JobSettings:
 _APPTAINER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 
+#: Are the settings being read for a profile whose folders are on this machine? (False: a remote
+#: profile's, whose paths are the cluster's: checked by bfjobs there.)
+_FOLDERS_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("bfjobs_folders_here", default=True)
+
+
 def _check_setting(key: str, value: Any, label: str) -> Any:
     """Validate one bfjobs.toml (or command-line) setting; return its normalised value.
 
@@ -291,6 +297,8 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
             raise ConfigError(f"{label}: expected a command name or absolute path, got {show(text)}")
         return text
     if key == "templates_dir":
+        if not _FOLDERS_HERE.get():  # a remote profile's: the cluster's folder, checked there
+            return _cluster_path(label, _as_str(label, value))
         path = _user_path(label, _as_str(label, value))
         if not path.is_dir():  # refused with the other settings, before submit creates a job folder
             raise ConfigError(f"{label}: {show(str(path))} does not exist or is not a directory")
@@ -466,6 +474,7 @@ def resolve_settings(
     kinds: Mapping[str, Mapping[str, Any]],
     flags: Mapping[str, Any] | None = None,
     user_layers: Sequence[tuple[str, dict[str, Any]]] | None = None,
+    remote: bool = False,
 ) -> Resolved:
     """``kind``'s settings for ``profile``, lowest first: the kind's built-in defaults, ``HF_ENDPOINT``
     (the hub the user's shell already names), the site file's ``[defaults]`` < ``[defaults.KIND]``
@@ -477,6 +486,22 @@ def resolve_settings(
     (``[site] fixed``) that the user's file, a variable or a flag sets to another value is an
     error (exit 2), never silently overridden either way.
     """
+    token = _FOLDERS_HERE.set(not remote)
+    try:
+        return _resolve(profile, kind, home, kinds, flags, user_layers)
+    finally:
+        _FOLDERS_HERE.reset(token)
+
+
+def _resolve(
+    profile: str,
+    kind: str,
+    home: Path | None,
+    kinds: Mapping[str, Mapping[str, Any]],
+    flags: Mapping[str, Any] | None,
+    user_layers: Sequence[tuple[str, dict[str, Any]]] | None,
+) -> Resolved:
+    """:func:`resolve_settings`' work."""
     site_path = constants.site_config_path()
     site = _read_toml(site_path, named_by="BFJOBS_SITE_CONFIG" if constants.site_config_env() else None, site=True)
     fixed = _site_fixed(site, site_path)
@@ -530,7 +555,9 @@ def sent_layers(resolved: Resolved, site_path: Path | None = None) -> list[tuple
         if label in ("default", "HF_ENDPOINT") or label.startswith(site):
             continue
         value = getattr(resolved.settings, key)
-        layers.setdefault(label, {})[key] = list(value) if isinstance(value, tuple) else value
+        layers.setdefault(label, {})[key] = (
+            list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
+        )
     return list(layers.items())
 
 

@@ -66,6 +66,10 @@ class ConnectionLost(ClusterError):
     """The connection to the cluster broke after a request was sent: what it did is not known yet."""
 
 
+class MalformedAnswer(ClusterError):
+    """The cluster answered, but not with what the protocol says: what it did is not known."""
+
+
 class HubRefused(BfjobsError):
     """The hub answered that a download cannot be served (no such repo, revision or access).
 

@@ -90,6 +90,14 @@ Host $ALIAS-wrongkey
     IdentityFile ~/.ssh/id_ed25519
     IdentitiesOnly yes
     UserKnownHostsFile ~/.ssh/known_hosts_wrongkey
+
+# the same cluster while its login node is down (nothing listens on port 1)
+Host $ALIAS-down
+    HostName 127.0.0.1
+    Port 1
+    User $CLUSTER_USER
+    IdentityFile ~/.ssh/id_ed25519
+    IdentitiesOnly yes
 CONF
 printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$DIR/host_ed25519.pub")" >"$laptop_home/.ssh/known_hosts"
 printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$DIR/other_ed25519.pub")" >"$laptop_home/.ssh/known_hosts_wrongkey"

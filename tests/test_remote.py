@@ -77,10 +77,9 @@ def test_render_shows_what_the_cluster_would_submit(laptop: Laptop):
 
 def test_a_list_is_one_round_trip_and_one_array_and_status_one_more(laptop: Laptop):
     names = [f"docker://alpine:3.{n}" for n in range(10, 16)]
-    (laptop.app / "images.txt").write_text("\n".join(names) + "\n")
-    shutil.chown(laptop.app / "images.txt", "bflaptop", "bflaptop")
+    listed = laptop.write_list("images.txt", names)
     before = laptop.ssh_calls()
-    done = laptop.bfjobs("submit", "pull-image", "--from-file", str(laptop.app / "images.txt"), "--profile",
+    done = laptop.bfjobs("submit", "pull-image", "--from-file", str(listed), "--profile",
                          "cluster", "--to", "home", "--json")
     assert done.returncode == 0, done.stderr
     jobs = as_jobs(done)
@@ -237,11 +236,9 @@ def test_a_connection_lost_during_submit_loses_no_job_and_submits_none_twice(lap
     shutil.chown(slow / "sbatch", CLUSTER, CLUSTER)
     cluster_login(f'export PATH="{slow}:$PATH"')
     begun = datetime.now() - timedelta(seconds=2)  # sacct's -S is the controller's local time
-    names = ["docker://alpine:3.10", "docker://alpine:3.11"]
-    (laptop.app / "two.txt").write_text("\n".join(names) + "\n")
-    shutil.chown(laptop.app / "two.txt", "bflaptop", "bflaptop")
+    two = laptop.write_list("two.txt", ["docker://alpine:3.10", "docker://alpine:3.11"])
     argv = [laptop.laptop_install.prefix / "bin" / "bfjobs", "submit", "pull-image", "--from-file",
-            str(laptop.app / "two.txt"), "--profile", "cluster", "--to", "home"]
+            str(two), "--profile", "cluster", "--to", "home"]
     from support.install import RUNUSER
 
     proc = subprocess.Popen([RUNUSER, "-u", "bflaptop", "--", *map(str, argv)], env=laptop.env(),
@@ -307,3 +304,97 @@ def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_bac
     assert "cannot ask the cluster of profile 'cluster'" in err and "still waiting" in err, err
     assert "bfjobs: answered again" in err, err
     assert (laptop.home_dir / "images" / "alpine_3.18.sif").is_file()
+
+
+def test_verify_and_logs_follow_run_on_the_cluster(laptop: Laptop):
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.17", "--profile", "cluster", "--to", "home",
+                         "--json")
+    assert done.returncode == 0, done.stderr
+    job_id = as_job(done)["id"]
+    followed = laptop.bfjobs("logs", "--follow", job_id, timeout=240)
+    assert followed.returncode == 0, followed.stderr
+    assert "Creating SIF file" in followed.stdout and "Job completed successfully" in followed.stdout
+    checked = laptop.bfjobs("verify", job_id, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    [finding] = json.loads(checked.stdout)["findings"]
+    assert finding["status"] == "OK" and finding["path"] == str(laptop.home_dir / "images" / "alpine_3.17.sif")
+    by_path = laptop.bfjobs("verify", str(laptop.home_dir / "images"), "--profile", "cluster", "--json")
+    assert by_path.returncode == 0, by_path.stdout + by_path.stderr
+    assert [f["status"] for f in json.loads(by_path.stdout)["findings"]] == ["OK"]
+    # the image changed behind bfjobs' back, on the cluster: verify says so, from the laptop
+    (laptop.home_dir / "images" / "alpine_3.17.sif").write_bytes(b"not the image")
+    bad = laptop.bfjobs("verify", job_id, "--json")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["findings"][0]["status"] != "OK", bad.stdout
+
+
+def test_a_home_dir_with_a_space_is_refused_in_one_line(laptop: Laptop):
+    laptop.write_profiles(home_dir="/home/bfcluster/my home")
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "home_dir" in line and "my home" in line, line
+    assert laptop.ssh_calls() == 0
+
+
+@pytest.mark.parametrize(
+    ("agent", "expect"),
+    [
+        ('echo "BFJOBS-AGENT 2 9.9.9"', "speaks protocol 2 (version 9.9.9)"),
+        ('echo "BFJOBS-AGENT 1 0.1.0"; cat >/dev/null; echo "BFJOBS-AGENT-ANSWER {not json"', "no bfjobs answer"),
+        ('echo "BFJOBS-AGENT 1 0.1.0"; cat >/dev/null; echo \'BFJOBS-AGENT-ANSWER {"ok": {"outcomes": 5}}\'',
+         "may have submitted"),
+        ('echo "BFJOBS-AGENT 1 0.1.0"; cat >/dev/null; printf \'BFJOBS-AGENT-ANSWER {"error": "x\\\\u001b[2Jy", '
+         '"type": "BadInput"}\\n\'', "on bfcluster: x [2Jy"),
+    ],
+    ids=["other-protocol", "not-json", "malformed", "escape-codes"],
+)
+def test_hostile_or_broken_answers_from_the_cluster_are_one_line(laptop: Laptop, agent, expect):
+    """What runs as ``remote_python`` on the cluster is not bfjobs: each answer is checked."""
+    fake = laptop.cluster_root / "fake-python"
+    fake.write_text(f"#!/bin/sh\n{agent}\n")
+    fake.chmod(0o755)
+    shutil.chown(fake, CLUSTER, CLUSTER)
+    laptop.write_settings(remote_python=str(fake))
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert done.returncode in (1, 2), done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert expect in line and "\x1b" not in line, line
+    rows = as_jobs(laptop.bfjobs("list", "--json"))
+    if "ANSWER" in agent and "error" not in agent:  # answered after the request: recorded, for status to settle
+        assert "may have submitted" in line
+        assert len(rows) == 1 and rows[0]["slurm_job_id"] is None
+    else:
+        assert rows == []
+
+
+def test_an_unreachable_cluster_is_one_line_and_list_still_works(laptop: Laptop):
+    done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home",
+                         "--json")
+    assert done.returncode == 0, done.stderr
+    laptop.write_profiles(host="bfcluster-down")
+    failed = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.21", "--profile", "cluster", "--to", "home")
+    assert failed.returncode == 1
+    [line] = failed.stderr.strip().splitlines()
+    assert "profile 'cluster': the host cannot be reached" in line and "Connection refused" in line, line
+    listed = laptop.bfjobs("list", "--json")  # the history is the laptop's
+    assert listed.returncode == 0 and len(as_jobs(listed)) == 1
+    status = laptop.bfjobs("status", "--json")  # says it could not ask, shows what it knows
+    assert "cannot ask the cluster of profile 'cluster'" in status.stderr, status.stderr
+    assert len(as_jobs(status)) == 1
+
+
+def test_templates_dir_is_the_clusters(laptop: Laptop):
+    templates = laptop.cluster_root / "templates"
+    templates.mkdir()
+    source = laptop.cluster_install.prefix
+    [shipped] = source.glob("lib/python3*/site-packages/blackfish_jobs/templates/sbatch/pull-image.sh.j2")
+    (templates / "pull-image.sh.j2").write_text("# the site's own template\n" + shipped.read_text())
+    for path in (templates, templates / "pull-image.sh.j2"):
+        shutil.chown(path, CLUSTER, CLUSTER)
+    laptop.write_settings(f'templates_dir = "{templates}"')  # a folder the laptop does not have
+    shown = laptop.bfjobs("render", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert shown.returncode == 0, shown.stderr
+    assert "# the site's own template" in shown.stdout
+    laptop.write_settings('templates_dir = "/nonexistent/templates"')
+    missing = laptop.bfjobs("render", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
+    assert missing.returncode == 2 and "on bfcluster:" in missing.stderr and "/nonexistent/templates" in missing.stderr

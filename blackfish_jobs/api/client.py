@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import BadInput, ClusterError, JobFailed
@@ -118,7 +117,7 @@ class Client:
         kind_.check_params(options, from_file=from_file is not None)
         where = config.load_profile(profile)
         flags = config.check_overrides(**{k: options.get(k) for k in (*SLURM_OPTIONS, "max_parallel")})
-        settings = kinds.resolve_settings(where.name, kind, flags=flags).settings
+        settings = kinds.resolve_settings(where.name, kind, flags=flags, remote=where.remote).settings
         written: dict[str, str] = {}  # entry as written, by label (a list's specs are copies with an origin)
 
         def build(entry: str) -> JobSpec:
@@ -408,7 +407,7 @@ class Client:
         settings: dict[str, dict[str, tuple[Any, str]]] = {}
         fixed: tuple[str, ...] = ()
         for kind in kinds.names():
-            resolved = kinds.resolve_settings(where.name, kind)
+            resolved = kinds.resolve_settings(where.name, kind, remote=where.remote)
             fixed = resolved.fixed
             settings[kind] = {
                 f.name: (getattr(resolved.settings, f.name), resolved.sources[f.name])
@@ -424,36 +423,55 @@ class Client:
     ) -> VerifyResult:
         """Check artefacts: job ids or paths (an artefact, or a folder of them), else the latest
         completed job per artefact. Succeeds only if each is OK (or UNVERIFIED, if accepted)."""
-        from .. import config, kinds, layout
-        from .. import verify as checks
+        from .. import config
+        from . import cluster
 
         self.check_profile(profile)
         rows: list[JobRow] = []
-        findings = []
-        is_path = [ref == "." or "/" in ref for ref in refs]  # a job id never holds a "/"
-        images: list[Path] = []
-        models: list[Path] = []
-        if any(is_path):
-            where = config.load_profile(profile)
-            bases = [where.cache_dir, where.home_dir]
-            images = [layout.images_dir(b).resolve() for b in bases]
-            models = [layout.models_dir(b).resolve() for b in bases]
-        for ref, path in zip(refs, is_path, strict=True):
-            if path:
-                for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
-                    findings.append(checks.verify_path(artefact))
-            else:
+        paths = [ref for ref in refs if ref == "." or "/" in ref]  # a job id never holds a "/"
+        for ref in refs:
+            if ref not in paths:
                 rows.extend(self.db.resolve_many(ref))
         if not refs:
             latest: dict[str, JobRow] = {}
             for row in self.db.listing(states=["COMPLETED"], profile=profile):
                 latest.setdefault(row.target + "@" + str((row.result or {}).get("commit")), row)
             rows = list(latest.values())
+        where = config.load_profile(profile, check_dirs=False) if paths else None
+        if where is not None and not where.remote:
+            where = config.load_profile(profile)  # its folders must exist here
+        here = [r for r in rows if self.backends.of(r).here]
+        findings = []
+        if where is not None and where.remote:
+            findings += self._verify_remote(where.name, paths, [])
+        elif where is not None:
+            findings += cluster.check_artefacts(where, paths, [])
+        findings += cluster.check_artefacts(None, [], here)
+        remote: dict[str, list[JobRow]] = {}
         for row in rows:
-            finding = kinds.get(row.kind).verify(row)
-            if finding is not None:
-                findings.append(finding)
+            if row not in here:
+                remote.setdefault(row.profile, []).append(row)
+        for name, group in remote.items():
+            findings += self._verify_remote(name, [], group)
         return VerifyResult(findings, accept_unverified)
+
+    def _verify_remote(self, profile: str, paths: list[str], rows: list[JobRow]) -> list[Any]:
+        """``verify`` of a remote profile's artefacts, on its cluster (one round trip)."""
+        from ..backends.remote import encode_rows
+        from ..verify import Finding
+
+        agent = self.backends.named("remote").agent(profile)  # type: ignore[attr-defined]
+        profile_ = agent.profile
+        answer = agent.call(
+            "verify",
+            {
+                "profile": {"name": profile_.name, "home_dir": str(profile_.home_dir),
+                            "cache_dir": str(profile_.cache_dir)},
+                "paths": paths,
+                "rows": encode_rows(rows),
+            },
+        )
+        return [Finding(**{k: v for k, v in f.items() if k != "ok"}) for f in answer]
 
     def unregistered_notice(self) -> str | None:
         """Once per command: the downloads it saw complete while Blackfish had no model table."""

@@ -13,17 +13,20 @@ import base64
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds, validate
 from ..backends.base import Observation
 from ..errors import BadInput, ConfigError
 from ..states import COMPLETED
 from ..store import JobRow
+
+if TYPE_CHECKING:
+    from ..verify import Finding
 
 
 def decode_rows(raw: Any) -> list[JobRow]:
@@ -49,6 +52,7 @@ def serve(op: str, args: Any) -> Any:
         "cancel": cancel,
         "in_place": in_place,
         "read_log": read_log,
+        "verify": verify,
     }
     if op not in ops or not isinstance(args, dict):
         raise BadInput(f"unknown request {op!r}")
@@ -122,7 +126,6 @@ def submit(args: dict[str, Any]) -> dict[str, Any]:
 def _outcome(outcome: Any) -> dict[str, Any] | None:
     from ..backends.remote import encode_rows
     from ..specs import AlreadyPresent
-    from ..store import JobRow
 
     if outcome is None:
         return None
@@ -246,3 +249,34 @@ def read_log(args: dict[str, Any]) -> str | None:
         raise BadInput("malformed log request")
     data = _slurm().read_log(row, stream, offset)
     return None if data is None else base64.b64encode(data).decode()
+
+
+def check_artefacts(profile: config.Profile | None, paths: Sequence[str], rows: Sequence[JobRow]) -> list[Finding]:
+    """``bfjobs verify``'s findings, here: each path (an artefact, or a folder of them, inside the
+    profile's two caches), then each job's artefact (as its kind checks it)."""
+    from .. import layout
+    from .. import verify as checks
+
+    findings = []
+    if paths:
+        assert profile is not None
+        bases = [profile.cache_dir, profile.home_dir]
+        images = [layout.images_dir(b).resolve() for b in bases]
+        models = [layout.models_dir(b).resolve() for b in bases]
+        for ref in paths:
+            for artefact in checks.artefacts(checks.cache_path(ref, images, models), images, models):
+                findings.append(checks.verify_path(artefact))
+    for row in rows:
+        finding = kinds.get(row.kind).verify(row)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def verify(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`check_artefacts` on this cluster, for a laptop's ``verify``."""
+    paths = args.get("paths")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadInput("malformed paths in a verify request")
+    profile = _profile(args.get("profile")) if paths else None
+    return [f.to_json() for f in check_artefacts(profile, paths, decode_rows(args.get("rows")))]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds
-from ..errors import ConnectionLost
+from ..backends.remote import one_line
+from ..errors import ConnectionLost, MalformedAnswer
 from ..specs import AlreadyPresent, JobSpec
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def request_args(
     """What the cluster needs to rebuild ``specs``: the profile's folders, the entries, the kind's
     options and the user's settings (their file's and flags' values)."""
     spec = specs[0]
-    resolved = kinds.resolve_settings(spec.profile.name, spec.kind, flags=flags)
+    resolved = kinds.resolve_settings(spec.profile.name, spec.kind, flags=flags, remote=True)
     shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if v is not None}
     return {
         "profile": {
@@ -88,7 +89,29 @@ def _lost_row(spec: JobSpec, job_id: str, siblings: list[str], why: str) -> JobR
 
 
 def _present(raw: dict[str, Any]) -> AlreadyPresent:
-    return AlreadyPresent(**{**raw, "path": Path(raw["path"])})
+    fields = {k: raw.get(k) for k in ("kind", "path", "profile", "commit", "where", "ref")}
+    if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["path"]:
+        raise TypeError("present")
+    return AlreadyPresent(**{**{k: v for k, v in fields.items() if v is not None}, "path": Path(fields["path"])})
+
+
+def _outcome(raw: dict[str, Any], job_id: str, spec: JobSpec) -> AlreadyPresent | JobRow:
+    """One entry of the cluster's answer to a submission: present, or the job it submitted (which
+    must be the job asked for: its id, kind, a Slurm id)."""
+    from ..backends.remote import SLURM_ID
+    from .cluster import decode_rows
+
+    if "present" in raw:
+        return _present(raw["present"])
+    [row] = decode_rows([raw["row"]])
+    if row.id != job_id or row.kind != spec.kind or not SLURM_ID.fullmatch(str(row.native_id)):
+        raise ValueError("not the job asked for")
+    if not all(isinstance(v, str) for v in (row.folder, row.target, row.state)) or not isinstance(row.request, dict):
+        raise TypeError("row")
+    row.backend = "remote"
+    row.profile = spec.profile.name
+    row.reason = None if row.reason is None else one_line(str(row.reason))
+    return row
 
 
 def _not_in_flight(
@@ -113,35 +136,36 @@ def submit(
 ) -> list[Outcome]:
     """Submit on the cluster what is not in flight here; store the rows it answers with."""
     from . import submission
-    from .cluster import decode_rows
 
     outcomes, todo = _not_in_flight(db, specs, backends)
     if todo:
         db.migrate()  # fail on a bad database before anything is submitted
         ids = [submission.new_id() for _ in todo]
         sent = {**args, "entries": [args["entries"][i] for i in todo], "ids": ids}
+        agent = _backend(backends, specs[0]).agent(specs[0].profile.name)
         try:
-            answer = _backend(backends, specs[0]).agent(specs[0].profile.name).call("submit", sent)
-        except ConnectionLost as exc:
+            answer = agent.call("submit", sent)
+            with agent.reading("submit"):
+                notes = [one_line(str(line)) for line in answer["notes"]]
+                got = [
+                    _outcome(raw, job_id, specs[i])
+                    for i, job_id, raw in zip(todo, ids, answer["outcomes"], strict=True)
+                ]
+        except (ConnectionLost, MalformedAnswer) as exc:
             siblings = ids if args["many"] else []
             lost = [_lost_row(specs[i], job_id, siblings, str(exc)) for i, job_id in zip(todo, ids, strict=True)]
             db.insert_many(lost)
-            raise ConnectionLost(
+            raise type(exc)(
                 f"{exc}; the cluster may have submitted job(s) {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}: "
                 "`bfjobs status` asks it what became of them (nothing is submitted twice)"
             ) from None
-        for line in answer["notes"]:
+        for line in notes:
             note(line)
         rows: list[JobRow] = []
-        for index, raw in zip(todo, answer["outcomes"], strict=True):
-            if "present" in raw:
-                outcomes[index] = _present(raw["present"])
-            else:
-                [row] = decode_rows([raw["row"]])
-                row.backend = "remote"
-                row.profile = specs[0].profile.name
-                rows.append(row)
-                outcomes[index] = row
+        for index, outcome in zip(todo, got, strict=True):
+            outcomes[index] = outcome
+            if not isinstance(outcome, AlreadyPresent):
+                rows.append(outcome)
         db.insert_many(rows)
     return [o for o in outcomes if o is not None]
 
@@ -158,10 +182,16 @@ def render(
     if not todo:
         return outcomes, None
     sent = {**args, "entries": [args["entries"][i] for i in todo], "render": True}
-    answer = _backend(backends, specs[0]).agent(specs[0].profile.name).call("submit", sent)
-    for line in answer["notes"]:
+    agent = _backend(backends, specs[0]).agent(specs[0].profile.name)
+    answer = agent.call("submit", sent)
+    with agent.reading("render"):
+        notes = [one_line(str(line)) for line in answer["notes"]]
+        for index, raw in zip(todo, answer["outcomes"], strict=True):
+            if raw is not None and "present" in raw:
+                outcomes[index] = _present(raw["present"])
+        script = answer["script"]
+        if script is not None and not isinstance(script, str):
+            raise TypeError("script")
+    for line in notes:
         note(line)
-    for index, raw in zip(todo, answer["outcomes"], strict=True):
-        if raw is not None and "present" in raw:
-            outcomes[index] = _present(raw["present"])
-    return outcomes, answer["script"]
+    return outcomes, script

@@ -14,17 +14,19 @@ is one line ``BFJOBS-AGENT-ANSWER <json>``; whatever a login shell prints before
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import selectors
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import errors
-from ..errors import ClusterError, ConnectionLost, RemoteUnreachable
+from ..errors import ClusterError, ConnectionLost, MalformedAnswer, RemoteUnreachable
 from ..states import State
 from . import ssh
 from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
@@ -111,11 +113,27 @@ class Agent:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        answer = json.loads(line[len(ANSWER) + 1 :])
+        try:
+            answer = json.loads(line[len(ANSWER) + 1 :])
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not ("ok" in answer or isinstance(answer.get("error"), str)):
+            raise MalformedAnswer(f"profile {self.profile.name!r}: {self.target.host} answered with no bfjobs answer")
         if "error" in answer:
             kind = _TYPES.get(str(answer.get("type")), ClusterError)
-            raise kind(f"on {self.target.host}: {answer['error']}")
+            raise kind(f"on {self.target.host}: {one_line(answer['error'])}")
         return answer["ok"]
+
+    @contextlib.contextmanager
+    def reading(self, op: str) -> Iterator[None]:
+        """Around the reading of an answer: a malformed one (a cluster's answer is input too) is one
+        line, not a traceback."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, errors.BadInput):
+            raise MalformedAnswer(
+                f"profile {self.profile.name!r}: {self.target.host} answered {op!r} with something malformed"
+            ) from None
 
     def _not_started(self, proc: subprocess.Popen[bytes], reader: _Lines) -> Exception:
         status = _finish(proc)
@@ -150,6 +168,11 @@ class Agent:
         return ConnectionLost(
             f"profile {self.profile.name!r}: the connection to {self.target.host} broke {when}: {last}"
         )
+
+
+def one_line(text: str) -> str:
+    """A cluster's message as one line of printable text (it reaches the user's terminal)."""
+    return "".join(c if c.isprintable() else " " for c in " ".join(text.split()))[:1000]
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> int | None:
@@ -224,17 +247,33 @@ def encode_observation(obs: Observation) -> dict[str, Any]:
     return {k: v for k, v in obs._asdict().items() if v not in (None, False) or k == "known"}
 
 
+SLURM_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
+
+
+def _text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("not text")
+    return None if value is None else one_line(value)
+
+
 def decode_observation(raw: dict[str, Any]) -> Observation:
+    """An observation as the cluster sent it, each field checked (TypeError/ValueError if not)."""
+    result = raw.get("result")
+    if result is not None and not isinstance(result, dict):
+        raise TypeError("result")
+    native = raw.get("native_id")
+    if native is not None and not (isinstance(native, str) and SLURM_ID.fullmatch(native)):
+        raise ValueError("native_id")
     return Observation(
         state=State(raw["state"]),
-        node=raw.get("node"),
-        reason=raw.get("reason"),
-        result=raw.get("result"),
+        node=_text(raw.get("node")),
+        reason=_text(raw.get("reason")),
+        result=result,
         known=bool(raw.get("known", True)),
         gone=bool(raw.get("gone")),
         touch=bool(raw.get("touch")),
-        native_id=raw.get("native_id"),
-        folder=raw.get("folder"),
+        native_id=native,
+        folder=_text(raw.get("folder")),
     )
 
 
@@ -263,7 +302,7 @@ class RemoteBackend(Backend):
             profile = config.load_profile(profile_name, check_dirs=False)
             if not profile.remote:
                 raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
-            python = config.resolve_settings(profile_name, "", kinds={}).settings.remote_python
+            python = config.resolve_settings(profile_name, "", kinds={}, remote=True).settings.remote_python
             found = self._agents[profile_name] = Agent(profile, python)
         return found
 
@@ -284,33 +323,43 @@ class RemoteBackend(Backend):
             except (ClusterError, errors.BadInput) as exc:
                 done.problems.append(f"cannot ask the cluster of profile {profile!r} about {len(group)} job(s): {exc}")
                 continue
-            for job_id, raw in answer["observed"].items():
-                done.observed[job_id] = decode_observation(raw)
-            done.problems += [f"on {self.agent(profile).target.host}: {p}" for p in answer["problems"]]
-            done.reason_seen |= set(answer["reason_seen"])
-            self.in_place.update(answer["in_place"])
+            agent = self.agent(profile)
+            known = {r.id for r in group}
+            with agent.reading("survey"):
+                observed = {k: decode_observation(v) for k, v in answer["observed"].items() if k in known}
+                problems = [f"on {agent.target.host}: {one_line(str(p))}" for p in answer["problems"]]
+                seen = {str(i) for i in answer["reason_seen"]} & known
+                in_place = {str(k): bool(v) for k, v in answer["in_place"].items() if k in known}
+            done.observed.update(observed)
+            done.problems += problems
+            done.reason_seen |= seen
+            self.in_place.update(in_place)
         return done
 
     def cancel(self, rows: Sequence[JobRow], *, grace_s: float = 20.0) -> CancelRequest:
         done = CancelRequest()
         for profile, group in _by_profile(rows).items():
-            answer = self.agent(profile).call("cancel", {"rows": encode_rows(group)})
-            done.refused.update(answer["refused"])
+            agent = self.agent(profile)
+            answer = agent.call("cancel", {"rows": encode_rows(group)})
+            with agent.reading("cancel"):
+                done.refused.update({str(k): one_line(str(v)) for k, v in answer["refused"].items()})
         return done
 
     def artefact_in_place(self, row: JobRow) -> bool:
         if row.id not in self.in_place:
-            answer = self.agent(row.profile).call("in_place", {"rows": encode_rows([row])})
-            self.in_place.update(answer)
+            agent = self.agent(row.profile)
+            answer = agent.call("in_place", {"rows": encode_rows([row])})
+            with agent.reading("in_place"):
+                self.in_place[row.id] = bool(answer[row.id])
         return self.in_place[row.id]
 
     def read_log(self, row: JobRow, stream: str, offset: int) -> bytes | None:
         import base64
 
-        answer = self.agent(row.profile).call(
-            "read_log", {"rows": encode_rows([row]), "stream": stream, "offset": offset}
-        )
-        return None if answer is None else base64.b64decode(answer)
+        agent = self.agent(row.profile)
+        answer = agent.call("read_log", {"rows": encode_rows([row]), "stream": stream, "offset": offset})
+        with agent.reading("read_log"):
+            return None if answer is None else base64.b64decode(answer, validate=True)
 
 
 def _by_profile(rows: Sequence[JobRow]) -> dict[str, list[JobRow]]:

@@ -75,13 +75,14 @@ def resolve_settings(
     *,
     flags: Mapping[str, Any] | None = None,
     user_layers: Sequence[tuple[str, dict[str, Any]]] | None = None,
+    remote: bool = False,
 ) -> Resolved:
     """:func:`config.resolve_settings` for ``kind``: the settings, where each came from, and
     ``flags`` (validated command-line values) on top."""
     from .. import config
 
     return config.resolve_settings(
-        profile, get(kind).name, home, kinds=defaults(), flags=flags, user_layers=user_layers
+        profile, get(kind).name, home, kinds=defaults(), flags=flags, user_layers=user_layers, remote=remote
     )
 
 

@@ -82,6 +82,13 @@ class Laptop:
         text = f'[profiles.cluster]\nremote_python = "{python}"\napptainer = "{apptainer}"\n' + "\n".join(lines)
         (self.app / "bfjobs.toml").write_text(text + "\n")
 
+    def write_list(self, name: str, entries: list[str]) -> Path:
+        """A ``--from-file`` list in the laptop's app dir, the laptop user's."""
+        path = self.app / name
+        path.write_text("\n".join(entries) + "\n")
+        shutil.chown(path, LAPTOP, LAPTOP)
+        return path
+
     def env(self, **extra: str) -> dict[str, str]:
         return {
             "PATH": str(self.bin),  # ssh only: the laptop has no Slurm (nor anything else) on PATH

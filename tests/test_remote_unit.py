@@ -1,0 +1,89 @@
+"""The remote backend's parts that need no cluster: quoting, which host is this one, the control
+folder, and the time limits of a call (an ``ssh`` stand-in plays a login that hangs and an agent
+that never answers: failure modes a real sshd does not produce on demand; the real path is
+tests/test_remote.py)."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import stat
+
+import pytest
+
+from blackfish_jobs import config
+from blackfish_jobs.backends import remote, ssh
+from blackfish_jobs.errors import ConfigError, ConnectionLost, RemoteUnreachable
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "LOCALHOST", socket.gethostname()])
+def test_these_hosts_are_this_machine(host):
+    assert config.is_this_host(host)
+
+
+@pytest.mark.parametrize("host", ["della.princeton.edu", "bfcluster", "10.0.0.1", "localhost.example.org"])
+def test_other_hosts_are_remote(host):
+    assert not config.is_this_host(host)
+
+
+@pytest.mark.parametrize("word", ["a b", "$(touch /tmp/x)", "`id`", "x;y", "'", '"', "a\nb", "--", "~", "*"])
+def test_every_remote_word_reaches_the_remote_shell_as_one_word(word):
+    line = ssh.remote_line(["python3", word, "-m", "x"])
+    assert shlex.split(line) == ["python3", word, "-m", "x"]
+
+
+def test_the_control_folder_must_be_private_and_ours(tmp_path, monkeypatch):
+    folder = tmp_path / "cm"
+    monkeypatch.setenv("BFJOBS_SSH_CONTROL_DIR", str(folder))
+    assert ssh.control_dir() == folder and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.chmod(0o777)
+    with pytest.raises(ConfigError, match="not a private folder of yours"):
+        ssh.control_dir()
+    folder.rmdir()
+    folder.symlink_to(tmp_path)  # planted by someone else in /tmp
+    with pytest.raises(ConfigError, match="not a private folder of yours"):
+        ssh.control_dir()
+
+
+def _agent(tmp_path, monkeypatch, script: str) -> remote.Agent:
+    fake = tmp_path / "ssh"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BFJOBS_SSH", str(fake))
+    monkeypatch.setenv("BFJOBS_SSH_CONTROL_DIR", str(tmp_path / "cm"))
+    profile = config.Profile("della", "slurm", tmp_path, tmp_path, host="della.example.org", user="alice")
+    return remote.Agent(profile, "python3")
+
+
+def test_a_login_that_hangs_is_one_line_within_the_time_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "READY_TIMEOUT_S", 1.0)
+    agent = _agent(tmp_path, monkeypatch, "exec sleep 600")
+    with pytest.raises(RemoteUnreachable, match="did not start bfjobs within 1 s"):
+        agent.call("survey", {})
+
+
+def test_an_agent_that_never_answers_is_a_lost_connection(tmp_path, monkeypatch):
+    agent = _agent(tmp_path, monkeypatch, 'echo "BFJOBS-AGENT 1 0.1.0"; exec sleep 600')
+    with pytest.raises(ConnectionLost, match="broke before it answered"):
+        agent.call("survey", {}, timeout=1.0)
+
+
+def test_the_ssh_command_line_never_lets_a_word_become_an_option(tmp_path, monkeypatch):
+    log = tmp_path / "argv"
+    agent = _agent(tmp_path, monkeypatch, f'printf "%s\\n" "$@" > {log}; exit 255')
+    with pytest.raises(RemoteUnreachable):
+        agent.call("survey", {})
+    argv = log.read_text().splitlines()
+    assert argv[argv.index("--") + 1] == "della.example.org"  # the host after "--"
+    for option in ("StrictHostKeyChecking=yes", "ControlMaster=auto", "ConnectTimeout=15", "RequestTTY=no"):
+        assert option in argv
+    assert "BatchMode=yes" not in argv  # it breaks keyboard-interactive and Kerberos logins
+    assert f"ControlPath={tmp_path / 'cm'}/%C" in argv
+
+
+def test_the_default_control_path_fits_macos_socket_limit(monkeypatch):
+    from blackfish_jobs import constants
+
+    monkeypatch.delenv("BFJOBS_SSH_CONTROL_DIR", raising=False)
+    socket_path = f"{constants.ssh_control_dir()}/{'x' * 40}"  # %C: a 40-digit hash
+    assert len(socket_path) < 104
