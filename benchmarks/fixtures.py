@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STUB_BIN = REPO / "tests" / "bin"
@@ -101,8 +102,9 @@ def migrated_db(path: Path) -> str:
     return url
 
 
-def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str]) -> None:
-    """One PENDING bfjobs row per held Slurm job, as ``bfjobs submit`` would have recorded it."""
+def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str], **columns: Any) -> None:
+    """One PENDING bfjobs row per held Slurm job, as ``bfjobs submit`` would have recorded it
+    (``columns``: e.g. ``backend="remote", profile="cluster"`` for a remote profile's jobs)."""
     from blackfish_jobs import store as bdb
 
     sys.path.insert(0, str(TESTS))
@@ -113,7 +115,8 @@ def insert_live_jobs(url: str, folder: Path, slurm_ids: list[str]) -> None:
         job_row(i, id=f"live{i:08x}", native_id=sid, folder=str(folder / f"live{i:08x}"),
                 target=f"{folder}/images/tool{i}_1.0.sif",
                 request={"uri": f"docker://ghcr.io/lab/tool{i}:1.0", "dest_dir": f"{folder}/images",
-                         "filename": f"tool{i}_1.0.sif", "apptainer": "apptainer", "force": False})
+                         "filename": f"tool{i}_1.0.sif", "apptainer": "apptainer", "force": False},
+                **columns)
         for i, sid in enumerate(slurm_ids)
     ]
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,6 +193,7 @@ class HeldJobs:
 
     name: str
     ids: list[str] = field(default_factory=list)
+    user: str | None = None  # submit as this local user (runuser), else as the caller
 
     def submit(self, count: int) -> None:
         """``sbatch --hold --wrap true`` ``count`` times (a few ms each on a local controller).
@@ -199,6 +203,8 @@ class HeldJobs:
         """
         argv = ["sbatch", "--hold", "--parsable", "--job-name", self.name, "-o", "/dev/null", "-e", "/dev/null",
                 "--time", "00:01:00", "--mem", "10M", "--wrap", "true"]
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
         for _ in range(count):
             out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
             self.ids.append(out.strip().split(";")[0])
@@ -300,3 +306,96 @@ def local_hub(shards: int, shard_mib: float) -> Iterator[Hub]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- a remote profile
+
+
+def remote_problem() -> str | None:
+    """None when the test sshd and its users (scripts/test-site.sh, scripts/sshd-up.sh) are here."""
+    if os.geteuid() != 0:
+        return "needs root (it runs bfjobs as the test's laptop user)"
+    sys.path.insert(0, str(TESTS))
+    from support.remote import SSHD_DIR
+
+    try:
+        os.kill(int((SSHD_DIR / "sshd.pid").read_text()), 0)
+    except (OSError, ValueError):
+        return "the test sshd is not running (scripts/test-site.sh starts it)"
+    if not (REPO / ".cache" / "wheelhouse" / ".complete").exists():
+        return "no wheelhouse (scripts/test-site.sh builds it)"
+    return None
+
+
+@dataclass
+class RemoteSite:
+    """A laptop user and a cluster user of the test sshd, bfjobs installed as a site would (one
+    venv readable by both), a remote profile ``cluster``, the laptop's DB."""
+
+    laptop_dir: Any  # support.remote.Laptop
+    env: dict[str, str]
+    cluster_user: str
+
+    def laptop(self, args: list[str]) -> list[str]:
+        """``bfjobs ARGS`` as the laptop user."""
+        from support.install import RUNUSER
+
+        made = self.laptop_dir
+        return [RUNUSER, "-u", "bflaptop", "--", "env", *[f"{k}={v}" for k, v in made.env().items()],
+                str(made.laptop_install.prefix / "bin" / "bfjobs"), *args]
+
+    def jobs(self, ids: list[str]) -> None:
+        """One PENDING remote-profile row per held job in the laptop's DB (amid 10,000 finished ones)."""
+        made = self.laptop_dir
+        url = make_jobs_db(made.app / "app.sqlite", 10_000)
+        insert_live_jobs(url, made.home_dir / "jobs" / "bfjobs", ids, backend="remote", profile="cluster",
+                         user=self.cluster_user)
+        subprocess.run(["chown", "-R", "bflaptop:bflaptop", str(made.app)], check=True)
+
+    def round_trips(self, argv: Any) -> int:
+        """ssh invocations of one run of ``argv()`` (a laptop command)."""
+        before = self.laptop_dir.ssh_calls()
+        subprocess.run(argv(), env=self.env, capture_output=True, check=True, timeout=600)
+        return self.laptop_dir.ssh_calls() - before
+
+    def raw_sacct(self, ids: list[str]) -> list[str]:
+        """The ``sacct`` the cluster's bfjobs runs for these jobs, run over ssh through the same master."""
+        from blackfish_jobs.backends import slurmcli, slurmcmd
+        from blackfish_jobs.store import Database
+
+        made = self.laptop_dir
+        database = Database(f"sqlite:///{made.app / 'app.sqlite'}")
+        rows = database.unfinished()
+        database.close()
+        argv: list[str] = []
+
+        def record(call: list[str]) -> str:
+            argv.extend(call)
+            return ""
+
+        slurmcli.sacct([r.native_id or "" for r in rows], slurmcmd.sacct_since(r.submitted_at for r in rows), record)
+        from support.install import RUNUSER
+
+        from blackfish_jobs.backends.ssh import remote_line
+
+        options = ["-o", f"ControlPath={made.control}/%C", "-o", "ControlMaster=auto", "-o", "ControlPersist=300"]
+        line = remote_line(["env", "SLURM_TIME_FORMAT=%s", *argv])  # as bfjobs' runner calls it
+        return [RUNUSER, "-u", "bflaptop", "--", "/usr/bin/ssh", *options, "-l", "bfcluster", "--", "bfcluster", line]
+
+
+@contextlib.contextmanager
+def remote_site(folder: Path) -> Iterator[RemoteSite]:
+    """Two installs (the laptop's and the cluster user's, as tests/test_remote.py makes them)."""
+    sys.path.insert(0, str(TESTS))
+    from support.install import install_site
+    from support.remote import CLUSTER, Laptop
+
+    laptop_install = install_site()
+    cluster_install = install_site()
+    made = Laptop(laptop_install, cluster_install)
+    try:
+        yield RemoteSite(made, {"PATH": "/usr/bin:/bin"}, CLUSTER)
+    finally:
+        made.close()
+        shutil.rmtree(laptop_install.root, ignore_errors=True)
+        shutil.rmtree(cluster_install.root, ignore_errors=True)

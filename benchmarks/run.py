@@ -424,6 +424,41 @@ def bench_status(ctx: Context) -> list[Row]:
     return [row, tty]
 
 
+def bench_remote(ctx: Context) -> list[Row]:
+    """``bfjobs status`` of a remote profile's live jobs from the laptop user, over the test sshd
+    (scripts/sshd-up.sh), against the raw ``sacct`` of those jobs through the same ssh master; ssh
+    round trips counted per command (through an ``ssh`` on PATH that logs its invocations)."""
+    n = ctx.sizes.live_jobs
+    title = f"bfjobs status, remote profile ({n:,} live jobs, over ssh) vs ssh HOST sacct (same master)"
+    target = "1 round trip; bfjobs' share on both ends <= 0.1 s"
+    problem = ctx.slurm_problem or fixtures.remote_problem()
+    if problem:
+        return [Row("remote-status", title, target=target, status="skipped", note=problem)]
+    with fixtures.remote_site(ctx.tmp / "remote") as site:
+        held = fixtures.HeldJobs(f"bfjobs-bench-remote-{os.getpid()}", user=site.cluster_user)
+        try:
+            held.submit(n)
+            held.wait_accounted(timeout=max(90.0, n / 50))
+            site.jobs(held.ids)
+            status = site.laptop(["status", "--json"])
+            calls = {"status": site.round_trips(lambda: site.laptop(["status"])),
+                     "list": site.round_trips(lambda: site.laptop(["list"]))}
+            jobs = json_jobs(run_checked(status, site.env).stdout)
+            if len(jobs) != n or {j["state"] for j in jobs} != {"PENDING"}:
+                raise BenchError(f"remote status --json gave {len(jobs)} jobs, want {n} PENDING ones")
+            raw = command(site.raw_sacct(held.ids), site.env)
+            times = interleave({"raw": raw, "status": command(site.laptop(["status"]), site.env)}, ctx.sizes.rounds)
+        finally:
+            held.cancel()
+    row = Row("remote-status", title, Sample("bfjobs status (remote)", times["status"]),
+              Sample("ssh HOST sacct (same argv)", times["raw"]), paired_ratio(times["status"], times["raw"]), target)
+    share = row.candidate.median - row.baseline.median  # type: ignore[union-attr]
+    row.met = calls["status"] == 1 and share <= 0.1
+    row.extra = {"round_trips": calls, "bfjobs_share_s": share}
+    row.note = "both as the laptop user through runuser; round trips counted in separate runs"
+    return [row]
+
+
 def bench_lookup(ctx: Context) -> list[Row]:
     """"Is repo@revision cached?": ``layout.find_snapshot`` (per call) vs ``huggingface_hub.scan_cache_dir``."""
     from huggingface_hub import scan_cache_dir
@@ -822,8 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (keeps the suite working)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--only", action="append", metavar="GROUP",
-                        choices=("startup", "help", "list", "status", "lookup", "download", "from-file"),
-                        help="run only these groups (repeatable; help = startup)")
+                        choices=("startup", "help", "list", "status", "lookup", "download", "from-file", "remote"),
+                        help="run only these groups (repeatable; help = startup; remote: not by default)")
     parser.add_argument("--no-byte-compile", action="store_true",
                         help="measure bfjobs without bytecode (removes blackfish_jobs/__pycache__ first)")
     parser.add_argument("--no-cluster-start", action="store_true",
@@ -866,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
 
         step("bytecode", lambda: byte_compile(not args.no_byte_compile))
         # Slurm first: accounting catches up with 1,000 new jobs while the rest is built.
-        if "status" in groups or "from-file" in groups:
+        if groups & {"status", "from-file", "remote"}:
             ctx.slurm_problem = step("slurm check", lambda: fixtures.slurm_up(start=not args.no_cluster_start))
             if ctx.slurm_problem is None and "status" in groups:
                 ctx.held = fixtures.HeldJobs(f"bfjobs-bench-{os.getpid()}")
@@ -885,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, Callable[[Context], list[Row]], str]] = [
             ("startup", bench_startup, "help"), ("list", bench_list, "list"), ("status", bench_status, "status"),
             ("lookup", bench_lookup, "cache-lookup"), ("download", bench_download, "download"),
-            ("from-file", bench_from_file, "pulls-from-file"),
+            ("from-file", bench_from_file, "pulls-from-file"), ("remote", bench_remote, "remote-status"),
         ]
         for group, bench, name in plan:
             if group not in groups:

@@ -56,7 +56,8 @@ def is_this_host(host: str) -> bool:
     import socket
 
     name = socket.gethostname()
-    return host.lower() in {"localhost", "127.0.0.1", "::1", name.lower(), name.split(".")[0].lower()}
+    bare = host.lower().removeprefix("[").removesuffix("]")  # "[::1]", as ssh and URLs write IPv6
+    return bare in {"localhost", "127.0.0.1", "::1", name.lower(), name.split(".")[0].lower()}
 
 
 #: The profiles ``--profile`` names when there is no ``profiles.cfg``.
@@ -544,6 +545,22 @@ def _resolve(
     for key in _SETTING_KEYS - set(sources):
         sources[key] = "default"
     return Resolved(JobSettings(**merged), sources, fixed)
+
+
+def profile_value(profile: str, key: str, home: Path | None = None) -> Any:
+    """One setting for ``profile`` where no kind is known (below the kinds' layer: ``remote_python``
+    for the remote backend): the files' ``[defaults]`` and ``[profiles.P]`` tables, kinds' sub-tables
+    taken as such (each command that knows the kinds checks them)."""
+    tables: set[str] = set()
+    for path, site in ((constants.site_config_path(), True), (settings_path(home), False)):
+        data = _read_toml(path, site=site) if path.is_file() else {}
+        profiles = data.get("profiles", {})
+        candidates = [data.get("defaults")] + (list(profiles.values()) if isinstance(profiles, dict) else [])
+        for table in candidates:
+            if isinstance(table, dict):
+                tables |= {k for k, v in table.items() if isinstance(v, dict) and k not in _SETTING_KEYS}
+    resolved = resolve_settings(profile, "", home, kinds={name: {} for name in tables}, remote=True)
+    return getattr(resolved.settings, key)
 
 
 def sent_layers(resolved: Resolved, site_path: Path | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -70,9 +70,11 @@ usermod -p '*' "$CLUSTER_USER"  # no password, but not locked: sshd without PAM 
 
 laptop_home=$(user_home "$LAPTOP_USER")
 install -d -m 700 -o "$LAPTOP_USER" -g "$LAPTOP_USER" "$laptop_home/.ssh"
-if [[ ! -e $laptop_home/.ssh/id_ed25519 ]]; then
-    runuser -u "$LAPTOP_USER" -- ssh-keygen -q -t ed25519 -N '' -C "$LAPTOP_USER@laptop" -f "$laptop_home/.ssh/id_ed25519"
-fi
+for key in id_ed25519 id_other; do
+    if [[ ! -e $laptop_home/.ssh/$key ]]; then
+        runuser -u "$LAPTOP_USER" -- ssh-keygen -q -t ed25519 -N '' -C "$LAPTOP_USER@laptop" -f "$laptop_home/.ssh/$key"
+    fi
+done
 cat >"$laptop_home/.ssh/config" <<CONF
 # written by scripts/sshd-up.sh: the cluster, as a researcher's ~/.ssh/config names it
 Host $ALIAS
@@ -90,6 +92,14 @@ Host $ALIAS-wrongkey
     IdentityFile ~/.ssh/id_ed25519
     IdentitiesOnly yes
     UserKnownHostsFile ~/.ssh/known_hosts_wrongkey
+
+# the same cluster with a key it does not know (not in bfcluster's authorized_keys)
+Host $ALIAS-otherkey
+    HostName 127.0.0.1
+    Port $PORT
+    User $CLUSTER_USER
+    IdentityFile ~/.ssh/id_other
+    IdentitiesOnly yes
 
 # the same cluster while its login node is down (nothing listens on port 1)
 Host $ALIAS-down

@@ -675,6 +675,40 @@ PROFILE_VALUES = {
 }
 
 
+def _goes_over_ssh(sb: Sandbox, host: str) -> bool:
+    """An accepted host that is not this machine makes the profile remote: ``render`` then asks the
+    cluster over ssh (a stand-in here, which fails as an unreachable host does). The host must
+    reach ssh as exactly one word, after ``--``, and the failure be one line."""
+    import tempfile
+
+    from blackfish_jobs import config
+    from blackfish_jobs.errors import BfjobsError
+
+    try:
+        remote = config.load_profile("hpc", sb.app).remote
+    except BfjobsError:
+        return False  # refused: attempt() checks that render and submit refuse it alike
+    if not remote:
+        return False
+    outside = Path(tempfile.mkdtemp(prefix="bfjobs-ssh-stub-"))  # not in the sandbox's tree
+    log = outside / "ssh-argv"
+    stub = outside / "ssh-stub"
+    stub.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(log))}\necho "ssh: unreachable" >&2\nexit 255\n'
+    )
+    stub.chmod(0o755)
+    before = sb.tree()
+    done = sb.invoke("render", "pull-image", "--", DEFAULT_URI, env={"BFJOBS_SSH": str(stub),
+                                                                      "BFJOBS_SSH_CONTROL_DIR": str(outside / "cm")})
+    assert done.exit_code == 1 and len(done.output.strip().splitlines()) == 1, done.output
+    assert "profile 'hpc'" in done.output and "ssh: unreachable" in done.output, done.output
+    argv = log.read_text().split("\n")
+    shutil.rmtree(outside)
+    assert argv[argv.index("--") + 1] == host, argv
+    assert sb.tree() == before, "render of a remote profile wrote something here"
+    return True
+
+
 def blackfish_reading(path: Path) -> tuple[str, dict[str, str]] | None:
     """The section Blackfish would pick and its values, read as Blackfish reads the file (or None)."""
     parser = configparser.ConfigParser()
@@ -713,6 +747,8 @@ def test_profiles_cfg_fields(sb: Sandbox, key: str, data: st.DataObject) -> None
     path.write_text(text, encoding="utf-8")
     reading = blackfish_reading(path)
     names = ["profiles.cfg", "[hpc]", key]
+    if key == "host" and _goes_over_ssh(sb, value):
+        return
     outcome = attempt(sb, "pull-image", ["--", DEFAULT_URI], names, submit=False)
     if value in bases:
         assert outcome is not None, f"a valid {key} was refused: {value!r}"
@@ -776,6 +812,7 @@ TOML_SETTINGS: dict[str, tuple[str, list[Any]]] = {
     "max_workers": ("int", [1, 8, 64]),
     "max_parallel": ("int", [1, 10, 10000]),
     "shared_group": ("str", [grp.getgrgid(os.getgid()).gr_name]),  # a group this user is in (others: refused)
+    "remote_python": ("str", ["python3", "/opt/bfjobs/bin/python", "python3.11"]),  # a remote profile's only
 }
 SBATCH_FLAGS = {"partition": "partition", "qos": "qos", "account": "account", "time": "time", "mem": "mem",
                 "cpus_per_task": "cpus-per-task", "constraint": "constraint"}

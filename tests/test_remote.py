@@ -63,6 +63,10 @@ def test_pull_image_from_the_laptop_lands_in_the_clusters_cache(laptop: Laptop):
     assert logs.returncode == 0 and "Creating SIF file" in logs.stdout, logs.stderr
     again = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
     assert again.returncode == 0 and f"already present: {sif}" in again.stdout, again.stderr
+    shared = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--wait", "--json")
+    assert shared.returncode == 0, shared.stderr  # the cluster user keeps this cache: --to shared (the default)
+    assert as_job(shared)["target"] == str(laptop.cache_dir / "images" / "alpine_3.20.sif")
+    assert (laptop.cache_dir / "images" / "alpine_3.20.sif").is_file()
 
 
 def test_render_shows_what_the_cluster_would_submit(laptop: Laptop):
@@ -108,12 +112,16 @@ def test_cancel_from_the_laptop(laptop: Laptop):
     assert not (laptop.home_dir / "images" / "alpine_3.19.sif").exists()
 
 
-def test_a_wrong_host_key_is_one_line_and_nothing_is_recorded(laptop: Laptop):
-    laptop.write_profiles(host="bfcluster-wrongkey")
+@pytest.mark.parametrize(
+    ("host", "expect"),
+    [("bfcluster-wrongkey", "its host key is unknown or has CHANGED"), ("bfcluster-otherkey", "the login was refused")],
+)
+def test_a_wrong_host_key_or_login_key_is_one_line_and_nothing_is_recorded(laptop: Laptop, host, expect):
+    laptop.write_profiles(host=host)
     done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
-    assert "profile 'cluster'" in line and "host key" in line and "bfcluster-wrongkey" in line, line
+    assert "profile 'cluster'" in line and expect in line and host in line, line
     assert "Traceback" not in done.stderr
     assert laptop.bfjobs("list", "--json").stdout.count('"id"') == 0
 
@@ -181,20 +189,25 @@ def test_a_download_registers_in_the_laptops_blackfish_table(laptop: Laptop, hub
     db = create_blackfish_db(laptop.app / "app.sqlite")
     shutil.chown(db, "bflaptop", "bflaptop")
     laptop.write_settings(f'hf_endpoint = "{hub.url}"')
-    done = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster", "--to", "home",
+    done = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster", "--to", "shared",
                          "--wait", "--json")
     assert done.returncode == 0, done.stderr
     job = as_job(done)
-    repo = laptop.home_dir / "models" / ("models--" + DEMO_REPO_ID.replace("/", "--"))
+    repo = laptop.cache_dir / "models" / ("models--" + DEMO_REPO_ID.replace("/", "--"))
     assert job["state"] == "COMPLETED" and (repo / "snapshots" / job["result"]["commit"]).is_dir(), job
     conn = sqlite3.connect(db)
     rows = conn.execute("SELECT repo, profile, revision, model_dir FROM model").fetchall()
     conn.close()
     assert rows == [(DEMO_REPO_ID, "cluster", job["result"]["commit"], str(repo))]
-    # the seed rule, against the cluster's caches: nothing submitted, the cached revision named
-    again = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster")
-    assert again.returncode == 0 and job["result"]["commit"] in again.stdout, again.stderr
-    assert "already available" in again.stdout
+    synced = laptop.bfjobs("sync", "--json")  # nothing left to register; no round trip needed for that
+    assert synced.returncode == 0, synced.stderr
+    # the seed rule, against the cluster's shared cache: nothing submitted, the cached revision named
+    before = laptop.ssh_calls()
+    again = laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster")  # --to home
+    assert again.returncode == 0, again.stderr
+    assert f"already available: commit {job['result']['commit']} in the shared cache" in again.stdout, again.stdout
+    assert laptop.ssh_calls() == before + 1
+    assert not (laptop.home_dir / "models").exists()
     assert json.loads(laptop.bfjobs("list", "--json").stdout)["jobs"][0]["id"] == job["id"]
 
 
@@ -398,3 +411,22 @@ def test_templates_dir_is_the_clusters(laptop: Laptop):
     laptop.write_settings('templates_dir = "/nonexistent/templates"')
     missing = laptop.bfjobs("render", "pull-image", "docker://alpine:3.20", "--profile", "cluster", "--to", "home")
     assert missing.returncode == 2 and "on bfcluster:" in missing.stderr and "/nonexistent/templates" in missing.stderr
+
+
+def test_doctor_checks_the_cluster_in_one_round_trip(laptop: Laptop, hub):
+    laptop.write_settings(f'hf_endpoint = "{hub.url}"', 'partition = "nosuchpartition"')
+    done = laptop.bfjobs("doctor", "--profile", "cluster", "--json")
+    assert done.returncode == 1, done.stdout + done.stderr  # the partition is wrong there
+    found = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert found["ssh"]["status"] == "ok"
+    on = " (on bfcluster)"
+    # Slurm's commands are the cluster's (the laptop has none on PATH)
+    assert found["slurm commands" + on]["status"] == "ok", found
+    assert found["partition" + on]["status"] == "fail" and "nosuchpartition" in found["partition" + on]["detail"]
+    assert found["home_dir" + on]["status"] == "ok" and str(laptop.home_dir) in found["home_dir" + on]["detail"]
+    assert found["hub" + on]["status"] == "ok"
+    assert laptop.ssh_calls() == 1
+    laptop.write_profiles(host="bfcluster-down")
+    down = laptop.bfjobs("doctor", "--profile", "cluster", "--json")
+    found = {c["name"]: c for c in json.loads(down.stdout)["checks"]}
+    assert found["ssh"]["status"] == "fail" and "cannot be reached" in found["ssh"]["detail"]

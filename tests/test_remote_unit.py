@@ -87,3 +87,68 @@ def test_the_default_control_path_fits_macos_socket_limit(monkeypatch):
     monkeypatch.delenv("BFJOBS_SSH_CONTROL_DIR", raising=False)
     socket_path = f"{constants.ssh_control_dir()}/{'x' * 40}"  # %C: a 40-digit hash
     assert len(socket_path) < 104
+
+
+# ---------------------------------------------------------------------------- the cluster's side
+
+
+def _row(tmp_path, job_id: str, **columns):
+    from support.rows import job_row
+
+    values = {"backend": "remote", "native_id": None, "folder": str(tmp_path / job_id), **columns}
+    return job_row(0, id=job_id, **values)
+
+
+def test_rows_cross_the_wire_unchanged(tmp_path):
+    from blackfish_jobs.api.cluster import decode_rows
+
+    row = _row(tmp_path, "a" * 12, native_id="77_3", result={"sha256": "x"}, request={"uri": "docker://a:1"})
+    [back] = decode_rows(remote.encode_rows([row]))
+    assert back == row
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"state": "NOPE"},
+        {"state": "RUNNING", "native_id": "77; rm -rf /"},
+        {"state": "RUNNING", "result": "not a dict"},
+        {"state": "RUNNING", "reason": ["not", "text"]},
+    ],
+)
+def test_an_observation_from_the_cluster_is_checked(raw):
+    with pytest.raises((TypeError, ValueError)):
+        remote.decode_observation(raw)
+
+
+def test_a_reason_from_the_cluster_becomes_one_printable_line():
+    obs = remote.decode_observation({"state": "PENDING", "reason": "a\nb\x1b[2Jc\x07"})
+    assert obs.reason is not None and "\x1b" not in obs.reason and "\n" not in obs.reason
+    assert obs.reason is not None and all(ch.isprintable() for ch in obs.reason)
+
+
+def test_a_lost_submission_is_found_in_its_folder(tmp_path):
+    import json
+    from datetime import timedelta
+
+    from blackfish_jobs.api import cluster
+    from blackfish_jobs.backends.base import Observation
+    from blackfish_jobs.states import FAILED
+    from blackfish_jobs.store import utcnow
+
+    first, second, never = "1" * 12, "2" * 12, "3" * 12
+    array = tmp_path / first  # an array's folder is named after its first job
+    array.mkdir()
+    (array / "bfjobs-ids.json").write_text(json.dumps({first: 0, second: 1}))
+    (array / "4242_1_submitted.pkl").write_bytes(b"")
+    (array / "4242_0_submitted.pkl").write_bytes(b"")
+    siblings = {"request": {"submission": [first, second, never]}}
+    assert cluster._recover(_row(tmp_path, second, **siblings)) == ("4242_1", str(array))
+    assert cluster._recover(_row(tmp_path, first, **siblings)) == ("4242_0", str(array))
+    young = cluster._recover(_row(tmp_path, never, **siblings))  # the cluster may still be submitting it
+    assert isinstance(young, Observation) and young.known is False
+    old = utcnow() - cluster.SUBMITTING_GRACE - timedelta(seconds=1)
+    settled = cluster._recover(_row(tmp_path, never, submitted_at=old, **siblings))
+    assert isinstance(settled, Observation) and settled.state == FAILED and "did not submit it" in str(settled.reason)
+    alone = cluster._recover(_row(tmp_path, "4" * 12, submitted_at=old))  # no folder of its submission at all
+    assert isinstance(alone, Observation) and "never got it" in str(alone.reason)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds, validate
 from ..backends.base import Observation
-from ..errors import BadInput, ConfigError
+from ..errors import BadInput, BfjobsError, ConfigError
 from ..states import COMPLETED
 from ..store import JobRow
 
@@ -53,6 +53,7 @@ def serve(op: str, args: Any) -> Any:
         "in_place": in_place,
         "read_log": read_log,
         "verify": verify,
+        "doctor": doctor,
     }
     if op not in ops or not isinstance(args, dict):
         raise BadInput(f"unknown request {op!r}")
@@ -207,10 +208,10 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
     for row in rows:
         if not row.native_id:
             found_id = _recover(row)
-            if isinstance(found_id, tuple):
-                row.native_id, row.folder = learnt[row.id] = found_id
-            else:
+            if isinstance(found_id, Observation):  # (a NamedTuple: asked first)
                 settled[row.id] = found_id
+            else:
+                row.native_id, row.folder = learnt[row.id] = found_id
     rows = [r for r in rows if r.id not in settled]
     found = _slurm().survey(rows, verify=bool(args.get("verify")), reasons=bool(args.get("reasons")))
     found.observed.update(settled)
@@ -233,8 +234,18 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def cancel(args: dict[str, Any]) -> dict[str, Any]:
-    done = _slurm().cancel(decode_rows(args.get("rows")))
-    return {"refused": done.refused}
+    """One ``scancel`` for the jobs with a Slurm id; one whose submission is unconfirmed (the laptop
+    lost the answer) is refused until a refresh has found its id."""
+    rows = decode_rows(args.get("rows"))
+    refused = {
+        r.id: "its submission is unconfirmed: `bfjobs status` first asks the cluster what became of it"
+        for r in rows
+        if not r.native_id
+    }
+    known = [r for r in rows if r.native_id]
+    if known:
+        refused.update(_slurm().cancel(known).refused)
+    return {"refused": refused}
 
 
 def in_place(args: dict[str, Any]) -> dict[str, bool]:
@@ -280,3 +291,30 @@ def verify(args: dict[str, Any]) -> list[dict[str, Any]]:
         raise BadInput("malformed paths in a verify request")
     profile = _profile(args.get("profile")) if paths else None
     return [f.to_json() for f in check_artefacts(profile, paths, decode_rows(args.get("rows")))]
+
+
+def doctor(args: dict[str, Any]) -> list[list[str | None]]:
+    """``bfjobs doctor``'s checks of this cluster for a laptop's remote profile, with the settings
+    it sent merged under this cluster's site file."""
+    from ..backends import Backends
+    from . import doctor as checks
+
+    layers = args.get("layers")
+    if not isinstance(layers, dict):
+        raise BadInput("malformed doctor request")
+    try:
+        profile = _profile(args.get("profile"))
+    except ConfigError as exc:
+        return [
+            ["profile folders", "fail", str(exc), "set home_dir and cache_dir to the cluster's paths (profiles.cfg)"]
+        ]
+    found: list[Any] = []
+    settings = {}
+    for kind in kinds.names():
+        try:
+            sent = config.check_layers(layers.get(kind, []))
+            settings[kind] = kinds.resolve_settings(profile.name, kind, user_layers=sent).settings
+        except BfjobsError as exc:
+            found.append(checks.Check(f"settings: {kind}", "fail", str(exc), "fix the file and key it names"))
+    found += checks.here(profile, settings, Backends().named("slurm"))
+    return [list(c) for c in found]

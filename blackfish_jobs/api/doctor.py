@@ -17,6 +17,7 @@ from ..errors import BfjobsError
 
 if TYPE_CHECKING:
     from ..backends import Backends
+    from ..backends.base import Backend
     from ..config import JobSettings, Profile
 
 #: How long the hub may take to answer (a login node without a route out should not hang doctor).
@@ -33,28 +34,58 @@ def run(profile_name: str | None, backends: Backends) -> tuple[str | None, list[
         fix = "fix profiles.cfg (Blackfish's `blackfish profile` commands), or pass --profile NAME"
         return None, [Check("profile", "fail", str(exc), fix)]
     source = "built in: there is no profiles.cfg" if profile.builtin else str(config.profiles_path())
-    checks = [Check("profile", "ok", f"{profile.name} ({profile.schema}; {source})")]
+    where = f"; cluster {profile.user}@{profile.host} over ssh" if profile.remote else ""
+    checks = [Check("profile", "ok", f"{profile.name} ({profile.schema}; {source}{where})")]
     settings: dict[str, JobSettings] = {}
     for kind in kinds.names():
         try:
-            settings[kind] = kinds.load_settings(profile.name, kind)
+            settings[kind] = kinds.resolve_settings(profile.name, kind, remote=profile.remote).settings
         except BfjobsError as exc:
             checks.append(Check(f"settings: {kind}", "fail", str(exc), "fix the file and key it names"))
     if len(settings) == len(kinds.names()):
         checks.append(Check("settings", "ok", "the site file and bfjobs.toml are valid (see `bfjobs config show`)"))
+    if profile.remote:
+        return profile.name, checks + _remote(profile, backends)
+    return profile.name, checks + here(profile, settings, backends.for_profile(profile))
+
+
+def here(profile: Profile, settings: dict[str, JobSettings], backend: Backend) -> list[Check]:
+    """The checks of what must be true where the jobs are submitted (this machine, or a remote
+    profile's cluster answering its laptop): Slurm, the caches, the group, the hub, the interpreter."""
     wanted: dict[str, set[str]] = {}
     for values in settings.values():
         for key in ("partition", "qos"):
             if getattr(values, key):
                 wanted.setdefault(key, set()).add(getattr(values, key))
-    checks += backends.for_profile(profile).checks(profile.name, wanted)
+    checks = backend.checks(profile.name, wanted)
     checks += _caches(profile)
     for group in sorted({s.shared_group for s in settings.values() if s.shared_group}):
         checks.append(_group(profile, group))
     endpoints = sorted({s.hf_endpoint for s in settings.values() if s.hf_endpoint}) or [None]
     checks += [_hub(endpoint) for endpoint in endpoints]  # the kinds' hubs (usually one), else the default
     checks.append(_interpreter())
-    return profile.name, checks
+    return checks
+
+
+def _remote(profile: Profile, backends: Backends) -> list[Check]:
+    """A remote profile: can its cluster be reached, and what its bfjobs finds there (one round trip)."""
+    from .. import config, kinds
+    from ..backends.remote import one_line
+
+    agent = backends.named("remote").agent(profile.name)  # type: ignore[attr-defined]
+    layers = {k: config.sent_layers(kinds.resolve_settings(profile.name, k, remote=True)) for k in kinds.names()}
+    request = {
+        "profile": {"name": profile.name, "home_dir": str(profile.home_dir), "cache_dir": str(profile.cache_dir)},
+        "layers": layers,
+    }
+    try:
+        answer = agent.call("doctor", request)
+    except BfjobsError as exc:
+        return [Check("ssh", "fail", str(exc), "see docs/remote.md (Troubleshooting)")]
+    reached = Check("ssh", "ok", f"{agent.target.where()} answers; bfjobs runs there with {agent.python}")
+    with agent.reading("doctor"):
+        found = [Check(*(one_line(str(v)) if v is not None else None for v in c)) for c in answer]
+    return [reached, *[c._replace(name=f"{c.name} (on {profile.host})") for c in found]]
 
 
 def _caches(profile: Profile) -> list[Check]:
@@ -66,23 +97,46 @@ def _caches(profile: Profile) -> list[Check]:
     if layout.can_write(home):
         found.append(Check("home_dir", "ok", f"{home}: writable by you (your images and models go here)"))
     else:
-        found.append(Check("home_dir", "fail", f"{home}: not writable by you",
-                           "set the profile's home_dir to a folder you own (profiles.cfg)"))
+        found.append(
+            Check(
+                "home_dir",
+                "fail",
+                f"{home}: not writable by you",
+                "set the profile's home_dir to a folder you own (profiles.cfg)",
+            )
+        )
     cache = profile.cache_dir
     if cache == home:
         return found
     if not os.access(cache, os.R_OK | os.X_OK):
-        found.append(Check("cache_dir", "fail", f"{cache}: not readable by you",
-                           "ask its admins to make it readable (chmod -R a+rX), or fix the profile's cache_dir"))
+        found.append(
+            Check(
+                "cache_dir",
+                "fail",
+                f"{cache}: not readable by you",
+                "ask its admins to make it readable (chmod -R a+rX), or fix the profile's cache_dir",
+            )
+        )
     elif layout.can_write(cache):
         found.append(Check("cache_dir", "ok", f"{cache}: writable by you (you can publish shared artefacts)"))
     else:
-        found.append(Check("cache_dir", "ok", f"{cache}: read-only for you (shared artefacts are the admins'; "
-                                              "yours go to home_dir)"))
+        found.append(
+            Check(
+                "cache_dir",
+                "ok",
+                f"{cache}: read-only for you (shared artefacts are the admins'; yours go to home_dir)",
+            )
+        )
     closed = [p for p in (cache, cache / "images", cache / "models") if p.is_dir() and not _world_readable(p)]
     if closed:
-        found.append(Check("cache modes", "warn", f"not readable by every user: {', '.join(map(str, closed))}",
-                           "Blackfish's services run as other users: chmod 755 these folders"))
+        found.append(
+            Check(
+                "cache modes",
+                "warn",
+                f"not readable by every user: {', '.join(map(str, closed))}",
+                "Blackfish's services run as other users: chmod 755 these folders",
+            )
+        )
     return found
 
 
@@ -94,8 +148,12 @@ def _group(profile: Profile, group: str) -> Check:
     name = f"shared_group {group}"
     gid = layout.group_id(group)
     if gid is None:
-        return Check(name, "fail", f"no group {group!r} on this machine",
-                     "fix shared_group in the site file or bfjobs.toml (getent group lists the groups)")
+        return Check(
+            name,
+            "fail",
+            f"no group {group!r} on this machine",
+            "fix shared_group in the site file or bfjobs.toml (getent group lists the groups)",
+        )
     if not layout.can_give_to(gid):
         return Check(name, "ok", "you are not a member: the shared cache is its members'; yours go to home_dir")
     cache = profile.cache_dir
@@ -110,8 +168,12 @@ def _group(profile: Profile, group: str) -> Check:
         if st.st_gid != gid or st.st_mode & needed != needed:
             wrong.append(str(path))
     if wrong:
-        return Check(name, "warn", f"not the group's, setgid and group-writable: {', '.join(wrong)}",
-                     f"as their owner: chgrp {group} DIR && chmod g+rwxs DIR for each (docs/install.md, step 5)")
+        return Check(
+            name,
+            "warn",
+            f"not the group's, setgid and group-writable: {', '.join(wrong)}",
+            f"as their owner: chgrp {group} DIR && chmod g+rwxs DIR for each (docs/install.md, step 5)",
+        )
     return Check(name, "ok", f"you are a member; {cache} is the group's (setgid, group-writable)")
 
 
@@ -148,7 +210,9 @@ def _hub(endpoint: str | None) -> Check:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return Check(
-            "hub", "warn", f"{shown} does not answer from here: {' '.join(str(reason).split())[:200]}",
+            "hub",
+            "warn",
+            f"{shown} does not answer from here: {' '.join(str(reason).split())[:200]}",
             "downloads fetch from the transfer nodes, which may reach it when the login node cannot; if they "
             "cannot either, set hf_endpoint to a mirror they reach (bfjobs.toml)",
         )
@@ -164,13 +228,17 @@ def _interpreter() -> Check:
     private = [str(p) for p in (python, package) if not _readable_by_all(p)]
     if private:
         return Check(
-            "interpreter", "warn",
+            "interpreter",
+            "warn",
             f"{python} runs the jobs; not readable by every user: {', '.join(private)}",
             "fine for your own install; a site install must be readable by all and on a filesystem the "
             "transfer nodes mount (docs/install.md)",
         )
-    return Check("interpreter", "ok", f"{python} runs the jobs (readable by every user; the transfer nodes must "
-                                      "mount its filesystem)")
+    return Check(
+        "interpreter",
+        "ok",
+        f"{python} runs the jobs (readable by every user; the transfer nodes must mount its filesystem)",
+    )
 
 
 def _readable_by_all(path: Path) -> bool:

@@ -190,7 +190,8 @@ def _new_folder(
     return job_id, folder, script
 
 
-#: In each job folder, before anything is submitted: which bfjobs job is which element of it.
+#: In a job folder whose ids the submitter chose (a remote laptop), before anything is submitted:
+#: which bfjobs job is which element of it.
 IDS_FILE = "bfjobs-ids.json"
 
 
@@ -227,9 +228,11 @@ def submit(
 
 def _submit_one(db: Database, spec: JobSpec, backends: Backends, job_id: str | None = None) -> JobRow:
     """Submit a spec already triaged (not present, not in flight) and record it."""
+    chosen = job_id is not None
     job_id, folder, script = _new_folder(spec, backends, job_id=job_id)
     try:
-        _write_ids(folder, [job_id])
+        if chosen:  # by a remote profile's laptop, which may lose the answer
+            _write_ids(folder, [job_id])
         submitted = backends.for_profile(spec.profile).submit(spec, folder, script, kinds.get(spec.kind).task())
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was submitted: leave no trace
@@ -277,7 +280,8 @@ def submit_many(
         _array_id, folder, script = _new_folder(elements[0], backends, elements, job_id=given[chunk[0]])
         assert script is not None  # arrays are Slurm's
         try:
-            _write_ids(folder, [given[i] for i in chunk])
+            if ids is not None:  # chosen by a remote profile's laptop, which may lose the answer
+                _write_ids(folder, [given[i] for i in chunk])
             task = kinds.get(specs[chunk[0]].kind).task()
             submitted = backend.submit_array([specs[i] for i in chunk], folder, script, task)
         except BaseException:

@@ -302,7 +302,7 @@ class RemoteBackend(Backend):
             profile = config.load_profile(profile_name, check_dirs=False)
             if not profile.remote:
                 raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
-            python = config.resolve_settings(profile_name, "", kinds={}, remote=True).settings.remote_python
+            python = config.profile_value(profile_name, "remote_python")
             found = self._agents[profile_name] = Agent(profile, python)
         return found
 
