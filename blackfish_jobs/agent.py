@@ -16,7 +16,7 @@ def main() -> int:
     import signal
 
     from . import __version__
-    from .backends.remote import ANSWER, MARK, PROTOCOL
+    from .backends.protocol import ANSWER, MARK, PROTOCOL
 
     # A connection that drops hangs up on the session: a submission under way goes on to the end
     # (its folder then tells the laptop's next refresh what became of it; see api.cluster).

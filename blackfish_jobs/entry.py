@@ -20,7 +20,7 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backends import Backends
 
@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one bfjobs command (``argv``: the words after ``bfjobs``; default ``sys.argv[1:]``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     request = plain_status(args)
-    backends = Backends(prestarted=_prestart_sacct(*request) if request is not None else None)
+    backends = Backends(
+        prestarted=_prestart_sacct(*request) if request is not None else None,
+        early=_prestart_remote(*request) if request is not None else None,
+    )
     from .cli import main as cli_main
 
     try:
@@ -88,6 +91,42 @@ def _options(tokens: Sequence[str], valued: Sequence[str], flags: Sequence[str])
             return None
         found[name] = value
     return found
+
+
+def _prestart_remote(db_url: str | None, profile: str | None) -> dict[str, Any] | None:
+    """Start the connection to each remote profile's cluster that ``status`` will ask (once per
+    profile): the login, the interpreter and bfjobs' imports there overlap the CLI's start-up here;
+    the request itself is sent by the remote backend once it has the rows. Nothing is sent to an
+    agent nobody asks: it is killed when the command ends."""
+    from . import constants, store
+
+    try:
+        path = store.sqlite_path(db_url or constants.default_db_url())
+        if path is None or not os.path.isfile(path):
+            return None
+        conn = store.connect(path)
+        try:
+            if not store.at_head(conn):
+                return None
+            names = store.live_profiles(conn, "remote", profile or None)
+        finally:
+            conn.close()
+        if not names:
+            return None
+        from .backends import remote
+
+        agents: dict[str, Any] = {}
+        try:
+            for name in names:
+                agents[name] = remote.agent_for(name)
+                agents[name].prestart()
+        except BaseException:
+            for agent in agents.values():
+                agent.close()
+            raise
+        return agents
+    except Exception:  # only a head start: the CLI meets the same problem and reports it
+        return None
 
 
 def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | None:

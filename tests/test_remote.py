@@ -277,7 +277,8 @@ def test_a_connection_lost_during_submit_loses_no_job_and_submits_none_twice(lap
     since = begun.strftime("%Y-%m-%dT%H:%M:%S")
 
     def submitted_since() -> list[str]:
-        listed = subprocess.run(["sacct", "-n", "-P", "-X", "-u", CLUSTER, "-S", since, "-o", "JobID,Submit"],
+        listed = subprocess.run(["sacct", "-n", "-P", "-X", "-u", CLUSTER, "-S", since, "--name",
+                                 "bfjobs-pull-image-array", "-o", "JobID,Submit"],
                                 capture_output=True, text=True).stdout.split()
         return [job for job, at in (line.split("|") for line in listed) if at >= since]  # not older jobs
 

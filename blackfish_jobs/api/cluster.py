@@ -9,24 +9,25 @@ Slurm. A submission runs exactly the code a login-node submission runs, against 
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import config, kinds, validate
 from ..backends.base import Observation
 from ..errors import BadInput, BfjobsError, ConfigError
 from ..states import COMPLETED
 from ..store import JobRow
 
 if TYPE_CHECKING:
+    from .. import config
     from ..verify import Finding
+
+# Only what a survey (the common request: every status and wait) needs is imported up front; the
+# configuration, the kinds and submission are imported by the requests that use them.
 
 
 def decode_rows(raw: Any) -> list[JobRow]:
@@ -62,6 +63,8 @@ def serve(op: str, args: Any) -> Any:
 
 def _profile(raw: Any) -> config.Profile:
     """The laptop's profile as this cluster sees it: its folders must exist here."""
+    from .. import config, validate
+
     if not isinstance(raw, dict):
         raise BadInput("malformed profile in the request")
     name = str(raw.get("name"))
@@ -83,6 +86,9 @@ def _profile(raw: Any) -> config.Profile:
 def submit(args: dict[str, Any]) -> dict[str, Any]:
     """Build the specs here (this cluster's site file and templates), then triage, pin, render
     and submit them as a login-node submission does; ``render``: only say what would be sent."""
+    import tempfile
+
+    from .. import config, kinds
     from ..store import Database
     from . import submission
 
@@ -154,9 +160,9 @@ def _recover(row: JobRow) -> Observation | tuple[str, str]:
     what became of it (an :class:`Observation`)."""
     import json
 
+    from ..backends.protocol import IDS_FILE
     from ..states import FAILED
     from ..store import utcnow
-    from .submission import IDS_FILE
 
     jobs = Path(row.folder).parent
     candidates = [
@@ -200,7 +206,7 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
     """One survey of all the rows (one ``sacct``, at most one ``squeue``), and for each job now
     COMPLETED whether its artefact is in place here. A row without a Slurm id (the laptop lost
     the answer to its submission) is first looked up in its job folder."""
-    from ..backends.remote import encode_observation
+    from ..backends.protocol import encode_observation
 
     rows = decode_rows(args.get("rows"))
     settled: dict[str, Observation] = {}
@@ -223,6 +229,8 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
     by_id = {r.id: r for r in rows}
     for job_id, obs in found.observed.items():
         if obs.state == COMPLETED and obs.result is not None:
+            from .. import kinds
+
             done = replace(by_id[job_id], result=obs.result, state=COMPLETED)
             in_place[job_id] = kinds.get(done.kind).artefact_in_place(done)
     return {
@@ -249,10 +257,14 @@ def cancel(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def in_place(args: dict[str, Any]) -> dict[str, bool]:
+    from .. import kinds
+
     return {r.id: kinds.get(r.kind).artefact_in_place(r) for r in decode_rows(args.get("rows"))}
 
 
 def read_log(args: dict[str, Any]) -> str | None:
+    import base64
+
     [row] = decode_rows(args.get("rows"))
     stream = args.get("stream")
     offset = args.get("offset")
@@ -265,7 +277,7 @@ def read_log(args: dict[str, Any]) -> str | None:
 def check_artefacts(profile: config.Profile | None, paths: Sequence[str], rows: Sequence[JobRow]) -> list[Finding]:
     """``bfjobs verify``'s findings, here: each path (an artefact, or a folder of them, inside the
     profile's two caches), then each job's artefact (as its kind checks it)."""
-    from .. import layout
+    from .. import kinds, layout
     from .. import verify as checks
 
     findings = []
@@ -296,6 +308,7 @@ def verify(args: dict[str, Any]) -> list[dict[str, Any]]:
 def doctor(args: dict[str, Any]) -> list[list[str | None]]:
     """``bfjobs doctor``'s checks of this cluster for a laptop's remote profile, with the settings
     it sent merged under this cluster's site file."""
+    from .. import config, kinds
     from ..backends import Backends
     from . import doctor as checks
 

@@ -70,7 +70,7 @@ def here(profile: Profile, settings: dict[str, JobSettings], backend: Backend) -
 def _remote(profile: Profile, backends: Backends) -> list[Check]:
     """A remote profile: can its cluster be reached, and what its bfjobs finds there (one round trip)."""
     from .. import config, kinds
-    from ..backends.remote import one_line
+    from ..backends.protocol import one_line
 
     agent = backends.named("remote").agent(profile.name)  # type: ignore[attr-defined]
     layers = {k: config.sent_layers(kinds.resolve_settings(profile.name, k, remote=True)) for k in kinds.names()}

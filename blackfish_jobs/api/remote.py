@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds
-from ..backends.remote import one_line
+from ..backends.protocol import one_line
 from ..errors import ConnectionLost, MalformedAnswer
 from ..specs import AlreadyPresent, JobSpec
 

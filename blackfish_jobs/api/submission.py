@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import kinds, layout, render
+from ..backends.protocol import IDS_FILE
 from ..specs import AlreadyPresent, JobSpec
 from ..states import FINISHED
 from ..store import Database, JobRow, utcnow
@@ -189,10 +190,6 @@ def _new_folder(
     folder.mkdir(parents=True, exist_ok=False)
     return job_id, folder, script
 
-
-#: In a job folder whose ids the submitter chose (a remote laptop), before anything is submitted:
-#: which bfjobs job is which element of it.
-IDS_FILE = "bfjobs-ids.json"
 
 
 def _write_ids(folder: Path, ids: Sequence[str]) -> None:

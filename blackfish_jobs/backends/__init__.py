@@ -12,7 +12,7 @@ starts): the implementations are imported when first asked for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Profile
@@ -47,8 +47,11 @@ class Backends:
     """The backends of one command, created when first used: ``runner`` runs Slurm's clients
     (tests pass a fake), ``prestarted`` is the ``sacct`` call the entry point started early."""
 
-    def __init__(self, runner: Runner | None = None, prestarted: Prestarted | None = None) -> None:
+    def __init__(
+        self, runner: Runner | None = None, prestarted: Prestarted | None = None, early: dict[str, Any] | None = None
+    ) -> None:
         self.runner, self.prestarted = runner, prestarted
+        self.early = early  # remote profiles' agents the entry point started (backends.remote.Agent)
         self._made: dict[str, Backend] = {}
 
     def named(self, name: str) -> Backend:
@@ -59,6 +62,9 @@ class Backends:
             if name == "slurm":
                 found = cls(self.runner, self.prestarted)  # type: ignore[call-arg]
                 self.prestarted = None
+            elif name == "remote":
+                found = cls(self.early)  # type: ignore[call-arg]
+                self.early = None
             else:
                 found = cls()
             self._made[name] = found
@@ -77,6 +83,9 @@ class Backends:
         if self.prestarted is not None:
             self.prestarted.discard()
             self.prestarted = None
+        for agent in (self.early or {}).values():  # started, never asked
+            agent.close()
+        self.early = None
         for backend in self._made.values():
             close = getattr(backend, "close", None)
             if close is not None:

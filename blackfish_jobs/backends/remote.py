@@ -30,6 +30,7 @@ from ..errors import ClusterError, ConnectionLost, MalformedAnswer, RemoteUnreac
 from ..states import State
 from . import ssh
 from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
+from .protocol import AGENT_MODULE, ANSWER, MARK, PROTOCOL, one_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
     from ..specs import JobSpec
     from ..store import JobRow
 
-PROTOCOL = 1
-MARK = "BFJOBS-AGENT"
-ANSWER = "BFJOBS-AGENT-ANSWER"
-AGENT_MODULE = "blackfish_jobs.agent"
 #: How long the cluster may take to start bfjobs and say it is ready (a login, a slow filesystem).
 READY_TIMEOUT_S = 60.0
 #: How long one request may take there (a submission asks the hub, renders and runs sbatch).
@@ -73,11 +70,10 @@ class Agent:
         self.target = ssh.Target(profile.name, profile.host, profile.user)
         self.python = python
         self.calls = 0  # ssh invocations made (the benchmark and tests count round trips)
+        self._early: list[tuple[subprocess.Popen[bytes], _Lines]] = []  # started by prestart(), not asked yet
 
-    def call(self, op: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT_S) -> Any:
-        """One request: its answer, or the error the cluster raised (same type, one line)."""
-        from .. import __version__
-
+    def start(self) -> tuple[subprocess.Popen[bytes], _Lines]:
+        """ssh to the cluster's bfjobs, which says it is ready and then waits for one request."""
         remote = ["bash", "-lc", ssh.remote_line([self.python, "-m", AGENT_MODULE])]
         argv = self.target.argv(remote)
         self.calls += 1
@@ -87,7 +83,26 @@ class Agent:
             raise RemoteUnreachable(
                 f"profile {self.profile.name!r}: the ssh client ({argv[0]}) is not installed"
             ) from None
-        reader = _Lines(proc)
+        return proc, _Lines(proc)
+
+    def prestart(self) -> None:
+        """Start the next call's connection now: the login, the interpreter and bfjobs' imports on
+        the cluster overlap this command's own start-up (``status``: see :mod:`blackfish_jobs.entry`)."""
+        self._early.append(self.start())
+
+    def close(self) -> None:
+        """End a started connection nobody asked anything (it has been sent nothing)."""
+        while self._early:
+            proc, _reader = self._early.pop()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    def call(self, op: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT_S) -> Any:
+        """One request: its answer, or the error the cluster raised (same type, one line)."""
+        from .. import __version__
+
+        proc, reader = self._early.pop() if self._early else self.start()
         try:
             ready = reader.until(MARK + " ", time.monotonic() + READY_TIMEOUT_S)
             if ready is None:
@@ -170,11 +185,6 @@ class Agent:
         )
 
 
-def one_line(text: str) -> str:
-    """A cluster's message as one line of printable text (it reaches the user's terminal)."""
-    return "".join(c if c.isprintable() else " " for c in " ".join(text.split()))[:1000]
-
-
 def _finish(proc: subprocess.Popen[bytes]) -> int | None:
     """The process's exit status once it ended (a few seconds), else None (it is killed)."""
     try:
@@ -243,10 +253,6 @@ def encode_rows(rows: Sequence[JobRow]) -> list[dict[str, Any]]:
     return encoded
 
 
-def encode_observation(obs: Observation) -> dict[str, Any]:
-    return {k: v for k, v in obs._asdict().items() if v not in (None, False) or k == "known"}
-
-
 SLURM_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
 
 
@@ -289,21 +295,19 @@ class RemoteBackend(Backend):
     submits_arrays: ClassVar[bool] = True
     here: ClassVar[bool] = False
 
-    def __init__(self) -> None:
-        self._agents: dict[str, Agent] = {}
+    def __init__(self, early: dict[str, Agent] | None = None) -> None:
+        self._agents: dict[str, Agent] = dict(early or {})  # prestarted by the entry point (status)
         self.in_place: dict[str, bool] = {}  # learnt by surveys: completed jobs' artefacts checked there
+
+    def close(self) -> None:
+        for agent in self._agents.values():
+            agent.close()
 
     def agent(self, profile_name: str) -> Agent:
         """The cluster of ``profile_name`` (its profile and ``remote_python`` read once per command)."""
         found = self._agents.get(profile_name)
         if found is None:
-            from .. import config
-
-            profile = config.load_profile(profile_name, check_dirs=False)
-            if not profile.remote:
-                raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
-            python = config.profile_value(profile_name, "remote_python")
-            found = self._agents[profile_name] = Agent(profile, python)
+            found = self._agents[profile_name] = agent_for(profile_name)
         return found
 
     @property
@@ -360,6 +364,16 @@ class RemoteBackend(Backend):
         answer = agent.call("read_log", {"rows": encode_rows([row]), "stream": stream, "offset": offset})
         with agent.reading("read_log"):
             return None if answer is None else base64.b64decode(answer, validate=True)
+
+
+def agent_for(profile_name: str) -> Agent:
+    """The cluster of ``profile_name`` (a remote profile), as its ``bfjobs.toml`` settings name it."""
+    from .. import config
+
+    profile = config.load_profile(profile_name, check_dirs=False)
+    if not profile.remote:
+        raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
+    return Agent(profile, config.profile_value(profile_name, "remote_python"))
 
 
 def _by_profile(rows: Sequence[JobRow]) -> dict[str, list[JobRow]]:

@@ -8,8 +8,8 @@
   imports SQLAlchemy, which nothing else here does).
 """
 
-from .jobs import Database, live_native_ids
+from .jobs import Database, live_native_ids, live_profiles
 from .rows import JobRow, utcnow
 from .schema import at_head, connect, sqlite_path
 
-__all__ = ["Database", "JobRow", "at_head", "connect", "live_native_ids", "sqlite_path", "utcnow"]
+__all__ = ["Database", "JobRow", "at_head", "connect", "live_native_ids", "live_profiles", "sqlite_path", "utcnow"]

@@ -50,6 +50,16 @@ def live_native_ids(
     return [sid for sid, _ in found], datetime.fromisoformat(min(at for _, at in found))
 
 
+def live_profiles(conn: Any, backend: str, profile: str | None = None) -> list[str]:
+    """The profiles of ``backend``'s unfinished jobs (a remote profile's cluster is asked once per
+    profile): for ``status`` to start those requests early, like its sacct call."""
+    sql = f"SELECT DISTINCT profile FROM {JOBS} WHERE {UNFINISHED} AND backend = ?"
+    params: tuple[str, ...] = (backend,)
+    if profile:
+        sql, params = sql + " AND profile = ?", (backend, profile)
+    return sorted(name for (name,) in conn.execute(sql, params).fetchall())
+
+
 class _Transaction:
     """``BEGIN IMMEDIATE``: take the write lock up front (waiting up to busy_timeout) rather than
     fail when a read transaction cannot be upgraded under another writer."""

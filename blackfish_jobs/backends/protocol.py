@@ -1,0 +1,27 @@
+"""The words of the remote protocol, shared by the laptop (:mod:`.remote`) and the cluster
+(:mod:`blackfish_jobs.agent`): kept free of imports, so the agent answers without loading the
+laptop's side (its ssh client, its configuration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Bumped whenever a request or an answer changes shape: both sides must speak the same one.
+PROTOCOL = 1
+MARK = "BFJOBS-AGENT"
+ANSWER = "BFJOBS-AGENT-ANSWER"
+AGENT_MODULE = "blackfish_jobs.agent"
+#: In a job folder whose ids the submitter chose (a remote laptop), written before anything is
+#: submitted: which bfjobs job is which element of it (``{id: index}``), for a laptop that lost
+#: the answer to find its jobs (with submitit's ``*_submitted.pkl``).
+IDS_FILE = "bfjobs-ids.json"
+
+
+def encode_observation(obs: Any) -> dict[str, Any]:
+    """A survey's :class:`~.base.Observation` as JSON: the fields that are set (``known`` always)."""
+    return {k: v for k, v in obs._asdict().items() if v not in (None, False) or k == "known"}
+
+
+def one_line(text: str) -> str:
+    """A cluster's message as one line of printable text (it reaches the user's terminal)."""
+    return "".join(c if c.isprintable() else " " for c in " ".join(text.split()))[:1000]
