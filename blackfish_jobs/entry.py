@@ -20,7 +20,8 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .backends import Backends
 
@@ -47,10 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one bfjobs command (``argv``: the words after ``bfjobs``; default ``sys.argv[1:]``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     request = plain_status(args)
-    backends = Backends(
-        prestarted=_prestart_sacct(*request) if request is not None else None,
-        early=_prestart_remote(*request) if request is not None else None,
-    )
+    live = _read_live(*request) if request is not None else None
+    backends = Backends(prestarted=_prestart_sacct(live), early=_prestart_remote(live))
     from .cli import main as cli_main
 
     try:
@@ -93,47 +92,18 @@ def _options(tokens: Sequence[str], valued: Sequence[str], flags: Sequence[str])
     return found
 
 
-def _prestart_remote(db_url: str | None, profile: str | None) -> dict[str, Any] | None:
-    """Start the connection to each remote profile's cluster that ``status`` will ask (once per
-    profile): the login, the interpreter and bfjobs' imports there overlap the CLI's start-up here;
-    the request itself is sent by the remote backend once it has the rows. Nothing is sent to an
-    agent nobody asks: it is killed when the command ends."""
-    from . import constants, store
+class _Live(NamedTuple):
+    """What ``status`` will ask about, read from the store before the CLI loads."""
 
-    try:
-        path = store.sqlite_path(db_url or constants.default_db_url())
-        if path is None or not os.path.isfile(path):
-            return None
-        conn = store.connect(path)
-        try:
-            if not store.at_head(conn):
-                return None
-            names = store.live_profiles(conn, "remote", profile or None)
-        finally:
-            conn.close()
-        if not names:
-            return None
-        from .backends import remote
-
-        agents: dict[str, Any] = {}
-        try:
-            for name in names:
-                agents[name] = remote.agent_for(name)
-                agents[name].prestart()
-        except BaseException:
-            for agent in agents.values():
-                agent.close()
-            raise
-        return agents
-    except Exception:  # only a head start: the CLI meets the same problem and reports it
-        return None
+    slurm_ids: list[str | None]
+    oldest: datetime | None
+    remote_profiles: list[str]
 
 
-def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | None:
-    """Start the ``sacct`` call ``status`` will make for the unfinished Slurm jobs (same argv).
-
-    None when there is nothing to start, or the database is not a SQLite file at the head schema.
-    """
+def _read_live(db_url: str | None, profile: str | None) -> _Live | None:
+    """The unfinished Slurm jobs' ids (and the oldest submit time) and the remote profiles with
+    unfinished jobs; None when the database is not a SQLite file at the head schema (or any error:
+    the CLI meets it again and reports it)."""
     from . import constants, store
     from .backends import slurmcmd
 
@@ -146,11 +116,42 @@ def _prestart_sacct(db_url: str | None, profile: str | None) -> Prestarted | Non
             if not store.at_head(conn):
                 return None
             ids, oldest = store.live_native_ids(conn, slurmcmd.BACKEND, profile or None)
+            return _Live(ids, oldest, store.live_profiles(conn, "remote", profile or None))
         finally:
             conn.close()
-        if oldest is None:
-            return None
-        argvs = slurmcmd.sacct_argvs([sid or "" for sid in ids], slurmcmd.sacct_since([oldest]))
+    except Exception:
+        return None
+
+
+def _prestart_remote(live: _Live | None) -> dict[str, Any] | None:
+    """Start the connection to each remote profile's cluster that ``status`` will ask (once per
+    profile): the login, the interpreter and bfjobs' imports there overlap the CLI's start-up here;
+    the request itself is sent by the remote backend once it has the rows. Nothing is sent to an
+    agent nobody asks: it is killed when the command ends."""
+    if live is None or not live.remote_profiles:
+        return None
+    from .backends import remote
+
+    agents: dict[str, Any] = {}
+    try:
+        for name in live.remote_profiles:
+            agents[name] = remote.agent_for(name)
+            agents[name].prestart()
+    except Exception:  # only a head start: the CLI meets the same problem and reports it
+        for agent in agents.values():
+            agent.close()
+        return None
+    return agents
+
+
+def _prestart_sacct(live: _Live | None) -> Prestarted | None:
+    """Start the ``sacct`` call ``status`` will make for the unfinished Slurm jobs (same argv)."""
+    if live is None or live.oldest is None:
+        return None
+    from .backends import slurmcmd
+
+    try:
+        argvs = slurmcmd.sacct_argvs([sid or "" for sid in live.slurm_ids], slurmcmd.sacct_since([live.oldest]))
         return slurmcmd.prestart(argvs[0]) if argvs else None  # the first call; the backend makes any others
     except Exception:  # only a head start: the CLI meets the same problem and reports it
         return None

@@ -164,7 +164,7 @@ def test_status_head_start_is_its_one_sacct_call(tmp_path, fake_sacct):
     db = Database(url)
     rows = add_jobs(db, 30)
     add_jobs(db, 3, start=100, profile="other")
-    early = entry._prestart_sacct(url, "slurm")
+    early = entry._prestart_sacct(entry._read_live(url, "slurm"))
     assert early is not None
     fresh = [r for r in db.unfinished() if r.profile == "slurm"]  # what `status --profile slurm` reads
     report = tracking.refresh_report(db, fresh, Backends(prestarted=early))
@@ -180,7 +180,7 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
     url = f"sqlite:///{tmp_path / 'app.sqlite'}"
     db = Database(url)
     add_jobs(db, 5)
-    early = entry._prestart_sacct(url, None)
+    early = entry._prestart_sacct(entry._read_live(url, None))
     assert early is not None
     add_jobs(db, 1, start=50)
     backends = Backends(prestarted=early)
@@ -193,8 +193,8 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
 
 
 def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
-    assert entry._prestart_sacct(f"sqlite:///{tmp_path / 'missing.sqlite'}", None) is None
-    assert entry._prestart_sacct("postgresql://u@127.0.0.1:1/db", None) is None
+    assert entry._prestart_sacct(entry._read_live(f"sqlite:///{tmp_path / 'missing.sqlite'}", None)) is None
+    assert entry._prestart_sacct(entry._read_live("postgresql://u@127.0.0.1:1/db", None)) is None
     assert calls(fake_sacct) == [] and not (tmp_path / "missing.sqlite").exists()
 
 
@@ -238,7 +238,7 @@ import sys
 from blackfish_jobs import entry
 from blackfish_jobs.backends import slurmcmd
 body = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-entry._prestart_sacct = lambda db_url, profile: slurmcmd.prestart([sys.executable, "-c", body])
+entry._prestart_sacct = lambda live: slurmcmd.prestart([sys.executable, "-c", body])
 entry.main(["status"])
 """
     env = dict(os.environ, BLACKFISH_HOME_DIR=str(tmp_path), BFJOBS_DB_URL=f"sqlite:///{tmp_path / 'app.sqlite'}")
