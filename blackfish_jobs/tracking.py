@@ -83,7 +83,7 @@ def refresh_report(
             continue
         node = obs.node or row.node
         result = obs.result if obs.result is not None else row.result
-        learnt = obs.native_id is not None and obs.native_id != row.native_id
+        learnt = obs.native_id is not None and row.native_id is None  # never replaces a confirmed id
         if (obs.state, node, obs.reason, result) == (row.state, row.node, row.reason, row.result) and not learnt:
             if obs.touch:
                 changes.append((row, {"updated_at": now}))

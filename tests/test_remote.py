@@ -97,6 +97,10 @@ def test_a_list_is_one_round_trip_and_one_array_and_status_one_more(laptop: Lapt
     waited = laptop.bfjobs("wait", *[j["id"] for j in jobs], "--timeout", "180", "--json")
     assert waited.returncode == 0, waited.stderr
     assert {j["state"] for j in as_jobs(waited)} == {"COMPLETED"}
+    before = laptop.ssh_calls()
+    again = laptop.bfjobs("wait", *[j["id"] for j in jobs], "--json")  # ended: only "in place?" is asked
+    assert again.returncode == 0, again.stderr
+    assert laptop.ssh_calls() == before + 1  # all six artefacts in one request
 
 
 def test_cancel_from_the_laptop(laptop: Laptop):
@@ -431,3 +435,37 @@ def test_doctor_checks_the_cluster_in_one_round_trip(laptop: Laptop, hub):
     down = laptop.bfjobs("doctor", "--profile", "cluster", "--json")
     found = {c["name"]: c for c in json.loads(down.stdout)["checks"]}
     assert found["ssh"]["status"] == "fail" and "cannot be reached" in found["ssh"]["detail"]
+
+
+PARTIAL_AGENT = """#!/usr/bin/python3
+# Not bfjobs: answers a submission as a cluster whose second array was refused would, after the
+# first was submitted (a row for the first job only).
+import json, sys
+print("BFJOBS-AGENT 1 0.1.0", flush=True)
+request = json.loads(sys.stdin.read())
+ids = request["args"]["ids"]
+row = {"id": ids[0], "kind": "pull-image", "profile": "cluster", "backend": "slurm", "native_id": "4242_0",
+       "state": "PENDING", "reason": None, "folder": "FOLDER/" + ids[0], "target": "TARGET",
+       "request": {"uri": "docker://alpine:3.10"}, "result": None, "node": None, "user": "bfcluster",
+       "submitted_at": "2026-01-01 00:00:00", "ended_at": None, "updated_at": "2026-01-01 00:00:00",
+       "registered_at": None, "location": "home"}
+answer = {"ok": {"partial": [row], "error": "sbatch: error: QOSMaxSubmitJobPerUserLimit", "type": "ClusterError",
+                 "notes": []}}
+print("BFJOBS-AGENT-ANSWER " + json.dumps(answer))
+"""
+
+
+def test_a_list_refused_halfway_keeps_the_jobs_already_submitted(laptop: Laptop):
+    listed = laptop.write_list("two.txt", ["docker://alpine:3.10", "docker://alpine:3.11"])
+    fake = laptop.cluster_root / "partial-agent"
+    text = PARTIAL_AGENT.replace("FOLDER", str(laptop.home_dir / "jobs" / "bfjobs"))
+    fake.write_text(text.replace("TARGET", str(laptop.home_dir / "images" / "alpine_3.10.sif")))
+    fake.chmod(0o755)
+    shutil.chown(fake, CLUSTER, CLUSTER)
+    laptop.write_settings(remote_python=str(fake))
+    done = laptop.bfjobs("submit", "pull-image", "--from-file", str(listed), "--profile", "cluster", "--to", "home")
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "QOSMaxSubmitJobPerUserLimit" in line and "1 job(s) of the list were submitted before it" in line, line
+    [job] = as_jobs(laptop.bfjobs("list", "--json"))  # the submitted one is recorded, the other is not
+    assert job["slurm_job_id"] == "4242_0" and job["target"].endswith("alpine_3.10.sif")

@@ -5,6 +5,7 @@ tests/test_remote.py)."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import stat
@@ -127,8 +128,9 @@ def test_a_reason_from_the_cluster_becomes_one_printable_line():
     assert obs.reason is not None and all(ch.isprintable() for ch in obs.reason)
 
 
-def test_a_lost_submission_is_found_in_its_folder(tmp_path):
+def test_a_lost_submission_is_found_in_its_folders(tmp_path):
     import json
+    import socket
     from datetime import timedelta
 
     from blackfish_jobs.api import cluster
@@ -142,13 +144,26 @@ def test_a_lost_submission_is_found_in_its_folder(tmp_path):
     (array / "bfjobs-ids.json").write_text(json.dumps({first: 0, second: 1}))
     (array / "4242_1_submitted.pkl").write_bytes(b"")
     (array / "4242_0_submitted.pkl").write_bytes(b"")
-    siblings = {"request": {"submission": [first, second, never]}}
-    assert cluster._recover(_row(tmp_path, second, **siblings)) == ("4242_1", str(array))
-    assert cluster._recover(_row(tmp_path, first, **siblings)) == ("4242_0", str(array))
-    young = cluster._recover(_row(tmp_path, never, **siblings))  # the cluster may still be submitting it
-    assert isinstance(young, Observation) and young.known is False
-    old = utcnow() - cluster.SUBMITTING_GRACE - timedelta(seconds=1)
-    settled = cluster._recover(_row(tmp_path, never, submitted_at=old, **siblings))
+    note = tmp_path / ".bfjobs-submissions" / f"{first}.json"
+    note.parent.mkdir()
+
+    def noted(done: bool, pid: int) -> None:
+        note.write_text(json.dumps({"ids": [first, second, never], "host": socket.gethostname(), "pid": pid,
+                                    "done": done}))
+
+    rows = [_row(tmp_path, i, request={"submission": first}) for i in (first, second, never)]
+    noted(done=False, pid=os.getpid())  # the agent is still at work
+    found = cluster._recover(rows)
+    assert found[first] == ("4242_0", str(array)) and found[second] == ("4242_1", str(array))
+    assert isinstance(found[never], Observation) and found[never].known is False
+    noted(done=True, pid=os.getpid())  # done: what it did not submit, it will not
+    settled = cluster._recover(rows)[never]
     assert isinstance(settled, Observation) and settled.state == FAILED and "did not submit it" in str(settled.reason)
-    alone = cluster._recover(_row(tmp_path, "4" * 12, submitted_at=old))  # no folder of its submission at all
-    assert isinstance(alone, Observation) and "never got it" in str(alone.reason)
+    noted(done=False, pid=2**22 + 7)  # not done, but its agent is gone (killed mid-way)
+    assert cluster._recover(rows)[never].state == FAILED  # type: ignore[union-attr]
+    old = utcnow() - cluster.SUBMITTING_GRACE - timedelta(seconds=1)
+    lost = _row(tmp_path, "4" * 12, submitted_at=old, request={"submission": "5" * 12})  # no note: never got it
+    young = _row(tmp_path, "6" * 12, request={"submission": "7" * 12})  # no note yet: maybe on its way
+    found = cluster._recover([lost, young])
+    assert found[lost.id].state == FAILED and "never got the request" in str(found[lost.id].reason)  # type: ignore[union-attr]
+    assert found[young.id].known is False  # type: ignore[union-attr]

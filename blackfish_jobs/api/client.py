@@ -131,8 +131,14 @@ class Client:
         found = [spec for _line, spec in specs.from_list(from_file, build, kind_.argument.entry)]
         return found, True, [(s.origin, written[s.label]) for s in found], flags
 
-    def _remote_args(self, found: list[JobSpec], entries: list[tuple[str | None, str]], flags: dict[str, Any],
-                     many: bool, options: dict[str, Any]) -> dict[str, Any]:
+    def _remote_args(
+        self,
+        found: list[JobSpec],
+        entries: list[tuple[str | None, str]],
+        flags: dict[str, Any],
+        many: bool,
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
         from .. import kinds
         from . import remote
 
@@ -319,6 +325,9 @@ class Client:
         rows = tracking.wait(
             self.db, ids, timeout=timeout, on_tick=on_tick, backends=self.backends, on_problems=on_problems
         )
+        remote = [r for r in rows if r.state == COMPLETED and not self.backends.of(r).here]
+        if remote:  # one round trip per cluster for all of them
+            self.backends.named("remote").check_in_place(remote)  # type: ignore[attr-defined]
         bad = [r for r in rows if r.state != COMPLETED or not self._in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
         return JobsResult(rows, progress=folder.read_progress(rows), error=error)
@@ -414,8 +423,15 @@ class Client:
                 for f in fields(resolved.settings)
             }
         return ConfigResult(
-            where.name, profile_source, str(site_file), site_file.is_file(), str(user_file), user_file.is_file(),
-            fixed, ignored, settings,
+            where.name,
+            profile_source,
+            str(site_file),
+            site_file.is_file(),
+            str(user_file),
+            user_file.is_file(),
+            fixed,
+            ignored,
+            settings,
         )
 
     def verify(
@@ -465,13 +481,35 @@ class Client:
         answer = agent.call(
             "verify",
             {
-                "profile": {"name": profile_.name, "home_dir": str(profile_.home_dir),
-                            "cache_dir": str(profile_.cache_dir)},
+                "profile": {
+                    "name": profile_.name,
+                    "home_dir": str(profile_.home_dir),
+                    "cache_dir": str(profile_.cache_dir),
+                },
                 "paths": paths,
                 "rows": encode_rows(rows),
             },
         )
-        return [Finding(**{k: v for k, v in f.items() if k != "ok"}) for f in answer]
+        from ..backends.protocol import one_line
+        from ..verify import STATUSES
+
+        with agent.reading("verify"):
+            found = []
+            for f in answer:
+                status = str(f["status"])
+                if status not in STATUSES:
+                    raise ValueError(status)
+                found.append(
+                    Finding(
+                        path=one_line(str(f["path"])),
+                        kind=one_line(str(f["kind"])),
+                        status=status,
+                        problem=None if f.get("problem") is None else one_line(str(f["problem"])),
+                        job_id=None if f.get("job_id") is None else one_line(str(f["job_id"])),
+                        checked_files=int(f.get("checked_files") or 0),
+                    )
+                )
+        return found
 
     def unregistered_notice(self) -> str | None:
         """Once per command: the downloads it saw complete while Blackfish had no model table."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
@@ -115,19 +116,93 @@ def submit(args: dict[str, Any]) -> dict[str, Any]:
         spec = kind.build(str(entry), profile, settings, params, from_file=many)
         specs.append(replace(spec, origin=origin) if origin else spec)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="bfjobs-agent-") as scratch:
-        db = Database(f"sqlite:///{scratch}/jobs.sqlite")
-        try:
-            if args.get("render"):
-                outcomes, script = submission.preview_plan(db, specs, many, notes.append)
-                return {"outcomes": [_outcome(o) for o in outcomes], "script": script, "notes": notes}
-            if many:
-                done = submission.submit_many(db, specs, notes.append, ids=ids)
-            else:
-                done = [submission.submit(db, specs[0], notes.append, job_id=ids[0] if ids else None)]
-        finally:
-            db.close()
+    marker = Submission(profile.jobs_dir, ids[0]) if ids else None
+    if marker is not None:
+        marker.begin(ids or [])
+    try:
+        with tempfile.TemporaryDirectory(prefix="bfjobs-agent-") as scratch:
+            db = Database(f"sqlite:///{scratch}/jobs.sqlite")
+            try:
+                if args.get("render"):
+                    outcomes, script = submission.preview_plan(db, specs, many, notes.append)
+                    return {"outcomes": [_outcome(o) for o in outcomes], "script": script, "notes": notes}
+                try:
+                    if many:
+                        done = submission.submit_many(db, specs, notes.append, ids=ids)
+                    else:
+                        done = [submission.submit(db, specs[0], notes.append, job_id=ids[0] if ids else None)]
+                except BfjobsError as exc:
+                    partial = db.unfinished()  # arrays submitted before the one that failed
+                    if not partial:
+                        raise
+                    from ..backends.remote import encode_rows
+
+                    return {
+                        "partial": encode_rows(partial),
+                        "error": str(exc),
+                        "type": type(exc).__name__,
+                        "notes": notes,
+                    }
+            finally:
+                db.close()
+    finally:
+        if marker is not None:
+            marker.end()
     return {"outcomes": [_outcome(o) for o in done], "notes": notes}
+
+
+class Submission:
+    """A remote laptop's request, noted in ``<jobs_dir>/.bfjobs-submissions/<key>.json`` before
+    anything is submitted and marked done after: a laptop that lost the answer learns from it (and
+    each job folder's ``bfjobs-ids.json``) what became of each job, without guessing from clocks."""
+
+    def __init__(self, jobs_dir: Path, key: str) -> None:
+        self.path = jobs_dir / ".bfjobs-submissions" / f"{key}.json"
+
+    def begin(self, ids: list[str]) -> None:
+        import socket
+
+        self._write({"ids": ids, "host": socket.gethostname(), "pid": os.getpid(), "done": False})
+
+    def end(self) -> None:
+        found = self.read()
+        if found is not None:
+            self._write({**found, "done": True})
+
+    def read(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            found = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def working(self, found: dict[str, Any]) -> bool:
+        """Is the agent that noted it still at work (same host, its pid alive), or could it be?"""
+        import socket
+
+        if found.get("done"):
+            return False
+        if found.get("host") != socket.gethostname():  # another login node: only its age can tell
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return False
+            return age < SUBMITTING_GRACE.total_seconds()
+        try:
+            os.kill(int(found.get("pid", 0)), 0)
+        except (OSError, ValueError, TypeError):
+            return False
+        return True
+
+    def _write(self, data: dict[str, Any]) -> None:
+        import json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_text(json.dumps(data))
+        os.replace(temporary, self.path)
 
 
 def _outcome(outcome: Any) -> dict[str, Any] | None:
@@ -154,52 +229,81 @@ _JOB_ID = re.compile(r"[0-9a-f]{12}")
 SUBMITTING_GRACE = timedelta(minutes=10)
 
 
-def _recover(row: JobRow) -> Observation | tuple[str, str]:
-    """A job whose submission's answer the laptop lost: its Slurm id and folder, found in its folder
-    (``bfjobs-ids.json`` says which element it is, submitit's ``*_submitted.pkl`` the id), or
-    what became of it (an :class:`Observation`)."""
+def _recover(rows: Sequence[JobRow]) -> dict[str, Observation | tuple[str, str]]:
+    """Jobs whose submission's answer the laptop lost: for each, its Slurm id and folder, or what
+    became of it (an :class:`Observation`; ``known=False`` while the cluster may still be at it).
+
+    The request's note (:class:`Submission`) lists its jobs and says whether the agent is done;
+    each job folder's ``bfjobs-ids.json`` which element a job is, and submitit's
+    ``*_submitted.pkl`` the Slurm id. Each note and folder is read once per survey, whatever the
+    number of jobs."""
     import json
 
     from ..backends.protocol import IDS_FILE
     from ..states import FAILED
     from ..store import utcnow
 
-    jobs = Path(row.folder).parent
-    candidates = [
-        row.id,
-        *[i for i in row.request.get("submission", []) if isinstance(i, str) and _JOB_ID.fullmatch(i)],
-    ]
-    seen = False  # a folder of this submission exists: the cluster got the request
-    index = folder = None
-    for name in candidates:  # an array's folder is named after its first job
-        try:
-            listed = json.loads((jobs / name / IDS_FILE).read_text())
-        except FileNotFoundError:
+    found: dict[str, Observation | tuple[str, str]] = {}
+    groups: dict[tuple[Path, str], list[JobRow]] = {}
+    for row in rows:
+        key = row.request.get("submission")
+        key = key if isinstance(key, str) and _JOB_ID.fullmatch(key) else row.id
+        groups.setdefault((Path(row.folder).parent, key), []).append(row)
+    for (jobs, key), group in groups.items():
+        note = Submission(jobs, key)
+        noted = note.read()
+        if noted is None:  # the request never reached the cluster (or not yet)
+            for row in group:
+                young = utcnow() - row.submitted_at < SUBMITTING_GRACE
+                found[row.id] = (
+                    Observation(row.state, None, row.reason, known=False)
+                    if young
+                    else Observation(FAILED, None, "not submitted: the cluster never got the request")
+                )
             continue
-        except (OSError, ValueError) as exc:
-            return Observation(row.state, None, f"cannot read the job folder {jobs / name}: {exc}", known=False)
-        seen = True
-        if isinstance(listed, dict) and row.id in listed:
-            index, folder = listed[row.id], jobs / name
-            break
-    young = utcnow() - row.submitted_at < SUBMITTING_GRACE  # the cluster may still be submitting it
-    if folder is None:
-        if young:
-            return Observation(row.state, None, row.reason, known=False)
-        why = "the cluster did not submit it (already present, or refused)" if seen else "the cluster never got it"
-        return Observation(FAILED, None, f"not submitted: {why}")
-    try:
-        names = os.listdir(folder)
-    except OSError as exc:
-        return Observation(row.state, None, f"cannot read the job folder {folder}: {exc}", known=False)
-    if isinstance(index, int):
-        for pattern in (rf"(\d+_{index})_submitted\.pkl", r"(\d+)_submitted\.pkl"):
-            for name in names:
-                if found := re.fullmatch(pattern, name):
-                    return found.group(1), str(folder)
-    if young:
-        return Observation(row.state, None, row.reason, known=False)
-    return Observation(FAILED, None, f"not submitted: the cluster's submission was cut off ({folder} has no Slurm id)")
+        listed = [i for i in noted.get("ids", []) if isinstance(i, str) and _JOB_ID.fullmatch(i)]
+        where: dict[str, tuple[Path, int]] = {}
+        for name in listed:  # an array's folder is named after its first job
+            try:
+                elements = json.loads((jobs / name / IDS_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(elements, dict):
+                where.update({j: (jobs / name, i) for j, i in elements.items() if isinstance(i, int)})
+        working = note.working(noted)
+        names: dict[Path, list[str]] = {}
+        for row in group:
+            if row.id not in where:
+                found[row.id] = (
+                    Observation(row.state, None, row.reason, known=False)
+                    if working
+                    else Observation(FAILED, None, "not submitted: the cluster did not submit it (present, or refused)")
+                )
+                continue
+            folder, index = where[row.id]
+            if folder not in names:
+                try:
+                    names[folder] = os.listdir(folder)
+                except OSError:
+                    names[folder] = []
+            native = next(
+                (
+                    m.group(1)
+                    for pattern in (rf"(\d+_{index})_submitted\.pkl", r"(\d+)_submitted\.pkl")
+                    for n in names[folder]
+                    if (m := re.fullmatch(pattern, n))
+                ),
+                None,
+            )
+            if native is not None:
+                found[row.id] = (native, str(folder))
+            elif working:
+                found[row.id] = Observation(row.state, None, row.reason, known=False)
+            else:
+                found[row.id] = Observation(
+                    FAILED, None, f"not submitted: the cluster's submission was cut off ({folder} has no Slurm id)"
+                )
+    return found
 
 
 def survey(args: dict[str, Any]) -> dict[str, Any]:
@@ -211,13 +315,12 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
     rows = decode_rows(args.get("rows"))
     settled: dict[str, Observation] = {}
     learnt: dict[str, tuple[str, str]] = {}
-    for row in rows:
-        if not row.native_id:
-            found_id = _recover(row)
-            if isinstance(found_id, Observation):  # (a NamedTuple: asked first)
-                settled[row.id] = found_id
-            else:
-                row.native_id, row.folder = learnt[row.id] = found_id
+    by_id = {r.id: r for r in rows}
+    for job_id, outcome in _recover([r for r in rows if not r.native_id]).items():
+        if isinstance(outcome, Observation):  # (a NamedTuple: asked first)
+            settled[job_id] = outcome
+        else:
+            by_id[job_id].native_id, by_id[job_id].folder = learnt[job_id] = outcome
     rows = [r for r in rows if r.id not in settled]
     found = _slurm().survey(rows, verify=bool(args.get("verify")), reasons=bool(args.get("reasons")))
     found.observed.update(settled)
@@ -226,7 +329,6 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
         if obs is not None:
             found.observed[job_id] = obs._replace(native_id=native, folder=folder, known=True)
     in_place = {}
-    by_id = {r.id: r for r in rows}
     for job_id, obs in found.observed.items():
         if obs.state == COMPLETED and obs.result is not None:
             from .. import kinds

@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Check
 from ..errors import BfjobsError
@@ -37,15 +37,17 @@ def run(profile_name: str | None, backends: Backends) -> tuple[str | None, list[
     where = f"; cluster {profile.user}@{profile.host} over ssh" if profile.remote else ""
     checks = [Check("profile", "ok", f"{profile.name} ({profile.schema}; {source}{where})")]
     settings: dict[str, JobSettings] = {}
+    resolved: dict[str, Any] = {}
     for kind in kinds.names():
         try:
-            settings[kind] = kinds.resolve_settings(profile.name, kind, remote=profile.remote).settings
+            resolved[kind] = kinds.resolve_settings(profile.name, kind, remote=profile.remote)
+            settings[kind] = resolved[kind].settings
         except BfjobsError as exc:
             checks.append(Check(f"settings: {kind}", "fail", str(exc), "fix the file and key it names"))
     if len(settings) == len(kinds.names()):
         checks.append(Check("settings", "ok", "the site file and bfjobs.toml are valid (see `bfjobs config show`)"))
     if profile.remote:
-        return profile.name, checks + _remote(profile, backends)
+        return profile.name, checks + _remote(profile, resolved, backends)
     return profile.name, checks + here(profile, settings, backends.for_profile(profile))
 
 
@@ -67,13 +69,14 @@ def here(profile: Profile, settings: dict[str, JobSettings], backend: Backend) -
     return checks
 
 
-def _remote(profile: Profile, backends: Backends) -> list[Check]:
-    """A remote profile: can its cluster be reached, and what its bfjobs finds there (one round trip)."""
-    from .. import config, kinds
+def _remote(profile: Profile, resolved: dict[str, Any], backends: Backends) -> list[Check]:
+    """A remote profile: can its cluster be reached, and what its bfjobs finds there (one round
+    trip), with the settings this laptop sends (``resolved``: the kinds whose settings are valid)."""
+    from .. import config
     from ..backends.protocol import one_line
 
     agent = backends.named("remote").agent(profile.name)  # type: ignore[attr-defined]
-    layers = {k: config.sent_layers(kinds.resolve_settings(profile.name, k, remote=True)) for k in kinds.names()}
+    layers = {kind: config.sent_layers(found) for kind, found in resolved.items()}
     request = {
         "profile": {"name": profile.name, "home_dir": str(profile.home_dir), "cache_dir": str(profile.cache_dir)},
         "layers": layers,
@@ -85,6 +88,8 @@ def _remote(profile: Profile, backends: Backends) -> list[Check]:
     reached = Check("ssh", "ok", f"{agent.target.where()} answers; bfjobs runs there with {agent.python}")
     with agent.reading("doctor"):
         found = [Check(*(one_line(str(v)) if v is not None else None for v in c)) for c in answer]
+        if any(c.status not in ("ok", "warn", "fail") or not c.name for c in found):
+            raise ValueError("a check's status")
     return [reached, *[c._replace(name=f"{c.name} (on {profile.host})") for c in found]]
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, kinds
 from ..backends.protocol import one_line
-from ..errors import ConnectionLost, MalformedAnswer
+from ..backends.remote import ERROR_TYPES
+from ..errors import BfjobsError, ClusterError, ConnectionLost, MalformedAnswer
 from ..specs import AlreadyPresent, JobSpec
 
 if TYPE_CHECKING:
@@ -57,16 +58,15 @@ def _backend(backends: Backends, spec: JobSpec) -> RemoteBackend:
     return backend  # type: ignore[return-value]
 
 
-def _lost_row(spec: JobSpec, job_id: str, siblings: list[str], why: str) -> JobRow:
-    """A job the cluster may have submitted when the connection broke: recorded so that the next
-    refresh asks the cluster (its folder says: :func:`.cluster._recover`); ``siblings``: the ids of
-    the same list, whose folders an array element's may be."""
+def _lost_row(spec: JobSpec, job_id: str, key: str) -> JobRow:
+    """A job sent to the cluster and not confirmed yet: recorded so that, if the answer never
+    comes, the next refresh asks the cluster what became of it (:func:`.cluster._recover`).
+    ``key``: the submission's (its first job's id), under which the cluster notes the request."""
     from ..states import PENDING
     from ..store import JobRow, utcnow
     from .submission import _user
 
     now = utcnow()
-    request = {**spec.request_record(), **({"submission": siblings} if siblings else {})}
     return JobRow(
         id=job_id,
         kind=spec.kind,
@@ -74,10 +74,10 @@ def _lost_row(spec: JobSpec, job_id: str, siblings: list[str], why: str) -> JobR
         backend="remote",
         native_id=None,
         state=PENDING,
-        reason=f"submission unconfirmed: {why}",
+        reason=UNCONFIRMED,
         folder=str(spec.profile.jobs_dir / job_id),
         target=str(spec.target),
-        request=request,
+        request={**spec.request_record(), "submission": key},
         result=None,
         node=None,
         user=_user(),
@@ -88,11 +88,23 @@ def _lost_row(spec: JobSpec, job_id: str, siblings: list[str], why: str) -> JobR
     )
 
 
+#: A remote job's reason until the cluster confirmed it (the answer to its submission, or a refresh).
+UNCONFIRMED = "submitted over ssh; not confirmed by the cluster yet"
+
+
 def _present(raw: dict[str, Any]) -> AlreadyPresent:
     fields = {k: raw.get(k) for k in ("kind", "path", "profile", "commit", "where", "ref")}
     if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["path"]:
         raise TypeError("present")
     return AlreadyPresent(**{**{k: v for k, v in fields.items() if v is not None}, "path": Path(fields["path"])})
+
+
+def _confirmed(raw: Any, ids: set[str], spec: JobSpec) -> JobRow:
+    """A job the cluster says it submitted before a failure: one of ours, of this kind."""
+    row = _outcome({"row": raw}, str(raw.get("id")), spec)
+    if row.id not in ids:
+        raise ValueError("not a job asked for")
+    return row  # type: ignore[return-value]
 
 
 def _outcome(raw: dict[str, Any], job_id: str, spec: JobSpec) -> AlreadyPresent | JobRow:
@@ -106,11 +118,16 @@ def _outcome(raw: dict[str, Any], job_id: str, spec: JobSpec) -> AlreadyPresent 
     [row] = decode_rows([raw["row"]])
     if row.id != job_id or row.kind != spec.kind or not SLURM_ID.fullmatch(str(row.native_id)):
         raise ValueError("not the job asked for")
+    if row.state != "PENDING" or row.target != str(spec.target):
+        raise ValueError("not a new job for this artefact")
     if not all(isinstance(v, str) for v in (row.folder, row.target, row.state)) or not isinstance(row.request, dict):
         raise TypeError("row")
     row.backend = "remote"
     row.profile = spec.profile.name
     row.reason = None if row.reason is None else one_line(str(row.reason))
+    row.folder = one_line(row.folder)
+    row.user = None if row.user is None else one_line(str(row.user))
+    row.node = None if row.node is None else one_line(str(row.node))
     return row
 
 
@@ -143,22 +160,36 @@ def submit(
         ids = [submission.new_id() for _ in todo]
         sent = {**args, "entries": [args["entries"][i] for i in todo], "ids": ids}
         agent = _backend(backends, specs[0]).agent(specs[0].profile.name)
+        # Recorded before the request is sent (write-ahead): whatever happens to the answer (a
+        # dropped connection, Ctrl-C, a malformed line), no job the cluster submits goes unrecorded.
+        db.insert_many([_lost_row(specs[i], job_id, ids[0]) for i, job_id in zip(todo, ids, strict=True)])
         try:
             answer = agent.call("submit", sent)
             with agent.reading("submit"):
                 notes = [one_line(str(line)) for line in answer["notes"]]
-                got = [
-                    _outcome(raw, job_id, specs[i])
-                    for i, job_id, raw in zip(todo, ids, answer["outcomes"], strict=True)
-                ]
+                if answer.get("partial") is not None:  # some arrays were submitted before one failed
+                    done = [_confirmed(raw, set(ids), specs[0]) for raw in answer["partial"]]
+                    failure: BfjobsError | None = ERROR_TYPES.get(str(answer.get("type")), ClusterError)(
+                        f"on {agent.target.host}: {one_line(str(answer['error']))} "
+                        f"({len(done)} job(s) of the list were submitted before it: see `bfjobs list`)"
+                    )
+                else:
+                    failure = None
+                    got = [
+                        _outcome(raw, job_id, specs[i])
+                        for i, job_id, raw in zip(todo, ids, answer["outcomes"], strict=True)
+                    ]
         except (ConnectionLost, MalformedAnswer) as exc:
-            siblings = ids if args["many"] else []
-            lost = [_lost_row(specs[i], job_id, siblings, str(exc)) for i, job_id in zip(todo, ids, strict=True)]
-            db.insert_many(lost)
             raise type(exc)(
                 f"{exc}; the cluster may have submitted job(s) {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}: "
                 "`bfjobs status` asks it what became of them (nothing is submitted twice)"
             ) from None
+        except BfjobsError:  # nothing was sent (unreachable), or the cluster refused before any sbatch
+            db.replace_unconfirmed(ids, [])
+            raise
+        if failure is not None:
+            db.replace_unconfirmed(ids, done)
+            raise failure
         for line in notes:
             note(line)
         rows: list[JobRow] = []
@@ -166,7 +197,7 @@ def submit(
             outcomes[index] = outcome
             if not isinstance(outcome, AlreadyPresent):
                 rows.append(outcome)
-        db.insert_many(rows)
+        db.replace_unconfirmed(ids, rows)
     return [o for o in outcomes if o is not None]
 
 

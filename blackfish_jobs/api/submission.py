@@ -266,11 +266,11 @@ def submit_many(
         specs[index] = spec
     db.migrate()
     backend = backends.for_profile(specs[0].profile)
-    given = list(ids) if ids is not None else [new_id() for _ in specs]
     if not backend.submits_arrays:
         for index in todo:  # triaged together above: each is submitted as it is
-            outcomes[index] = _submit_one(db, specs[index], backends, given[index])
+            outcomes[index] = _submit_one(db, specs[index], backends, ids[index] if ids is not None else None)
         return [o for o in outcomes if o is not None]
+    given = list(ids) if ids is not None else [new_id() for _ in specs]
     for start in range(0, len(todo), ARRAY_CHUNK):
         chunk = todo[start : start + ARRAY_CHUNK]
         elements = [specs[i] for i in chunk]

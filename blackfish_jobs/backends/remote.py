@@ -45,7 +45,7 @@ READY_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 300.0
 MAX_ANSWER = 64 * 1024 * 1024
 #: The errors an answer may name: the same type is raised here.
-_TYPES = {
+ERROR_TYPES = {
     name: getattr(errors, name)
     for name in (
         "BadInput",
@@ -135,7 +135,7 @@ class Agent:
         if not isinstance(answer, dict) or not ("ok" in answer or isinstance(answer.get("error"), str)):
             raise MalformedAnswer(f"profile {self.profile.name!r}: {self.target.host} answered with no bfjobs answer")
         if "error" in answer:
-            kind = _TYPES.get(str(answer.get("type")), ClusterError)
+            kind = ERROR_TYPES.get(str(answer.get("type")), ClusterError)
             raise kind(f"on {self.target.host}: {one_line(answer['error'])}")
         return answer["ok"]
 
@@ -171,7 +171,7 @@ class Agent:
                 f"profile {name!r}: bfjobs is not installed for {self.python} on {self.target.host}: install it "
                 f"there (docs/remote.md), or set remote_python in bfjobs.toml [profiles.{name}]"
             )
-        last = text.strip().splitlines()[-1][-300:] if text.strip() else "no message"
+        last = one_line(text.strip().splitlines()[-1][-300:]) if text.strip() else "no message"
         return RemoteUnreachable(
             f"profile {name!r}: bfjobs did not start on {self.target.host} (exit {status}): {last}"
         )
@@ -179,7 +179,7 @@ class Agent:
     def _lost(self, proc: subprocess.Popen[bytes], reader: _Lines, when: str) -> Exception:
         status = _finish(proc)
         text = reader.stderr_text().strip()
-        last = text.splitlines()[-1][-300:] if text else f"exit {status}"
+        last = one_line(text.splitlines()[-1][-300:]) if text else f"exit {status}"
         return ConnectionLost(
             f"profile {self.profile.name!r}: the connection to {self.target.host} broke {when}: {last}"
         )
@@ -321,19 +321,17 @@ class RemoteBackend(Backend):
         done = Survey()
         for profile, group in _by_profile(rows).items():
             try:
-                answer = self.agent(profile).call(
-                    "survey", {"rows": encode_rows(group), "verify": verify, "reasons": reasons}
-                )
+                agent = self.agent(profile)
+                answer = agent.call("survey", {"rows": encode_rows(group), "verify": verify, "reasons": reasons})
+                known = {r.id for r in group}
+                with agent.reading("survey"):
+                    observed = {k: decode_observation(v) for k, v in answer["observed"].items() if k in known}
+                    problems = [f"on {agent.target.host}: {one_line(str(p))}" for p in answer["problems"]]
+                    seen = {str(i) for i in answer["reason_seen"]} & known
+                    in_place = {str(k): bool(v) for k, v in answer["in_place"].items() if k in known}
             except (ClusterError, errors.BadInput) as exc:
                 done.problems.append(f"cannot ask the cluster of profile {profile!r} about {len(group)} job(s): {exc}")
                 continue
-            agent = self.agent(profile)
-            known = {r.id for r in group}
-            with agent.reading("survey"):
-                observed = {k: decode_observation(v) for k, v in answer["observed"].items() if k in known}
-                problems = [f"on {agent.target.host}: {one_line(str(p))}" for p in answer["problems"]]
-                seen = {str(i) for i in answer["reason_seen"]} & known
-                in_place = {str(k): bool(v) for k, v in answer["in_place"].items() if k in known}
             done.observed.update(observed)
             done.problems += problems
             done.reason_seen |= seen
@@ -343,19 +341,30 @@ class RemoteBackend(Backend):
     def cancel(self, rows: Sequence[JobRow], *, grace_s: float = 20.0) -> CancelRequest:
         done = CancelRequest()
         for profile, group in _by_profile(rows).items():
-            agent = self.agent(profile)
-            answer = agent.call("cancel", {"rows": encode_rows(group)})
-            with agent.reading("cancel"):
-                done.refused.update({str(k): one_line(str(v)) for k, v in answer["refused"].items()})
+            try:  # one cluster out of reach refuses its own jobs, not every other backend's
+                agent = self.agent(profile)
+                answer = agent.call("cancel", {"rows": encode_rows(group)})
+                with agent.reading("cancel"):
+                    done.refused.update({str(k): one_line(str(v)) for k, v in answer["refused"].items()})
+            except (ClusterError, errors.BadInput) as exc:
+                done.refused.update({r.id: f"cannot ask the cluster of profile {profile!r}: {exc}" for r in group})
         return done
 
     def artefact_in_place(self, row: JobRow) -> bool:
+        """Is a completed job's artefact in place on its cluster (learnt by the survey that saw it
+        complete, else asked)?"""
         if row.id not in self.in_place:
-            agent = self.agent(row.profile)
-            answer = agent.call("in_place", {"rows": encode_rows([row])})
-            with agent.reading("in_place"):
-                self.in_place[row.id] = bool(answer[row.id])
+            self.check_in_place([row])
         return self.in_place[row.id]
+
+    def check_in_place(self, rows: Sequence[JobRow]) -> None:
+        """Ask each cluster once about all these completed jobs' artefacts (``wait`` on jobs that
+        ended before it started: one round trip, not one per job)."""
+        for profile, group in _by_profile([r for r in rows if r.id not in self.in_place]).items():
+            agent = self.agent(profile)
+            answer = agent.call("in_place", {"rows": encode_rows(group)})
+            with agent.reading("in_place"):
+                self.in_place.update({r.id: bool(answer[r.id]) for r in group})
 
     def read_log(self, row: JobRow, stream: str, offset: int) -> bytes | None:
         import base64

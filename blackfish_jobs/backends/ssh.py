@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import constants
-from ..errors import ConfigError, RemoteUnreachable
+from ..errors import ConfigError
+from .protocol import one_line
 
 CONNECT_TIMEOUT_S = 15
 #: a master outlives the command by this much: the next command (a ``wait`` loop) reuses it
@@ -101,7 +101,7 @@ class Target:
 def describe_failure(target: Target, stderr: str) -> str:
     """ssh's own failure (exit 255) in one line naming the profile and the host."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    text = " ".join(lines)[-300:] if lines else "ssh failed without a message"
+    text = one_line(" ".join(lines)[-300:]) if lines else "ssh failed without a message"  # the far side's words
     lowered = text.lower()
     if "host key verification failed" in lowered or "remote host identification has changed" in lowered:
         why = "its host key is unknown or has CHANGED (check it with the site, then fix ~/.ssh/known_hosts)"
@@ -112,27 +112,3 @@ def describe_failure(target: Target, stderr: str) -> str:
     else:
         why = "ssh failed"
     return f"profile {target.profile!r}: {why}: ssh {target.where()}: {text}"
-
-
-def run_checked(target: Target, remote: Sequence[str], timeout: float = 60.0) -> str:
-    """Run a short command on the cluster and return its stdout; any failure is one line."""
-    try:
-        done = subprocess.run(
-            target.argv(remote), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-        )
-    except FileNotFoundError:
-        raise RemoteUnreachable(
-            f"profile {target.profile!r}: the ssh client ({constants.ssh_command()}) is not installed"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise RemoteUnreachable(
-            f"profile {target.profile!r}: no answer from {target.where()} within {timeout:.0f} s"
-        ) from None
-    if done.returncode == 255:
-        raise RemoteUnreachable(describe_failure(target, done.stderr))
-    if done.returncode:
-        raise RemoteUnreachable(
-            f"profile {target.profile!r}: {remote[0]} failed on {target.host} (exit {done.returncode}): "
-            f"{done.stderr.strip()[-300:]}"
-        )
-    return done.stdout

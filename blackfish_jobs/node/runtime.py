@@ -128,9 +128,14 @@ def run_child(argv: list[str], payload: bytes) -> tuple[int, bytes]:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
             def kill() -> None:
+                # os-level, not proc.kill()/proc.wait(): this runs in a signal handler, possibly
+                # while the main thread holds Popen's (non-reentrant) wait lock in communicate()
+                if proc.returncode is not None:
+                    return  # reaped already: its pid may be another process's by now
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+                    os.kill(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, 0)
 
             stack.enter_context(cleanup_on_stop(kill))
         try:

@@ -177,6 +177,16 @@ class Database:
         with self._transaction() as conn:
             conn.executemany(sql, values)
 
+    def replace_unconfirmed(self, ids: Sequence[str], rows: Sequence[JobRow]) -> None:
+        """In one transaction: drop the placeholder rows ``ids`` (a remote submission's, recorded
+        before its request was sent: no native id yet), then insert ``rows`` (what the cluster
+        confirmed; usually the same ids)."""
+        sql = f"INSERT INTO {JOBS} ({', '.join(COLUMNS)}) VALUES ({_qmarks(COLUMNS)})"
+        with self._transaction() as conn:
+            for chunk in _chunks(list(ids)):
+                conn.execute(f"DELETE FROM {JOBS} WHERE native_id IS NULL AND id IN ({_qmarks(chunk)})", chunk)
+            conn.executemany(sql, [[to_sql(c, getattr(row, c)) for c in COLUMNS] for row in rows])
+
     def update(self, job_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
         self._update([(job_id, None, values)])
