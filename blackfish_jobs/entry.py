@@ -128,8 +128,8 @@ def _prestart_remote(live: _Live | None) -> dict[str, Any] | None:
     profile): the login, the interpreter and bfjobs' imports there overlap the CLI's start-up here;
     the request itself is sent by the remote backend once it has the rows. Nothing is sent to an
     agent nobody asks: it is killed when the command ends."""
-    if live is None or not live.remote_profiles:
-        return None
+    if live is None or len(live.remote_profiles) != 1:
+        return None  # several clusters: one at a time, so that two logins never prompt at once
     from .backends import remote
 
     agents: dict[str, Any] = {}

@@ -197,6 +197,8 @@ def test_a_download_registers_in_the_laptops_blackfish_table(laptop: Laptop, hub
                          "--wait", "--json")
     assert done.returncode == 0, done.stderr
     job = as_job(done)
+    # the download's progress record is the cluster's, sent with the survey that saw it end
+    assert job["progress"] is not None and job["progress"]["final"] and job["progress"]["bytes_done"] > 0, job
     repo = laptop.cache_dir / "models" / ("models--" + DEMO_REPO_ID.replace("/", "--"))
     assert job["state"] == "COMPLETED" and (repo / "snapshots" / job["result"]["commit"]).is_dir(), job
     conn = sqlite3.connect(db)

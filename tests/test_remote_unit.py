@@ -69,6 +69,12 @@ def test_an_agent_that_never_answers_is_a_lost_connection(tmp_path, monkeypatch)
         agent.call("survey", {}, timeout=1.0)
 
 
+def test_an_agent_that_stops_reading_cannot_block_the_request(tmp_path, monkeypatch):
+    agent = _agent(tmp_path, monkeypatch, 'echo "BFJOBS-AGENT 1 0.1.0"; exec sleep 600')  # never reads stdin
+    with pytest.raises(ConnectionLost, match="stopped reading"):
+        agent.call("survey", {"rows": "x" * 4_000_000}, timeout=1.0)  # far more than a pipe holds
+
+
 def test_the_ssh_command_line_never_lets_a_word_become_an_option(tmp_path, monkeypatch):
     log = tmp_path / "argv"
     agent = _agent(tmp_path, monkeypatch, f'printf "%s\\n" "$@" > {log}; exit 255')
@@ -167,3 +173,13 @@ def test_a_lost_submission_is_found_in_its_folders(tmp_path):
     found = cluster._recover([lost, young])
     assert found[lost.id].state == FAILED and "never got the request" in str(found[lost.id].reason)  # type: ignore[union-attr]
     assert found[young.id].known is False  # type: ignore[union-attr]
+
+
+def test_a_progress_record_from_the_cluster_is_checked():
+    good = {"bytes_done": 5, "bytes_total": 10, "files_done": 1, "files_total": None, "rate": 2.5,
+            "eta_seconds": 2, "started_at": "2026-12-06T10:00:00Z", "updated_at": "x\x1b[2J", "final": False}
+    record = remote._progress(good)
+    assert record["bytes_done"] == 5 and record["rate"] == 2.5 and "\x1b" not in record["updated_at"]
+    for bad in ({**good, "bytes_done": "5; rm"}, {**good, "rate": -1}, {**good, "files_done": True}, "x"):
+        with pytest.raises(TypeError):
+            remote._progress(bad)

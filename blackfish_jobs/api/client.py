@@ -256,17 +256,21 @@ class Client:
         raise config.unknown_profile(name)
 
     def progress(self, rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
-        """Progress records by job id (running jobs' latest figures, ended jobs' final ones)."""
-        from ..backends import folder
-
-        return folder.read_progress(rows)
+        """Progress records by job id (running jobs' latest figures, ended jobs' final ones), read
+        where each job runs (a remote profile's: what its cluster's last survey sent)."""
+        by_backend: dict[str, list[JobRow]] = {}
+        for row in rows:
+            by_backend.setdefault(row.backend, []).append(row)
+        found: dict[str, dict[str, Any]] = {}
+        for name, group in by_backend.items():
+            found.update(self.backends.named(name).read_progress(group))
+        return found
 
     def status(self, job_ids: Sequence[str] = (), *, profile: str | None = None) -> JobsResult:
         """Refresh and report jobs with one Slurm query: the given ones in the order given (an array's
         elements by index), or every unfinished one newest first, as ``list`` orders them; fails
         (ClusterError) if Slurm could not be asked about some job."""
         from .. import tracking
-        from ..backends import folder
 
         self.check_profile(profile)
         rows = self.resolve(job_ids) if job_ids else self.db.unfinished()
@@ -274,7 +278,7 @@ class Client:
             rows = [r for r in rows if r.profile == profile]
         report = tracking.refresh_report(self.db, rows, self.backends)
         shown = report.rows if job_ids else newest_first(report.rows)
-        return JobsResult(shown, progress=folder.read_progress(shown), problems=report.problems)
+        return JobsResult(shown, progress=self.progress(shown), problems=report.problems)
 
     def list_jobs(
         self,
@@ -319,7 +323,6 @@ class Client:
         on_problems: Callable[[list[str]], None] | None = None,
     ) -> JobsResult:
         from .. import tracking
-        from ..backends import folder
         from ..states import COMPLETED
 
         rows = tracking.wait(
@@ -330,7 +333,7 @@ class Client:
             self.backends.named("remote").check_in_place(remote)  # type: ignore[attr-defined]
         bad = [r for r in rows if r.state != COMPLETED or not self._in_place(r)]
         error = JobFailed(not_ok_message(rows, bad, timeout)) if bad else None
-        return JobsResult(rows, progress=folder.read_progress(rows), error=error)
+        return JobsResult(rows, progress=self.progress(rows), error=error)
 
     def _in_place(self, row: JobRow) -> bool:
         """:func:`artefact_in_place`, asked where the artefact lives (a remote profile: its cluster)."""

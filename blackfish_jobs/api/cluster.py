@@ -335,11 +335,15 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
 
             done = replace(by_id[job_id], result=obs.result, state=COMPLETED)
             in_place[job_id] = kinds.get(done.kind).artefact_in_place(done)
+    from ..backends import folder
+
+    now = [replace(by_id[k], state=o.state) for k, o in found.observed.items() if k in by_id and by_id[k].native_id]
     return {
         "observed": {k: encode_observation(v) for k, v in found.observed.items()},
         "problems": found.problems,
         "reason_seen": sorted(found.reason_seen),
         "in_place": in_place,
+        "progress": folder.read_progress(now),  # of the running and just-ended ones: a file each
     }
 
 

@@ -115,13 +115,13 @@ class Agent:
                     f"this bfjobs {PROTOCOL} (version {__version__}): install the same bfjobs on both sides"
                 )
             request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args})
+            deadline = time.monotonic() + timeout
             try:
-                assert proc.stdin is not None
-                proc.stdin.write(request.encode())
-                proc.stdin.close()
+                if not _send(proc, request.encode(), deadline):
+                    raise self._lost(proc, reader, "while sending the request (it stopped reading)")
             except BrokenPipeError:
                 raise self._lost(proc, reader, "while sending the request") from None
-            line = reader.until(ANSWER + " ", time.monotonic() + timeout)
+            line = reader.until(ANSWER + " ", deadline)
             if line is None:
                 raise self._lost(proc, reader, "before it answered")
         finally:
@@ -183,6 +183,28 @@ class Agent:
         return ConnectionLost(
             f"profile {self.profile.name!r}: the connection to {self.target.host} broke {when}: {last}"
         )
+
+
+def _send(proc: subprocess.Popen[bytes], data: bytes, deadline: float) -> bool:
+    """Write ``data`` to the process's stdin and close it, by the deadline (False if not: the far
+    side stopped reading, and a plain write would block for ever)."""
+    assert proc.stdin is not None
+    fd = proc.stdin.fileno()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_WRITE)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if selector.select(min(left, 1.0)):
+                try:
+                    view = view[os.write(fd, view[:65536]) :]
+                except BlockingIOError:
+                    continue
+    proc.stdin.close()
+    return True
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> int | None:
@@ -298,6 +320,7 @@ class RemoteBackend(Backend):
     def __init__(self, early: dict[str, Agent] | None = None) -> None:
         self._agents: dict[str, Agent] = dict(early or {})  # prestarted by the entry point (status)
         self.in_place: dict[str, bool] = {}  # learnt by surveys: completed jobs' artefacts checked there
+        self.progress: dict[str, dict[str, Any]] = {}  # learnt by surveys: running and ended jobs' records
 
     def close(self) -> None:
         for agent in self._agents.values():
@@ -329,6 +352,7 @@ class RemoteBackend(Backend):
                     problems = [f"on {agent.target.host}: {one_line(str(p))}" for p in answer["problems"]]
                     seen = {str(i) for i in answer["reason_seen"]} & known
                     in_place = {str(k): bool(v) for k, v in answer["in_place"].items() if k in known}
+                    progress = {k: _progress(v) for k, v in answer.get("progress", {}).items() if k in known}
             except (ClusterError, errors.BadInput) as exc:
                 done.problems.append(f"cannot ask the cluster of profile {profile!r} about {len(group)} job(s): {exc}")
                 continue
@@ -336,7 +360,13 @@ class RemoteBackend(Backend):
             done.problems += problems
             done.reason_seen |= seen
             self.in_place.update(in_place)
+            self.progress.update(progress)
         return done
+
+    def read_progress(self, rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
+        """What the last survey of each job's cluster said of its progress (no round trip: ``list``
+        never connects)."""
+        return {r.id: self.progress[r.id] for r in rows if r.id in self.progress}
 
     def cancel(self, rows: Sequence[JobRow], *, grace_s: float = 20.0) -> CancelRequest:
         done = CancelRequest()
@@ -373,6 +403,27 @@ class RemoteBackend(Backend):
         answer = agent.call("read_log", {"rows": encode_rows([row]), "stream": stream, "offset": offset})
         with agent.reading("read_log"):
             return None if answer is None else base64.b64decode(answer, validate=True)
+
+
+def _progress(raw: Any) -> dict[str, Any]:
+    """A progress record as the cluster sent it: its known fields, numbers as numbers, times as
+    one line of text (TypeError otherwise)."""
+    from ..node.progress import FIELDS
+
+    if not isinstance(raw, dict):
+        raise TypeError("progress")
+    record: dict[str, Any] = {}
+    for key in (*FIELDS, "final"):
+        value = raw.get(key)
+        if key.endswith("_at"):
+            record[key] = _text(value)
+        elif key == "final":
+            record[key] = bool(value)
+        elif value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0):
+            record[key] = value
+        else:
+            raise TypeError(key)
+    return record
 
 
 def agent_for(profile_name: str) -> Agent:
