@@ -215,6 +215,20 @@ def test_a_download_registers_in_the_laptops_blackfish_table(laptop: Laptop, hub
     assert laptop.ssh_calls() == before + 1
     assert not (laptop.home_dir / "models").exists()
     assert json.loads(laptop.bfjobs("list", "--json").stdout)["jobs"][0]["id"] == job["id"]
+    # a list of models, checked against the cluster's caches: the shared copy answers for it...
+    models = laptop.write_list("models.txt", [f"{DEMO_REPO_ID}@main  # the shared cache has it"])
+    present = laptop.bfjobs("submit", "download-model", "--from-file", str(models), "--profile", "cluster")
+    assert present.returncode == 0 and "already available" in present.stdout, present.stdout + present.stderr
+    # ...and with --force it is one request and one job array, into the home cache
+    before = laptop.ssh_calls()
+    listed = laptop.bfjobs("submit", "download-model", "--from-file", str(models), "--profile", "cluster",
+                           "--to", "home", "--force", "--wait", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [home_job] = [j for j in as_jobs(listed) if j.get("id")]
+    assert home_job["state"] == "COMPLETED" and home_job["slurm_job_id"].endswith("_0"), home_job
+    home_repo = laptop.home_dir / "models" / repo.name
+    assert (home_repo / "snapshots" / job["result"]["commit"]).is_dir()
+    assert laptop.ssh_calls() >= before + 2  # the submission, then the wait's surveys
 
 
 @pytest.fixture
