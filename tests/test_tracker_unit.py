@@ -355,3 +355,23 @@ def test_sacct_splits_only_when_the_ids_outgrow_one_argument():
     assert len(calls) == 3 and all(len(j) <= slurmcmd.MAX_ARG_CHARS for j in lists)
     assert sorted(i for j in lists for i in j.split(",")) == sorted(forty_k) and set(found) == set(forty_k)
     assert slurmcmd.id_lists(["1", "22", "333"], limit=4) == ["1,22", "333"]
+
+
+def test_an_sbatch_that_fails_silently_is_named_with_its_exit_status():
+    """sbatch can exit non-zero and print nothing (seen once under 50 concurrent submissions):
+    the one line says so, with the status, rather than "no output"."""
+    import subprocess
+
+    from submitit.core import utils as submitit_utils
+
+    from blackfish_jobs.backends import executors
+    from blackfish_jobs.errors import ClusterError
+
+    with (
+        pytest.raises(ClusterError, match="sbatch exited with status 1 and printed nothing"),
+        executors.submission_errors("the job"),
+    ):
+        try:
+            raise subprocess.CalledProcessError(1, ["sbatch"], output="", stderr="")
+        except subprocess.CalledProcessError as called:
+            raise submitit_utils.FailedJobError("") from called

@@ -148,7 +148,11 @@ def submission_errors(what: str) -> Iterator[None]:
         with contextlib.redirect_stderr(io.StringIO()):
             yield
     except submitit_utils.FailedJobError as exc:
-        raise ClusterError(_refusal(what, str(exc))) from None
+        text = str(exc)
+        called = exc.__cause__
+        if not text.strip() and isinstance(called, subprocess.CalledProcessError):  # sbatch said nothing
+            text = f"sbatch exited with status {called.returncode} and printed nothing"
+        raise ClusterError(_refusal(what, text)) from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ClusterError(f"could not submit {what}: {exc}") from None
 
