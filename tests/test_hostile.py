@@ -758,8 +758,9 @@ def test_profiles_cfg_fields(sb: Sandbox, key: str, data: st.DataObject) -> None
     section, raw = reading
     script = outcome.script
     # trailing slashes dropped as bfjobs does ("//" is "/", now that an existing directory is valid)
-    home = Path(os.path.expanduser(raw["home_dir"]).rstrip("/") or "/")
-    cache = Path(os.path.expanduser(raw["cache_dir"]).rstrip("/") or "/")
+    # (and a leading "//", which POSIX paths keep, is "/" too: bfjobs names folders from "/")
+    home = Path(re.sub(r"^/+", "/", os.path.expanduser(raw["home_dir"]).rstrip("/") or "/"))
+    cache = Path(re.sub(r"^/+", "/", os.path.expanduser(raw["cache_dir"]).rstrip("/") or "/"))
     check_script(script, home / "jobs" / "bfjobs" / render.PREVIEW_ID)
     assert f"# bfjobs {__version__}: pull-image job {render.PREVIEW_ID} (profile {section})" in script
     assert re.fullmatch(r"[A-Za-z0-9._-]+", section)

@@ -21,12 +21,17 @@ from ..states import NAMES as STATES
 if TYPE_CHECKING:
     from ..kinds import Kind
     from ..store import JobRow
+    from .caches import parse_age
     from .client import SLURM_OPTION_HELP, SLURM_OPTIONS, Client, artefact_in_place, parse_since
     from .results import (
         JSON_VERSION,
+        CacheListResult,
+        CachePruneResult,
+        CacheRemoveResult,
         CancelResult,
         ConfigResult,
         DoctorResult,
+        JobsPruneResult,
         JobsResult,
         LogsResult,
         RenderResult,
@@ -47,11 +52,12 @@ _LAZY = {
         ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
     ),
     **dict.fromkeys(
-        ("JSON_VERSION", "CancelResult", "ConfigResult", "DoctorResult", "JobsResult", "LogsResult", "RenderResult",
-         "Result", "SubmitResult", "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message",
-         "revision_column"),
+        ("JSON_VERSION", "CacheListResult", "CachePruneResult", "CacheRemoveResult", "CancelResult", "ConfigResult",
+         "DoctorResult", "JobsPruneResult", "JobsResult", "LogsResult", "RenderResult", "Result", "SubmitResult",
+         "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message", "revision_column"),
         ".results",
     ),
+    "parse_age": ".caches",
     "JobRow": "..store",
     "Kind": "..kinds",
 }
@@ -96,11 +102,15 @@ __all__ = [
     "SLURM_OPTIONS",
     "SLURM_OPTION_HELP",
     "STATES",
+    "CacheListResult",
+    "CachePruneResult",
+    "CacheRemoveResult",
     "CancelResult",
     "Client",
     "ConfigResult",
     "DoctorResult",
     "JobRow",
+    "JobsPruneResult",
     "JobsResult",
     "Kind",
     "LogsResult",
@@ -121,6 +131,7 @@ __all__ = [
     "native_column",
     "native_name",
     "outcome_message",
+    "parse_age",
     "parse_since",
     "revision_column",
 ]

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import BadInput, ClusterError, JobFailed
 from .results import (
+    CacheListResult,
+    CachePruneResult,
+    CacheRemoveResult,
     CancelResult,
     ConfigResult,
     DoctorResult,
+    JobsPruneResult,
     JobsResult,
     LogsResult,
     Outcome,
@@ -514,6 +518,195 @@ class Client:
                 )
         return found
 
+    def _cache_profile(self, profile: str | None) -> config.Profile:
+        """The profile whose caches a ``cache`` command acts on: a remote one's folders are the
+        cluster's (checked there), a local one's must exist here."""
+        from .. import config
+
+        where = config.load_profile(profile, check_dirs=False)
+        return where if where.remote else config.load_profile(profile)
+
+    def _cache_call(self, where: config.Profile, op: str, args: dict[str, Any], progress: Any = None) -> Any:
+        """One ``cache`` request to a remote profile's cluster (its folders sent along)."""
+        agent = self.backends.named("remote").agent(where.name)  # type: ignore[attr-defined]
+        sent = {"name": where.name, "home_dir": str(where.home_dir), "cache_dir": str(where.cache_dir)}
+        return agent, agent.call(op, {"profile": sent, **args}, timeout=24 * 3600.0, progress=progress)
+
+    def cache_ls(self, *, profile: str | None = None) -> CacheListResult:
+        """Every model snapshot and image in the profile's two caches (a remote profile's: one round
+        trip), each model marked with whether Blackfish's ``model`` table has it."""
+        import os
+
+        from ..caches import Entry, Space
+        from ..store import blackfish as registry
+        from . import caches
+
+        where = self._cache_profile(profile)
+        if where.remote:
+            agent, answer = self._cache_call(where, "cache_ls", {})
+            with agent.reading("cache ls"):
+                entries = [caches.decode(Entry, e) for e in answer["entries"]]
+                spaces = [caches.decode(Space, x) for x in answer["spaces"]]
+        else:
+            entries, spaces = caches.ls_here(where)
+        keys = registry.model_keys(self.db, where.name)
+        for entry in entries:
+            if entry.kind == "model" and keys is not None:
+                model_dir = os.path.dirname(os.path.dirname(entry.path))
+                entry.blackfish = (entry.repo_id, entry.commit, model_dir) in keys
+        return CacheListResult(where.name, entries, spaces)
+
+    def cache_rm(
+        self,
+        targets: Sequence[str],
+        *,
+        profile: str | None = None,
+        shared: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CacheRemoveResult:
+        """Remove snapshots (``REPO_ID@REV``), whole repos (``REPO_ID``) or images (``NAME.sif``)
+        from the profile's home cache (``shared``: its shared cache), and the Blackfish ``model``
+        rows of the snapshots that went. Every target is checked before anything is removed."""
+        from ..caches import Removal
+        from ..store import blackfish as registry
+        from . import caches
+
+        if not targets:
+            raise BadInput("cache rm: name at least one TARGET (REPO_ID@REV, REPO_ID or NAME.sif)")
+        parsed = [caches.parse_target(t) for t in targets]
+        where = self._cache_profile(profile)
+        self._refuse_live(where, shared, parsed)
+        if where.remote:
+            agent, answer = self._cache_call(
+                where, "cache_rm", {"targets": parsed, "shared": shared, "dry_run": dry_run}, progress
+            )
+            with agent.reading("cache rm"):
+                removals = [caches.decode(Removal, r) for r in answer]
+        else:
+            removals = caches.rm_here(
+                where, parsed, shared=shared, dry_run=dry_run, progress=progress or caches.no_progress
+            )
+        rows = 0
+        if not dry_run:
+            keys = [
+                (r.repo_id, commit, r.model_dir)
+                for r in removals
+                if r.kind == "model" and r.repo_id and r.model_dir
+                for commit in r.commits
+            ]
+            rows = registry.delete_models(self.db, where.name, keys)
+        return CacheRemoveResult(where.name, removals, dry_run, rows)
+
+    def _refuse_live(self, where: config.Profile, shared: bool, parsed: Sequence[dict[str, Any]]) -> None:
+        """Refuse a target one of this database's unfinished jobs is fetching (named by its id);
+        jobs of other users and databases are found by their locks, where the caches are."""
+        from .. import layout
+
+        base = where.cache_dir if shared else where.home_dir
+        wanted = {}
+        for target in parsed:
+            if target["kind"] == "image":
+                wanted[str(layout.images_dir(base) / str(target["name"]))] = str(target["name"])
+            else:
+                wanted[str(layout.repo_dir(layout.models_dir(base), str(target["repo_id"])))] = str(target["repo_id"])
+        from .. import tracking
+        from ..states import FINISHED
+
+        rows = [r for r in self.db.unfinished(targets=list(wanted)) if r.profile == where.name]
+        for row in tracking.refresh(self.db, rows, self.backends) if rows else []:
+            if row.state not in FINISHED:
+                raise BadInput(
+                    f"cache rm: {wanted[row.target]} is being fetched by job {row.id} ({row.state}): "
+                    "wait for it or cancel it first"
+                )
+
+    def cache_prune(
+        self,
+        *,
+        profile: str | None = None,
+        shared: bool = False,
+        dry_run: bool = False,
+        older_than: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CachePruneResult:
+        """Leftovers of killed jobs no running job owns, blobs no snapshot uses, dangling refs, and
+        the Blackfish ``model`` rows whose snapshot is gone, in the profile's home cache (``shared``:
+        its shared cache)."""
+        from ..caches import Leftover
+        from ..store import blackfish as registry
+        from . import caches
+
+        where = self._cache_profile(profile)
+        keys = sorted(registry.model_keys(self.db, where.name) or ())
+        models = [(model_dir, revision) for _repo, revision, model_dir in keys]
+        if where.remote:
+            agent, answer = self._cache_call(
+                where,
+                "cache_prune",
+                {"shared": shared, "dry_run": dry_run, "older_than": older_than, "models": models},
+                progress,
+            )
+            with agent.reading("cache prune"):
+                leftovers = [caches.decode(Leftover, x) for x in answer["leftovers"]]
+                gone = {(str(a), str(b)) for a, b in answer["gone"]}
+        else:
+            found, gone_list = caches.prune_here(
+                where, shared=shared, dry_run=dry_run, older_than=older_than, models=models,
+                progress=progress or caches.no_progress,
+            )
+            leftovers, gone = found, set(gone_list)
+        rows = [(repo, revision, model_dir) for repo, revision, model_dir in keys if (model_dir, revision) in gone]
+        if not dry_run:
+            registry.delete_models(self.db, where.name, rows)
+        return CachePruneResult(where.name, leftovers, rows, dry_run)
+
+    def prune_jobs(
+        self, *, profile: str | None = None, older_than: float | None = None, dry_run: bool = False
+    ) -> JobsPruneResult:
+        """Remove the folders of this database's finished jobs (their rows keep the results), never
+        one a live job uses (an array's folder goes once every element has ended); ``older_than``
+        seconds: only jobs that ended at least that long ago."""
+        from .. import config, tracking
+        from ..states import FINISHED
+        from ..store import utcnow
+        from . import caches
+
+        if profile is not None:
+            self.check_profile(profile)
+        tracking.refresh(self.db, self.db.unfinished(), self.backends)
+        rows = self.db.listing(profile=profile)
+        by_folder: dict[tuple[str, str], list[JobRow]] = {}
+        for row in rows:
+            if row.folder:
+                by_folder.setdefault((row.profile, row.folder), []).append(row)
+        now = utcnow()
+        chosen: dict[str, list[str]] = {}
+        live = 0
+        for (name, folder), group in sorted(by_folder.items()):
+            if any(r.state not in FINISHED for r in group):
+                live += 1
+                continue
+            ended = max((r.ended_at or r.updated_at or r.submitted_at) for r in group)
+            if older_than is not None and ended is not None and (now - ended).total_seconds() < older_than:
+                continue
+            chosen.setdefault(name, []).append(folder)
+        found: list[dict[str, Any]] = []
+        for name, folders in chosen.items():
+            try:
+                where = config.load_profile(name, check_dirs=False)
+            except BadInput as exc:
+                found += [{"path": f, "bytes": 0, "removed": False, "skipped": str(exc)} for f in folders]
+                continue
+            if where.remote:
+                agent, answer = self._cache_call(where, "prune_folders", {"folders": folders, "dry_run": dry_run})
+                with agent.reading("jobs prune"):
+                    found += [_folder_item(x) for x in answer]
+            else:
+                found += caches.prune_folders_here(where, folders, dry_run=dry_run)
+        found = [f for f in found if not str(f.get("skipped") or "").startswith("not there")]
+        return JobsPruneResult(found, live, dry_run)
+
     def unregistered_notice(self) -> str | None:
         """Once per command: the downloads it saw complete while Blackfish had no model table."""
         if self._db is None or not self._db.unregistered:
@@ -528,6 +721,22 @@ class Client:
 
 
 # ---------------------------------------------------------------------- domain rules
+
+
+def _folder_item(raw: Any) -> dict[str, Any]:
+    """One job folder as a cluster reported its removal, checked (it reaches the terminal)."""
+    from ..backends.protocol import one_line
+
+    skipped = raw.get("skipped")
+    size = raw.get("bytes")
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ValueError("bytes")
+    return {
+        "path": one_line(str(raw["path"])),
+        "bytes": size,
+        "removed": bool(raw.get("removed")),
+        "skipped": None if skipped is None else one_line(str(skipped)),
+    }
 
 
 def artefact_in_place(row: JobRow) -> bool:

@@ -56,6 +56,10 @@ def serve(op: str, args: Any) -> Any:
         "read_log": read_log,
         "verify": verify,
         "doctor": doctor,
+        "cache_ls": cache_ls,
+        "cache_rm": cache_rm,
+        "cache_prune": cache_prune,
+        "prune_folders": prune_folders,
     }
     if op not in ops or not isinstance(args, dict):
         raise BadInput(f"unknown request {op!r}")
@@ -437,3 +441,94 @@ def doctor(args: dict[str, Any]) -> list[list[str | None]]:
             found.append(checks.Check(f"settings: {kind}", "fail", str(exc), "fix the file and key it names"))
     found += checks.here(profile, settings, Backends().named("slurm"))
     return [list(c) for c in found]
+
+
+# ------------------------------------------------------------------------------- cache requests
+
+
+class _Reporter:
+    """Progress of a long request as lines before the answer (the laptop shows them), at most a
+    few a second."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, done: int, freed: int) -> None:
+        from ..backends.protocol import PROGRESS
+
+        now = time.monotonic()
+        if now - self.last >= 0.5:
+            self.last = now
+            print(f"{PROGRESS} {done} {freed}", flush=True)
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key)
+    if not isinstance(value, bool):
+        raise BadInput(f"malformed {key} in a cache request")
+    return value
+
+
+def cache_ls(args: dict[str, Any]) -> dict[str, Any]:
+    """``bfjobs cache ls`` of this cluster's caches, for a laptop."""
+    from . import caches
+
+    entries, spaces = caches.ls_here(_profile(args.get("profile")))
+    return {"entries": [e.to_json() for e in entries], "spaces": [x.to_json() for x in spaces]}
+
+
+def cache_rm(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``bfjobs cache rm`` here: the laptop's targets checked again with this cluster's rules."""
+    from . import caches
+
+    targets = args.get("targets")
+    if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+        raise BadInput("malformed targets in a cache rm request")
+    parsed = []
+    for t in targets:
+        text = str(t.get("name")) if t.get("kind") == "image" else str(t.get("repo_id"))
+        if t.get("kind") == "model" and t.get("revision") is not None:
+            text += "@" + str(t.get("revision"))
+        parsed.append(caches.parse_target(text))
+    removals = caches.rm_here(
+        _profile(args.get("profile")),
+        parsed,
+        shared=_flag(args, "shared"),
+        dry_run=_flag(args, "dry_run"),
+        progress=_Reporter(),
+    )
+    return [r.to_json() | {"blobs": r.blobs} for r in removals]
+
+
+def cache_prune(args: dict[str, Any]) -> dict[str, Any]:
+    """``bfjobs cache prune`` here; ``models``: the laptop's Blackfish rows ``[model_dir, revision]``
+    to check (it deletes those whose snapshot is gone from this cluster's cache)."""
+    from . import caches
+
+    older = args.get("older_than")
+    if older is not None and (not isinstance(older, (int, float)) or isinstance(older, bool) or older < 0):
+        raise BadInput("malformed older_than in a cache prune request")
+    models = args.get("models")
+    if not isinstance(models, list) or not all(
+        isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in models
+    ):
+        raise BadInput("malformed models in a cache prune request")
+    leftovers, gone = caches.prune_here(
+        _profile(args.get("profile")),
+        shared=_flag(args, "shared"),
+        dry_run=_flag(args, "dry_run"),
+        older_than=None if older is None else float(older),
+        models=[(a, b) for a, b in models],
+        progress=_Reporter(),
+    )
+    return {"leftovers": [x.to_json() for x in leftovers], "gone": [list(g) for g in gone]}
+
+
+def prune_folders(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``bfjobs jobs prune`` here: the laptop names its finished jobs' folders."""
+    from . import caches
+
+    folders = args.get("folders")
+    if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+        raise BadInput("malformed folders in a jobs prune request")
+    return caches.prune_folders_here(_profile(args.get("profile")), folders, dry_run=_flag(args, "dry_run"))

@@ -18,6 +18,7 @@ from ..errors import BfjobsError, ClusterError, JobFailed
 
 if TYPE_CHECKING:
     from ..backends.base import Check
+    from ..caches import Entry, Leftover, Removal, Space
     from ..specs import AlreadyPresent
     from ..store import JobRow
     from ..verify import Finding
@@ -301,6 +302,97 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "problem": finding.problem,
         "checked_files": finding.checked_files,
     }
+
+
+@dataclass(repr=False, eq=False)
+class CacheListResult(Result):
+    """``cache ls``: every snapshot and image in a profile's two caches, and each cache's free space."""
+
+    profile: str
+    entries: list[Entry]
+    spaces: list[Space]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "profile": self.profile,
+            "artefacts": [e.to_json() for e in self.entries],
+            "caches": [s.to_json() for s in self.spaces],
+        }
+
+
+@dataclass(repr=False, eq=False)
+class CacheRemoveResult(Result):
+    """``cache rm``: what went (or would, ``dry_run``), and the Blackfish ``model`` rows that went with it."""
+
+    profile: str
+    removals: list[Removal]
+    dry_run: bool
+    blackfish_rows: int = 0
+
+    @property
+    def freed(self) -> int:
+        return sum(r.bytes for r in self.removals)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "profile": self.profile,
+            "dry_run": self.dry_run,
+            "removed": [r.to_json() for r in self.removals],
+            "bytes": self.freed,
+            "blackfish_rows": self.blackfish_rows,
+        }
+
+
+@dataclass(repr=False, eq=False)
+class CachePruneResult(Result):
+    """``cache prune``: leftovers removed (or found, ``dry_run``; or left, with why) and Blackfish
+    ``model`` rows whose snapshot is gone (deleted unless ``dry_run``)."""
+
+    profile: str
+    leftovers: list[Leftover]
+    gone_rows: list[tuple[str, str, str]]
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        return sum(x.bytes for x in self.leftovers if x.removed or (self.dry_run and not x.skipped))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "profile": self.profile,
+            "dry_run": self.dry_run,
+            "leftovers": [x.to_json() for x in self.leftovers],
+            "bytes": self.freed,
+            "blackfish_rows": [
+                {"repo_id": repo, "commit": commit, "model_dir": model_dir}
+                for repo, commit, model_dir in self.gone_rows
+            ],
+        }
+
+
+@dataclass(repr=False, eq=False)
+class JobsPruneResult(Result):
+    """``jobs prune``: the job folders of finished jobs removed (or that would be), and those kept."""
+
+    folders: list[dict[str, Any]]
+    kept_live: int
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        return sum(int(f["bytes"]) for f in self.folders if f["removed"] or (self.dry_run and not f["skipped"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": JSON_VERSION,
+            "dry_run": self.dry_run,
+            "folders": self.folders,
+            "bytes": self.freed,
+            "kept_live": self.kept_live,
+        }
 
 
 @dataclass(repr=False, eq=False)  # fewer generated methods: the module loads with every command

@@ -10,6 +10,8 @@ from typing import Any
 PROTOCOL = 1
 MARK = "BFJOBS-AGENT"
 ANSWER = "BFJOBS-AGENT-ANSWER"
+#: ``BFJOBS-AGENT-PROGRESS <done> <bytes>``: how far a long request (a removal) has got, before its answer.
+PROGRESS = "BFJOBS-AGENT-PROGRESS"
 AGENT_MODULE = "blackfish_jobs.agent"
 #: In a job folder whose ids the submitter chose (a remote laptop), written before anything is
 #: submitted: which bfjobs job is which element of it (``{id: index}``), for a laptop that lost

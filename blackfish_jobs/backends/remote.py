@@ -21,7 +21,7 @@ import re
 import selectors
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +30,7 @@ from ..errors import ClusterError, ConnectionLost, MalformedAnswer, RemoteUnreac
 from ..states import State
 from . import ssh
 from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
-from .protocol import AGENT_MODULE, ANSWER, MARK, PROTOCOL, one_line
+from .protocol import AGENT_MODULE, ANSWER, MARK, PROGRESS, PROTOCOL, one_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -98,8 +98,15 @@ class Agent:
                 proc.kill()
             proc.wait()
 
-    def call(self, op: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT_S) -> Any:
-        """One request: its answer, or the error the cluster raised (same type, one line)."""
+    def call(
+        self,
+        op: str,
+        args: dict[str, Any],
+        timeout: float = CALL_TIMEOUT_S,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """One request: its answer, or the error the cluster raised (same type, one line);
+        ``progress`` hears the cluster's progress lines before the answer."""
         from .. import __version__
 
         proc, reader = self._early.pop() if self._early else self.start()
@@ -121,7 +128,7 @@ class Agent:
                     raise self._lost(proc, reader, "while sending the request (it stopped reading)")
             except BrokenPipeError:
                 raise self._lost(proc, reader, "while sending the request") from None
-            line = reader.until(ANSWER + " ", deadline)
+            line = reader.until(ANSWER + " ", deadline, _progress_reader(progress))
             if line is None:
                 raise self._lost(proc, reader, "before it answered")
         finally:
@@ -217,6 +224,20 @@ def _finish(proc: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
+def _progress_reader(progress: Callable[[int, int], None] | None) -> Callable[[bytes], None] | None:
+    """What hears the lines before an answer: progress lines, parsed, go to ``progress``."""
+    if progress is None:
+        return None
+    want = PROGRESS.encode() + b" "
+
+    def hear(line: bytes) -> None:
+        words = line[len(want) :].split() if line.startswith(want) else []
+        if len(words) == 2 and all(w.isdigit() and len(w) < 20 for w in words):
+            progress(int(words[0]), int(words[1]))
+
+    return hear
+
+
 class _Lines:
     """ssh's stdout read line by line under a deadline (stderr kept for messages)."""
 
@@ -230,15 +251,19 @@ class _Lines:
         self.err = b""
         self.open = 2
 
-    def until(self, prefix: str, deadline: float) -> str | None:
-        """The first line starting with ``prefix`` (earlier lines dropped), or None if the process
-        ended or the deadline passed without one."""
+    def until(
+        self, prefix: str, deadline: float, other: Callable[[bytes], None] | None = None
+    ) -> str | None:
+        """The first line starting with ``prefix`` (earlier lines dropped, or given to ``other``),
+        or None if the process ended or the deadline passed without one."""
         want = prefix.encode()
         while True:
             while b"\n" in self.out:
                 line, self.out = self.out.split(b"\n", 1)
                 if line.startswith(want):
                     return line.decode("utf-8", "replace")
+                if other is not None:
+                    other(line)
             left = deadline - time.monotonic()
             if left <= 0 or not self.open:
                 return None

@@ -2,7 +2,8 @@
 calls one method and prints the result (:mod:`._output`).
 
 This module only wires the group; the commands live in one module per family (:mod:`.submit`:
-submit and render; :mod:`.jobs`: status, list, wait, cancel, logs; :mod:`.cache`: verify, sync;
+submit and render; :mod:`.jobs`: status, list, wait, cancel, logs, jobs prune; :mod:`.cache`: cache ls/rm/prune/verify,
+verify (the old name of cache verify), sync;
 :mod:`.config`: config show, doctor),
 loaded lazily (Click's LazyGroup pattern), so ``bfjobs status`` imports no submit code. The console
 script enters through :mod:`blackfish_jobs.entry`, which gives ``bfjobs status`` a head start on its
@@ -24,9 +25,11 @@ from ._output import echo_err
 
 #: command name -> "module:attribute" (modules relative to this package)
 LAZY_COMMANDS = {
+    "cache": "cache:cache",
     "cancel": "jobs:cancel",
     "config": "config:config",
     "doctor": "config:doctor",
+    "jobs": "jobs:jobs_group",
     "list": "jobs:list_",
     "logs": "jobs:logs",
     "render": "submit:render_group",

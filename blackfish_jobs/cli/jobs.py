@@ -155,3 +155,45 @@ def cancel(client: Client, job_ids: tuple[str, ...], as_json: bool) -> None:
             text = _CANCEL_WORDS[result.actions[row.id]].format(state=row.state, message=result.messages[row.id])
             click.echo(f"{row.id}  {native_name(row)}  {text}")
     result.raise_for_status()
+
+
+# ------------------------------------------------------------------------------- bfjobs jobs
+
+
+@click.group(name="jobs")
+def jobs_group() -> None:
+    """Look after bfjobs' own job folders."""
+
+
+def _age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from ..api import parse_age
+
+    return None if value is None else parse_age(value)
+
+
+@jobs_group.command("prune")
+@profile_option
+@click.option("--older-than", "older_than", metavar="AGE", callback=_age,
+              help="Only jobs that ended at least AGE ago (30m, 12h, 7d, 2w).")
+@click.option("--dry-run", is_flag=True, help="Print which folders would go; remove nothing.")
+@json_option("Print one JSON object: the folders removed (see docs/json.md).")
+@click.pass_obj
+def prune_jobs(client: Client, profile_name: str | None, older_than: float | None, dry_run: bool,
+               as_json: bool) -> None:
+    """Remove the job folders (<home_dir>/jobs/bfjobs/ID: scripts, logs, results) of this
+    database's finished jobs; their rows keep the results (`bfjobs list`), their logs go. A
+    live job's folder is never removed (an array's, only once every element has ended)."""
+    from ..api import human_bytes
+
+    result = client.prune_jobs(profile=profile_name, older_than=older_than, dry_run=dry_run)
+    if as_json:
+        print_json(result)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for folder in result.folders:
+        if folder["skipped"]:
+            click.echo(f"left {folder['path']} ({folder['skipped']})")
+        else:
+            click.echo(f"{verb} {folder['path']} ({human_bytes(folder['bytes'])})")
+    kept = f"; {result.kept_live} folder(s) of live jobs kept" if result.kept_live else ""
+    click.echo(f"{human_bytes(result.freed)} {'would be ' if dry_run else ''}freed{kept}")

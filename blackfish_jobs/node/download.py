@@ -21,7 +21,15 @@ from ..layout import is_commit
 from . import progress, records
 from .fetch import fetch_snapshot
 from .hub_errors import translated
-from .publish import ensure_public_dir, group_mode, publish_lock, publish_snapshot, remove_stale, write_ref
+from .publish import (
+    ensure_public_dir,
+    group_mode,
+    publish_lock,
+    publish_snapshot,
+    remove_stale,
+    repo_lock_name,
+    write_ref,
+)
 from .requests import DownloadModel
 from .runtime import JOB_TAG_RE, job_tag, removed_whatever_happens, stop_deferred, stop_on_signals
 
@@ -227,28 +235,31 @@ def _download_model(req: DownloadModel, meter: _DownloadMeter) -> dict[str, Any]
         repo = req.target
         ref = None if req.revision is not None and is_commit(req.revision) else (req.revision or "main")
         snapshot = repo / "snapshots" / commit
-        published = False
-        if req.force or not layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
-            ensure_public_dir(req.models_dir)
-            published = _download_locked(req, commit, meter)
-        if ref is not None:
-            write_ref(repo, ref, commit)  # only what this job made is chmodded: another admin's files stay theirs
-    files, size = _snapshot_stats(snapshot)
-    result = {
-        "repo_id": req.repo_id,
-        "revision": req.revision,
-        "commit": commit,
-        "model_dir": str(repo),
-        "snapshot": str(snapshot),
-        "files": files,
-        "bytes": size,
-        **_completeness(repo, commit),
-        "pipeline_tag": pipeline,
-        "duration_s": round(time.monotonic() - started, 3),
-        "node": socket.gethostname(),
-        "already_present": not published,
-    }
-    _record_snapshot(req, result)
+        # Shared with every download into this repo, exclusive for `bfjobs cache` removing blobs
+        # (shared across commits): a blob this job links to is never removed under it.
+        ensure_public_dir(req.models_dir)
+        with publish_lock(req.models_dir, repo_lock_name(repo), release_on_stop=True, shared=True):
+            published = False
+            if req.force or not layout.snapshot_covers(repo, commit, req.allow_patterns, req.ignore_patterns):
+                published = _download_locked(req, commit, meter)
+            if ref is not None:
+                write_ref(repo, ref, commit)  # only what this job made is chmodded: another admin's files stay theirs
+            files, size = _snapshot_stats(snapshot)
+            result = {
+                "repo_id": req.repo_id,
+                "revision": req.revision,
+                "commit": commit,
+                "model_dir": str(repo),
+                "snapshot": str(snapshot),
+                "files": files,
+                "bytes": size,
+                **_completeness(repo, commit),
+                "pipeline_tag": pipeline,
+                "duration_s": round(time.monotonic() - started, 3),
+                "node": socket.gethostname(),
+                "already_present": not published,
+            }
+            _record_snapshot(req, result)
     return result
 
 

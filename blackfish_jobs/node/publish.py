@@ -114,7 +114,15 @@ def publish_file(partial: Path, target: Path, force: bool) -> bool:
 
 
 @contextlib.contextmanager
-def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop: bool = False) -> Iterator[None]:
+def publish_lock(
+    directory: Path,
+    name: str,
+    poll: float = 1.0,
+    release_on_stop: bool = False,
+    *,
+    shared: bool = False,
+    wait: bool = True,
+) -> Iterator[bool]:
     """Hold an exclusive POSIX ``fcntl`` lock on ``<directory>/.bfjobs-lock-<name>``.
 
     ``fcntl`` record locks work across nodes on NFS, GPFS and Lustre, where ``flock`` can be a
@@ -129,6 +137,11 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop:
     ``release_on_stop``: release at once when a stop signal arrives (:func:`~.runtime.cleanup_on_stop`),
     for work that cannot unwind quickly (huggingface_hub's thread pool); only where nothing
     under the lock still needs it while unwinding.
+
+    ``shared``: a shared lock instead (many holders at once; :func:`repo_lock`); the last holder
+    to leave removes the file (it finds out by upgrading to an exclusive lock on the way out).
+    ``wait=False``: one attempt; the block gets whether the lock is held (``bfjobs cache``, which
+    refuses what a running job holds rather than waiting for it).
     """
     path = directory / f".bfjobs-lock-{name}"
     held: list[int] = []  # the locked descriptor, once the lock is ours
@@ -136,8 +149,9 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop:
     def release() -> None:  # at the end, or at once on a stop signal; a no-op once done
         with stop_deferred():
             if held:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                if _alone(held[0], shared):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
                 os.close(held[0])
                 held.clear()
 
@@ -145,14 +159,35 @@ def publish_lock(directory: Path, name: str, poll: float = 1.0, release_on_stop:
         stack.callback(release)  # registered before the lock is taken: no moment it is not covered
         if release_on_stop:
             stack.enter_context(cleanup_on_stop(release))
-        wait = min(0.05, poll)
-        while not _try_lock(path, held):
-            time.sleep(wait)
-            wait = min(wait * 2, poll)
-        yield
+        pause = min(0.05, poll)
+        while not _try_lock(path, held, shared):
+            if not wait:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, poll)
+        yield bool(held)
 
 
-def _try_lock(path: Path, held: list[int]) -> bool:
+def repo_lock_name(repo: Path) -> str:
+    """The name of the lock that covers a model repo's blobs (``models--ns--name``): downloads
+    into any commit of the repo hold it shared, ``bfjobs cache`` exclusively while it removes
+    blobs (which are shared across commits, where the publish lock is per commit)."""
+    return repo.name
+
+
+def _alone(fd: int, shared: bool) -> bool:
+    """Whether the holder of ``fd`` may remove the lock file: always for an exclusive lock; for a
+    shared one only when no other holder is left (the upgrade to exclusive succeeds)."""
+    if not shared:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _try_lock(path: Path, held: list[int], shared: bool = False) -> bool:
     """One attempt at :func:`publish_lock`'s lock; on success its descriptor is put in ``held``."""
     with stop_deferred():
         try:
@@ -167,7 +202,7 @@ def _try_lock(path: Path, held: list[int]) -> bool:
                     os.fchown(fd, -1, _gid)
                 os.fchmod(fd, _lock_mode())
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EACCES, errno.EAGAIN):  # another holder

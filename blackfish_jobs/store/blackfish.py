@@ -98,3 +98,33 @@ def sync(db: Database, kinds: Sequence[str]) -> tuple[int, int]:
         return 0, len(rows)
     done = sum(register(db, row) for row in rows)
     return done, len(rows) - done
+
+
+def model_keys(db: Database, profile: str) -> set[tuple[str, str, str]] | None:
+    """``(repo, revision, model_dir)`` of the profile's rows in Blackfish's table (None: no table)."""
+    if not has_model_table(db):
+        return None
+    with db.sa_engine().connect() as conn:
+        found = conn.execute(
+            sa.text("SELECT repo, revision, model_dir FROM model WHERE profile = :profile"), {"profile": profile}
+        )
+        return {(str(r[0]), str(r[1]), str(r[2])) for r in found}
+
+
+def delete_models(db: Database, profile: str, keys: Sequence[tuple[str, str, str]]) -> int:
+    """Delete the profile's rows ``(repo, revision, model_dir)`` whose snapshot is gone, as
+    Blackfish's own refresh does; returns how many went (0 without a table)."""
+    if not keys or not has_model_table(db):
+        return 0
+    statement = sa.text(
+        "DELETE FROM model WHERE profile = :profile AND repo = :repo AND revision = :revision "
+        "AND model_dir = :model_dir"
+    )
+    gone = 0
+    with db.sa_engine().begin() as conn:
+        for repo, revision, model_dir in keys:
+            result = conn.execute(
+                statement, {"profile": profile, "repo": repo, "revision": revision, "model_dir": model_dir}
+            )
+            gone += result.rowcount or 0
+    return gone

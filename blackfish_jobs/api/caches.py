@@ -1,0 +1,215 @@
+"""``bfjobs cache ls|rm|prune`` and ``bfjobs jobs prune`` behind the facade: targets checked with
+the download rules, the work done where the caches are (here, or on a remote profile's cluster in
+one round trip), and Blackfish's ``model`` table (this machine's) kept in step.
+
+The cache work itself is :mod:`blackfish_jobs.caches`; the cluster's side of a remote profile is
+:mod:`.cluster` (``cache_*`` requests), which calls the same functions below with ``_here``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput, NotWritable, show
+
+if TYPE_CHECKING:
+    from .. import config
+    from ..caches import Entry, Leftover, Removal, Space
+
+Progress = Callable[[int, int], None]
+
+#: ``--older-than``: ``30m``, ``12h``, ``7d``, ``2w`` (a number and a unit; seconds without one).
+_AGE = re.compile(r"^(\d{1,6})([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def no_progress(_done: int, _freed: int) -> None:
+    return None
+
+
+def parse_age(text: str) -> float:
+    """``--older-than AGE``: seconds."""
+    match = _AGE.fullmatch(text.strip().lower())
+    if not match:
+        raise BadInput(f"--older-than: expected a number and a unit like 30m, 12h, 7d or 2w, got {show(text)}")
+    return float(int(match[1]) * _UNITS[match[2]])
+
+
+def parse_target(text: str) -> dict[str, str | None]:
+    """A ``cache rm`` TARGET with the rules downloads use: ``REPO_ID@REV``, ``REPO_ID`` or an image
+    file name. ``..``, paths, globs and option-like words are refused before anything is read."""
+    from .. import validate
+    from ..kinds.image import check_sif_name
+    from ..kinds.model import check_repo_id, check_revision
+
+    validate.ascii_only("TARGET", text)
+    if not text or text.startswith("-"):
+        raise BadInput(f"TARGET: not a target (an option-like word?): {show(text)}")
+    if text.startswith("/") or text.startswith("~") or ".." in text:
+        raise BadInput(f"TARGET: paths are not targets (REPO_ID@REV, REPO_ID or NAME.sif): {show(text)}")
+    if any(c in text for c in "*?[]"):
+        raise BadInput(f"TARGET: globs are not expanded; name each target: {show(text)}")
+    if text.endswith(".sif") and "/" not in text:
+        return {"kind": "image", "name": check_sif_name(text, "TARGET")}
+    repo_id, sep, revision = text.partition("@")
+    check_repo_id(repo_id)
+    if sep:
+        check_revision(revision)
+    return {"kind": "model", "repo_id": repo_id, "revision": revision if sep else None}
+
+
+def _bases(profile: config.Profile, shared: bool) -> tuple[str, Path]:
+    from ..caches import HOME, SHARED
+
+    return (SHARED, profile.cache_dir) if shared else (HOME, profile.home_dir)
+
+
+def require_writable(base: Path, where: str, command: str) -> None:
+    """``--shared`` needs write permission in the shared cache: one clear line if not."""
+    import os
+
+    from .. import layout
+
+    for folder in (layout.models_dir(base), layout.images_dir(base), base):
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                if where == "shared":
+                    raise NotWritable(
+                        f"{command} --shared: the shared cache {folder} is not writable by you: only its admins "
+                        "can change it (without --shared bfjobs acts on your home_dir)"
+                    )
+                raise NotWritable(f"{command}: {folder} is not writable by you")
+            return
+
+
+# --------------------------------------------------------------------------- where the caches are
+
+
+def ls_here(profile: config.Profile) -> tuple[list[Entry], list[Space]]:
+    """Every snapshot and image in the profile's two caches, on this machine."""
+    from ..caches import HOME, SHARED, scan
+
+    return scan({SHARED: profile.cache_dir, HOME: profile.home_dir})
+
+
+def rm_here(
+    profile: config.Profile,
+    targets: Sequence[Mapping[str, Any]],
+    *,
+    shared: bool,
+    dry_run: bool,
+    progress: Progress = no_progress,
+) -> list[Removal]:
+    """Each target (already parsed) removed from one cache of the profile, on this machine: every
+    target is found and checked (writable, not being written) before the first is removed."""
+    where, base = _bases(profile, shared)
+    if not dry_run:
+        require_writable(base, where, "cache rm")
+    plans = [_remove_one(base, where, t, dry_run=True) for t in targets]  # nothing touched if any fails
+    if dry_run:
+        return plans
+    return [_remove_one(base, where, target, dry_run=False, progress=progress) for target in targets]
+
+
+def _remove_one(
+    base: Path, where: str, target: Mapping[str, Any], *, dry_run: bool, progress: Progress = no_progress
+) -> Removal:
+    from .. import caches, layout
+
+    if target.get("kind") == "image":
+        return caches.remove_image(layout.images_dir(base), where, str(target["name"]), dry_run=dry_run,
+                                   progress=progress)
+    revision = target.get("revision")
+    return caches.remove_model(
+        layout.models_dir(base), where, str(target["repo_id"]), None if revision is None else str(revision),
+        dry_run=dry_run, progress=progress,
+    )
+
+
+def prune_here(
+    profile: config.Profile,
+    *,
+    shared: bool,
+    dry_run: bool,
+    older_than: float | None,
+    models: Sequence[tuple[str, str]] = (),
+    progress: Progress = no_progress,
+) -> tuple[list[Leftover], list[tuple[str, str]]]:
+    """Leftovers in one cache of the profile, on this machine, and which of Blackfish's ``model``
+    rows (``(model_dir, revision)``) name a snapshot that is gone from that cache."""
+    from .. import caches, layout
+
+    where, base = _bases(profile, shared)
+    if not dry_run:
+        require_writable(base, where, "cache prune")
+    leftovers = caches.prune(base, where, dry_run=dry_run, older_than=older_than, progress=progress)
+    models_dir = str(layout.models_dir(base))
+    gone = [
+        (model_dir, revision)
+        for model_dir, revision in models
+        if str(Path(model_dir).parent) == models_dir and not (Path(model_dir) / "snapshots" / revision).is_dir()
+    ]
+    return leftovers, gone
+
+
+def prune_folders_here(profile: config.Profile, folders: Sequence[str], *, dry_run: bool) -> list[dict[str, Any]]:
+    """Remove job folders (those of finished jobs: the caller's to say), each only if it is a
+    folder right inside the profile's jobs folder (never a link, never anything else)."""
+    from ..caches import _tree_bytes, remove_tree
+
+    jobs = profile.jobs_dir
+    done = []
+    for text in folders:
+        path = Path(text)
+        item: dict[str, Any] = {"path": text, "bytes": 0, "removed": False, "skipped": None}
+        if path.parent != jobs or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", path.name) or path.name.startswith("."):
+            item["skipped"] = f"not a job folder of {jobs}"
+        elif path.is_symlink() or not path.is_dir():
+            item["skipped"] = "not there (already removed?)" if not path.exists() else "not a folder"
+        else:
+            item["bytes"] = _tree_bytes(path)
+            if not dry_run:
+                try:
+                    remove_tree(path)
+                    item["removed"] = True
+                except OSError as exc:
+                    item["skipped"] = f"cannot remove: {exc.strerror or exc}"
+        done.append(item)
+    return done
+
+
+# --------------------------------------------------------------------------- answers from a cluster
+
+
+def decode(cls: type, raw: Any) -> Any:
+    """A :mod:`blackfish_jobs.caches` record sent by a cluster, checked field by field (strings made
+    one line: they reach the user's terminal)."""
+    from ..backends.protocol import one_line
+
+    if not isinstance(raw, dict):
+        raise ValueError("not an object")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        hint = str(f.type)
+        if value is None:
+            values[f.name] = None
+        elif hint.startswith("list"):
+            if not isinstance(value, list):
+                raise ValueError(f.name)
+            values[f.name] = [one_line(str(v)) for v in value]
+        elif hint.startswith("int"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f.name)
+            values[f.name] = value
+        elif hint.startswith("bool"):
+            values[f.name] = bool(value)
+        else:
+            values[f.name] = one_line(str(value))
+    return cls(**values)
