@@ -6,7 +6,9 @@ The helpers behind them live in the ``tests/support/`` package, imported as ``su
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -16,9 +18,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from support.blackfish import create_blackfish_db
+from support.group import ADMINS, GROUP, RESEARCHER, Cluster
 from support.hub import HubServer, make_demo_repo
 from support.install import SiteInstall, install_site
-from support.site import STUB_BIN, Site, path_without_slurm, slurm_available, tmpfs_over
+from support.site import STUB_BIN, Site, path_without_slurm, skip_or_fail, slurm_available, tmpfs_over
 from support.slurm import DownPartition, make_call_log
 from support.unprivileged import copy_bfjobs_for_nobody
 
@@ -150,3 +153,18 @@ def nobody_env() -> Iterator[Path]:
     root = copy_bfjobs_for_nobody()
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(site_install, hub) -> Iterator[Cluster]:
+    """A site whose shared cache two admins keep as a group, and a researcher (support/group.py)."""
+    try:
+        for user in (*ADMINS, RESEARCHER):
+            pwd.getpwnam(user)
+        members = grp.getgrnam(GROUP).gr_mem
+    except KeyError:
+        skip_or_fail("needs the site's test users: run scripts/test-site.sh (as root, after scripts/slurm-up.sh)")
+    assert set(ADMINS) <= set(members) and RESEARCHER not in members
+    site = Cluster(site_install, hub.url)
+    yield site
+    shutil.rmtree(site.root, ignore_errors=True)

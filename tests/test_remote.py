@@ -485,3 +485,59 @@ def test_a_list_refused_halfway_keeps_the_jobs_already_submitted(laptop: Laptop)
     assert "QOSMaxSubmitJobPerUserLimit" in line and "1 job(s) of the list were submitted before it" in line, line
     [job] = as_jobs(laptop.bfjobs("list", "--json"))  # the submitted one is recorded, the other is not
     assert job["slurm_job_id"] == "4242_0" and job["target"].endswith("alpine_3.10.sif")
+
+
+def test_cache_commands_from_the_laptop_act_on_the_clusters_caches(laptop: Laptop, hub):
+    """``cache ls`` is one round trip; ``cache rm``/``prune`` act on the cluster's caches and keep the
+    laptop's Blackfish table in step; ``jobs prune`` removes the cluster's job folders of finished jobs."""
+    import subprocess
+
+    db = create_blackfish_db(laptop.app / "app.sqlite")
+    shutil.chown(db, "bflaptop", "bflaptop")
+    laptop.write_settings(f'hf_endpoint = "{hub.url}"')
+    shared = as_job(laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--profile", "cluster", "--to", "shared",
+                                  "--wait", "--json"))
+    home = as_job(laptop.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "v1.0", "--profile",
+                                "cluster", "--to", "home", "--wait", "--json"))
+    assert shared["state"] == home["state"] == "COMPLETED", (shared, home)
+    folder = "models--" + DEMO_REPO_ID.replace("/", "--")
+    home_repo = laptop.home_dir / "models" / folder
+    leftover = laptop.home_dir / "models" / f".bfjobs-staging-{folder}@{'a' * 40}-77-0123abcd"
+    leftover.mkdir()
+    (leftover / "blob.incomplete").write_bytes(b"x" * 1234)
+    subprocess.run(["chown", "-R", f"{CLUSTER}:{CLUSTER}", str(leftover)], check=True)
+
+    before = laptop.ssh_calls()
+    listed = laptop.bfjobs("cache", "ls", "--profile", "cluster", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert laptop.ssh_calls() == before + 1  # one round trip
+    found = {(a["where"], a["commit"]) for a in json.loads(listed.stdout)["artefacts"] if a["kind"] == "model"}
+    assert found == {("shared", shared["result"]["commit"]), ("home", home["result"]["commit"])}
+    assert all(a["blackfish"] for a in json.loads(listed.stdout)["artefacts"])
+    assert [c["where"] for c in json.loads(listed.stdout)["caches"]] == ["shared", "home"]
+
+    hostile = laptop.bfjobs("cache", "rm", "--profile", "cluster", "--", "../../etc")
+    assert hostile.returncode == 2 and laptop.ssh_calls() == before + 1  # refused on the laptop, nothing sent
+
+    removed = laptop.bfjobs("cache", "rm", f"{DEMO_REPO_ID}@v1.0", "--profile", "cluster", "--json")
+    assert removed.returncode == 0, removed.stderr
+    result = json.loads(removed.stdout)
+    assert result["removed"][0]["where"] == "home" and result["blackfish_rows"] == 1
+    assert not (home_repo / "snapshots" / home["result"]["commit"]).exists()
+    assert (laptop.cache_dir / "models" / folder / "snapshots" / shared["result"]["commit"]).is_dir()
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT revision, model_dir FROM model").fetchall()
+    conn.close()
+    assert rows == [(shared["result"]["commit"], str(laptop.cache_dir / "models" / folder))]
+
+    pruned = laptop.bfjobs("cache", "prune", "--profile", "cluster", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert [x["what"] for x in json.loads(pruned.stdout)["leftovers"]] == ["staging"]
+    assert not leftover.exists()
+
+    jobs = laptop.bfjobs("jobs", "prune", "--profile", "cluster", "--json")
+    assert jobs.returncode == 0, jobs.stderr
+    folders = {f["path"] for f in json.loads(jobs.stdout)["folders"]}
+    assert folders == {shared["folder"], home["folder"]}
+    assert not any(map(lambda f: (laptop.home_dir / "jobs" / "bfjobs" / f.rsplit("/", 1)[-1]).exists(), folders))
+    assert len(json.loads(laptop.bfjobs("list", "--json").stdout)["jobs"]) == 2  # the rows keep the results
