@@ -26,6 +26,7 @@ import platform
 import pstats
 import pty
 import random
+import re
 import resource
 import shutil
 import signal
@@ -68,6 +69,7 @@ class Sizes:
     worker_variants: tuple[int, ...]  # extra max_workers settings tried (8 is the default row)
     e2e_rounds: int
     file_rounds: int
+    strace_scan: bool = True  # count scan_cache_dir's stats too (strace slows its 200,000 calls to a minute)
 
 
 FULL = Sizes(rounds=9, db_jobs=10_000, cache_repos=10_000, live_jobs=1_000, lookups=2_000, scan_rounds=5,
@@ -75,7 +77,7 @@ FULL = Sizes(rounds=9, db_jobs=10_000, cache_repos=10_000, live_jobs=1_000, look
              file_rounds=3)
 QUICK = Sizes(rounds=3, db_jobs=10_000, cache_repos=10_000, live_jobs=1_000, lookups=500, scan_rounds=2,
               shards=2, shard_mib=4, download_rounds=2, variant_rounds=1, worker_variants=(1,), e2e_rounds=1,
-              file_rounds=1)
+              file_rounds=1, strace_scan=False)
 
 
 
@@ -540,6 +542,67 @@ def bench_lookup(ctx: Context) -> list[Row]:
     return [row, cli]
 
 
+#: The stat family as strace names it here (``%%stat``: every variant, on strace 6.1).
+_STAT_CALL = re.compile(r"^\d+\s+(?:stat|lstat|newfstatat|statx|fstatat64|stat64|lstat64)\((?:AT_FDCWD, )?\"([^\"]+)\"")
+
+
+def stat_calls(argv: list[str], env: dict[str, str], workdir: Path) -> dict[str, int] | None:
+    """How often a process ``stat``s each path under a ``blobs/`` folder (strace, one untimed run);
+    None without strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    log_file = workdir / f"strace-{os.getpid()}-{time.monotonic_ns()}.log"
+    run_checked([strace, "-f", "-qq", "-e", "trace=%%stat", "-o", str(log_file), *argv], env)
+    counts: dict[str, int] = {}
+    with log_file.open() as fh:
+        for line in fh:
+            match = _STAT_CALL.match(line)
+            if match and "/blobs/" in match[1]:
+                counts[match[1]] = counts.get(match[1], 0) + 1
+    log_file.unlink()
+    return counts
+
+
+def bench_cache_ls(ctx: Context) -> list[Row]:
+    """``bfjobs cache ls --json`` against ``huggingface_hub.scan_cache_dir`` on the same 10,000-repo
+    tree, each a whole process (the hub cache of the lookup group: home_dir = cache_dir there)."""
+    site = ctx.models.parent
+    env = ctx.with_env(BLACKFISH_HOME_DIR=str(site))
+    ours = [ctx.bfjobs, "cache", "ls", "--json"]
+    scan = [sys.executable, "-c",
+            "import sys\nfrom huggingface_hub import scan_cache_dir\nprint(len(scan_cache_dir(sys.argv[1]).repos))",
+            str(ctx.models)]
+    listed = json.loads(run_checked(ours, env).stdout)["artefacts"]
+    want = {(r.repo_id, r.commit) for r in ctx.repos}
+    if {(a["repo_id"], a["commit"]) for a in listed} != want or any(a["bytes"] <= 0 for a in listed):
+        raise BenchError(f"bfjobs cache ls listed {len(listed)} snapshots, not the {len(want)} in the cache")
+    if run_checked(scan, env).stdout.strip() != str(len(ctx.repos)):
+        raise BenchError("scan_cache_dir did not see every repo")
+    times = interleave({"ls": command(ours, env), "scan": command(scan, env)}, ctx.sizes.scan_rounds)
+    n = f"{len(ctx.repos):,}"
+    row = Row("cache-ls", f"bfjobs cache ls --json vs scan_cache_dir ({n} repos), whole processes",
+              Sample("bfjobs cache ls --json", times["ls"]), Sample("python: scan_cache_dir", times["scan"]),
+              paired_ratio(times["ls"], times["scan"]), "ratio <= 0.2; <= 1 stat per blob")
+    blobs = sum(1 for _ in ctx.models.glob("*/blobs/*"))
+    ours_stats = stat_calls(ours, env, ctx.tmp)
+    scan_stats = stat_calls(scan, env, ctx.tmp) if ctx.sizes.strace_scan else None
+    row.extra = {"blobs": blobs}
+    if ours_stats is not None:
+        row.extra.update(
+            blob_stats_bfjobs=sum(ours_stats.values()), max_stats_per_blob_bfjobs=max(ours_stats.values(), default=0)
+        )
+    if scan_stats is not None:
+        row.extra.update(
+            blob_stats_scan=sum(scan_stats.values()), max_stats_per_blob_scan=max(scan_stats.values(), default=0)
+        )
+    per_blob_ok = ours_stats is None or max(ours_stats.values(), default=0) <= 1
+    row.met = row.ratio is not None and row.ratio <= 0.2 and per_blob_ok
+    row.note = "stat calls on blob paths counted with strace in separate runs" if ours_stats is not None else (
+        "no strace here: stats per blob not counted")
+    return [row]
+
+
 def _snapshot_bytes(root: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(root):
@@ -857,7 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (keeps the suite working)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--only", action="append", metavar="GROUP",
-                        choices=("startup", "help", "list", "status", "lookup", "download", "from-file", "remote"),
+                        choices=("startup", "help", "list", "status", "lookup", "cache-ls", "download", "from-file",
+                                 "remote"),
                         help="run only these groups (repeatable; help = startup; remote: not by default)")
     parser.add_argument("--no-byte-compile", action="store_true",
                         help="measure bfjobs without bytecode (removes blackfish_jobs/__pycache__ first)")
@@ -880,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--live-jobs: at least 1")
         sizes = replace(sizes, live_jobs=args.live_jobs)
     groups = {"startup" if g == "help" else g for g in args.only or ()} or {
-        "startup", "list", "status", "lookup", "download", "from-file"}
+        "startup", "list", "status", "lookup", "cache-ls", "download", "from-file"}
     started = time.monotonic()
     load_at_start = os.getloadavg()[0]
     rows: list[Row] = []
@@ -912,14 +976,15 @@ def main(argv: list[str] | None = None) -> int:
         if "list" in groups:
             ctx.db_url = step(f"DB with {sizes.db_jobs} jobs",
                               lambda: fixtures.make_jobs_db(tmp / "jobs.sqlite", sizes.db_jobs))
-        if "lookup" in groups:
+        if groups & {"lookup", "cache-ls"}:
             ctx.models = tmp / "cache" / "models"
             ctx.repos = step(f"hub cache with {sizes.cache_repos} repos",
                              lambda: fixtures.make_hub_cache(ctx.models, sizes.cache_repos))
 
         plan: list[tuple[str, Callable[[Context], list[Row]], str]] = [
             ("startup", bench_startup, "help"), ("list", bench_list, "list"), ("status", bench_status, "status"),
-            ("lookup", bench_lookup, "cache-lookup"), ("download", bench_download, "download"),
+            ("lookup", bench_lookup, "cache-lookup"), ("cache-ls", bench_cache_ls, "cache-ls"),
+            ("download", bench_download, "download"),
             ("from-file", bench_from_file, "pulls-from-file"), ("remote", bench_remote, "remote-status"),
         ]
         for group, bench, name in plan:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,9 @@ def snapshot_covers(
     return all(os.path.isfile(snapshot / name) for name in selected)
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def is_commit(text: str) -> bool:
     """A full commit sha as the Hub names snapshots: 40 lowercase hex characters, nothing else."""
-    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
+    return _COMMIT.fullmatch(text) is not None

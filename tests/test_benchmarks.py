@@ -19,8 +19,8 @@ RUN = REPO / "benchmarks" / "run.py"
 
 pytestmark = pytest.mark.slurm  # the status comparison submits 1,000 held jobs to the real cluster
 
-ROWS = {"floor", "help", "list", "list-all", "status", "cache-lookup", "submit-cached", "download", "download-w1",
-        "download-e2e", "pulls-from-file"}
+ROWS = {"floor", "help", "list", "list-all", "status", "cache-lookup", "cache-ls", "submit-cached", "download",
+        "download-w1", "download-e2e", "pulls-from-file"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,15 @@ def test_status_makes_exactly_one_sacct_call(report: dict) -> None:
     assert status["extra"]["sacct_calls"] == [1, 1]
     argv = status["extra"]["sacct_argv"]
     assert "-j" in argv and status["extra"]["sacct_job_list_chars"] > 1000 * 3
+
+
+def test_cache_ls_stats_each_blob_once(report: dict) -> None:
+    """``bfjobs cache ls`` reads sizes with one ``stat`` per blob (counted with strace), and no more."""
+    row = next(r for r in report["results"] if r["name"] == "cache-ls")
+    if "max_stats_per_blob_bfjobs" not in row["extra"]:
+        pytest.skip("no strace on this machine")
+    assert row["extra"]["blob_stats_bfjobs"] == row["extra"]["blobs"] > 0
+    assert row["extra"]["max_stats_per_blob_bfjobs"] == 1
 
 
 def test_from_file_row_submits_with_one_sbatch_call(report: dict) -> None:

@@ -147,14 +147,15 @@ def print_json(result: Result) -> None:
     import json  # only for --json: the tables never load it
 
     data = result.to_json()
+    encode = json.JSONEncoder(sort_keys=True).encode  # one encoder: json.dumps(sort_keys=...) makes one per call
     parts = []
     for key in sorted(data):
         value = data[key]
         if isinstance(value, list) and value:
-            items = ",\n".join("    " + json.dumps(item, sort_keys=True) for item in value)
-            parts.append(f"  {json.dumps(key)}: [\n{items}\n  ]")
+            items = ",\n".join("    " + encode(item) for item in value)
+            parts.append(f"  {encode(key)}: [\n{items}\n  ]")
         else:
-            parts.append(f"  {json.dumps(key)}: {json.dumps(value, sort_keys=True)}")
+            parts.append(f"  {encode(key)}: {encode(value)}")
     click.echo("{\n" + ",\n".join(parts) + "\n}")
 
 
