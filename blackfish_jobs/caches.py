@@ -31,7 +31,7 @@ from . import layout
 from .errors import BfjobsError, NotWritable, show
 from .layout import is_commit
 from .node import records
-from .node.publish import publish_lock, repo_lock_name
+from .node.publish import group_mode, held_by_other, publish_lock, repo_lock_name
 from .node.runtime import JOB_TAG_RE
 
 SHARED, HOME = "shared", "home"
@@ -203,35 +203,37 @@ def refs_by_commit(repo: Path | str) -> dict[str, list[str]]:
     stack = [("", os.path.join(repo, "refs"))]
     while stack:
         prefix, folder = stack.pop()
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            path = os.path.join(folder, name)
-            try:
-                with open(path, "rb") as fh:
-                    commit = fh.read(128).strip().decode("ascii")
-            except IsADirectoryError:
-                stack.append((f"{prefix}{name}/", path))
+        for entry in _listing(folder):
+            if entry.is_dir(follow_symlinks=False):  # refs/pr/1; a linked folder is not followed
+                stack.append((f"{prefix}{entry.name}/", entry.path))
                 continue
+            try:
+                with open(entry.path, "rb") as fh:
+                    commit = fh.read(128).strip().decode("ascii")
             except (OSError, UnicodeDecodeError):
                 continue
             if is_commit(commit):
-                found.setdefault(commit, []).append(prefix + name)
+                found.setdefault(commit, []).append(prefix + entry.name)
     for refs in found.values():
         refs.sort(key=lambda ref: (ref != "main", ref))
     return found
 
 
-def snapshot_links(snapshot: Path | str) -> tuple[set[str], int, int, int]:
+def snapshot_links(snapshot: Path | str, *, strict: bool = False) -> tuple[set[str], int, int, int]:
     """What a snapshot uses: (blob names its links name, bytes of plain files in it, files, links
-    whose target is not a blob name). Links are read, never followed: no ``stat`` per file."""
+    whose target is not a blob name). Links are read, never followed: no ``stat`` per file.
+    ``strict``: a folder of it that cannot be read is an error (an unread link may use a blob)."""
     blobs: set[str] = set()
     plain = files = odd = 0
     stack = [os.fspath(snapshot)]
     while stack:
-        for entry in _listing(stack.pop()):
+        folder = stack.pop()
+        if strict:
+            with os.scandir(folder) as it:
+                listed = list(it)
+        else:
+            listed = _listing(folder)
+        for entry in listed:
             if entry.is_symlink():
                 files += 1
                 try:
@@ -372,12 +374,12 @@ def _held(directory: Path, name: str, what: str, *, probe: bool = False) -> Iter
     from .errors import TaskError
 
     if probe:
-        if _holder(directory / (LOCK_PREFIX + name)):
+        if held_by_other(directory / (LOCK_PREFIX + name)):
             raise Busy(f"{what} is being written by a running job (it holds {directory / (LOCK_PREFIX + name)})")
         yield
         return
     try:
-        with publish_lock(directory, name, wait=False) as held:
+        with group_mode(_group_of(directory)), publish_lock(directory, name, wait=False) as held:
             if not held:
                 raise Busy(f"{what} is being written by a running job (it holds {directory / (LOCK_PREFIX + name)}): "
                            "try again when the job has ended")
@@ -388,29 +390,43 @@ def _held(directory: Path, name: str, what: str, *, probe: bool = False) -> Iter
         raise NotWritable(f"cannot take the lock of {what} in {directory}: {exc.strerror}") from None
 
 
-def _holder(path: Path) -> bool:
-    """Whether a job holds the lock file ``path`` (tested with a lock of our own, released at once;
-    the file is left as it is)."""
-    import fcntl
+def _group_of(directory: Path) -> str | None:
+    """The group of a folder kept in group mode (setgid, as ``shared_group`` makes them), when the
+    caller is a member: lock files made there are then the group's, as a job's would be."""
+    import grp
 
     try:
-        fd = os.open(path, os.O_RDWR)
-        kind = fcntl.LOCK_EX
-    except FileNotFoundError:
-        return False
-    except PermissionError:  # another user's: a shared lock tells an exclusive holder
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return False
-        kind = fcntl.LOCK_SH
-    try:
-        fcntl.lockf(fd, kind | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+        st = os.stat(directory)
+        if not st.st_mode & stat.S_ISGID or (st.st_gid != os.getegid() and st.st_gid not in os.getgroups()):
+            return None
+        return grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        return None
+
+
+#: The folders of a repo bfjobs reads and removes in: each must be a real folder, never a link.
+_REPO_FOLDERS = ("blobs", "refs", "snapshots", "trees")
+
+
+def linked_folder(root: Path, *names: str) -> Path | None:
+    """The first of ``root``'s folders ``names`` (each inside the previous one) that is a link, if
+    any: what is reached through it lies outside the cache, and is never removed."""
+    path = root
+    for name in names:
+        path = path / name
+        if path.is_symlink():
+            return path
+    return None
+
+
+def _check_repo_folders(repo: Path) -> None:
+    for name in _REPO_FOLDERS:
+        link = linked_folder(repo, name)
+        if link is not None:
+            raise BfjobsError(
+                f"cache rm: {link} is a link (to {show(os.readlink(link), 200)}): bfjobs never removes "
+                "through a link out of a cache; look at it and remove the repo by hand"
+            )
 
 
 def remove_model(
@@ -429,6 +445,7 @@ def remove_model(
     repo = layout.repo_dir(models, repo_id)
     if not repo.is_dir() or repo.is_symlink():
         raise _not_found(target, where, models)
+    _check_repo_folders(repo)
     with _held(models, repo_lock_name(repo), f"{repo_id} in the {where} cache", probe=dry_run):
         plan = _plan_model(repo, where, target, repo_id, revision)
         for commit in plan.commits:  # each snapshot's own publish lock (a job adding files to it holds it)
@@ -436,14 +453,33 @@ def remove_model(
                 pass
         if plan.whole_repo:
             _require_writable_tree(repo, models, where)
-            if not dry_run:
-                _remove_repo(models, repo, plan, progress)
         else:
             _require_writable_tree(Path(plan.path), repo / "snapshots", where)
-            if not dry_run:
-                _remove_snapshot(models, repo, plan, progress)
+            for name in ("refs", "blobs", "trees"):
+                if (repo / name).is_dir():
+                    _require_writable_tree(repo / name, repo / name, where)
+        if not dry_run:
+            with _one_line(target):
+                if plan.whole_repo:
+                    _remove_repo(models, repo, plan, progress)
+                else:
+                    _remove_snapshot(models, repo, plan, progress)
     plan.removed = not dry_run
     return plan
+
+
+@contextlib.contextmanager
+def _one_line(target: str) -> Iterator[None]:
+    """A filesystem error in the middle of a removal: one line naming what to do (the rest of the
+    artefact is already out of sight, and ``cache prune`` removes it)."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise BfjobsError(
+            f"cache rm {show(target)}: {exc.strerror or exc}{where}; what is left is out of sight: "
+            "`bfjobs cache prune` removes it"
+        ) from None
 
 
 def _plan_model(repo: Path, where: str, target: str, repo_id: str, revision: str | None) -> Removal:
@@ -463,7 +499,13 @@ def _plan_model(repo: Path, where: str, target: str, repo_id: str, revision: str
     kept: set[str] = set()
     for other, path in snaps.items():
         if other != commit:
-            kept |= snapshot_links(path)[0]
+            try:
+                kept |= snapshot_links(path, strict=True)[0]
+            except OSError as exc:  # a blob it uses could look unused: remove nothing
+                raise NotWritable(
+                    f"cache rm {show(target)}: cannot read {exc.filename or path} ({exc.strerror}), so the blobs "
+                    "the other snapshots of the repo use are not known: nothing removed"
+                ) from None
     if len(snaps) == 1:  # its last snapshot: the repo folder goes (unused blobs too)
         return Removal(
             target, "model", where, str(snaps[commit]), sum(sizes.values()), repo_id, str(repo),
@@ -510,11 +552,18 @@ def _remove_repo(models: Path, repo: Path, plan: Removal, progress: Progress) ->
     record_dir = models.parent / records.RECORDS_DIR / layout.MODELS / repo.name
     for commit in plan.commits:
         _remove_record(record_dir / f"{commit}.json")
-    with contextlib.suppress(OSError):
-        record_dir.rmdir()
+    if linked_folder(models.parent, records.RECORDS_DIR, layout.MODELS, repo.name) is None:
+        with contextlib.suppress(OSError):
+            record_dir.rmdir()
 
 
 def _remove_record(path: Path) -> None:
+    """Remove bfjobs' record of an artefact, unless a folder on its way is a link (records live in
+    ``<base>/.bfjobs/{images,models/REPO}/``)."""
+    parts = path.parts
+    base = Path(*parts[: parts.index(records.RECORDS_DIR)])
+    if linked_folder(base, *parts[len(base.parts) : -1]) is not None:
+        return
     with contextlib.suppress(FileNotFoundError, PermissionError):
         os.unlink(path)
 
@@ -534,7 +583,8 @@ def remove_image(
         _require_writable_tree(path, images, where)
         plan = Removal(name, "image", where, str(path), st.st_size if stat.S_ISREG(st.st_mode) else 0)
         if not dry_run:
-            os.unlink(path)  # one step: a reader has the whole file or none
+            with _one_line(name):
+                os.unlink(path)  # one step: a reader has the whole file or none
             _remove_record(records.image_record_path(path))
             progress(1, plan.bytes)
     plan.removed = not dry_run
@@ -657,9 +707,10 @@ def _drop(
     item = Leftover(what, where, str(path), size)
     try:
         with _held(directory, lock, path.name, probe=dry_run):
+            _require_writable_tree(path, directory, where)  # a dry run says what a real run would leave
             if dry_run:
                 pass
-            elif path.is_dir():
+            elif path.is_dir() and not path.is_symlink():
                 remove_tree(path, progress)
             else:
                 path.unlink()
@@ -684,57 +735,76 @@ def _prune_repo(
     models: Path, repo: Path, where: str, dry_run: bool, older_than: float | None, now: float
 ) -> list[Leftover]:
     """Unused blobs (older than ``older_than``, if given) and dangling refs of one repo, or the
-    whole repo when it holds no snapshot; under its lock (skipped while a job writes into it)."""
+    whole repo when it holds no snapshot; under its lock. A repo a job is writing into is skipped
+    (its leftovers are pruned another time); one with a linked folder or an unreadable snapshot
+    is listed as left (a blob it uses could look unused)."""
+    for name in _REPO_FOLDERS:
+        link = linked_folder(repo, name)
+        if link is not None:
+            return [Leftover("repo", where, str(repo), 0, skipped=f"{link} is a link: not pruned through it")]
     try:
         with _held(models, repo_lock_name(repo), repo.name, probe=dry_run):
-            sizes = blob_sizes(repo)
-            snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo)}
-            used: set[str] = set()
-            for path in snaps.values():
-                used |= snapshot_links(path)[0]
-            empty = not snaps
-            if empty:
-                if not _older(repo, older_than, now):
-                    return []
-                item = Leftover("empty repo", where, str(repo), sum(sizes.values()), "no snapshot left")
-                found = [item]
-            else:
-                found = []
-            unused = sorted(b for b in sizes if b not in used and _older(repo / "blobs" / b, older_than, now))
-            if unused and not empty:
-                found.append(
-                    Leftover("blobs", where, str(repo / "blobs"), sum(sizes[b] for b in unused),
-                             f"{len(unused)} blob(s) of {repo_id_of(repo.name)} no snapshot uses")
-                )
-            dangling = sorted(
-                (ref, commit) for commit, refs in refs_by_commit(repo).items() if commit not in snaps for ref in refs
-            )
-            for ref, commit in [] if empty else dangling:
-                found.append(Leftover("ref", where, str(repo / "refs" / ref), 0, f"points at {commit[:12]}, gone"))
-            if dry_run or not found:
-                return found
-            try:
-                _require_writable_tree(repo, models if empty else repo, where)
-            except NotWritable as exc:
-                for item in found:
-                    item.skipped = str(exc)
-                return found
-            if empty:
-                remove_tree(repo)
-            else:
-                for blob in unused:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(repo / "blobs" / blob)
-                for ref, _commit in dangling:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(repo / "refs" / ref)
-            for item in found:
-                item.removed = True
-            return found
+            return _prune_repo_locked(models, repo, where, dry_run, older_than, now)
     except Busy:
         return []  # a job is writing into it: nothing of it is a leftover now
-    except NotWritable:
-        return []
+
+
+def _prune_repo_locked(
+    models: Path, repo: Path, where: str, dry_run: bool, older_than: float | None, now: float
+) -> list[Leftover]:
+    sizes = blob_sizes(repo)
+    snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo)}
+    used: set[str] = set()
+    for path in snaps.values():
+        try:
+            used |= snapshot_links(path, strict=True)[0]
+        except OSError as exc:
+            why = f"cannot read {exc.filename or path} ({exc.strerror}): the blobs it uses are not known"
+            return [Leftover("repo", where, str(repo), 0, skipped=why)]
+    empty = not snaps
+    found = []
+    if empty:
+        if not _older(repo, older_than, now):
+            return []
+        found.append(Leftover("empty repo", where, str(repo), sum(sizes.values()), "no snapshot left"))
+    unused = sorted(b for b in sizes if b not in used and _older(repo / "blobs" / b, older_than, now))
+    if unused and not empty:
+        found.append(
+            Leftover("blobs", where, str(repo / "blobs"), sum(sizes[b] for b in unused),
+                     f"{len(unused)} blob(s) of {repo_id_of(repo.name)} no snapshot uses")
+        )
+    dangling = [] if empty else sorted(
+        (ref, commit) for commit, refs in refs_by_commit(repo).items() if commit not in snaps for ref in refs
+    )
+    for ref, commit in dangling:
+        found.append(Leftover("ref", where, str(repo / "refs" / ref), 0, f"points at {commit[:12]}, gone"))
+    if not found:
+        return found
+    try:  # a dry run says what a real run would leave, too
+        if empty:
+            _require_writable_tree(repo, models, where)
+        else:
+            for name in ("blobs", "refs"):
+                if (repo / name).is_dir():
+                    _require_writable_tree(repo / name, repo / name, where)
+    except NotWritable as exc:
+        for item in found:
+            item.skipped = str(exc)
+        return found
+    if dry_run:
+        return found
+    if empty:
+        remove_tree(repo)
+    else:
+        for blob in unused:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(repo / "blobs" / blob)
+        for ref, _commit in dangling:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(repo / "refs" / ref)
+    for item in found:
+        item.removed = True
+    return found
 
 
 def _stale_lock(folder: Path, name: str, path: Path, where: str, dry_run: bool) -> Leftover:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from support.blackfish import create_blackfish_db
 from support.hub import DEMO_REPO_ID
-from support.site import local_profile
+from support.site import local_profile, with_tty
 
 REPO_FOLDER = "models--" + DEMO_REPO_ID.replace("/", "--")
 
@@ -83,6 +83,11 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
 def caches(site) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     """A picture of both caches of the site's profile (the database beside them may change)."""
     return tree(site.home_dir), tree(site.cache_dir)
+
+
+def contents(site) -> dict[str, int]:
+    """What both caches hold, entry by entry with sizes, without times."""
+    return {path: size for picture in caches(site) for path, (size, _mtime) in picture.items()}
 
 
 def cache_json(cli, *args: str) -> dict:
@@ -271,6 +276,66 @@ def test_rm_never_follows_a_link_out_of_the_cache(laptop, cli, tmp_path):
     assert (outside / "precious.txt").exists()
 
 
+@pytest.mark.parametrize("folder", ["blobs", "refs", "trees", "snapshots"])
+def test_a_linked_folder_inside_a_repo_is_never_followed(laptop, cli, tmp_path, folder):
+    """A repo whose blobs/, refs/, trees/ or snapshots/ is a link: rm refuses in one line, prune
+    lists it as left, and nothing outside the cache is touched."""
+    repo = laptop.home_dir / "models" / REPO_FOLDER
+    outside = tmp_path / "outside"
+    (repo / folder).rename(outside)
+    (repo / folder).symlink_to(outside)
+    (outside / "precious").write_text("d" * 40)  # looks like a blob, a ref, a listing...
+    before = tree(outside)
+    for args in ((f"{DEMO_REPO_ID}@v1.0",), (DEMO_REPO_ID,)):
+        refused = cli("cache", "rm", *args)
+        assert refused.exit_code == 1, refused.output
+        assert f"{repo / folder} is a link" in refused.stderr and refused.stderr.count("\n") == 1
+    pruned = cache_json(cli, "prune")
+    assert [(x["what"], x["skipped"] is not None) for x in pruned["leftovers"]] == [("repo", True)]
+    assert tree(outside) == before and (outside / "precious").read_text() == "d" * 40
+
+
+def test_a_record_folder_that_is_a_link_is_not_followed(laptop, cli, tmp_path):
+    image = laptop.place_image("alpine_3.20.sif", "docker://alpine:3.20", base=laptop.home_dir)
+    records = laptop.home_dir / ".bfjobs"
+    outside = tmp_path / "records"
+    records.rename(outside)
+    records.symlink_to(outside)
+    assert cli("cache", "rm", image.name).exit_code == 0
+    assert not image.exists() and (outside / "images" / "alpine_3.20.sif.json").exists()
+
+
+def test_targets_naming_the_same_thing_remove_it_once(laptop, cli):
+    repo = laptop.home_dir / "models" / REPO_FOLDER
+    main = (repo / "refs" / "main").read_text()
+    twice = cache_json(cli, "rm", f"{DEMO_REPO_ID}@main", f"{DEMO_REPO_ID}@{main}")
+    assert [r["commits"] for r in twice["removed"]] == [[main]]
+    whole = cache_json(cli, "rm", f"{DEMO_REPO_ID}@v1.0", DEMO_REPO_ID, f"{DEMO_REPO_ID}@dev")
+    assert [r["target"] for r in whole["removed"]] == [DEMO_REPO_ID] and not repo.exists()
+
+
+def test_an_unreadable_snapshot_stops_a_removal_of_shared_blobs(laptop, cli, monkeypatch):
+    """If another snapshot of the repo cannot be read, the blobs it uses are unknown: nothing goes
+    (as another user's 0700 folder would do; root reads everything, so the refusal is simulated)."""
+    repo = laptop.home_dir / "models" / REPO_FOLDER
+    dev = repo / "snapshots" / (repo / "refs" / "dev").read_text()
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path) == str(dev):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    before = contents(laptop)
+    monkeypatch.setattr(os, "scandir", scandir)
+    refused = cli("cache", "rm", f"{DEMO_REPO_ID}@v1.0")
+    pruned = cache_json(cli, "prune")
+    monkeypatch.undo()
+    assert refused.exit_code == 2 and "cannot read" in refused.stderr and "nothing removed" in refused.stderr
+    assert contents(laptop) == before  # (a lock file came and went: folders' times may differ)
+    assert [x["what"] for x in pruned["leftovers"]] == ["repo"] and pruned["leftovers"][0]["skipped"]
+
+
 def test_rm_without_shared_never_touches_the_shared_cache(laptop, cli):
     fill(laptop.cache_dir / "models", laptop.hub, "main")
     shared = tree(laptop.cache_dir)
@@ -360,6 +425,54 @@ def test_a_download_waits_for_a_removal_of_blobs_it_would_link(laptop, tmp_path)
     assert not (models / f".bfjobs-lock-{REPO_FOLDER}").exists()  # the last holder removes it
 
 
+def test_a_shared_holder_is_seen_by_anyone_and_the_last_one_out_removes_the_file(tmp_path):
+    """``held_by_other`` asks F_GETLK on a read-only descriptor: another user, who cannot open the
+    file for writing, still sees shared holders (a download into the repo)."""
+    from blackfish_jobs.node import publish
+
+    lock = tmp_path / f".bfjobs-lock-{REPO_FOLDER}"
+    first, second = Holder(tmp_path, REPO_FOLDER, shared=True), Holder(tmp_path, REPO_FOLDER, shared=True)
+    try:
+        assert lock.exists() and publish.held_by_other(lock)
+        old = time.time() - 3600  # old enough to pass for a killed job's, were it not held
+        os.utime(lock, (old, old))
+        publish._check_foreign(lock)  # held: wait for it (no error)
+        first.stop()
+        assert publish.held_by_other(lock)
+    finally:
+        second.stop()
+    assert not publish.held_by_other(lock)
+    with pytest.raises(publish.TaskError, match="is held by no job"):
+        publish._check_foreign(lock)  # a file left behind, held by nobody
+    publish._remove_if_unheld(lock)  # what a holder leaving at the same moment as another does
+    assert not lock.exists()
+
+
+def test_a_download_into_a_repo_waits_while_a_removal_holds_its_blobs(local_site, hub):
+    """A real download (the node's code, a local job) takes the repo's lock shared before it looks
+    at the repo's blobs: while ``cache rm`` holds it, the download waits; then it completes."""
+    site = local_site
+    site.write_profiles({"laptop": local_profile(site.home_dir, site.cache_dir, default="true")})
+    models = site.home_dir / "models"
+    models.mkdir()
+    removal = Holder(models, REPO_FOLDER)  # what cache rm holds while it removes blobs
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blackfish_jobs", "submit", "download-model", DEMO_REPO_ID, "--revision", "v1.0",
+         "--wait", "--json"],
+        env=site.env(HF_ENDPOINT=hub.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(6)
+        assert proc.poll() is None  # still waiting for the lock
+        assert not (models / REPO_FOLDER / "snapshots").exists()
+    finally:
+        removal.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["jobs"][0]["state"] == "COMPLETED"
+    assert not (models / f".bfjobs-lock-{REPO_FOLDER}").exists()
+
+
 READER = textwrap.dedent(
     """
     import os, sys, time
@@ -416,12 +529,24 @@ def test_a_reader_never_sees_a_half_removed_snapshot(laptop, cli):
     time.sleep(0.5)
     assert cli("cache", "rm", f"big/model@{old}").exit_code == 0  # half its blobs are the other's
     assert (snapshots / new).is_dir() and not (snapshots / old).exists()
+    kept = [p for p in (snapshots / new).rglob("*") if p.is_symlink()]
+    assert len(kept) == 3000 and all(p.is_file() for p in kept)  # every link of the other snapshot resolves
     time.sleep(0.3)
     assert cli("cache", "rm", "big/model").exit_code == 0
     for reader in readers:
         half, seen = map(int, reader.communicate(timeout=30)[0].split())
         assert seen > 0
         assert half == 0, f"a reader saw {half} missing file(s) in a snapshot still in place"
+
+
+def test_a_long_removal_shows_progress_on_a_terminal(laptop):
+    _synthetic_repo(laptop.home_dir / "models", 20000)
+    argv = [sys.executable, "-m", "blackfish_jobs", "cache", "rm", "big/model"]
+    code, shown = with_tty(argv, laptop.env(), timeout=120)
+    assert code == 0, shown
+    assert "removing: " in shown and " entries, " in shown, shown
+    assert "removed model big/model (2 revisions) from the home cache" in shown
+    assert not (laptop.home_dir / "models" / "models--big--model").exists()
 
 
 # ------------------------------------------------------------------------------------- prune

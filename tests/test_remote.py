@@ -541,3 +541,47 @@ def test_cache_commands_from_the_laptop_act_on_the_clusters_caches(laptop: Lapto
     assert folders == {shared["folder"], home["folder"]}
     assert not any(map(lambda f: (laptop.home_dir / "jobs" / "bfjobs" / f.rsplit("/", 1)[-1]).exists(), folders))
     assert len(json.loads(laptop.bfjobs("list", "--json").stdout)["jobs"]) == 2  # the rows keep the results
+
+
+def test_hostile_cache_answers_are_one_line_and_choose_no_rows(laptop: Laptop):
+    """A cluster's answer to ``cache ls``/``rm`` is input: malformed is one line, escape codes never
+    reach the terminal, and it never chooses which of the laptop's Blackfish rows are deleted."""
+    db = create_blackfish_db(laptop.app / "app.sqlite")
+    shutil.chown(db, "bflaptop", "bflaptop")
+    other = str(laptop.cache_dir / "models" / "models--other--model")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO model (id, repo, profile, revision, image, created_at, updated_at, model_dir) "
+                     "VALUES (x'00', 'other/model', 'cluster', ?, 'x', '2026-12-01', '2026-12-01', ?)",
+                     ("a" * 40, other))
+    conn.close()
+    fake = laptop.cluster_root / "fake-python"
+    shutil.chown(laptop.cluster_root, CLUSTER, CLUSTER)
+
+    said = laptop.cluster_root / "answer.txt"
+
+    def answer(payload: str) -> None:
+        said.write_text(f"BFJOBS-AGENT-ANSWER {payload}\n")
+        fake.write_text(f"#!/bin/sh\necho 'BFJOBS-AGENT 1 0.1.0'\ncat >/dev/null\ncat {said}\n")
+        fake.chmod(0o755)
+        for path in (fake, said):
+            shutil.chown(path, CLUSTER, CLUSTER)
+        laptop.write_settings(remote_python=str(fake))
+
+    answer('{"ok": {"entries": [{"kind": "model", "where": "home", "path": "/x", "bytes": "lots"}], "spaces": []}}')
+    bad = laptop.bfjobs("cache", "ls", "--profile", "cluster")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    [line] = bad.stderr.strip().splitlines()
+    assert "answered 'cache ls' with something malformed" in line, line
+    answer('{"ok": {"entries": [{"kind": "image", "where": "home", "path": "/x\\u001b[2Jy.sif", "bytes": 5}], '
+           '"spaces": []}}')
+    shown = laptop.bfjobs("cache", "ls", "--profile", "cluster")
+    assert shown.returncode == 0 and "\x1b" not in shown.stdout and "/x?[2Jy.sif" in shown.stdout, shown.stdout
+    removal = ('{"ok": [{"target": "x/y", "kind": "model", "where": "home", "path": "/p", "bytes": 1, '
+               f'"repo_id": "other/model", "model_dir": "{other}", "commits": ["{"a" * 40}"], "removed": true}}]}}')
+    answer(removal)
+    done = laptop.bfjobs("cache", "rm", "x/y", "--profile", "cluster", "--json")
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM model").fetchone() == (1,)  # not asked for: kept
+    conn.close()

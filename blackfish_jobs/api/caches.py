@@ -103,16 +103,42 @@ def rm_here(
     shared: bool,
     dry_run: bool,
     progress: Progress = no_progress,
+    on_removed: Callable[[Removal], None] = lambda _removal: None,
 ) -> list[Removal]:
     """Each target (already parsed) removed from one cache of the profile, on this machine: every
-    target is found and checked (writable, not being written) before the first is removed."""
+    target is found and checked (writable, not being written) before the first is removed;
+    ``on_removed`` hears each removal as soon as it is done (a later one may fail)."""
     where, base = _bases(profile, shared)
     if not dry_run:
         require_writable(base, where, "cache rm")
     plans = [_remove_one(base, where, t, dry_run=True) for t in targets]  # nothing touched if any fails
+    targets, plans = _distinct(targets, plans)
     if dry_run:
         return plans
-    return [_remove_one(base, where, target, dry_run=False, progress=progress) for target in targets]
+    done = []
+    for target in targets:  # each planned again under its lock, against the cache as it is now
+        done.append(_remove_one(base, where, target, dry_run=False, progress=progress))
+        on_removed(done[-1])
+    return done
+
+
+def _distinct(
+    targets: Sequence[Mapping[str, Any]], plans: Sequence[Removal]
+) -> tuple[list[Mapping[str, Any]], list[Removal]]:
+    """Targets that name what another already removes (the same snapshot twice, a snapshot of a
+    repo also removed whole) are dropped: each artefact is removed once, and none is then found
+    missing halfway through."""
+    whole = {p.repo_id for t, p in zip(targets, plans, strict=True) if t["kind"] == "model" and t["revision"] is None}
+    kept: list[tuple[Mapping[str, Any], Removal]] = []
+    seen: set[tuple[str, ...]] = set()
+    for target, plan in zip(targets, plans, strict=True):
+        if target["kind"] == "model" and target["revision"] is not None and plan.repo_id in whole:
+            continue
+        key = (plan.kind, plan.path, *plan.commits)
+        if key not in seen:
+            seen.add(key)
+            kept.append((target, plan))
+    return [t for t, _ in kept], [p for _, p in kept]
 
 
 def _remove_one(
@@ -141,19 +167,30 @@ def prune_here(
 ) -> tuple[list[Leftover], list[tuple[str, str]]]:
     """Leftovers in one cache of the profile, on this machine, and which of Blackfish's ``model``
     rows (``(model_dir, revision)``) name a snapshot that is gone from that cache."""
-    from .. import caches, layout
+    from .. import caches
 
     where, base = _bases(profile, shared)
     if not dry_run:
         require_writable(base, where, "cache prune")
     leftovers = caches.prune(base, where, dry_run=dry_run, older_than=older_than, progress=progress)
-    models_dir = str(layout.models_dir(base))
-    gone = [
+    return leftovers, gone_models(base, models)
+
+
+def gone_models(base: Path, models: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Of Blackfish's rows ``(model_dir, revision)``, those of this cache (``<base>/models/…``)
+    whose snapshot is gone; the others are not this cache's to judge."""
+    return [
         (model_dir, revision)
         for model_dir, revision in models
-        if str(Path(model_dir).parent) == models_dir and not (Path(model_dir) / "snapshots" / revision).is_dir()
+        if of_cache(base, model_dir, revision) and not (Path(model_dir) / "snapshots" / revision).is_dir()
     ]
-    return leftovers, gone
+
+
+def of_cache(base: Path, model_dir: str, revision: str) -> bool:
+    """Whether a Blackfish row names a snapshot of the cache at ``base`` (``<base>/models/REPO``)."""
+    from .. import layout
+
+    return str(Path(model_dir).parent) == str(layout.models_dir(base)) and layout.is_commit(revision)
 
 
 def prune_folders_here(profile: config.Profile, folders: Sequence[str], *, dry_run: bool) -> list[dict[str, Any]]:

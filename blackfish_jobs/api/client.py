@@ -577,25 +577,26 @@ class Client:
         parsed = [caches.parse_target(t) for t in targets]
         where = self._cache_profile(profile)
         self._refuse_live(where, shared, parsed)
+        rows = 0
+
+        def forget(removal: Removal) -> None:  # as each removal is done: a later one may fail
+            nonlocal rows
+            if not dry_run:
+                rows += registry.delete_models(self.db, where.name, _removed_models(where, shared, parsed, [removal]))
+
         if where.remote:
             agent, answer = self._cache_call(
                 where, "cache_rm", {"targets": parsed, "shared": shared, "dry_run": dry_run}, progress
             )
             with agent.reading("cache rm"):
                 removals = [caches.decode(Removal, r) for r in answer]
+            for removal in removals:
+                forget(removal)
         else:
             removals = caches.rm_here(
-                where, parsed, shared=shared, dry_run=dry_run, progress=progress or caches.no_progress
+                where, parsed, shared=shared, dry_run=dry_run, progress=progress or caches.no_progress,
+                on_removed=forget,
             )
-        rows = 0
-        if not dry_run:
-            keys = [
-                (r.repo_id, commit, r.model_dir)
-                for r in removals
-                if r.kind == "model" and r.repo_id and r.model_dir
-                for commit in r.commits
-            ]
-            rows = registry.delete_models(self.db, where.name, keys)
         return CacheRemoveResult(where.name, removals, dry_run, rows)
 
     def _refuse_live(self, where: config.Profile, shared: bool, parsed: Sequence[dict[str, Any]]) -> None:
@@ -656,7 +657,12 @@ class Client:
                 progress=progress or caches.no_progress,
             )
             leftovers, gone = found, set(gone_list)
-        rows = [(repo, revision, model_dir) for repo, revision, model_dir in keys if (model_dir, revision) in gone]
+        base = where.cache_dir if shared else where.home_dir  # a cluster's answer never reaches other rows
+        rows = [
+            (repo, revision, model_dir)
+            for repo, revision, model_dir in keys
+            if (model_dir, revision) in gone and caches.of_cache(base, model_dir, revision)
+        ]
         if not dry_run:
             registry.delete_models(self.db, where.name, rows)
         return CachePruneResult(where.name, leftovers, rows, dry_run)
@@ -721,6 +727,26 @@ class Client:
 
 
 # ---------------------------------------------------------------------- domain rules
+
+
+def _removed_models(
+    where: config.Profile, shared: bool, parsed: Sequence[dict[str, Any]], removals: Sequence[Any]
+) -> list[tuple[str, str, str]]:
+    """The Blackfish rows ``(repo, commit, model_dir)`` of the snapshots a removal took away: only of
+    repos asked for, in the folder this profile's cache gives them (a cluster's answer is input:
+    it never chooses which of the laptop's rows go)."""
+    from .. import layout
+
+    base = where.cache_dir if shared else where.home_dir
+    asked = {str(t["repo_id"]) for t in parsed if t["kind"] == "model"}
+    keys = []
+    for r in removals:
+        if r.kind != "model" or r.repo_id not in asked or not r.removed:
+            continue
+        model_dir = str(layout.repo_dir(layout.models_dir(base), r.repo_id))
+        if r.model_dir == model_dir:
+            keys += [(r.repo_id, commit, model_dir) for commit in r.commits if layout.is_commit(commit)]
+    return keys
 
 
 def _folder_item(raw: Any) -> dict[str, Any]:

@@ -457,9 +457,12 @@ class _Reporter:
         from ..backends.protocol import PROGRESS
 
         now = time.monotonic()
-        if now - self.last >= 0.5:
+        if self.last >= 0 and now - self.last >= 0.5:
             self.last = now
-            print(f"{PROGRESS} {done} {freed}", flush=True)
+            try:
+                print(f"{PROGRESS} {done} {freed}", flush=True)
+            except OSError:  # the laptop hung up: the removal goes on to the end, unreported
+                self.last = -1.0
 
 
 def _flag(args: dict[str, Any], key: str) -> bool:
@@ -486,10 +489,14 @@ def cache_rm(args: dict[str, Any]) -> list[dict[str, Any]]:
         raise BadInput("malformed targets in a cache rm request")
     parsed = []
     for t in targets:
+        if t.get("kind") not in ("image", "model"):
+            raise BadInput("malformed target kind in a cache rm request")
         text = str(t.get("name")) if t.get("kind") == "image" else str(t.get("repo_id"))
         if t.get("kind") == "model" and t.get("revision") is not None:
             text += "@" + str(t.get("revision"))
         parsed.append(caches.parse_target(text))
+        if parsed[-1]["kind"] != t.get("kind"):
+            raise BadInput("malformed target in a cache rm request")
     removals = caches.rm_here(
         _profile(args.get("profile")),
         parsed,

@@ -125,6 +125,11 @@ def ls(client: Client, profile_name: str | None, as_json: bool) -> None:
     _print_listing(result)
 
 
+def _shown(text: str) -> str:
+    """A name read from disk as one printable cell (a folder name may hold escape codes)."""
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text)
+
+
 def _print_listing(result: CacheListResult) -> None:
     tty = sys.stdout.isatty()
     table = [("WHERE", "KIND", "SIZE", "ARTEFACT", "REVISION", "REFS", "BLACKFISH", "PATH")]
@@ -132,11 +137,11 @@ def _print_listing(result: CacheListResult) -> None:
         blackfish = "-" if e.blackfish is None else "yes" if e.blackfish else "no"
         if e.kind == "model":
             revision = (e.commit or "")[:12] + (" (broken)" if e.dangling else "")
-            row = (e.where, e.kind, human_bytes(e.bytes), e.repo_id or "", revision, ",".join(e.refs) or "-",
-                   blackfish, "" if tty else e.path)
+            row = (e.where, e.kind, human_bytes(e.bytes), _shown(e.repo_id or ""), revision,
+                   _shown(",".join(e.refs)) or "-", blackfish, "" if tty else _shown(e.path))
         else:
-            row = (e.where, e.kind, human_bytes(e.bytes), e.name or "", (e.digest or "")[7:19] or "-",
-                   "-", "-", "" if tty else e.path)
+            row = (e.where, e.kind, human_bytes(e.bytes), _shown(e.name or ""), _shown((e.digest or "")[7:19]) or "-",
+                   "-", "-", "" if tty else _shown(e.path))
         table.append(row)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:

@@ -149,11 +149,14 @@ def publish_lock(
     def release() -> None:  # at the end, or at once on a stop signal; a no-op once done
         with stop_deferred():
             if held:
-                if _alone(held[0], shared):
+                alone = _alone(held[0], shared)
+                if alone:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 os.close(held[0])
                 held.clear()
+                if not alone:
+                    _remove_if_unheld(path)
 
     with contextlib.ExitStack() as stack:
         stack.callback(release)  # registered before the lock is taken: no moment it is not covered
@@ -173,6 +176,51 @@ def repo_lock_name(repo: Path) -> str:
     into any commit of the repo hold it shared, ``bfjobs cache`` exclusively while it removes
     blobs (which are shared across commits, where the publish lock is per commit)."""
     return repo.name
+
+
+def _remove_if_unheld(path: Path) -> None:
+    """After leaving a shared lock that others held a moment ago: if they left meanwhile (two
+    holders leaving at once each saw the other), remove the file as its last holder would: take
+    it exclusively without waiting, check it is still the file at ``path``, unlink, close."""
+    try:
+        fd = os.open(path, os.O_RDWR)  # never created here
+    except OSError:
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        same = os.fstat(fd)
+        current = os.stat(path)
+        if (same.st_ino, same.st_dev) == (current.st_ino, current.st_dev):
+            os.unlink(path)
+    except OSError:
+        pass  # held again, or gone: nothing to do
+    finally:
+        os.close(fd)
+
+
+#: ``struct flock`` for F_GETLK on Linux (short type, short whence, off_t start, off_t len, pid_t pid).
+_FLOCK = "hhqqi4x"
+
+
+def held_by_other(path: Path) -> bool:
+    """Whether another process holds any lock (shared or exclusive) on the file ``path``.
+
+    Asked with ``F_GETLK`` for a write lock, which works on a descriptor opened read-only: a user
+    who cannot open another user's lock file for writing still sees its shared holders (a test
+    lock of our own, shared, would not conflict with them). False when there is no such file.
+    """
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
 
 
 def _alone(fd: int, shared: bool) -> bool:
@@ -247,17 +295,11 @@ def _check_foreign(path: Path) -> None:
         if _age(path) >= STALE_AFTER_S:
             raise TaskError(_foreign_message(path, "cannot be read by you")) from None
         return
-    try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                return  # held by a running job: wait for it
-            raise
-        if _age(path) >= STALE_AFTER_S:
-            raise TaskError(_foreign_message(path, "is held by no job (a job killed outright left it)"))
-    finally:
-        os.close(fd)
+    os.close(fd)
+    if held_by_other(path):
+        return  # held by a running job (exclusively, or shared by downloads into its repo): wait for it
+    if _age(path) >= STALE_AFTER_S:
+        raise TaskError(_foreign_message(path, "is held by no job (a job killed outright left it)"))
 
 
 def _age(path: Path) -> float:
