@@ -661,3 +661,38 @@ def test_jobs_prune_removes_finished_jobs_folders_never_a_live_ones(local_site):
         assert done["id"] in listed.stdout  # the row keeps the result
     finally:
         site.bfjobs("cancel", live["id"])
+
+
+def test_a_running_download_is_kept_and_a_killed_ones_leftovers_are_pruned(local_site):
+    """A real download (a local job, from a slow hub): prune and jobs prune leave what it is
+    writing; once it is killed outright (SIGKILL: no clean-up), prune removes its staging folder
+    and its lock files."""
+    import signal
+
+    from support.hub import HubServer, make_demo_repo
+    from support.site import json_job, wait_for
+
+    site = local_site
+    site.write_profiles({"laptop": local_profile(site.home_dir, site.cache_dir, default="true")})
+    models = site.home_dir / "models"
+    with HubServer([make_demo_repo()], delay_per_chunk=0.3) as hub:
+        submitted = site.bfjobs("submit", "download-model", DEMO_REPO_ID, "--revision", "v1.0", "--json",
+                                HF_ENDPOINT=hub.url)
+        assert submitted.returncode == 0, submitted.stderr
+        job = json_job(submitted.stdout)
+        try:
+            [staging] = wait_for(lambda: list(models.glob(".bfjobs-staging-*")), timeout=60)
+            pruned = json.loads(site.bfjobs("cache", "prune", "--json").stdout)
+            [kept] = [x for x in pruned["leftovers"] if x["what"] == "staging"]
+            assert kept["skipped"] == "a running job holds its lock" and staging.is_dir()
+            jobs = json.loads(site.bfjobs("jobs", "prune", "--json").stdout)
+            assert jobs["folders"] == [] and jobs["kept_live"] == 1 and Path(job["folder"]).is_dir()
+        finally:
+            os.killpg(job["local_pid"], signal.SIGKILL)  # the job's own session: the fetch child too
+    wait_for(lambda: json_job(site.bfjobs("status", job["id"], "--json").stdout)["state"] == "FAILED", timeout=60)
+    left = sorted(p.name for p in models.iterdir() if p.name.startswith(".bfjobs-"))
+    assert any(n.startswith(".bfjobs-staging-") for n in left) and any(n.startswith(".bfjobs-lock-") for n in left)
+    done = json.loads(site.bfjobs("cache", "prune", "--json").stdout)
+    assert {x["what"] for x in done["leftovers"] if x["removed"]} >= {"staging", "lock"}, done
+    assert not [p.name for p in models.iterdir() if p.name.startswith(".bfjobs-")]
+    assert json.loads(site.bfjobs("jobs", "prune", "--json").stdout)["folders"][0]["path"] == job["folder"]
