@@ -255,10 +255,19 @@ def snapshot_links(snapshot: Path | str, *, strict: bool = False) -> tuple[set[s
     return blobs, plain, files, odd
 
 
-def snapshot_dirs(repo: Path | str) -> list[os.DirEntry[str]]:
-    """The repo's snapshot folders (named by a full commit; not links)."""
+def snapshot_dirs(repo: Path | str, *, strict: bool = False) -> list[os.DirEntry[str]]:
+    """The repo's snapshot folders (named by a full commit; not links). ``strict``: a
+    ``snapshots/`` that cannot be read is an error, not "no snapshot" (what removals must know)."""
     snapshots = os.path.join(repo, "snapshots")
-    return [e for e in _listing(snapshots) if is_commit(e.name) and e.is_dir(follow_symlinks=False)]
+    if strict:
+        try:
+            with os.scandir(snapshots) as it:
+                listed = list(it)
+        except FileNotFoundError:
+            listed = []
+    else:
+        listed = _listing(snapshots)
+    return [e for e in listed if is_commit(e.name) and e.is_dir(follow_symlinks=False)]
 
 
 def repo_entries(repo: Path | str, where: str) -> list[Entry]:
@@ -373,9 +382,12 @@ def _held(directory: Path, name: str, what: str, *, probe: bool = False) -> Iter
     run): only find out whether a job holds it, creating and removing nothing."""
     from .errors import TaskError
 
+    path = directory / (LOCK_PREFIX + name)
     if probe:
-        if held_by_other(directory / (LOCK_PREFIX + name)):
-            raise Busy(f"{what} is being written by a running job (it holds {directory / (LOCK_PREFIX + name)})")
+        if held_by_other(path):
+            raise Busy(f"{what} is being written by a running job (it holds {path})")
+        if not os.access(path if path.exists() else directory, os.W_OK):  # what the real run would meet
+            raise NotWritable(f"cannot take the lock {path} of {what}: not writable by you")
         yield
         return
     try:
@@ -384,8 +396,8 @@ def _held(directory: Path, name: str, what: str, *, probe: bool = False) -> Iter
                 raise Busy(f"{what} is being written by a running job (it holds {directory / (LOCK_PREFIX + name)}): "
                            "try again when the job has ended")
             yield
-    except TaskError as exc:  # another user's lock file, left by a killed job
-        raise Busy(str(exc)) from None
+    except TaskError as exc:  # another user's lock file, left by a killed job (its message names the rm)
+        raise NotWritable(str(exc)) from None
     except PermissionError as exc:
         raise NotWritable(f"cannot take the lock of {what} in {directory}: {exc.strerror}") from None
 
@@ -437,17 +449,21 @@ def remove_model(
     *,
     dry_run: bool = False,
     progress: Progress = _ignore,
+    before: frozenset[str] = frozenset(),
 ) -> Removal:
     """Remove one snapshot (``revision``: a commit or a ref in the repo's ``refs/``) or, without
     ``revision``, the whole repo; refs pointing at what goes, blobs no remaining snapshot uses,
-    the tree listing and bfjobs' record go with it. Only this repo's folder is read."""
+    the tree listing and bfjobs' record go with it. Only this repo's folder is read.
+
+    ``before`` (a dry run of several targets): the commits of this repo earlier targets remove,
+    so the plan says what this one removes after them, as the real run will."""
     target = repo_id + (f"@{revision}" if revision else "")
     repo = layout.repo_dir(models, repo_id)
     if not repo.is_dir() or repo.is_symlink():
         raise _not_found(target, where, models)
     _check_repo_folders(repo)
     with _held(models, repo_lock_name(repo), f"{repo_id} in the {where} cache", probe=dry_run):
-        plan = _plan_model(repo, where, target, repo_id, revision)
+        plan = _plan_model(repo, where, target, repo_id, revision, before)
         for commit in plan.commits:  # each snapshot's own publish lock (a job adding files to it holds it)
             with _held(models, f"{repo.name}@{commit}", f"{repo_id}@{commit[:12]} in the {where} cache", probe=True):
                 pass
@@ -482,37 +498,41 @@ def _one_line(target: str) -> Iterator[None]:
         ) from None
 
 
-def _plan_model(repo: Path, where: str, target: str, repo_id: str, revision: str | None) -> Removal:
+def _plan_model(
+    repo: Path, where: str, target: str, repo_id: str, revision: str | None, before: frozenset[str] = frozenset()
+) -> Removal:
+    """What removing ``revision`` (None: every snapshot) takes away, once the commits ``before`` are
+    gone: blobs used by the snapshots that go and by none that stays. Every snapshot is read
+    strictly: one that cannot be read might use a blob that looks unused, so nothing is planned."""
     sizes = blob_sizes(repo)
     refs = refs_by_commit(repo)
-    snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo)}
+    try:
+        snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo, strict=True)}
+        uses = {commit: snapshot_links(path, strict=True)[0] for commit, path in snaps.items()}
+    except OSError as exc:
+        raise NotWritable(
+            f"cache rm {show(target)}: cannot read {exc.filename or repo} ({exc.strerror}), so the blobs the "
+            "snapshots of the repo use are not known: nothing removed"
+        ) from None
+    left = {c: u for c, u in uses.items() if c not in before}
+    earlier = {b for c in before if c in uses for b in uses[c]} - {b for u in left.values() for b in u}
+    sizes = {b: n for b, n in sizes.items() if b not in earlier}  # what earlier targets removed
+    every = sorted(r for c, rs in refs.items() if c not in before for r in rs)
     if revision is None:
         return Removal(
             target, "model", where, str(repo), sum(sizes.values()), repo_id, str(repo),
-            commits=sorted(snaps), refs=sorted(r for rs in refs.values() for r in rs),
-            blobs=sorted(sizes), whole_repo=True,
+            commits=sorted(left), refs=every, blobs=sorted(sizes), whole_repo=True,
         )
     commit = revision if is_commit(revision) else layout.read_ref(repo, revision)
-    if commit is None or commit not in snaps:
+    if commit is None or commit not in left:
         raise _not_found(target, where, repo / "snapshots")
-    used = snapshot_links(snaps[commit])[0]
-    kept: set[str] = set()
-    for other, path in snaps.items():
-        if other != commit:
-            try:
-                kept |= snapshot_links(path, strict=True)[0]
-            except OSError as exc:  # a blob it uses could look unused: remove nothing
-                raise NotWritable(
-                    f"cache rm {show(target)}: cannot read {exc.filename or path} ({exc.strerror}), so the blobs "
-                    "the other snapshots of the repo use are not known: nothing removed"
-                ) from None
-    if len(snaps) == 1:  # its last snapshot: the repo folder goes (unused blobs too)
+    if len(left) == 1:  # its last snapshot: the repo folder goes (unused blobs too)
         return Removal(
             target, "model", where, str(snaps[commit]), sum(sizes.values()), repo_id, str(repo),
-            commits=[commit], refs=sorted(r for rs in refs.values() for r in rs), blobs=sorted(sizes),
-            whole_repo=True,
+            commits=[commit], refs=every, blobs=sorted(sizes), whole_repo=True,
         )
-    gone = sorted(b for b in used if b in sizes and b not in kept)
+    kept = {b for c, u in left.items() if c != commit for b in u}
+    gone = sorted(b for b in left[commit] if b in sizes and b not in kept)
     return Removal(
         target, "model", where, str(snaps[commit]), sum(sizes[b] for b in gone), repo_id, str(repo),
         commits=[commit], refs=refs.get(commit, []), blobs=gone,
@@ -703,7 +723,7 @@ def _drop(
     directory: Path, lock: str, path: Path, what: str, where: str, dry_run: bool, progress: Progress
 ) -> Leftover:
     """Remove ``path`` if the lock ``lock`` (the one its job held) can be taken at once."""
-    size = _tree_bytes(path) if path.is_dir() else _lstat_size(path)
+    size = _tree_bytes(path) if path.is_dir() and not path.is_symlink() else _lstat_size(path)
     item = Leftover(what, where, str(path), size)
     try:
         with _held(directory, lock, path.name, probe=dry_run):
@@ -717,8 +737,10 @@ def _drop(
             item.removed = not dry_run
     except Busy:
         item.skipped = "a running job holds its lock"
-    except (NotWritable, PermissionError, OSError) as exc:
-        item.skipped = f"not removable by you ({getattr(exc, 'strerror', None) or exc})"
+    except NotWritable as exc:
+        item.skipped = str(exc)
+    except OSError as exc:
+        item.skipped = f"not removable: {exc.strerror or exc}"
     if path.exists() and item.removed:
         item.removed, item.skipped = False, "not removable by you (not yours, and not the group's)"
     return item
@@ -753,14 +775,14 @@ def _prune_repo_locked(
     models: Path, repo: Path, where: str, dry_run: bool, older_than: float | None, now: float
 ) -> list[Leftover]:
     sizes = blob_sizes(repo)
-    snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo)}
     used: set[str] = set()
-    for path in snaps.values():
-        try:
+    try:
+        snaps = {e.name: Path(e.path) for e in snapshot_dirs(repo, strict=True)}
+        for path in snaps.values():
             used |= snapshot_links(path, strict=True)[0]
-        except OSError as exc:
-            why = f"cannot read {exc.filename or path} ({exc.strerror}): the blobs it uses are not known"
-            return [Leftover("repo", where, str(repo), 0, skipped=why)]
+    except OSError as exc:
+        why = f"cannot read {exc.filename or repo} ({exc.strerror}): the blobs its snapshots use are not known"
+        return [Leftover("repo", where, str(repo), 0, skipped=why)]
     empty = not snaps
     found = []
     if empty:
@@ -793,15 +815,20 @@ def _prune_repo_locked(
         return found
     if dry_run:
         return found
-    if empty:
-        remove_tree(repo)
-    else:
-        for blob in unused:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(repo / "blobs" / blob)
-        for ref, _commit in dangling:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(repo / "refs" / ref)
+    try:
+        if empty:
+            remove_tree(repo)
+        else:
+            for blob in unused:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(repo / "blobs" / blob)
+            for ref, _commit in dangling:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(repo / "refs" / ref)
+    except OSError as exc:  # (an NFS .nfsXXXX file in a folder, an I/O error): the rest is pruned
+        for item in found:
+            item.skipped = f"not removable: {exc.strerror or exc} ({exc.filename})"
+        return found
     for item in found:
         item.removed = True
     return found
@@ -817,4 +844,6 @@ def _stale_lock(folder: Path, name: str, path: Path, where: str, dry_run: bool) 
         item.skipped = "a running job holds it"
     except NotWritable as exc:
         item.skipped = str(exc)
+    except OSError as exc:
+        item.skipped = f"not removable: {exc.strerror or exc}"
     return item

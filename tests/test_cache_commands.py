@@ -314,6 +314,50 @@ def test_targets_naming_the_same_thing_remove_it_once(laptop, cli):
     assert [r["target"] for r in whole["removed"]] == [DEMO_REPO_ID] and not repo.exists()
 
 
+def test_a_dry_run_of_several_revisions_says_what_the_real_run_does(laptop, cli):
+    """Several revisions of one repo are removed in turn: the dry run plans them in turn too (blobs
+    two of them share go with the second; the last snapshot takes the repo folder)."""
+    models = laptop.home_dir / "models"
+    repo = models / "models--three--shared"
+    uses = {"1" * 40: ("b1", "b2"), "2" * 40: ("b1", "b3"), "3" * 40: ("b2",)}
+    (repo / "blobs").mkdir(parents=True)
+    for name, size in (("b1", 3000), ("b2", 2000), ("b3", 5000)):
+        (repo / "blobs" / name).write_bytes(b"x" * size)
+    for commit, blobs in uses.items():
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        for blob in blobs:
+            (repo / "snapshots" / commit / f"{blob}.bin").symlink_to(f"../../blobs/{blob}")
+    targets = (f"three/shared@{'1' * 40}", f"three/shared@{'2' * 40}")
+    dry = cache_json(cli, "rm", *targets, "--dry-run")
+    real = cache_json(cli, "rm", *targets)
+    assert [r["bytes"] for r in dry["removed"]] == [r["bytes"] for r in real["removed"]] == [0, 8000]
+    assert dry["bytes"] == real["bytes"] == 8000
+    every = (f"{DEMO_REPO_ID}@v1.0", f"{DEMO_REPO_ID}@main", f"{DEMO_REPO_ID}@dev")
+    dry = cache_json(cli, "rm", *every, "--dry-run")
+    real = cache_json(cli, "rm", *every)
+    assert [(r["bytes"], r["whole_repo"]) for r in dry["removed"]] == [
+        (r["bytes"], r["whole_repo"]) for r in real["removed"]]
+    assert real["removed"][-1]["whole_repo"] and not (models / REPO_FOLDER).exists()
+
+
+def test_prune_leaves_a_repo_whose_snapshots_cannot_be_read(laptop, cli, monkeypatch):
+    repo = laptop.home_dir / "models" / REPO_FOLDER
+    (repo / "blobs" / "unused").write_bytes(b"u" * 10)
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path) == str(repo / "snapshots"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    before = contents(laptop)
+    monkeypatch.setattr(os, "scandir", scandir)
+    pruned = cache_json(cli, "prune")
+    monkeypatch.undo()
+    assert [(x["what"], "cannot read" in (x["skipped"] or "")) for x in pruned["leftovers"]] == [("repo", True)]
+    assert contents(laptop) == before
+
+
 def test_an_unreadable_snapshot_stops_a_removal_of_shared_blobs(laptop, cli, monkeypatch):
     """If another snapshot of the repo cannot be read, the blobs it uses are unknown: nothing goes
     (as another user's 0700 folder would do; root reads everything, so the refusal is simulated)."""

@@ -577,11 +577,26 @@ def test_hostile_cache_answers_are_one_line_and_choose_no_rows(laptop: Laptop):
            '"spaces": []}}')
     shown = laptop.bfjobs("cache", "ls", "--profile", "cluster")
     assert shown.returncode == 0 and "\x1b" not in shown.stdout and "/x?[2Jy.sif" in shown.stdout, shown.stdout
-    removal = ('{"ok": [{"target": "x/y", "kind": "model", "where": "home", "path": "/p", "bytes": 1, '
-               f'"repo_id": "other/model", "model_dir": "{other}", "commits": ["{"a" * 40}"], "removed": true}}]}}')
+    removal = ('{"ok": {"removed": [{"target": "x/y", "kind": "model", "where": "home", "path": "/p", "bytes": 1, '
+               f'"repo_id": "other/model", "model_dir": "{other}", "commits": ["{"a" * 40}"], "removed": true}}], '
+               '"error": null, "type": null}}')
     answer(removal)
     done = laptop.bfjobs("cache", "rm", "x/y", "--profile", "cluster", "--json")
     assert done.returncode == 0, done.stderr
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM model").fetchone() == (1,)  # not asked for: kept
+    conn.close()
+    # the cluster removed the first target, then failed on the second: the first one's row goes
+    shared = str(laptop.cache_dir / "models" / "models--other--model")
+    first = ('{"ok": {"removed": [{"target": "other/model", "kind": "model", "where": "shared", "path": "/p", '
+             f'"bytes": 1, "repo_id": "other/model", "model_dir": "{shared}", "commits": ["{"a" * 40}"], '
+             '"whole_repo": true, "removed": true}], "error": "x/y is being written by a running job", '
+             '"type": "Busy"}}')
+    answer(first)
+    failed = laptop.bfjobs("cache", "rm", "other/model", "x/y", "--shared", "--profile", "cluster")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert "on bfcluster: x/y is being written by a running job" in line, line
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM model").fetchone() == (0,)
     conn.close()

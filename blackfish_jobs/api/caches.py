@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInput, NotWritable, show
+from ..errors import BadInput, BfjobsError, NotWritable, show
 
 if TYPE_CHECKING:
     from .. import config
@@ -112,12 +112,25 @@ def rm_here(
     if not dry_run:
         require_writable(base, where, "cache rm")
     plans = [_remove_one(base, where, t, dry_run=True) for t in targets]  # nothing touched if any fails
-    targets, plans = _distinct(targets, plans)
-    if dry_run:
+    targets, _plans = _distinct(targets, plans)
+    if dry_run:  # planned in turn, as the real run removes them: each after those before it
+        gone: dict[str, frozenset[str]] = {}
+        plans = []
+        for target in targets:
+            plans.append(_remove_one(base, where, target, dry_run=True, before=gone.get(str(target.get("repo_id")))))
+            if plans[-1].kind == "model":
+                key = str(target["repo_id"])
+                gone[key] = gone.get(key, frozenset()) | frozenset(plans[-1].commits)
         return plans
-    done = []
+    done: list[Removal] = []
     for target in targets:  # each planned again under its lock, against the cache as it is now
-        done.append(_remove_one(base, where, target, dry_run=False, progress=progress))
+        try:
+            done.append(_remove_one(base, where, target, dry_run=False, progress=progress))
+        except BfjobsError as exc:
+            if not done:
+                raise
+            names = ", ".join(r.target for r in done)
+            raise type(exc)(f"{exc} (removed before it: {names})") from None
         on_removed(done[-1])
     return done
 
@@ -142,7 +155,13 @@ def _distinct(
 
 
 def _remove_one(
-    base: Path, where: str, target: Mapping[str, Any], *, dry_run: bool, progress: Progress = no_progress
+    base: Path,
+    where: str,
+    target: Mapping[str, Any],
+    *,
+    dry_run: bool,
+    progress: Progress = no_progress,
+    before: frozenset[str] | None = None,
 ) -> Removal:
     from .. import caches, layout
 
@@ -152,7 +171,7 @@ def _remove_one(
     revision = target.get("revision")
     return caches.remove_model(
         layout.models_dir(base), where, str(target["repo_id"]), None if revision is None else str(revision),
-        dry_run=dry_run, progress=progress,
+        dry_run=dry_run, progress=progress, before=before or frozenset(),
     )
 
 

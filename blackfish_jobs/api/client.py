@@ -589,9 +589,15 @@ class Client:
                 where, "cache_rm", {"targets": parsed, "shared": shared, "dry_run": dry_run}, progress
             )
             with agent.reading("cache rm"):
-                removals = [caches.decode(Removal, r) for r in answer]
+                removals = [caches.decode(Removal, r) for r in answer["removed"]]
+                failed = None if answer["error"] is None else (str(answer["error"]), str(answer["type"]))
             for removal in removals:
                 forget(removal)
+            if failed is not None:
+                from ..backends.protocol import one_line
+                from ..backends.remote import ERROR_TYPES
+
+                raise ERROR_TYPES.get(failed[1], ClusterError)(f"on {agent.target.host}: {one_line(failed[0])}")
         else:
             removals = caches.rm_here(
                 where, parsed, shared=shared, dry_run=dry_run, progress=progress or caches.no_progress,
@@ -738,11 +744,19 @@ def _removed_models(
     from .. import layout
 
     base = where.cache_dir if shared else where.home_dir
-    asked = {str(t["repo_id"]) for t in parsed if t["kind"] == "model"}
+    asked = {
+        str(t["repo_id"]) + ("" if t["revision"] is None else f"@{t['revision']}"): t
+        for t in parsed
+        if t["kind"] == "model"
+    }
     keys = []
     for r in removals:
-        if r.kind != "model" or r.repo_id not in asked or not r.removed:
+        target = asked.get(r.target)
+        if r.kind != "model" or target is None or r.repo_id != target["repo_id"] or not r.removed:
             continue
+        revision = target["revision"]
+        if revision is not None and (len(r.commits) != 1 or (layout.is_commit(revision) and r.commits != [revision])):
+            continue  # one revision asked: one snapshot removed, the one asked
         model_dir = str(layout.repo_dir(layout.models_dir(base), r.repo_id))
         if r.model_dir == model_dir:
             keys += [(r.repo_id, commit, model_dir) for commit in r.commits if layout.is_commit(commit)]

@@ -480,7 +480,7 @@ def cache_ls(args: dict[str, Any]) -> dict[str, Any]:
     return {"entries": [e.to_json() for e in entries], "spaces": [x.to_json() for x in spaces]}
 
 
-def cache_rm(args: dict[str, Any]) -> list[dict[str, Any]]:
+def cache_rm(args: dict[str, Any]) -> dict[str, Any]:
     """``bfjobs cache rm`` here: the laptop's targets checked again with this cluster's rules."""
     from . import caches
 
@@ -497,14 +497,20 @@ def cache_rm(args: dict[str, Any]) -> list[dict[str, Any]]:
         parsed.append(caches.parse_target(text))
         if parsed[-1]["kind"] != t.get("kind"):
             raise BadInput("malformed target in a cache rm request")
-    removals = caches.rm_here(
-        _profile(args.get("profile")),
-        parsed,
-        shared=_flag(args, "shared"),
-        dry_run=_flag(args, "dry_run"),
-        progress=_Reporter(),
-    )
-    return [r.to_json() | {"blobs": r.blobs} for r in removals]
+    done: list[Any] = []
+    try:
+        removals = caches.rm_here(
+            _profile(args.get("profile")),
+            parsed,
+            shared=_flag(args, "shared"),
+            dry_run=_flag(args, "dry_run"),
+            progress=_Reporter(),
+            on_removed=done.append,
+        )
+    except BfjobsError as exc:  # what went before it still goes into the laptop's answer (its rows)
+        return {"removed": [r.to_json() | {"blobs": r.blobs} for r in done], "error": str(exc),
+                "type": type(exc).__name__}
+    return {"removed": [r.to_json() | {"blobs": r.blobs} for r in removals], "error": None, "type": None}
 
 
 def cache_prune(args: dict[str, Any]) -> dict[str, Any]:

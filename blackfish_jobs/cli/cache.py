@@ -130,6 +130,11 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text)
 
 
+def _text(text: str) -> str:
+    """A line naming files from disk, printable (escape codes and newlines never reach the terminal)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _print_listing(result: CacheListResult) -> None:
     tty = sys.stdout.isatty()
     table = [("WHERE", "KIND", "SIZE", "ARTEFACT", "REVISION", "REFS", "BLACKFISH", "PATH")]
@@ -190,7 +195,7 @@ def _print_removals(result: CacheRemoveResult) -> None:
             extra += "; the whole repo folder" if r.whole_repo else f"; {len(r.blobs)} blob(s) only it uses"
         else:
             what, extra = r.target, ""
-        click.echo(f"{verb} {r.kind} {what} from the {r.where} cache: {human_bytes(r.bytes)}{extra} ({r.path})")
+        click.echo(_text(f"{verb} {r.kind} {what} from the {r.where} cache: {human_bytes(r.bytes)}{extra} ({r.path})"))
     total = f"{human_bytes(result.freed)} {'would be ' if result.dry_run else ''}freed"
     rows = f"; {result.blackfish_rows} row(s) removed from Blackfish's model table" if result.blackfish_rows else ""
     click.echo(total + rows)
@@ -224,9 +229,9 @@ def _print_prune(result: CachePruneResult) -> None:
     for x in result.leftovers:
         said = f"left {x.what}" if x.skipped else f"{verb} {x.what}"
         why = f" ({x.skipped})" if x.skipped else f" ({x.detail})" if x.detail else ""
-        click.echo(f"{said}: {x.path}, {human_bytes(x.bytes)}{why}")
+        click.echo(_text(f"{said}: {x.path}, {human_bytes(x.bytes)}{why}"))
     for repo, commit, model_dir in result.gone_rows:
-        click.echo(f"{verb} Blackfish model row {repo}@{commit[:12]} ({model_dir}): its snapshot is gone")
+        click.echo(_text(f"{verb} Blackfish model row {repo}@{commit[:12]} ({model_dir}): its snapshot is gone"))
     if not result.leftovers and not result.gone_rows:
         click.echo("nothing to prune")
     else:

@@ -190,7 +190,7 @@ def prune_jobs(client: Client, profile_name: str | None, older_than: float | Non
         print_json(result)
         return
     verb = "would remove" if dry_run else "removed"
-    for folder in result.folders:
+    for folder in result.folders:  # paths bfjobs made (job ids): printable already
         if folder["skipped"]:
             click.echo(f"left {folder['path']} ({folder['skipped']})")
         else:

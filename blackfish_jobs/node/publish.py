@@ -198,8 +198,10 @@ def _remove_if_unheld(path: Path) -> None:
         os.close(fd)
 
 
-#: ``struct flock`` for F_GETLK on Linux (short type, short whence, off_t start, off_t len, pid_t pid).
-_FLOCK = "hhqqi4x"
+#: ``struct flock`` for F_GETLK and where its ``l_type`` is: Linux (short type, short whence,
+#: off_t start, off_t len, pid_t pid), macOS and the BSDs (off_t start, off_t len, pid_t pid,
+#: short type, short whence).
+_FLOCK = ("hhqqi4x", 0) if sys.platform.startswith("linux") else ("qqihh", 3)
 
 
 def held_by_other(path: Path) -> bool:
@@ -208,17 +210,20 @@ def held_by_other(path: Path) -> bool:
     Asked with ``F_GETLK`` for a write lock, which works on a descriptor opened read-only: a user
     who cannot open another user's lock file for writing still sees its shared holders (a test
     lock of our own, shared, would not conflict with them). False when there is no such file.
+    Never ask about a file this process holds a lock on: closing the descriptor opened here would
+    release it (POSIX locks belong to the process and the file, not the descriptor).
     """
     import struct
 
+    layout, at = _FLOCK
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
     try:
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+        values = [0, 0, 0, fcntl.F_WRLCK, os.SEEK_SET] if at else [fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0]
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(layout, *values))
+        return struct.unpack(layout, answer)[at] != fcntl.F_UNLCK
     finally:
         os.close(fd)
 
