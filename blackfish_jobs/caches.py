@@ -390,16 +390,19 @@ def _held(directory: Path, name: str, what: str, *, probe: bool = False) -> Iter
             raise NotWritable(f"cannot take the lock {path} of {what}: not writable by you")
         yield
         return
-    try:
-        with group_mode(_group_of(directory)), publish_lock(directory, name, wait=False) as held:
-            if not held:
-                raise Busy(f"{what} is being written by a running job (it holds {directory / (LOCK_PREFIX + name)}): "
-                           "try again when the job has ended")
-            yield
-    except TaskError as exc:  # another user's lock file, left by a killed job (its message names the rm)
-        raise NotWritable(str(exc)) from None
-    except PermissionError as exc:
-        raise NotWritable(f"cannot take the lock of {what} in {directory}: {exc.strerror}") from None
+    with contextlib.ExitStack() as stack:
+        try:  # only taking the lock is translated here: the block's own errors pass as they are
+            stack.enter_context(group_mode(_group_of(directory)))
+            held = stack.enter_context(publish_lock(directory, name, wait=False))
+        except TaskError as exc:  # another user's lock file, left by a killed job (its message names the rm)
+            raise NotWritable(str(exc)) from None
+        except PermissionError as exc:
+            raise NotWritable(f"cannot take the lock of {what} in {directory}: {exc.strerror}") from None
+        except OSError as exc:  # a full quota (EDQUOT) or disk: the lock file cannot be made
+            raise BfjobsError(f"cannot take the lock of {what} in {directory}: {exc.strerror or exc}") from None
+        if not held:
+            raise Busy(f"{what} is being written by a running job (it holds {path}): try again when the job has ended")
+        yield
 
 
 def _group_of(directory: Path) -> str | None:

@@ -340,6 +340,45 @@ def test_a_dry_run_of_several_revisions_says_what_the_real_run_does(laptop, cli)
     assert real["removed"][-1]["whole_repo"] and not (models / REPO_FOLDER).exists()
 
 
+def test_every_target_is_checked_as_it_will_be_removed_before_the_first_goes(laptop, cli, monkeypatch):
+    """Removing every revision in turn makes the last one take the repo folder: that folder's whole
+    tree must be removable, checked before anything goes (a folder another user's hf left, here
+    simulated: tests run as root)."""
+    repo = laptop.home_dir / "models" / REPO_FOLDER
+    (repo / ".no_exist").mkdir()
+    real = os.access
+
+    def access(path, mode, **kw):
+        return Path(path).name != ".no_exist" and real(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    before = contents(laptop)
+    refused = cli("cache", "rm", f"{DEMO_REPO_ID}@v1.0", f"{DEMO_REPO_ID}@main", f"{DEMO_REPO_ID}@dev")
+    monkeypatch.undo()
+    assert refused.exit_code == 2 and ".no_exist is not writable by you" in refused.stderr, refused.output
+    assert contents(laptop) == before
+
+
+def test_a_failure_after_some_targets_is_one_line_naming_them(laptop, cli, monkeypatch):
+    import errno
+
+    image = laptop.place_image("alpine_3.20.sif", "docker://alpine:3.20", base=laptop.home_dir)
+    real = os.open
+
+    def full(path, flags, *args, **kwargs):  # the image's lock file cannot be made: a full quota
+        if str(path).endswith(f".bfjobs-lock-{image.name}") and flags & os.O_CREAT:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full)
+    failed = cli("cache", "rm", f"{DEMO_REPO_ID}@v1.0", image.name)
+    monkeypatch.undo()
+    assert failed.exit_code == 1, failed.output
+    [line] = failed.stderr.strip().splitlines()
+    assert "Disk quota exceeded" in line and f"removed before it: {DEMO_REPO_ID}@v1.0" in line, line
+    assert image.exists() and not (laptop.home_dir / "models" / REPO_FOLDER / "refs" / "v1.0").exists()
+
+
 def test_prune_leaves_a_repo_whose_snapshots_cannot_be_read(laptop, cli, monkeypatch):
     repo = laptop.home_dir / "models" / REPO_FOLDER
     (repo / "blobs" / "unused").write_bytes(b"u" * 10)

@@ -111,26 +111,30 @@ def rm_here(
     where, base = _bases(profile, shared)
     if not dry_run:
         require_writable(base, where, "cache rm")
-    plans = [_remove_one(base, where, t, dry_run=True) for t in targets]  # nothing touched if any fails
+    plans = [_remove_one(base, where, t, dry_run=True) for t in targets]  # each found, or nothing touched
     targets, _plans = _distinct(targets, plans)
-    if dry_run:  # planned in turn, as the real run removes them: each after those before it
-        gone: dict[str, frozenset[str]] = {}
-        plans = []
-        for target in targets:
-            plans.append(_remove_one(base, where, target, dry_run=True, before=gone.get(str(target.get("repo_id")))))
-            if plans[-1].kind == "model":
-                key = str(target["repo_id"])
-                gone[key] = gone.get(key, frozenset()) | frozenset(plans[-1].commits)
+    # Planned (and checked: locks, permissions) in turn, as the real run removes them, each after
+    # those before it: a later revision that becomes its repo's last takes the repo folder, whose
+    # whole tree must then be removable. Nothing is touched if any plan fails.
+    gone: dict[str, frozenset[str]] = {}
+    plans = []
+    for target in targets:
+        plans.append(_remove_one(base, where, target, dry_run=True, before=gone.get(str(target.get("repo_id")))))
+        if plans[-1].kind == "model":
+            key = str(target["repo_id"])
+            gone[key] = gone.get(key, frozenset()) | frozenset(plans[-1].commits)
+    if dry_run:
         return plans
     done: list[Removal] = []
     for target in targets:  # each planned again under its lock, against the cache as it is now
         try:
             done.append(_remove_one(base, where, target, dry_run=False, progress=progress))
-        except BfjobsError as exc:
+        except (BfjobsError, OSError) as exc:
             if not done:
                 raise
             names = ", ".join(r.target for r in done)
-            raise type(exc)(f"{exc} (removed before it: {names})") from None
+            message = f"{exc} (removed before it: {names})"
+            raise (type(exc)(message) if isinstance(exc, BfjobsError) else BfjobsError(message)) from None
         on_removed(done[-1])
     return done
 
