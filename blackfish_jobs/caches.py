@@ -29,7 +29,7 @@ from typing import Any
 
 from . import layout
 from .errors import BfjobsError, NotWritable, show
-from .layout import is_commit
+from .layout import is_commit, refs_by_commit
 from .node import records
 from .node.publish import group_mode, held_by_other, publish_lock, repo_lock_name
 from .node.runtime import JOB_TAG_RE
@@ -194,29 +194,6 @@ def blob_sizes(repo: Path | str) -> dict[str, int]:
         if stat.S_ISREG(st.st_mode):
             sizes[entry.name] = st.st_size
     return sizes
-
-
-def refs_by_commit(repo: Path | str) -> dict[str, list[str]]:
-    """``{commit: [refs pointing at it]}`` from the repo's few small ``refs/`` files (``refs/pr/1``
-    nested), read as :func:`~blackfish_jobs.layout.read_ref` reads one."""
-    found: dict[str, list[str]] = {}
-    stack = [("", os.path.join(repo, "refs"))]
-    while stack:
-        prefix, folder = stack.pop()
-        for entry in _listing(folder):
-            if entry.is_dir(follow_symlinks=False):  # refs/pr/1; a linked folder is not followed
-                stack.append((f"{prefix}{entry.name}/", entry.path))
-                continue
-            try:
-                with open(entry.path, "rb") as fh:
-                    commit = fh.read(128).strip().decode("ascii")
-            except (OSError, UnicodeDecodeError):
-                continue
-            if is_commit(commit):
-                found.setdefault(commit, []).append(prefix + entry.name)
-    for refs in found.values():
-        refs.sort(key=lambda ref: (ref != "main", ref))
-    return found
 
 
 def snapshot_links(snapshot: Path | str, *, strict: bool = False) -> tuple[set[str], int, int, int]:
@@ -726,17 +703,23 @@ def _drop(
     directory: Path, lock: str, path: Path, what: str, where: str, dry_run: bool, progress: Progress
 ) -> Leftover:
     """Remove ``path`` if the lock ``lock`` (the one its job held) can be taken at once."""
-    size = _tree_bytes(path) if path.is_dir() and not path.is_symlink() else _lstat_size(path)
-    item = Leftover(what, where, str(path), size)
+    folder = path.is_dir() and not path.is_symlink()
+    size = _tree_bytes(path) if folder else _lstat_size(path)
+    return _under_lock(directory, lock, Leftover(what, where, str(path), size), dry_run,
+                       (lambda: remove_tree(path, progress)) if folder else path.unlink)
+
+
+def _under_lock(
+    directory: Path, lock: str, item: Leftover, dry_run: bool, remove: Callable[[], object] | None
+) -> Leftover:
+    """Remove a leftover (``remove``; None: releasing the lock is the removal) while holding the
+    lock ``lock`` its job held, taken at once; else say why not (a dry run says the same)."""
+    path = Path(item.path)
     try:
         with _held(directory, lock, path.name, probe=dry_run):
-            _require_writable_tree(path, directory, where)  # a dry run says what a real run would leave
-            if dry_run:
-                pass
-            elif path.is_dir() and not path.is_symlink():
-                remove_tree(path, progress)
-            else:
-                path.unlink()
+            _require_writable_tree(path, directory, item.where)  # a dry run says what a real run would leave
+            if not dry_run and remove is not None:
+                remove()
             item.removed = not dry_run
     except Busy:
         item.skipped = "a running job holds its lock"
@@ -744,7 +727,7 @@ def _drop(
         item.skipped = str(exc)
     except OSError as exc:
         item.skipped = f"not removable: {exc.strerror or exc}"
-    if path.exists() and item.removed:
+    if item.removed and path.exists():
         item.removed, item.skipped = False, "not removable by you (not yours, and not the group's)"
     return item
 
@@ -839,14 +822,4 @@ def _prune_repo_locked(
 
 def _stale_lock(folder: Path, name: str, path: Path, where: str, dry_run: bool) -> Leftover:
     """A lock file no job holds (left by a job killed outright): taken, then released, which removes it."""
-    item = Leftover("lock", where, str(path), 0)
-    try:
-        with _held(folder, name, path.name, probe=dry_run):
-            item.removed = not dry_run
-    except Busy:
-        item.skipped = "a running job holds it"
-    except NotWritable as exc:
-        item.skipped = str(exc)
-    except OSError as exc:
-        item.skipped = f"not removable: {exc.strerror or exc}"
-    return item
+    return _under_lock(folder, name, Leftover("lock", where, str(path), 0), dry_run, None)

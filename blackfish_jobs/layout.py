@@ -140,13 +140,35 @@ def refs_to(repo: Path, commit: str) -> list[str]:
 
     ``refs/`` of one repo holds a few tiny files: reading it is not a walk of the cache.
     """
-    found = []
-    for dirpath, _dirs, files in os.walk(repo / "refs"):
-        for name in files:
-            ref = os.path.relpath(os.path.join(dirpath, name), repo / "refs")
-            if read_ref(repo, ref) == commit:
-                found.append(ref)
-    return sorted(found, key=lambda ref: (ref != "main", ref))
+    return refs_by_commit(repo).get(commit, [])
+
+
+def refs_by_commit(repo: Path | str) -> dict[str, list[str]]:
+    """``{commit: [refs pointing at it]}`` (``main`` first) from the repo's few small ``refs/``
+    files (``refs/pr/1`` nested; a linked folder is not followed), each read as :func:`read_ref` does."""
+    found: dict[str, list[str]] = {}
+    stack = [("", os.path.join(repo, "refs"))]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((f"{prefix}{entry.name}/", entry.path))
+                continue
+            try:
+                with open(entry.path, "rb") as fh:
+                    commit = fh.read(128).strip().decode("ascii")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if is_commit(commit):
+                found.setdefault(commit, []).append(prefix + entry.name)
+    for refs in found.values():
+        refs.sort(key=lambda ref: (ref != "main", ref))
+    return found
 
 
 #: The only format of ``trees/<commit>.json`` huggingface_hub 2.4 reads (it ignores others).

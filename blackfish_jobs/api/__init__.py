@@ -21,8 +21,7 @@ from ..states import NAMES as STATES
 if TYPE_CHECKING:
     from ..kinds import Kind
     from ..store import JobRow
-    from .caches import parse_age
-    from .client import SLURM_OPTION_HELP, SLURM_OPTIONS, Client, artefact_in_place, parse_since
+    from .client import SLURM_OPTION_HELP, SLURM_OPTIONS, Client, artefact_in_place, parse_age, parse_since
     from .results import (
         JSON_VERSION,
         CacheListResult,
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
 #: them, and a command loads the client and results only once it runs.
 _LAZY = {
     **dict.fromkeys(
-        ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_since"), ".client"
+        ("SLURM_OPTION_HELP", "SLURM_OPTIONS", "Client", "artefact_in_place", "parse_age", "parse_since"), ".client"
     ),
     **dict.fromkeys(
         ("JSON_VERSION", "CacheListResult", "CachePruneResult", "CacheRemoveResult", "CancelResult", "ConfigResult",
@@ -57,7 +56,6 @@ _LAZY = {
          "SyncResult", "VerifyResult", "finding_json", "job_json", "outcome_message", "revision_column"),
         ".results",
     ),
-    "parse_age": ".caches",
     "JobRow": "..store",
     "Kind": "..kinds",
 }

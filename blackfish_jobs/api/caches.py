@@ -22,21 +22,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 
-#: ``--older-than``: ``30m``, ``12h``, ``7d``, ``2w`` (a number and a unit; seconds without one).
-_AGE = re.compile(r"^(\d{1,6})([smhdw]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def no_progress(_done: int, _freed: int) -> None:
     return None
-
-
-def parse_age(text: str) -> float:
-    """``--older-than AGE``: seconds."""
-    match = _AGE.fullmatch(text.strip().lower())
-    if not match:
-        raise BadInput(f"--older-than: expected a number and a unit like 30m, 12h, 7d or 2w, got {show(text)}")
-    return float(int(match[1]) * _UNITS[match[2]])
 
 
 def parse_target(text: str) -> dict[str, str | None]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..errors import BadInput, ClusterError, JobFailed
+from ..errors import BadInput, ClusterError, JobFailed, show
 from .results import (
     CacheListResult,
     CachePruneResult,
@@ -831,6 +831,16 @@ def newest_first(rows: Sequence[JobRow]) -> list[JobRow]:
     from operator import attrgetter
 
     return sorted(sorted(rows, key=attrgetter("id")), key=attrgetter("submitted_at"), reverse=True)
+
+
+def parse_age(text: str) -> float:
+    """``--older-than AGE`` (``30m``, ``12h``, ``7d``, ``2w``; a bare number is seconds): seconds."""
+    import re
+
+    match = re.fullmatch(r"(\d{1,6})([smhdw]?)", text.strip().lower())
+    if not match:
+        raise BadInput(f"--older-than: expected a number and a unit like 30m, 12h, 7d or 2w, got {show(text)}")
+    return timedelta(**{_RELATIVE_UNITS[match.group(2) or "s"]: int(match.group(1))}).total_seconds()
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

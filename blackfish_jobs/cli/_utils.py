@@ -23,6 +23,15 @@ def json_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+def older_than_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--older-than AGE``, read into seconds (:func:`blackfish_jobs.api.parse_age`)."""
+
+    def seconds(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+        return None if value is None else api.parse_age(value)
+
+    return click.option("--older-than", "older_than", metavar="AGE", callback=seconds, help=help_text)
+
+
 def slurm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The Slurm flags shared by submit/render (:data:`api.SLURM_OPTION_HELP`); they override bfjobs.toml."""
     for name, help_text in reversed(api.SLURM_OPTION_HELP.items()):

@@ -12,7 +12,7 @@ import click
 
 from ..api import human_bytes
 from ._output import echo_err, print_json
-from ._utils import json_option, profile_option
+from ._utils import json_option, older_than_option, profile_option
 
 if TYPE_CHECKING:
     from ..api import CacheListResult, CachePruneResult, CacheRemoveResult, Client
@@ -76,12 +76,6 @@ shared_option = click.option(
 dry_run_option = click.option(
     "--dry-run", is_flag=True, help="Print what would go and the bytes it frees; touch nothing."
 )
-
-
-def _age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    from ..api import parse_age
-
-    return None if value is None else parse_age(value)
 
 
 def _progress(verb: str) -> Callable[[int, int], None] | None:
@@ -205,8 +199,7 @@ def _print_removals(result: CacheRemoveResult) -> None:
 @shared_option
 @profile_option
 @dry_run_option
-@click.option("--older-than", "older_than", metavar="AGE", callback=_age,
-              help="Only leftovers and unused blobs older than AGE (30m, 12h, 7d, 2w).")
+@older_than_option("Only leftovers and unused blobs older than AGE (30m, 12h, 7d, 2w).")
 @json_option("Print one JSON object: the leftovers and Blackfish rows removed (see docs/json.md).")
 @click.pass_obj
 def prune(client: Client, shared: bool, profile_name: str | None, dry_run: bool, older_than: float | None,

@@ -10,7 +10,7 @@ import click
 
 from ..api import STATES, native_name
 from ._output import ProgressLines, describe, echo_err, print_json, show_jobs
-from ._utils import KindChoice, SinceType, json_option, no_nan, profile_option
+from ._utils import KindChoice, SinceType, json_option, no_nan, older_than_option, profile_option
 
 if TYPE_CHECKING:
     from ..api import Client
@@ -165,16 +165,9 @@ def jobs_group() -> None:
     """Look after bfjobs' own job folders."""
 
 
-def _age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    from ..api import parse_age
-
-    return None if value is None else parse_age(value)
-
-
 @jobs_group.command("prune")
 @profile_option
-@click.option("--older-than", "older_than", metavar="AGE", callback=_age,
-              help="Only jobs that ended at least AGE ago (30m, 12h, 7d, 2w).")
+@older_than_option("Only jobs that ended at least AGE ago (30m, 12h, 7d, 2w).")
 @click.option("--dry-run", is_flag=True, help="Print which folders would go; remove nothing.")
 @json_option("Print one JSON object: the folders removed (see docs/json.md).")
 @click.pass_obj
