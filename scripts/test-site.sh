@@ -71,6 +71,13 @@ if [[ ! -r /usr/share/modules/init/bash ]]; then
         die "apt-get could not install environment-modules"
 fi
 
+if ! command -v strace >/dev/null; then  # the benchmark counts cache ls' stat calls with it (tests/test_benchmarks.py)
+    say "installing strace"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 strace >/dev/null ||
+        die "apt-get could not install strace"
+fi
+
 if [[ ! -e $WHEELHOUSE/.complete || $REPO/pyproject.toml -nt $WHEELHOUSE/.complete ]]; then
     say "building the wheelhouse $WHEELHOUSE"
     rm -rf "$WHEELHOUSE"
