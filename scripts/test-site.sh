@@ -6,6 +6,9 @@
 #  - a wheelhouse (.cache/wheelhouse: the project's dependencies and its build backend as wheels),
 #    so the install guide's `pip install` runs in the tests without a network
 #    (tests/test_site_install.py). Rebuilt when pyproject.toml is newer.
+#  - docker-registry, umoci, skopeo and htpasswd (apache2-utils), for a real OCI registry on
+#    127.0.0.1 and images pushed to it (scripts/registry-up.sh, tests/support/registry.py); the
+#    package's own registry service (port 5000) is not started.
 #
 #   group bfcache        the shared cache's group (the site file's shared_group)
 #   user  bfadmin1       admin (supplementary group bfcache)
@@ -76,6 +79,31 @@ if ! command -v strace >/dev/null; then  # the benchmark counts cache ls' stat c
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -o DPkg::Lock::Timeout=300 strace >/dev/null ||
         die "apt-get could not install strace"
+fi
+
+# A real OCI registry, images built and pushed to it, bcrypt htpasswd files for its private variant
+# (scripts/registry-up.sh, tests/support/registry.py, tests/test_registry_infra.py).
+registry_pkgs=()
+command -v docker-registry >/dev/null || registry_pkgs+=(docker-registry)
+command -v umoci >/dev/null || registry_pkgs+=(umoci)
+command -v skopeo >/dev/null || registry_pkgs+=(skopeo)
+command -v htpasswd >/dev/null || registry_pkgs+=(apache2-utils)
+if ((${#registry_pkgs[@]})); then
+    say "installing ${registry_pkgs[*]}"
+    # policy-rc.d: docker-registry's package must not start the system's registry on port 5000
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 "${registry_pkgs[@]}" >/dev/null ||
+        die "apt-get could not install ${registry_pkgs[*]}"
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+fi
+# and if the system's registry runs anyway (installed earlier without policy-rc.d), stop it
+if pid=$(cat /var/run/docker-registry.pid 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] &&
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q docker-registry; then
+    say "stopping the system's docker-registry (pid $pid, port 5000): the tests start their own"
+    /etc/init.d/docker-registry stop >/dev/null 2>&1 || kill "$pid"
 fi
 
 if [[ ! -e $WHEELHOUSE/.complete || $REPO/pyproject.toml -nt $WHEELHOUSE/.complete ]]; then

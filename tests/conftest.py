@@ -32,6 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     gives them the default disposition again (a Python handler here resets to it at ``exec``)."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Tests never reach the internet: no registry is asked for Docker Hub's or ghcr.io's names
+    # (docker://alpine:3.20 and the like are the stand-in's synthetic images). The tests of
+    # pinning unset it and use the real registry on 127.0.0.1 (tests/support/registry.py).
+    os.environ["BFJOBS_REGISTRY_OFFLINE"] = "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -168,3 +172,33 @@ def cluster(site_install, hub) -> Iterator[Cluster]:
     site = Cluster(site_install, hub.url)
     yield site
     shutil.rmtree(site.root, ignore_errors=True)
+
+
+# The real OCI registries (tests/support/registry.py), for the tests of images pinned by digest.
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """A docker-registry on 127.0.0.1, plain HTTP, anonymous: a ``support.registry.Registry``."""
+    from support.registry import running_registry
+
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def private_registry(tmp_path_factory: pytest.TempPathFactory):
+    """Another one needing HTTP basic auth: ``.credentials`` is (user, a password made up for the session)."""
+    import secrets
+
+    from support.registry import running_registry
+
+    with running_registry(tmp_path_factory.mktemp("private-registry"), ("bfjobs", secrets.token_hex(12))) as reg:
+        yield reg
+
+
+@pytest.fixture
+def fake_registry():
+    """A hostile registry on 127.0.0.1 whose repository names choose its faults (tests/support/fake_registry.py)."""
+    from support.fake_registry import FakeRegistry
+
+    with FakeRegistry() as server:
+        yield server
