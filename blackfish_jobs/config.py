@@ -249,6 +249,7 @@ class JobSettings:
     max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
     shared_group: str | None = None  # the Unix group of the shared cache's admins (publish.group_mode)
     remote_python: str = "python3"  # a remote profile: the cluster's Python that has bfjobs (a path or a command)
+    insecure_registries: tuple[str, ...] = ()  # host[:port] of registries asked over plain HTTP (--no-https)
 
     def merged(self, **overrides: Any) -> JobSettings:
         """Return a copy with the non-``None`` overrides (already validated) applied."""
@@ -306,6 +307,8 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
         return path
     if key == "hf_endpoint":
         return validate.url(label, _as_str(label, value))
+    if key == "insecure_registries":
+        return tuple(validate.registry_host(label, _as_str(label, v)) for v in _as_list(label, value))
     raise ConfigError(f"{label}: unknown setting {show(key)}")
 
 

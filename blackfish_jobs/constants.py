@@ -122,3 +122,27 @@ def ssh_control_dir() -> Path:
 def ssh_command() -> str:
     """The OpenSSH client bfjobs runs (``BFJOBS_SSH``, default ``ssh`` on PATH)."""
     return os.environ.get("BFJOBS_SSH") or "ssh"
+
+
+def registry_offline_env() -> bool:
+    """``BFJOBS_REGISTRY_OFFLINE``: ask no container registry from here (a login node that reaches
+    none). Tags are then resolved on the node; where the node has it set too, pulled unpinned."""
+    return (os.environ.get("BFJOBS_REGISTRY_OFFLINE") or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def registry_credentials_env() -> tuple[str, str] | None:
+    """Apptainer's ``APPTAINER_DOCKER_USERNAME``/``APPTAINER_DOCKER_PASSWORD`` (or the older
+    ``SINGULARITY_DOCKER_*``), read when a registry asks for them; never stored."""
+    for prefix in ("APPTAINER", "SINGULARITY"):
+        user = os.environ.get(f"{prefix}_DOCKER_USERNAME")
+        password = os.environ.get(f"{prefix}_DOCKER_PASSWORD")
+        if user and password is not None:
+            return user, password
+    return None
+
+
+def apptainer_config_dir() -> Path:
+    """Apptainer's per-user folder (``$APPTAINER_CONFIGDIR``, default ``~/.apptainer``): its
+    ``docker-config.json`` holds what ``apptainer registry login`` saved."""
+    raw = os.environ.get("APPTAINER_CONFIGDIR")
+    return Path(raw) if raw else Path.home() / ".apptainer"

@@ -54,6 +54,18 @@ class NameCollision(BfjobsError):
     """
 
 
+class TagMoved(BfjobsError):
+    """The image in place came from the same reference, but its tag now names another digest.
+
+    Exit 1: the request is valid; ``--force`` replaces the image. Nothing was submitted.
+    """
+
+
+class RegistryRefused(BfjobsError):
+    """A registry answered that an image cannot be pulled (no such tag or digest, no access, or
+    an answer no registry should give). Raised at submit, before anything is written."""
+
+
 class ClusterError(BfjobsError):
     """Slurm refused the job or could not be reached."""
 

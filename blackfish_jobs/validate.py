@@ -141,6 +141,21 @@ def url(field: str, value: str) -> str:
     return value.rstrip("/")
 
 
+_REGISTRY_HOST = re.compile(
+    r"(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def registry_host(field: str, value: str) -> str:
+    """A registry as image references name it: ``host[:port]`` (``insecure_registries``)."""
+    ascii_only(field, value)
+    match = _REGISTRY_HOST.fullmatch(value) if len(value) <= 253 else None
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        raise BadInput(f"{field}: expected a registry as host:port (e.g. 127.0.0.1:5000), got {show(value)}")
+    return value
+
+
 def setup_line(field: str, value: str) -> str:
     """An admin-written shell line for the job prelude: one line, no NUL/control characters."""
     basic(field, value, max_len=1024)
