@@ -911,6 +911,7 @@ def base_env(tmp: Path) -> dict[str, str]:
         HF_HUB_DISABLE_UPDATE_CHECK="1",
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
+        BFJOBS_REGISTRY_OFFLINE="1",  # its images are ghcr.io names: no registry is asked (no network here)
     )
     return env
 

@@ -83,7 +83,9 @@ class Entry:
     name: str | None = None
     sha256: str | None = None
     source: str | None = None
-    digest: str | None = None
+    digest: str | None = None  # images: the manifest digest the tag named when pulled (None: not pinned)
+    tag: str | None = None  # images: the tag asked (``latest`` when none; None for a digest reference)
+    upstream: dict[str, Any] | None = None  # images, ``--check-upstream``: what the tag names now
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))  # not asdict(): its deep copies cost a third of a 10,000-repo listing
@@ -297,9 +299,18 @@ def scan_images(images: Path, where: str) -> list[Entry]:
                 sha256=record.get("sha256") if mine else None,
                 source=record.get("source") if mine else None,
                 digest=record.get("digest") if mine else None,
+                tag=_tag(record) if mine else None,
             )
         )
     return found
+
+
+def _tag(record: dict[str, Any]) -> str | None:
+    """The tag a pull asked for (records written before pinning name only their source)."""
+    if "tag" in record:
+        return record["tag"] if isinstance(record["tag"], str) else None
+    source = record.get("source")
+    return records.tag_of(source) if isinstance(source, str) else None
 
 
 # ------------------------------------------------------------------------------- removing

@@ -54,10 +54,12 @@ class AlreadyPresent:
     commit: str | None = None  # downloads: the snapshot's commit
     where: str | None = None  # downloads: "shared" or "home"
     ref: str | None = None  # downloads: the branch/tag naming that commit, when known
+    digest: str | None = None  # images: the manifest digest the tag still names (None: not pinned)
 
     def describe(self) -> str:
         if self.commit is None:
-            return f"already present: {self.path} (use --force to pull again)"
+            pinned = f", {self.digest[:19]}, which the tag still names" if self.digest else ""
+            return f"already present: {self.path}{pinned} (use --force to pull again)"
         cache = "the shared cache" if self.where == "shared" else "your home cache"
         ref = f" (ref: {self.ref})" if self.ref else ""
         return f"already available: commit {self.commit} in {cache}: {self.path}{ref}"

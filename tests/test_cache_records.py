@@ -327,5 +327,5 @@ def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     partial = images / ".bfjobs-partial-1-00000000-x.sif"
     partial.write_bytes(b"new image")
     with pytest.raises(OSError):
-        pull._publish_image(req, partial, "1-00000000")
+        pull._publish_image(req, {}, partial, "1-00000000")
     assert records.read(record, "image") == old

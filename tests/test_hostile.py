@@ -424,10 +424,11 @@ def attempt(sb: Sandbox, kind: str, args: Sequence[str], names: Sequence[str], *
         assert sb.tree() == before, "a refused submit wrote something"
         return None
     # besides the local-profile notice, only --from-file's one line per entry (element or skipped)
-    # and, for downloads, that the hub is not asked (the sandbox is offline), as submit says too
-    notes = [line for line in rendered.stderr.splitlines() if not line.startswith(("bfjobs: array element ",
-                                                                                  "bfjobs: skipped ",
-                                                                                  "bfjobs: HF_HUB_OFFLINE is set"))]
+    # and, for downloads, that the hub is not asked (the sandbox is offline), as submit says too;
+    # for library://, shub:// and https:// images, that their tags cannot be pinned
+    notes = [line for line in rendered.stderr.splitlines()
+             if not line.startswith(("bfjobs: array element ", "bfjobs: skipped ", "bfjobs: HF_HUB_OFFLINE is set"))
+             and not re.fullmatch(r"bfjobs: (library|shub|https):// tags cannot be pinned to a digest: .*", line)]
     assert notes == [] or (len(notes) == 1 and notes[0].startswith(LOCAL_NOTICE)), rendered.stderr
     if not submit:
         return Accepted(rendered.stdout, None)
@@ -564,7 +565,9 @@ def test_submit_and_render_arguments(sb: Sandbox, kind: str, param: str, data: s
     check_script(script, sb.preview_folder)
     prelude = sb.run_prelude(script)
     if kind == "pull-image":
-        assert set(prelude.env) - BASE_ENV == PULL_ENV
+        pinned = {"BFJOBS_PULL_DIGEST"} if spec.task.digest else set()  # a reference by digest
+        assert set(prelude.env) - BASE_ENV == PULL_ENV | pinned
+        assert prelude.env.get("BFJOBS_PULL_DIGEST") == spec.task.digest
         assert prelude.env["BFJOBS_PULL_URI"] == spec.task.uri
         assert prelude.env["BFJOBS_PULL_TARGET"] == str(spec.target)
     else:
@@ -814,6 +817,7 @@ TOML_SETTINGS: dict[str, tuple[str, list[Any]]] = {
     "max_parallel": ("int", [1, 10, 10000]),
     "shared_group": ("str", [grp.getgrgid(os.getgid()).gr_name]),  # a group this user is in (others: refused)
     "remote_python": ("str", ["python3", "/opt/bfjobs/bin/python", "python3.11"]),  # a remote profile's only
+    "insecure_registries": ("list", ["127.0.0.1:5000", "mirror.internal", "registry.example.org:443"]),
 }
 SBATCH_FLAGS = {"partition": "partition", "qos": "qos", "account": "account", "time": "time", "mem": "mem",
                 "cpus_per_task": "cpus-per-task", "constraint": "constraint"}
@@ -893,7 +897,8 @@ def test_bfjobs_toml_fields(sb: Sandbox, key: str, data: st.DataObject) -> None:
             assert got == sbatch_value(sb.baseline(kind), SBATCH_FLAGS[key])
     elif key == "hf_endpoint":
         assert prelude.env.get("HF_ENDPOINT") == (value.rstrip("/") if applies else None)
-    else:  # apptainer, templates_dir, max_workers, max_parallel, shared_group: never script text for one job
+    else:  # apptainer, templates_dir, max_workers, max_parallel, shared_group, insecure_registries: not in
+        # the script of the sandbox's requests (Docker Hub's and library:// names)
         assert script == sb.baseline(kind)
 
 
@@ -1316,7 +1321,7 @@ def hostile_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     long_name = ("A+b-c_1." * 30)[:196] + ".sif"  # 200 characters: the longest accepted
     env_overrides = {"HOME": str(userhome), "TMPDIR": str(tmp), "BFJOBS_TEST_CALLS": str(out / "calls"),
                      "PATH": f"{stubs}{os.pathsep}{STUB_BIN}{os.pathsep}{os.environ['PATH']}",
-                     "FAKE_APPTAINER_LOG": str(out / "apptainer.jsonl")}
+                     "FAKE_APPTAINER_LOG": str(out / "apptainer.jsonl"), "BFJOBS_REGISTRY_OFFLINE": "1"}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BFJOBS_", "HF_", "BLACKFISH_"))}
     base_env.update(env_overrides)
 

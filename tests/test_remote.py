@@ -17,7 +17,7 @@ import pytest
 from support.blackfish import create_blackfish_db
 from support.hub import DEMO_REPO_ID
 from support.install import SiteInstall, install_site
-from support.remote import CLUSTER, Laptop, sshd_ready
+from support.remote import CLUSTER, Laptop, cluster_login_profile, sshd_ready
 from support.site import as_job, as_jobs, skip_or_fail, slurm_available
 
 
@@ -28,7 +28,9 @@ def cluster_install() -> Iterator[SiteInstall]:
     if not slurm_available():
         skip_or_fail("Slurm is not running: run scripts/slurm-up.sh")
     install = install_site()
+    cluster_login_profile("BFJOBS_REGISTRY_OFFLINE=1")
     yield install
+    cluster_login_profile()
     shutil.rmtree(install.root, ignore_errors=True)
 
 
@@ -67,6 +69,34 @@ def test_pull_image_from_the_laptop_lands_in_the_clusters_cache(laptop: Laptop):
     assert shared.returncode == 0, shared.stderr  # the cluster user keeps this cache: --to shared (the default)
     assert as_job(shared)["target"] == str(laptop.cache_dir / "images" / "alpine_3.20.sif")
     assert (laptop.cache_dir / "images" / "alpine_3.20.sif").is_file()
+
+
+def test_images_are_pinned_on_the_cluster_and_a_moved_tag_refused_from_the_laptop(laptop: Laptop, registry):
+    """The cluster (its login node and its nodes) reaches the registry: the tag is resolved there,
+    the job pulls that digest, and a moved tag is refused with both digests, from the laptop."""
+    cluster_login_profile()  # this test's cluster is not air-gapped: no BFJOBS_REGISTRY_OFFLINE there
+    try:
+        laptop.write_settings(f'insecure_registries = ["{registry.host}"]')
+        name = registry.unique_name("remote/image")
+        first = registry.push(name, "v1", "pulled from the laptop")
+        uri = registry.uri(name, "v1")
+        argv = ("submit", "pull-image", uri, "--profile", "cluster", "--to", "home")
+        done = laptop.bfjobs(*argv, "--wait", "--json")
+        assert done.returncode == 0, done.stderr
+        job = as_job(done)
+        assert job["state"] == "COMPLETED" and job["request"]["digest"] == first, job
+        assert job["result"]["digest"] == first and job["result"]["pulled"].endswith(f"@{first}")
+        moved = registry.push(name, "v1", "moved meanwhile")
+        again = laptop.bfjobs(*argv)
+        assert again.returncode == 1, again.stderr
+        assert first[:19] in again.stderr and moved[:19] in again.stderr and "--force" in again.stderr
+        assert len(as_jobs(laptop.bfjobs("list", "--json"))) == 1  # nothing submitted
+        checked = laptop.bfjobs("cache", "ls", "--profile", "cluster", "--check-upstream", "--json")
+        assert checked.returncode == 0, checked.stderr
+        [image] = [a for a in json.loads(checked.stdout)["artefacts"] if a["kind"] == "image"]
+        assert image["digest"] == first and image["upstream"]["moved"] is True
+    finally:
+        cluster_login_profile("BFJOBS_REGISTRY_OFFLINE=1")
 
 
 def test_render_shows_what_the_cluster_would_submit(laptop: Laptop):

@@ -43,7 +43,7 @@ class Login:
         script = f"module use {shlex.quote(str(self.modulepath))} && module load bfjobs && {command}"
         return subprocess.run(
             [RUNUSER, "-u", USER, "--", "env", "-i", f"HOME={self.home}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
-             "bash", "-lc", script],
+             "BFJOBS_REGISTRY_OFFLINE=1", "bash", "-lc", script],
             capture_output=True, text=True, cwd="/", timeout=300,
         )
 

@@ -83,6 +83,54 @@ def ls_here(profile: config.Profile) -> tuple[list[Entry], list[Space]]:
     return scan({SHARED: profile.cache_dir, HOME: profile.home_dir})
 
 
+#: At most this many registries asked at once by ``cache ls --check-upstream``.
+UPSTREAM_WORKERS = 8
+
+
+def check_upstream(entries: Sequence[Entry], insecure: Sequence[str] = ()) -> None:
+    """Mark each image with what its tag names now (``entry.upstream``): one request per image to
+    its registry, a few at once. ``moved`` is True when the digest differs from the one it was
+    pulled from, None when that is unknown (no record, not pinned, a source without digests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .. import constants
+    from ..kinds.image import parse_image_uri
+    from ..node import registry
+
+    if constants.registry_offline_env():
+        raise BadInput("--check-upstream: BFJOBS_REGISTRY_OFFLINE is set, and this asks each image's registry")
+    client = registry.Client(tuple(insecure))
+
+    def ask(entry: Entry) -> dict[str, Any]:
+        # a record is read from a cache others write to: its source is checked as a URI typed
+        # by hand would be before any registry is asked
+        try:
+            source = parse_image_uri(entry.source).uri if isinstance(entry.source, str) else None
+        except BadInput as exc:
+            return {"digest": None, "moved": None, "error": f"its recorded source is not a valid URI ({exc})"}
+        ref = registry.parse(source) if source else None
+        if ref is None:
+            why = "no record of its source" if not source else "its source has no digests to compare"
+            return {"digest": None, "moved": None, "error": why}
+        if ref.digest is not None:  # pulled by digest: the reference cannot move
+            return {"digest": ref.digest, "moved": None if entry.digest is None else entry.digest != ref.digest,
+                    "error": None}
+        try:
+            now = client.resolve(ref).digest
+        except registry.RegistryError as exc:
+            return {"digest": None, "moved": None, "error": str(exc)}
+        if not isinstance(entry.digest, str):
+            return {"digest": now, "moved": None, "error": "pulled unpinned: no digest recorded to compare"}
+        return {"digest": now, "moved": now != entry.digest, "error": None}
+
+    images = [e for e in entries if e.kind == "image"]
+    if not images:
+        return
+    with ThreadPoolExecutor(max_workers=min(UPSTREAM_WORKERS, len(images))) as pool:
+        for entry, answer in zip(images, pool.map(ask, images), strict=True):
+            entry.upstream = answer
+
+
 def rm_here(
     profile: config.Profile,
     targets: Sequence[Mapping[str, Any]],

@@ -532,9 +532,10 @@ class Client:
         sent = {"name": where.name, "home_dir": str(where.home_dir), "cache_dir": str(where.cache_dir)}
         return agent, agent.call(op, {"profile": sent, **args}, timeout=24 * 3600.0, progress=progress)
 
-    def cache_ls(self, *, profile: str | None = None) -> CacheListResult:
+    def cache_ls(self, *, profile: str | None = None, check_upstream: bool = False) -> CacheListResult:
         """Every model snapshot and image in the profile's two caches (a remote profile's: one round
-        trip), each model marked with whether Blackfish's ``model`` table has it."""
+        trip), each model marked with whether Blackfish's ``model`` table has it; ``check_upstream``:
+        each image marked with what its tag names now (its registry asked from here, once per image)."""
         import os
 
         from ..caches import Entry, Space
@@ -554,6 +555,12 @@ class Client:
             if entry.kind == "model" and keys is not None:
                 model_dir = os.path.dirname(os.path.dirname(entry.path))
                 entry.blackfish = (entry.repo_id, entry.commit, model_dir) in keys
+        if check_upstream:
+            from .. import kinds
+            from ..kinds.image import KIND as IMAGE
+
+            settings = kinds.resolve_settings(where.name, IMAGE.name, remote=where.remote).settings
+            caches.check_upstream(entries, settings.insecure_registries)
         return CacheListResult(where.name, entries, spaces)
 
     def cache_rm(

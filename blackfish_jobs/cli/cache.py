@@ -106,17 +106,20 @@ def _removing(verb: str, quiet: bool, call: Callable[[Any], Any], show: Callable
 
 @cache.command("ls")
 @profile_option
+@click.option("--check-upstream", is_flag=True,
+              help="Ask each image's registry what its tag names now, and mark the tags that moved.")
 @json_option("Print one JSON object: the artefacts and each cache's free space (see docs/json.md).")
 @click.pass_obj
-def ls(client: Client, profile_name: str | None, as_json: bool) -> None:
+def ls(client: Client, profile_name: str | None, check_upstream: bool, as_json: bool) -> None:
     """Every model snapshot and image in the profile's shared cache (cache_dir) and home cache
     (home_dir), with sizes (a blob shared by two snapshots counts in each), the refs pointing at
-    each snapshot, whether Blackfish's model table has it, and the free space of each cache."""
-    result = client.cache_ls(profile=profile_name)
+    each snapshot, the digest each image was pulled from, whether Blackfish's model table has it,
+    and the free space of each cache."""
+    result = client.cache_ls(profile=profile_name, check_upstream=check_upstream)
     if as_json:
         print_json(result)
         return
-    _print_listing(result)
+    _print_listing(result, check_upstream)
 
 
 def _shown(text: str) -> str:
@@ -129,9 +132,21 @@ def _text(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-def _print_listing(result: CacheListResult) -> None:
+def _upstream(entry: Any) -> str:
+    """``--check-upstream``'s cell: current, moved (to what), or why it is not known."""
+    up = entry.upstream or {}
+    if up.get("error"):
+        return "unknown"
+    if up.get("moved"):
+        return "MOVED to " + str(up.get("digest"))[7:19]
+    return "current" if up.get("moved") is False else "unknown"
+
+
+def _print_listing(result: CacheListResult, check_upstream: bool = False) -> None:
     tty = sys.stdout.isatty()
     table = [("WHERE", "KIND", "SIZE", "ARTEFACT", "REVISION", "REFS", "BLACKFISH", "PATH")]
+    if check_upstream:
+        table = [("WHERE", "KIND", "SIZE", "ARTEFACT", "REVISION", "REFS", "BLACKFISH", "UPSTREAM", "PATH")]
     for e in sorted(result.entries, key=lambda e: (e.where != "shared", e.kind, e.repo_id or e.name or "", e.path)):
         blackfish = "-" if e.blackfish is None else "yes" if e.blackfish else "no"
         if e.kind == "model":
@@ -140,7 +155,9 @@ def _print_listing(result: CacheListResult) -> None:
                    _shown(",".join(e.refs)) or "-", blackfish, "" if tty else _shown(e.path))
         else:
             row = (e.where, e.kind, human_bytes(e.bytes), _shown(e.name or ""), _shown((e.digest or "")[7:19]) or "-",
-                   "-", "-", "" if tty else _shown(e.path))
+                   _shown(e.tag or "") or "-", "-", "" if tty else _shown(e.path))
+        if check_upstream:
+            row = (*row[:-1], _upstream(e) if e.kind == "image" else "-", row[-1])
         table.append(row)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
@@ -152,6 +169,10 @@ def _print_listing(result: CacheListResult) -> None:
             f"{space.where:<6} cache {space.path}: {len(mine)} artefact(s), "
             f"{human_bytes(sum(e.bytes for e in mine))}; filesystem: {free}"
         )
+    for e in result.entries:
+        error = (e.upstream or {}).get("error")
+        if e.kind == "image" and error:
+            click.echo(_text(f"{e.name}: upstream unknown: {error}"))
 
 
 @cache.command("rm")

@@ -7,7 +7,10 @@ The URI grammar and Blackfish's file name for it, the destination (``--to``), th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
@@ -124,10 +127,120 @@ def pull_image(
     filename = check_sif_name(name) if name is not None else check_sif_name(ref.filename, "URI: image file name")
     if to not in ("shared", "home"):
         raise BadInput(f"--to: expected 'shared' or 'home', got {show(to)}")
+    from ..node import registry
+
     base = profile.cache_dir if to == "shared" else profile.home_dir
     group = settings.shared_group if to == "shared" else None
-    task = PullImage(ref.uri, layout.images_dir(base), filename, settings.apptainer, force, group)
+    api_ref = registry.parse(ref.uri)
+    insecure = api_ref is not None and api_ref.host in settings.insecure_registries
+    task = PullImage(
+        ref.uri, layout.images_dir(base), filename, settings.apptainer, force, group, ref.digest, insecure=insecure
+    )
     return KIND.spec(profile, settings, task, f"{ref.uri} -> {task.target}", where=to)
+
+
+#: The registry's answer for each request object (by identity, while it lives): one submit asks
+#: once for its presence checks and its pinning, and a later submit asks again.
+_answers: dict[int, tuple[weakref.ref[Any], Any]] = {}
+#: Registries found unreachable, and when: within a minute their other images are not asked.
+_down: dict[str, tuple[float, Any]] = {}
+_DOWN_SECONDS = 60.0
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+def resolve_here(task: Any) -> Any:
+    """What the registry says ``task``'s reference names now: a :class:`registry.Resolved`, or the
+    :class:`registry.RegistryError` it answered (returned, not raised); None when no registry is
+    asked from here (an unpinnable source, ``BFJOBS_REGISTRY_OFFLINE``). Asked once per request
+    object: the presence checks and the pinning of one submit share one request (or one timeout)."""
+    from .. import constants
+    from ..node import registry
+
+    ref = registry.parse(task.uri)
+    if ref is None or constants.registry_offline_env():
+        return None
+    key = id(task)
+    memo = _answers.get(key)
+    if memo is not None and memo[0]() is task:
+        return memo[1]
+    down = _down.get(ref.host)
+    if down is not None and time.monotonic() - down[0] < _DOWN_SECONDS:
+        return down[1]  # a registry that just timed out is not asked again for each image of a list
+    try:
+        answer: Any = registry.Client((ref.host,) if task.insecure else ()).resolve(ref)
+    except registry.RegistryError as exc:
+        answer = exc
+        if isinstance(exc, registry.Unreachable):
+            _down[ref.host] = (time.monotonic(), exc)
+    _answers[key] = (weakref.ref(task, lambda _gone, key=key: _answers.pop(key, None)), answer)
+    return answer
+
+
+def _refusal(answer: Any) -> str | None:
+    """The one line of a registry's "no" (None: a digest, nothing asked, or unreachable)."""
+    from ..node import registry
+
+    if isinstance(answer, registry.RegistryError) and not isinstance(answer, registry.Unreachable):
+        return str(answer)
+    return None
+
+
+#: At most this many registry requests at once when a --from-file list is pinned at submit.
+RESOLVE_WORKERS = 8
+
+
+def pin_digests(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
+    """Pulls pinned to the manifest digest their tag names now (``docker://``, ``oras://``).
+
+    A tag or digest the registry does not know (or will not show) costs no Slurm job: any such
+    answer raises :class:`RegistryRefused` naming every bad entry. A registry that cannot be asked
+    from here is ``note``d once and its tags are resolved on the node; sources without digests
+    (``library://``, ``shub://``, ``https://``) are ``note``d as unpinnable.
+    """
+    from .. import constants
+    from ..errors import RegistryRefused
+    from ..node import registry
+
+    todo = [i for i, s in enumerate(specs) if registry.parse(s.task.uri) is not None]
+    unpinnable = sorted({s.task.uri.partition("://")[0] for s in specs if registry.parse(s.task.uri) is None})
+    for scheme in unpinnable:
+        note(f"bfjobs: {scheme}:// tags cannot be pinned to a digest: the record holds the image file's sha256")
+    if not todo:
+        return list(specs)
+    if constants.registry_offline_env():  # asked for by whoever set it: the node resolves the tags
+        return list(specs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers: dict[int, Any] = {todo[0]: resolve_here(specs[todo[0]].task)}  # one first: a dead registry costs one wait
+    rest = todo[1:]
+    if rest:
+        pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest)))
+        try:
+            answers.update(zip(rest, pool.map(lambda i: resolve_here(specs[i].task), rest), strict=True))
+        finally:  # Ctrl-C: drop the queued requests instead of waiting for each of them
+            pool.shutdown(wait=False, cancel_futures=True)
+    bad = [(i, _refusal(a)) for i, a in sorted(answers.items()) if _refusal(a) is not None]
+    if bad:
+        if len(bad) == 1 and specs[bad[0][0]].origin is None:
+            raise RegistryRefused(f"{bad[0][1]}: nothing submitted")
+        shown = "; ".join(f"{specs[i].origin or specs[i].label}: {text}" for i, text in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise RegistryRefused(
+            f"--from-file: {len(bad)} image(s) the registry refused, nothing submitted: {shown}{more}"
+        )
+    unreachable: dict[str, Any] = {}
+    pinned = list(specs)
+    for index, answer in answers.items():
+        if isinstance(answer, registry.Resolved):
+            pinned[index] = replace(specs[index], task=replace(specs[index].task, digest=answer.digest))
+        elif isinstance(answer, registry.Unreachable):
+            unreachable.setdefault(str(answer), index)
+    for why in unreachable:
+        note(f"bfjobs: {why}: the job resolves the tag on the node")
+    return pinned
 
 
 class PullImageKind(Kind):
@@ -169,15 +282,22 @@ class PullImageKind(Kind):
             force=bool(params.get("force")),
         )
 
+    def prepare(self, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
+        """Pinned to the digest each tag names now (:func:`pin_digests`)."""
+        return pin_digests(specs, note)
+
     def present(self, spec: JobSpec) -> AlreadyPresent | None:
-        """The image file is there *and* its record says it came from the URI asked (a stat and one read).
+        """The image file is there, its record says it came from the URI asked, and the tag still
+        names the digest it was pulled from (a stat, one read, one registry request).
 
         Blackfish's names collide (``docker://myfork/x:1`` and ``docker://vllm/x:1`` are both
         ``x_1.sif``), so a file of the right name is not enough: a file from another source, or one with
         no record, raises :class:`NameCollision` (nothing is submitted; ``--name``/``--force`` resolve it).
+        A tag that moved raises :class:`TagMoved` with both digests. A registry that cannot be asked
+        from here leaves the decision to the job (submitted: the node compares).
         """
-        from ..errors import NameCollision
-        from ..node import records
+        from ..errors import NameCollision, RegistryRefused, TagMoved
+        from ..node import records, registry
         from ..node.requests import PullImage
 
         assert isinstance(spec.task, PullImage)
@@ -186,9 +306,21 @@ class PullImageKind(Kind):
         problem = records.image_conflict(spec.target, spec.task.uri)
         if problem is not None:
             raise NameCollision(problem)
+        digest = spec.task.digest  # a reference by digest: what is in place cannot have moved
+        answer = resolve_here(spec.task) if digest is None else None
+        if isinstance(answer, registry.Resolved):
+            digest = answer.digest
+        elif isinstance(answer, registry.Unreachable):
+            return None  # the node asks the registry, and finds the image in place or moved
+        elif answer is not None:
+            raise RegistryRefused(f"{_refusal(answer)}: nothing submitted")
+        if digest is not None:
+            moved = records.image_moved(spec.target, spec.task.uri, digest)
+            if moved is not None:
+                raise TagMoved(moved)
         from ..specs import AlreadyPresent
 
-        return AlreadyPresent(spec.kind, spec.target, spec.profile.name, where=spec.where)
+        return AlreadyPresent(spec.kind, spec.target, spec.profile.name, where=spec.where, digest=digest)
 
     def destination_hint(self, spec: JobSpec) -> str:
         if spec.target.parent.is_relative_to(spec.profile.cache_dir):
@@ -208,6 +340,19 @@ class PullImageKind(Kind):
                 f"name collision: job {row.id} is pulling {show(str(row.request.get('uri')))} into "
                 f"{row.target}, not {uri}; use --name NAME.sif to pull it under a name of its own"
             )
+        pinned = row.request.get("digest")
+        if isinstance(pinned, str) and spec.task.digest is None:  # the tag may have moved since
+            from ..errors import TagMoved
+            from ..node import registry
+            from ..node.records import short
+
+            answer = resolve_here(spec.task)
+            if isinstance(answer, registry.Resolved) and answer.digest != pinned:
+                raise TagMoved(
+                    f"job {row.id} is pulling {uri} at {short(pinned)}, but the tag now points at "
+                    f"{short(answer.digest)}: nothing submitted; once it has ended, --force pulls "
+                    f"{short(answer.digest)} and replaces the file"
+                )
         return True
 
     def verify(self, row: JobRow) -> Finding | None:

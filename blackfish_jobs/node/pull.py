@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import layout
+from .. import constants, layout
 from ..errors import TaskError
-from . import progress, records
+from . import progress, records, registry
 from .hashing import sha256_file
 from .publish import ensure_public_dir, group_mode, publish_file, publish_lock, remove_stale
 from .requests import PullImage
@@ -91,8 +91,9 @@ def _pull_image(req: PullImage, meter: _PullMeter) -> dict[str, Any]:
     started = time.monotonic()
     target = req.target
     node = socket.gethostname()
+    pin = _pin(req, node)
     if target.exists() and not req.force:
-        return _present_image(req, target, started, node)
+        return _present_image(req, pin, target, started, node)
     ensure_public_dir(req.dest_dir)
     token = job_tag()
     partial = req.dest_dir / layout.partial_name(req.filename, token)
@@ -100,28 +101,70 @@ def _pull_image(req: PullImage, meter: _PullMeter) -> dict[str, Any]:
     stale = re.compile(re.escape(layout.PARTIAL_PREFIX) + JOB_TAG_RE + "-" + re.escape(req.filename))
     with stop_on_signals(), publish_lock(req.dest_dir, req.filename):
         if target.exists() and not req.force:  # another job published it while we waited
-            return _present_image(req, target, started, node)
+            return _present_image(req, pin, target, started, node)
         remove_stale(req.dest_dir, stale)
+        pin = _platform(req, pin, node)
         try:
             with node_scratch(f"bfjobs-pull-{token}-") as scratch:
-                _pull_into(req, partial, scratch)
-            sha256 = _publish_image(req, partial, token)
+                _pull_into(req, pin.get("pulled") or req.uri, partial, scratch)
+            sha256 = _publish_image(req, pin, partial, token)
         finally:
             partial.unlink(missing_ok=True)  # already gone after a successful publish
     if sha256 is None:  # a file appeared without the lock (not a bfjobs job): judge it as present
-        return _present_image(req, target, started, node)
-    return _image_result(req, target, started, node, already_present=False, sha256=sha256)
+        return _present_image(req, pin, target, started, node)
+    return _image_result(req, pin, target, started, node, already_present=False, sha256=sha256)
 
 
-def _present_image(req: PullImage, target: Path, started: float, node: str) -> dict[str, Any]:
-    """The result for an image already in place, only if its record says it is ``req.uri``."""
+def _pin(req: PullImage, node: str) -> dict[str, Any]:
+    """What this job pulls: ``tag``, the ``digest`` the tag names (pinned at submit, else asked
+    here) and the ``pulled`` reference (``docker://name@sha256:…``). ``library://``, ``shub://``
+    and ``https://`` sources cannot be pinned: their record holds the file's sha256 only
+    (``pinned`` false)."""
+    ref = registry.parse(req.uri)
+    pin: dict[str, Any] = {"tag": registry.tag_of(req.uri), "digest": None, "manifest": None, "pulled": None}
+    if ref is None:
+        return {**pin, "pinned": False}
+    digest = req.digest or ref.digest
+    if digest is None:
+        if constants.registry_offline_env():  # the tag is pulled as it is; the record says it was not pinned
+            print("bfjobs: BFJOBS_REGISTRY_OFFLINE is set: pulling the tag unpinned", file=sys.stderr, flush=True)
+            return {**pin, "pinned": False}
+        try:
+            digest = registry.Client((ref.host,) if req.insecure else ()).resolve(ref).digest
+        except registry.RegistryError as exc:
+            raise TaskError(f"cannot pin {req.uri} on {node}: {exc}") from None
+        print(f"bfjobs: {req.uri} resolved on {node} to {digest}", flush=True)
+    return {**pin, "digest": digest, "pulled": ref.pinned(digest), "pinned": True}
+
+
+def _platform(req: PullImage, pin: dict[str, Any], node: str) -> dict[str, Any]:
+    """``pin`` with the platform ``manifest`` this node pulls: the index's ``linux/<arch>`` entry
+    (checked against the index's digest), or the manifest itself. Asked only when a pull follows."""
+    ref = registry.parse(req.uri)
+    if ref is None or pin["digest"] is None or constants.registry_offline_env():
+        return pin
+    try:
+        manifest = registry.Client((ref.host,) if req.insecure else ()).platform_manifest(ref, pin["digest"])
+    except registry.RegistryError as exc:
+        raise TaskError(f"cannot pull {pin['pulled']} on {node}: {exc}") from None
+    return {**pin, "manifest": manifest}
+
+
+def _present_image(req: PullImage, pin: dict[str, Any], target: Path, started: float, node: str) -> dict[str, Any]:
+    """The result for an image already in place, only if its record says it is ``req.uri`` at the
+    digest pinned (a tag that moved never passes for the image in place)."""
     problem = records.image_conflict(target, req.uri)
+    if problem is None and pin["digest"] is not None:
+        problem = records.image_moved(target, req.uri, pin["digest"])
     if problem is not None:
         raise TaskError(problem)
-    return _image_result(req, target, started, node, already_present=True)
+    if pin["digest"] is not None:  # the platform manifest the image in place was pulled from
+        recorded = records.read(records.image_record_path(target), "image") or {}
+        pin = {**pin, "manifest": recorded.get("manifest")}
+    return _image_result(req, pin, target, started, node, already_present=True)
 
 
-def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
+def _publish_image(req: PullImage, pin: dict[str, Any], partial: Path, token: str) -> str | None:
     """Publish ``partial`` with its record (under the publish lock); its sha256, or None if not published.
 
     The record goes in first, so a reader who sees the file also finds its record; if the file is
@@ -133,7 +176,7 @@ def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
     previous = records.read(record, "image")  # the file in place keeps it if we do not publish
     try:
         ensure_public_dir(record.parent)
-        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token))
+        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token, pin))
     except OSError as exc:  # nothing published: an image without its record would be of unknown source
         raise TaskError(f"cannot write the record of {req.target} at {record}: {exc.strerror or exc}") from None
     published = False
@@ -149,26 +192,38 @@ def _publish_image(req: PullImage, partial: Path, token: str) -> str | None:
     return sha256 if published else None
 
 
-def _pull_into(req: PullImage, partial: Path, scratch: Path) -> None:
-    """Run ``apptainer pull`` to ``partial`` with private cache and temp dirs in ``scratch``."""
+def _pull_into(req: PullImage, uri: str, partial: Path, scratch: Path) -> None:
+    """Run ``apptainer pull`` of ``uri`` (pinned: ``name@sha256:…``) to ``partial`` with private
+    cache and temp dirs in ``scratch``; ``--no-https`` for a registry in ``insecure_registries``.
+    Credentials stay where Apptainer reads them (its environment variables, its config file)."""
     env = dict(os.environ)
     for var in ("APPTAINER", "SINGULARITY"):
         env[f"{var}_CACHEDIR"] = str(scratch / "cache")
         env[f"{var}_TMPDIR"] = str(scratch / "tmp")
     (scratch / "cache").mkdir()
     (scratch / "tmp").mkdir()
-    _run([req.apptainer, "pull", str(partial), req.uri], env)
+    flags = ["--no-https"] if req.insecure else []
+    _run([req.apptainer, "pull", *flags, str(partial), uri], env)
     if not partial.is_file() or partial.stat().st_size == 0:
         raise TaskError(f"apptainer reported success but wrote no image at {partial}")
 
 
 def _image_result(
-    req: PullImage, target: Path, started: float, node: str, *, already_present: bool, sha256: str | None = None
+    req: PullImage,
+    pin: dict[str, Any],
+    target: Path,
+    started: float,
+    node: str,
+    *,
+    already_present: bool,
+    sha256: str | None = None,
 ) -> dict:
     st = target.stat()
     return {
         "path": str(target),
         "uri": req.uri,
+        "source": req.uri,
+        **pin,
         "size": st.st_size,
         "sha256": sha256 or sha256_file(target),
         "mode": oct(st.st_mode & 0o777),

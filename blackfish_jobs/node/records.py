@@ -64,13 +64,16 @@ def _who_and_when(job: str) -> dict[str, Any]:
     return {"user": user, "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "job": job}
 
 
-def image_record(uri: str, sha256: str, size: int, job: str) -> dict[str, Any]:
-    """What a pull published: the URI as asked, its digest if pinned, the file's sha256 and size."""
+def image_record(uri: str, sha256: str, size: int, job: str, pin: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a pull published: the URI as asked, the file's sha256 and size, and what it was pinned to
+    (``pin``: ``tag``, ``digest`` the tag named, ``manifest`` pulled, ``pulled`` reference;
+    without one, the URI's own digest if it names one)."""
     return {
         "format": FORMAT,
         "kind": "image",
         "source": uri,
         "digest": digest_of(uri),
+        **(pin or {}),
         "sha256": sha256,
         "size": size,
         **_who_and_when(job),
@@ -141,10 +144,43 @@ def image_conflict(image: Path, uri: str) -> str | None:
         why = "no bfjobs record of its pull" if record is None else "its bfjobs record describes another file"
         return f"{image} exists with an unknown source ({why}): it cannot be confirmed to be {uri}; {hint}"
     source, digest = record.get("source"), record.get("digest")
-    if source == uri and digest == digest_of(uri):
-        return None
     wanted = digest_of(uri)
+    if source == uri and (wanted is None or digest == wanted):
+        return None
     note = ""
     if wanted is not None or digest is not None:
         note = f" (digest {digest or 'not recorded'}, asked {wanted or 'none'})"
     return f"name collision: {image} was pulled from {show(source, 300)}, not {uri}{note}; {hint}"
+
+
+def image_moved(image: Path, uri: str, digest: str) -> str | None:
+    """Why ``image`` (whose record says it is ``uri``: :func:`image_conflict`) is not what ``uri``
+    names now, ``digest`` (None: its record names that digest). The seed's rule for images: a tag
+    that moved never silently replaces a published image."""
+    record = read(image_record_path(image), "image") or {}
+    have = record.get("digest")
+    if have == digest:
+        return None
+    if not isinstance(have, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", have):
+        have = None  # a record from another hand: its digest is not one
+    was = f"at {short(have)}" if have else "with no digest recorded (pulled before bfjobs pinned images)"
+    return (
+        f"{image} holds {uri} {was}, but the tag now points at {short(digest)}: nothing replaced; "
+        f"--force pulls {short(digest)} and replaces the file"
+    )
+
+
+def short(digest: str | None) -> str:
+    """``sha256:`` and 12 hex digits, as people compare digests by eye."""
+    return digest[:19] if digest else "none"
+
+
+def tag_of(uri: str) -> str | None:
+    """The tag a reference asks for (``latest`` when it names neither tag nor digest); None for
+    a digest-only reference or an ``https://`` file."""
+    scheme, _, rest = uri.partition("://")
+    if scheme == "https":
+        return None
+    rest, _, digest = rest.partition("@")
+    last = rest.rsplit("/", 1)[-1]
+    return last.partition(":")[2] or (None if digest else "latest")

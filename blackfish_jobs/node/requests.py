@@ -22,6 +22,8 @@ class PullImage:
     apptainer: str
     force: bool = False
     group: str | None = None  # shared_group: publish for a group of admins (publish.group_mode)
+    digest: str | None = None  # the manifest digest the tag named at submit; None: the node resolves it
+    insecure: bool = False  # the registry is in insecure_registries: plain HTTP (apptainer --no-https)
 
     @property
     def target(self) -> Path:

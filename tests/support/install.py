@@ -38,6 +38,7 @@ class SiteInstall:
             "BLACKFISH_HOME_DIR": str(app),
             "HOME": str(app),
             "LANG": "C.UTF-8",
+            "BFJOBS_REGISTRY_OFFLINE": "1",  # Docker Hub's names are never asked for (conftest)
             **extra,
         }
 

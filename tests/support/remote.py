@@ -39,6 +39,19 @@ def sshd_ready() -> None:
         skip_or_fail("the test sshd is not running: run scripts/test-site.sh (it calls scripts/sshd-up.sh)")
 
 
+def cluster_login_profile(*exports: str) -> None:
+    """Write the cluster user's ``~/.bash_profile`` (read by the agent's ``bash -lc``): its
+    ``~/.profile`` plus ``exports`` (``NAME=value``); none: remove it. The tests' cluster reaches
+    no public registry, as an air-gapped site's: ``BFJOBS_REGISTRY_OFFLINE=1`` (conftest)."""
+    path = _home(CLUSTER) / ".bash_profile"
+    if not exports:
+        path.unlink(missing_ok=True)
+        return
+    lines = ['[ -f "$HOME/.profile" ] && . "$HOME/.profile"', *(f"export {e}" for e in exports)]
+    path.write_text("\n".join(lines) + "\n")
+    subprocess.run(["chown", f"{CLUSTER}:{CLUSTER}", str(path)], check=True)
+
+
 def _chown(path: Path, user: str) -> None:
     subprocess.run(["chown", "-R", f"{user}:{user}", str(path)], check=True)
 
