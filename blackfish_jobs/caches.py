@@ -287,7 +287,7 @@ def scan_images(images: Path, where: str) -> list[Entry]:
         if not stat.S_ISREG(st.st_mode):
             continue
         record = records.read(records.image_record_path(Path(entry.path)), "image") or {}
-        mine = record.get("size") == st.st_size  # a record of another file says nothing of this one
+        mine = records.describes(record, st)  # a record of another file says nothing of this one
         found.append(
             Entry(
                 kind="image",

@@ -329,3 +329,23 @@ def test_a_failed_forced_publish_keeps_the_old_record(tmp_path):
     with pytest.raises(OSError):
         pull._publish_image(req, {}, partial, "1-00000000")
     assert records.read(record, "image") == old
+
+
+def test_a_forced_pull_killed_between_record_and_rename_leaves_no_false_record(tmp_path):
+    """The record of B, written just before B's rename over A, does not describe A even at A's size:
+    it names B's modification time (a job killed in between leaves A of unknown source, not "B")."""
+    from blackfish_jobs.node import records
+
+    images = tmp_path / "images"
+    images.mkdir()
+    old = images / NAME
+    old.write_bytes(b"image A")
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    record = records.image_record_path(old)
+    record.parent.mkdir(parents=True)
+    new_mtime = 1_700_000_100  # the partial B, written later, of the same size
+    records.write(record, records.image_record(VLLM, "1" * 64, len(b"image B"), "job-b", mtime=new_mtime))
+    problem = records.image_conflict(old, VLLM)
+    assert problem is not None and "its bfjobs record describes another file" in problem
+    os.utime(old, (new_mtime, new_mtime))  # the file the record was written for: described
+    assert records.image_conflict(old, VLLM) is None

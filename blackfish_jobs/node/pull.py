@@ -172,11 +172,12 @@ def _publish_image(req: PullImage, pin: dict[str, Any], partial: Path, token: st
     which is never mistaken for the request).
     """
     sha256 = sha256_file(partial)
+    st = partial.stat()  # the published file keeps its size and times (a link or a rename)
     record = records.image_record_path(req.target)
     previous = records.read(record, "image")  # the file in place keeps it if we do not publish
     try:
         ensure_public_dir(record.parent)
-        records.write(record, records.image_record(req.uri, sha256, partial.stat().st_size, token, pin))
+        records.write(record, records.image_record(req.uri, sha256, st.st_size, token, pin, int(st.st_mtime)))
     except OSError as exc:  # nothing published: an image without its record would be of unknown source
         raise TaskError(f"cannot write the record of {req.target} at {record}: {exc.strerror or exc}") from None
     published = False

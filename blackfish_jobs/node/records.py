@@ -64,10 +64,12 @@ def _who_and_when(job: str) -> dict[str, Any]:
     return {"user": user, "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "job": job}
 
 
-def image_record(uri: str, sha256: str, size: int, job: str, pin: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a pull published: the URI as asked, the file's sha256 and size, and what it was pinned to
-    (``pin``: ``tag``, ``digest`` the tag named, ``manifest`` pulled, ``pulled`` reference;
-    without one, the URI's own digest if it names one)."""
+def image_record(
+    uri: str, sha256: str, size: int, job: str, pin: dict[str, Any] | None = None, mtime: int | None = None
+) -> dict[str, Any]:
+    """What a pull published: the URI as asked, the file's sha256, size and ``mtime`` (whole
+    seconds), and what it was pinned to (``pin``: ``tag``, ``digest`` the tag named, ``manifest``
+    pulled, ``pulled`` reference; without one, the URI's own digest if it names one)."""
     return {
         "format": FORMAT,
         "kind": "image",
@@ -76,8 +78,18 @@ def image_record(uri: str, sha256: str, size: int, job: str, pin: dict[str, Any]
         **(pin or {}),
         "sha256": sha256,
         "size": size,
+        **({"mtime": mtime} if mtime is not None else {}),
         **_who_and_when(job),
     }
+
+
+def describes(record: dict[str, Any], st: os.stat_result) -> bool:
+    """Whether an image record is of the file ``st`` is the stat of: its size, and its
+    modification time in whole seconds when the record has one (a copy that kept times still
+    matches). A ``--force`` pull writes its record just before the rename: a job killed between
+    the two leaves the old file under a record that does not describe it, even of the same size."""
+    mtime = record.get("mtime")
+    return record.get("size") == st.st_size and (mtime is None or mtime == int(st.st_mtime))
 
 
 def snapshot_record(endpoint: str, result: dict[str, Any], files: dict[str, int], job: str) -> dict[str, Any]:
@@ -137,10 +149,10 @@ def image_conflict(image: Path, uri: str) -> str | None:
     hint = "use --name NAME.sif to pull it under a name of its own, or --force to replace the file"
     record = read(image_record_path(image), "image")
     try:
-        size = image.stat().st_size
+        st: os.stat_result | None = image.stat()
     except OSError:
-        size = None
-    if record is None or record.get("size") != size:
+        st = None
+    if record is None or st is None or not describes(record, st):
         why = "no bfjobs record of its pull" if record is None else "its bfjobs record describes another file"
         return f"{image} exists with an unknown source ({why}): it cannot be confirmed to be {uri}; {hint}"
     source, digest = record.get("source"), record.get("digest")
