@@ -176,14 +176,22 @@ def test_multi_arch_index_pinned_by_its_digest_and_the_platform_recorded(pin_sit
 
 
 def test_oras_references_are_pinned_too(pin_site, registry):
+    """An oras:// image is a SIF artifact (as `apptainer push oras://` uploads it): pinned the same way."""
     site = pin_site
     name = registry.unique_name()
-    digest = registry.push(name, "1.0", "an oras artefact")
+    sif = b"#!/usr/bin/env run-singularity\n" + b"SIF_MAGIC" + b"an oras artefact" * 64
+    digest = registry.push_sif(name, "1.0", sif)
     uri = f"oras://{registry.host}/{name}:1.0"
     proc = site.bfjobs("submit", "pull-image", uri, "--wait", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json_job(proc.stdout)["result"]
     assert result["digest"] == digest and result["pulled"] == f"oras://{registry.host}/{name}@{digest}"
+    assert Path(result["path"]).read_bytes() == sif
+    # an ordinary container image is no SIF artifact: Apptainer's oras client (and the stand-in) refuse it
+    other = registry.unique_name()
+    registry.push(other, "1.0", "not a SIF")
+    failed = site.bfjobs("submit", "pull-image", f"oras://{registry.host}/{other}:1.0", "--wait", "--json")
+    assert failed.returncode == 1 and "unable to find SIF layer" in failed.stderr
 
 
 def test_sources_without_digests_say_they_cannot_be_pinned(pin_site):
@@ -196,14 +204,14 @@ def test_sources_without_digests_say_they_cannot_be_pinned(pin_site):
 
 
 def test_plain_http_registry_must_be_listed(local_site, registry, pinning):
-    """Not in insecure_registries: https is tried, fails, and the message names the setting."""
+    """Not in insecure_registries: https is tried, fails, and the one line names the setting."""
     site = local_site
     name = registry.unique_name()
     registry.push(name, "v1", "plain http")
-    proc = site.bfjobs("render", "pull-image", registry.uri(name, "v1"))
-    assert proc.returncode == 0, proc.stderr
-    assert f"insecure_registries: {registry.host}" in proc.stderr
-    assert "BFJOBS_PULL_DIGEST" not in proc.stdout
+    proc = site.bfjobs("submit", "pull-image", registry.uri(name, "v1"))
+    line = _one_line_error(proc)
+    assert proc.returncode == 1 and f"insecure_registries: {registry.host}" in line, line
+    assert _jobs(site) == []  # the node's Apptainer would meet the same TLS failure: nothing submitted
 
 
 @pytest.mark.parametrize("bad", ["registry.example.org:99999", "a b:1", "x;touch /tmp/p:5000", "-h:1", ""])
@@ -222,12 +230,16 @@ def test_check_upstream_is_refused_offline(local_site):
 # --------------------------------------------------------------------------- credentials
 
 
-def _leaks(password: str, *roots: Path) -> list[str]:
+def _leaks(password: str, *roots: Path, user: str = "bfjobs") -> list[str]:
+    """Files holding the password, or the ``Authorization: Basic`` value made of it."""
+    import base64
+
+    canaries = (password.encode(), base64.b64encode(f"{user}:{password}".encode()))
     found = []
     for root in roots:
         for path in [root] if root.is_file() else root.rglob("*"):
             try:
-                if path.is_file() and password.encode() in path.read_bytes():
+                if path.is_file() and any(c in path.read_bytes() for c in canaries):
                     found.append(str(path))
             except OSError:
                 continue
@@ -266,7 +278,7 @@ def test_private_registry_credentials_are_read_where_apptainer_keeps_them(
     assert proc.returncode == 0, proc.stderr
     assert json_job(proc.stdout)["result"]["digest"] == second
 
-    assert _leaks(password, site.app_dir, site.home_dir, site.cache_dir, site.apptainer_log) == []
+    assert _leaks(password, site.app_dir, site.home_dir, site.cache_dir, site.apptainer_log, user=user) == []
     for call in site.apptainer_calls():
         assert password not in json.dumps(call)
 
@@ -397,7 +409,7 @@ def test_credentials_never_reach_job_folders_logs_or_the_database(slurm_site, pr
     job = json_job(proc.stdout)
     assert job["result"]["digest"] == digest
     assert password not in proc.stdout + proc.stderr
-    assert _leaks(password, site.app_dir, site.home_dir, site.cache_dir, site.apptainer_log) == []
+    assert _leaks(password, site.app_dir, site.home_dir, site.cache_dir, site.apptainer_log, user=user) == []
     assert os.path.isdir(job["folder"])
 
 
@@ -492,3 +504,16 @@ def test_a_running_pull_of_an_older_digest_is_not_taken_for_the_moved_tag(pin_si
         assert len(_jobs(site)) == 1
     finally:
         site.bfjobs("cancel", job["id"])
+
+
+def test_a_token_service_without_anonymous_tokens_gets_the_credentials(fake_registry, client, monkeypatch):
+    """Private ghcr.io packages: the anonymous token request is refused; the credentials are then used."""
+    monkeypatch.delenv("APPTAINER_DOCKER_USERNAME", raising=False)
+    monkeypatch.setenv("APPTAINER_CONFIGDIR", "/nonexistent")
+    ref = _ref(fake_registry, "private-bearer")
+    with pytest.raises(oci.Denied, match="APPTAINER_DOCKER_USERNAME"):
+        client.resolve(ref)
+    user, password = fake_registry.credentials
+    monkeypatch.setenv("APPTAINER_DOCKER_USERNAME", user)
+    monkeypatch.setenv("APPTAINER_DOCKER_PASSWORD", password)
+    assert oci.DIGEST.fullmatch(oci.Client((fake_registry.host,)).resolve(ref).digest)

@@ -93,7 +93,7 @@ UNCONFIRMED = "submitted over ssh; not confirmed by the cluster yet"
 
 
 def _present(raw: dict[str, Any]) -> AlreadyPresent:
-    fields = {k: raw.get(k) for k in ("kind", "path", "profile", "commit", "where", "ref")}
+    fields = {k: raw.get(k) for k in ("kind", "path", "profile", "commit", "where", "ref", "digest")}
     if not all(v is None or isinstance(v, str) for v in fields.values()) or not fields["path"]:
         raise TypeError("present")
     return AlreadyPresent(**{**{k: v for k, v in fields.items() if v is not None}, "path": Path(fields["path"])})

@@ -54,6 +54,8 @@ ERROR_TYPES = {
         "JobNotFound",
         "TemplateError",
         "NameCollision",
+        "TagMoved",
+        "RegistryRefused",
         "ClusterError",
         "HubRefused",
         "BfjobsError",

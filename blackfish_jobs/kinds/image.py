@@ -134,7 +134,8 @@ def pull_image(
     api_ref = registry.parse(ref.uri)
     insecure = api_ref is not None and api_ref.host in settings.insecure_registries
     task = PullImage(
-        ref.uri, layout.images_dir(base), filename, settings.apptainer, force, group, ref.digest, insecure=insecure
+        ref.uri, layout.images_dir(base), filename, settings.apptainer, force, group, ref.digest,
+        insecure=insecure, insecure_registries=tuple(settings.insecure_registries),
     )
     return KIND.spec(profile, settings, task, f"{ref.uri} -> {task.target}", where=to)
 
@@ -170,7 +171,7 @@ def resolve_here(task: Any) -> Any:
     if down is not None and time.monotonic() - down[0] < _DOWN_SECONDS:
         return down[1]  # a registry that just timed out is not asked again for each image of a list
     try:
-        answer: Any = registry.Client((ref.host,) if task.insecure else ()).resolve(ref)
+        answer: Any = registry.Client(task.insecure_registries).resolve(ref)
     except registry.RegistryError as exc:
         answer = exc
         if isinstance(exc, registry.Unreachable):

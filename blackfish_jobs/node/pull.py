@@ -130,7 +130,7 @@ def _pin(req: PullImage, node: str) -> dict[str, Any]:
             print("bfjobs: BFJOBS_REGISTRY_OFFLINE is set: pulling the tag unpinned", file=sys.stderr, flush=True)
             return {**pin, "pinned": False}
         try:
-            digest = registry.Client((ref.host,) if req.insecure else ()).resolve(ref).digest
+            digest = _client(req, ref).resolve(ref).digest
         except registry.RegistryError as exc:
             raise TaskError(f"cannot pin {req.uri} on {node}: {exc}") from None
         print(f"bfjobs: {req.uri} resolved on {node} to {digest}", flush=True)
@@ -144,10 +144,19 @@ def _platform(req: PullImage, pin: dict[str, Any], node: str) -> dict[str, Any]:
     if ref is None or pin["digest"] is None or constants.registry_offline_env():
         return pin
     try:
-        manifest = registry.Client((ref.host,) if req.insecure else ()).platform_manifest(ref, pin["digest"])
-    except registry.RegistryError as exc:
+        manifest = _client(req, ref).platform_manifest(ref, pin["digest"])
+    except registry.Miss as exc:  # an index without this node's platform: Apptainer would fail too
         raise TaskError(f"cannot pull {pin['pulled']} on {node}: {exc}") from None
+    except registry.RegistryError as exc:  # only a record: the pull itself is pinned by the digest
+        print(f"bfjobs: the platform manifest of {pin['pulled']} is not recorded: {exc}", file=sys.stderr, flush=True)
+        return pin
     return {**pin, "manifest": manifest}
+
+
+def _client(req: PullImage, ref: registry.Reference) -> registry.Client:
+    """A registry client asking ``insecure_registries``' entries over plain HTTP (a token
+    service on another listed host included)."""
+    return registry.Client(req.insecure_registries or ((ref.host,) if req.insecure else ()))
 
 
 def _present_image(req: PullImage, pin: dict[str, Any], target: Path, started: float, node: str) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def _present_image(req: PullImage, pin: dict[str, Any], target: Path, started: f
     digest pinned (a tag that moved never passes for the image in place)."""
     problem = records.image_conflict(target, req.uri)
     if problem is None and pin["digest"] is not None:
-        problem = records.image_moved(target, req.uri, pin["digest"])
+        problem = records.image_moved(target, req.uri, pin["digest"], pinned=req.digest is not None)
     if problem is not None:
         raise TaskError(problem)
     if pin["digest"] is not None:  # the platform manifest the image in place was pulled from

@@ -165,10 +165,11 @@ def image_conflict(image: Path, uri: str) -> str | None:
     return f"name collision: {image} was pulled from {show(source, 300)}, not {uri}{note}; {hint}"
 
 
-def image_moved(image: Path, uri: str, digest: str) -> str | None:
+def image_moved(image: Path, uri: str, digest: str, *, pinned: bool = False) -> str | None:
     """Why ``image`` (whose record says it is ``uri``: :func:`image_conflict`) is not what ``uri``
-    names now, ``digest`` (None: its record names that digest). The seed's rule for images: a tag
-    that moved never silently replaces a published image."""
+    names now, ``digest`` (None: its record names that digest; ``pinned``: the digest a job was
+    pinned to at submit). The seed's rule for images: a tag that moved never silently replaces a
+    published image."""
     record = read(image_record_path(image), "image") or {}
     have = record.get("digest")
     if have == digest:
@@ -176,6 +177,11 @@ def image_moved(image: Path, uri: str, digest: str) -> str | None:
     if not isinstance(have, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", have):
         have = None  # a record from another hand: its digest is not one
     was = f"at {short(have)}" if have else "with no digest recorded (pulled before bfjobs pinned images)"
+    if pinned:  # a job pinned at submit, finding another digest published meanwhile
+        return (
+            f"{image} holds {uri} {was}, not {short(digest)}, the digest this job was pinned to at "
+            f"submit: nothing replaced; submit again to compare with what the tag names now"
+        )
     return (
         f"{image} holds {uri} {was}, but the tag now points at {short(digest)}: nothing replaced; "
         f"--force pulls {short(digest)} and replaces the file"

@@ -208,14 +208,16 @@ class Client:
         media_type, body = self._manifest(ref, digest, deadline)
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise BadAnswer(f"registry {ref.host}: the manifest served for {short(digest)} does not hash to it")
-        if media_type not in INDEX_TYPES:
+        document = _json(ref.host, body, "manifest")
+        if media_type not in INDEX_TYPES and "manifests" not in document:  # one manifest, whatever its type says
             return digest
         arch = arch or node_arch()
         try:
-            entries = _json(ref.host, body, "index")["manifests"]
-            for entry in entries:
+            for entry in document["manifests"]:
                 plat = entry.get("platform") or {}
                 if plat.get("os") == "linux" and plat.get("architecture") == arch:
+                    if entry.get("mediaType") in INDEX_TYPES:
+                        raise BadAnswer(f"registry {ref.host}: the index {short(digest)} names another index")
                     return _check_digest(ref.host, entry["digest"])
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BadAnswer(f"registry {ref.host}: the index {short(digest)} is not a valid image index") from None
@@ -238,16 +240,18 @@ class Client:
         when the anonymous token is not enough; Basic with the credentials."""
         url = f"{self._base(ref.host)}/v2/{ref.repository}/{tail}"
         key = (ref.host, ref.repository)
-        tried: set[bool] = set()  # token requests made: without (False) and with (True) credentials
-        while True:
-            status, headers, body = self._send(ref.host, method, url, deadline, self._tokens.get(key))
-            if status != 401:
-                break
-            with_creds = False in tried or not _is_bearer(headers)
-            if with_creds in tried or (with_creds and credentials(ref.host) is None and tried):
-                break
-            tried.add(with_creds)
-            self._tokens[key] = self._authorize(ref, headers.get("WWW-Authenticate") or "", deadline, with_creds)
+        status, headers, body = self._send(ref.host, method, url, deadline, self._tokens.get(key))
+        if status == 401 and key not in self._tokens:
+            challenge, bearer = headers.get("WWW-Authenticate") or "", _is_bearer(headers)
+            if bearer:  # anonymously first: a public image needs no credentials
+                try:
+                    self._tokens[key] = self._authorize(ref, challenge, deadline, with_creds=False)
+                    status, headers, body = self._send(ref.host, method, url, deadline, self._tokens[key])
+                except Denied:  # a token service that gives no anonymous token (private ghcr.io, ACR)
+                    status = 401
+            if status in (401, 403) and (credentials(ref.host) is not None or not bearer):
+                self._tokens[key] = self._authorize(ref, challenge, deadline, with_creds=True)
+                status, headers, body = self._send(ref.host, method, url, deadline, self._tokens[key])
         if status in (401, 403):
             raise Denied(f"registry {ref.host} refused access to {ref.repository} ({_why(status, body)}); "
                          "for a private image set APPTAINER_DOCKER_USERNAME/APPTAINER_DOCKER_PASSWORD "
@@ -361,10 +365,12 @@ class Client:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError):
                 raise Unreachable(f"registry {host} did not answer within {self.timeout:g} s") from None
-            hint = ""
-            if isinstance(reason, ssl.SSLError) and host not in self.insecure:
-                hint = f" (a registry on plain HTTP must be listed in insecure_registries: {host})"
-            raise Unreachable(f"registry {host} not reachable: {_line(str(reason))}{hint}") from None
+            if isinstance(reason, ssl.SSLError):  # the node's Apptainer would meet the same answer
+                hint = ""
+                if "WRONG_VERSION_NUMBER" in str(reason) or "record layer" in str(reason):
+                    hint = f" (a registry on plain HTTP must be listed in insecure_registries: {host})"
+                raise BadAnswer(f"registry {host}: TLS failed: {_line(str(reason))}{hint}") from None
+            raise Unreachable(f"registry {host} not reachable: {_line(str(reason))}") from None
         if len(body) > limit:
             raise BadAnswer(f"registry {host} sent an answer larger than {limit} bytes")
         if method != "HEAD" and length is not None and len(body) != int(length):

@@ -24,6 +24,7 @@ class PullImage:
     group: str | None = None  # shared_group: publish for a group of admins (publish.group_mode)
     digest: str | None = None  # the manifest digest the tag named at submit; None: the node resolves it
     insecure: bool = False  # the registry is in insecure_registries: plain HTTP (apptainer --no-https)
+    insecure_registries: tuple[str, ...] = ()  # the setting's entries (a token service may be another)
 
     @property
     def target(self) -> Path:

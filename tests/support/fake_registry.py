@@ -24,6 +24,8 @@ Modes (:data:`MODES`):
 ``bearer``              without ``Authorization: Bearer <token>``: ``401`` + ``WWW-Authenticate: Bearer
                         realm="http://HOST/token",service="fake",scope="repository:<name>:pull"``; ``GET /token``
                         answers ``{"token": ..., "access_token": ...}``; with the token: the good image.
+``private-bearer``      as ``bearer``, but the token service refuses anonymous requests (``401``, as private
+                        ghcr.io packages) and hands a token only for the basic :attr:`credentials`.
 ``basic``               without ``Authorization: Basic`` of :attr:`FakeRegistry.credentials`: ``401`` +
                         ``WWW-Authenticate: Basic realm="fake"`` and ``UNAUTHORIZED``; then the good image.
 ``redirect``            the good image, but blobs answer ``307`` to ``...?cdn=1`` first (as registries send
@@ -58,7 +60,7 @@ __all__ = ["HUGE_SIZE", "MODES", "FakeRegistry", "FakeRequest", "Headers"]
 
 MODES = (
     "good", "missing", "bad-digest", "bad-digest-long", "bad-digest-newline", "wrong-digest", "no-digest", "bad-blob",
-    "huge", "huge-chunked", "slow", "bearer", "basic", "redirect", "redirect-loop", "html",
+    "huge", "huge-chunked", "slow", "bearer", "private-bearer", "basic", "redirect", "redirect-loop", "html",
 )
 HUGE_SIZE = 64 * 1024 * 1024
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -279,7 +281,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, path: str) -> None:
         fake = self.fake
         if path == "/token":
-            body = json.dumps({"token": fake.token, "access_token": fake.token, "expires_in": 300}).encode()
+            scope = (self.query.get("scope") or [""])[0]
+            basic = "Basic " + base64.b64encode(":".join(fake.credentials).encode()).decode()
+            token = fake.token
+            if fake.mode(scope.split(":")[1] if scope.count(":") == 2 else "") == "private-bearer":
+                if self.auth != basic:  # as private ghcr.io packages: no anonymous token at all
+                    return self._error(401, "UNAUTHORIZED", "authentication required")
+                token = fake.token + "-private"
+            body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
             return self._send(200, body)
         if path in ("/v2", "/v2/"):
             return self._send(200, b"{}")
@@ -290,7 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
         mode = fake.mode(name)
         if mode == "slow" and fake._stopping.wait(fake.slow_seconds):
             return
-        if mode == "bearer" and self.auth != f"Bearer {fake.token}":
+        wanted = f"Bearer {fake.token}-private" if mode == "private-bearer" else f"Bearer {fake.token}"
+        if mode in ("bearer", "private-bearer") and self.auth != wanted:
             challenge = f'Bearer realm="{fake.url}/token",service="fake",scope="repository:{name}:pull"'
             return self._error(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": challenge})
         basic = "Basic " + base64.b64encode(":".join(fake.credentials).encode()).decode()

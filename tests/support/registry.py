@@ -151,8 +151,12 @@ class Registry(Addresses):
         return f"Registry({state}{', private' if self.credentials else ''})"
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def _request(self, path: str, method: str = "GET", accept: str = MANIFEST_ACCEPT):
-        req = urllib.request.Request(self.url + path, method=method, headers={"Accept": accept})
+    def _request(self, path: str, method: str = "GET", accept: str = MANIFEST_ACCEPT, data: bytes | None = None,
+                 content_type: str | None = None):
+        req = urllib.request.Request(path if path.startswith("http") else self.url + path, method=method,
+                                     headers={"Accept": accept}, data=data)
+        if content_type:
+            req.add_header("Content-Type", content_type)
         if self.credentials:
             token = base64.b64encode(":".join(self.credentials).encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
@@ -260,6 +264,37 @@ class Registry(Addresses):
         if pushed != index_digest:
             raise RuntimeError(f"pushed index {index_digest} as {name}:{tag} but the registry reports {pushed}")
         return index_digest, platforms
+
+    def push_sif(self, name: str, tag: str, sif: bytes) -> str:
+        """Push ``sif`` as ``apptainer push oras://`` does (an OCI artifact: a ``{}`` config of the
+        SIF config type, one layer of the SIF layer type), through the registry's upload API;
+        returns the manifest digest the registry reports."""
+
+        def blob(data: bytes) -> dict:
+            with self._request(f"/v2/{name}/blobs/uploads/", "POST", "*/*", b"") as started:
+                location = started.headers["Location"]
+            if not location.startswith("http"):
+                location = self.url + location
+            location += ("&" if "?" in location else "?") + "digest=" + sha256_digest(data)
+            with self._request(location, "PUT", "*/*", data, "application/octet-stream"):
+                pass
+            return {"digest": sha256_digest(data), "size": len(data)}
+
+        config = blob(b"{}")
+        layer = blob(sif)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.sylabs.sif.config.v1+json", **config},
+            "layers": [{"mediaType": "application/vnd.sylabs.sif.layer.v1.sif", **layer,
+                        "annotations": {"org.opencontainers.image.title": "image.sif"}}],
+        }).encode()
+        with self._request(f"/v2/{name}/manifests/{tag}", "PUT", "*/*", manifest,
+                           "application/vnd.oci.image.manifest.v1+json"):
+            pass
+        digest = self.digest(name, tag)
+        if digest != sha256_digest(manifest):
+            raise RuntimeError(f"pushed {name}:{tag} as {sha256_digest(manifest)} but the registry reports {digest}")
+        return digest
 
     def unique_name(self, prefix: str = "test/image") -> str:
         """A repository name no other test of this session used."""
