@@ -517,3 +517,50 @@ def test_a_token_service_without_anonymous_tokens_gets_the_credentials(fake_regi
     monkeypatch.setenv("APPTAINER_DOCKER_USERNAME", user)
     monkeypatch.setenv("APPTAINER_DOCKER_PASSWORD", password)
     assert oci.DIGEST.fullmatch(oci.Client((fake_registry.host,)).resolve(ref).digest)
+
+
+@slurm
+def test_a_queued_force_pull_never_takes_the_image_back_to_an_older_digest(slurm_site, registry, pinning, down):
+    """--force pinned to A waits in the queue; B is published meanwhile and the tag names B: the
+    queued job replaces nothing (it would take every service back to A)."""
+    site = slurm_site
+    _settings(site, registry.host, extra='time = "00:10:00"\nmem = "200M"\ncpus_per_task = 1\n')
+    name = registry.unique_name()
+    first = registry.push(name, "v1", "the first")
+    uri = registry.uri(name, "v1")
+    assert site.bfjobs("submit", "pull-image", uri, "--wait", "--json").returncode == 0
+    queued = site.bfjobs("submit", "pull-image", uri, "--force", "--partition", down.name, "--json")
+    assert queued.returncode == 0, queued.stderr
+    job = json_job(queued.stdout)
+    assert job["request"]["digest"] == first
+    second = registry.push(name, "v1", "the second")
+    forced = site.bfjobs("submit", "pull-image", uri, "--force", "--wait", "--json")
+    assert forced.returncode == 0, forced.stderr
+    image = Path(json_job(forced.stdout)["result"]["path"])
+    assert _record(image)["digest"] == second
+    subprocess.run(["scontrol", "update", f"PartitionName={down.name}", "State=UP"], check=True)
+    waited = site.bfjobs("wait", job["id"], "--json")
+    assert waited.returncode == 1
+    reason = json_job(site.bfjobs("status", job["id"], "--json").stdout)["reason"]
+    assert "which the tag names now" in reason and first[:19] in reason and second[:19] in reason, reason
+    assert _record(image)["digest"] == second
+
+
+def test_a_list_of_images_in_place_is_checked_against_the_registry(pin_site, registry):
+    """Each image of a --from-file list already in place is compared with what its tag names now
+    (the registry asked for all of them at once, before the presence checks read the answers)."""
+    site = pin_site
+    name = registry.unique_name()
+    digests = {tag: registry.push(name, tag, f"content {tag}") for tag in ("a", "b", "c")}
+    listing = site.app_dir / "in-place.txt"
+    listing.write_text("".join(f"{registry.uri(name, tag)}\n" for tag in digests))
+    first = site.bfjobs("submit", "pull-image", "--from-file", str(listing), "--wait", "--json")
+    assert first.returncode == 0, first.stderr
+    again = site.bfjobs("submit", "pull-image", "--from-file", str(listing))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already present") == 3 and len(_jobs(site)) == 3
+    moved = registry.push(name, "b", "b moved")
+    refused = site.bfjobs("submit", "pull-image", "--from-file", str(listing))
+    line = _one_line_error(refused)
+    assert digests["b"][:19] in line and moved[:19] in line, line
+    assert len(_jobs(site)) == 3

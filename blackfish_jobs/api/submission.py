@@ -101,6 +101,8 @@ Outcome = JobRow | AlreadyPresent | InFlight
 
 def _triage(db: Database, specs: Sequence[JobSpec], backends: Backends) -> tuple[list[Outcome | None], list[int]]:
     """Present or in flight (reported, not submitted), and the indexes left to submit."""
+    if len(specs) > 1:
+        kinds.get(specs[0].kind).ask_ahead([s for s in specs if not s.task.force])
     outcomes: list[Outcome | None] = [present(spec) for spec in specs]
     todo = [i for i, o in enumerate(outcomes) if o is None]
     if todo:  # before the database or a job folder is touched

@@ -119,6 +119,11 @@ class Kind(abc.ABC):
 
     # ------------------------------------------------------------------ before submitting
 
+    def ask_ahead(self, specs: Sequence[JobSpec]) -> None:
+        """Ask at once whatever :meth:`present` will need to ask a remote service about these
+        specs (one call each would wait in turn); nothing by default."""
+        del specs
+
     @abc.abstractmethod
     def present(self, spec: JobSpec) -> AlreadyPresent | None:
         """Is the artefact already where Blackfish will find it (``force`` aside: the caller

@@ -193,6 +193,22 @@ def _refusal(answer: Any) -> str | None:
 RESOLVE_WORKERS = 8
 
 
+def _ask_all(tasks: Sequence[Any]) -> list[Any]:
+    """:func:`resolve_here` for each task, the first alone (a dead registry costs one wait: the
+    others of that registry are not asked), the rest 8 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers = [resolve_here(tasks[0])] if tasks else []
+    rest = tasks[1:]
+    if rest:
+        pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest)))
+        try:
+            answers += pool.map(resolve_here, rest)
+        finally:  # Ctrl-C: drop the queued requests instead of waiting for each of them
+            pool.shutdown(wait=False, cancel_futures=True)
+    return answers
+
+
 def pin_digests(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
     """Pulls pinned to the manifest digest their tag names now (``docker://``, ``oras://``).
 
@@ -213,16 +229,7 @@ def pin_digests(specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore)
         return list(specs)
     if constants.registry_offline_env():  # asked for by whoever set it: the node resolves the tags
         return list(specs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    answers: dict[int, Any] = {todo[0]: resolve_here(specs[todo[0]].task)}  # one first: a dead registry costs one wait
-    rest = todo[1:]
-    if rest:
-        pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(rest)))
-        try:
-            answers.update(zip(rest, pool.map(lambda i: resolve_here(specs[i].task), rest), strict=True))
-        finally:  # Ctrl-C: drop the queued requests instead of waiting for each of them
-            pool.shutdown(wait=False, cancel_futures=True)
+    answers = dict(zip(todo, _ask_all([specs[i].task for i in todo]), strict=True))
     bad = [(i, _refusal(a)) for i, a in sorted(answers.items()) if _refusal(a) is not None]
     if bad:
         if len(bad) == 1 and specs[bad[0][0]].origin is None:
@@ -286,6 +293,13 @@ class PullImageKind(Kind):
     def prepare(self, specs: Sequence[JobSpec], note: Callable[[str], None] = _ignore) -> list[JobSpec]:
         """Pinned to the digest each tag names now (:func:`pin_digests`)."""
         return pin_digests(specs, note)
+
+    def ask_ahead(self, specs: Sequence[JobSpec]) -> None:
+        """The registries' answers for the images of a list already in place, 8 at a time: each
+        :meth:`present` then finds its answer (:func:`resolve_here`'s memo)."""
+        todo = [s.task for s in specs if s.task.digest is None and s.target.exists()]
+        if len(todo) > 1:
+            _ask_all(todo)
 
     def present(self, spec: JobSpec) -> AlreadyPresent | None:
         """The image file is there, its record says it came from the URI asked, and the tag still

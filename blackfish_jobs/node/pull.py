@@ -103,6 +103,8 @@ def _pull_image(req: PullImage, meter: _PullMeter) -> dict[str, Any]:
         if target.exists() and not req.force:  # another job published it while we waited
             return _present_image(req, pin, target, started, node)
         remove_stale(req.dest_dir, stale)
+        if req.force and target.exists():
+            _refuse_going_back(req, pin, target)
         pin = _platform(req, pin, node)
         try:
             with node_scratch(f"bfjobs-pull-{token}-") as scratch:
@@ -135,6 +137,27 @@ def _pin(req: PullImage, node: str) -> dict[str, Any]:
             raise TaskError(f"cannot pin {req.uri} on {node}: {exc}") from None
         print(f"bfjobs: {req.uri} resolved on {node} to {digest}", flush=True)
     return {**pin, "digest": digest, "pulled": ref.pinned(digest), "pinned": True}
+
+
+def _refuse_going_back(req: PullImage, pin: dict[str, Any], target: Path) -> None:
+    """A ``--force`` job pinned at submit to A that finds B of the same URI published since
+    replaces it only if the tag does not name B now: a queued job never takes a shared image back
+    to an older digest. (A registry that cannot be asked: the job does what was asked.)"""
+    ref = registry.parse(req.uri)
+    if ref is None or ref.digest is not None or req.digest is None or records.image_conflict(target, req.uri):
+        return
+    have = (records.read(records.image_record_path(target), "image") or {}).get("digest")
+    if not isinstance(have, str) or have == pin["digest"]:
+        return
+    try:
+        now = _client(req, ref).resolve(ref).digest
+    except registry.RegistryError:
+        return
+    if now == have:
+        raise TaskError(
+            f"{target} holds {req.uri} at {records.short(have)}, which the tag names now; this job was pinned "
+            f"to {records.short(pin['digest'])} at submit: nothing replaced"
+        )
 
 
 def _platform(req: PullImage, pin: dict[str, Any], node: str) -> dict[str, Any]:
