@@ -58,7 +58,9 @@ class AlreadyPresent:
 
     def describe(self) -> str:
         if self.commit is None:
-            pinned = f", {self.digest[:19]}, which the tag still names" if self.digest else ""
+            from .node.records import short
+
+            pinned = f", {short(self.digest)}, which the tag still names" if self.digest else ""
             return f"already present: {self.path}{pinned} (use --force to pull again)"
         cache = "the shared cache" if self.where == "shared" else "your home cache"
         ref = f" (ref: {self.ref})" if self.ref else ""

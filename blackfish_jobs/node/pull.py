@@ -123,7 +123,7 @@ def _pin(req: PullImage, node: str) -> dict[str, Any]:
     and ``https://`` sources cannot be pinned: their record holds the file's sha256 only
     (``pinned`` false)."""
     ref = registry.parse(req.uri)
-    pin: dict[str, Any] = {"tag": registry.tag_of(req.uri), "digest": None, "manifest": None, "pulled": None}
+    pin: dict[str, Any] = {"tag": records.tag_of(req.uri), "digest": None, "manifest": None, "pulled": None}
     if ref is None:
         return {**pin, "pinned": False}
     digest = req.digest or ref.digest

@@ -28,7 +28,9 @@ from ..errors import show
 RECORDS_DIR = ".bfjobs"
 FORMAT = "bfjobs-record/1"
 RECORD_MODE = 0o644
-_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+#: An OCI content digest as bfjobs accepts one (a reference's, a registry's, a record's).
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_URI_DIGEST = re.compile(rf"@({DIGEST.pattern})$")
 
 
 def image_record_path(image: Path) -> Path:
@@ -44,7 +46,7 @@ def snapshot_record_path(snapshot: Path) -> Path:
 
 def digest_of(uri: str) -> str | None:
     """The ``sha256:…`` digest a reference pins (``…@sha256:<64 hex>``), if any."""
-    match = _DIGEST.search(uri)
+    match = _URI_DIGEST.search(uri)
     return match.group(1) if match else None
 
 
@@ -174,7 +176,7 @@ def image_moved(image: Path, uri: str, digest: str, *, pinned: bool = False) -> 
     have = record.get("digest")
     if have == digest:
         return None
-    if not isinstance(have, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", have):
+    if not isinstance(have, str) or not DIGEST.fullmatch(have):
         have = None  # a record from another hand: its digest is not one
     was = f"at {short(have)}" if have else "with no digest recorded (pulled before bfjobs pinned images)"
     if pinned:  # a job pinned at submit, finding another digest published meanwhile

@@ -48,7 +48,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST = records.DIGEST
 PINNABLE = ("docker", "oras")
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -118,8 +118,6 @@ def parse(uri: str) -> Reference | None:
     path, _, tag = rest.partition(":")  # a path component has no ':' (checked at submit)
     return Reference(scheme, domain, path, tag or None, digest or None)
 
-
-tag_of = records.tag_of
 
 
 def node_arch() -> str:

@@ -54,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from support.hub import RequestLog
 from support.registry import Addresses
 
 __all__ = ["HUGE_SIZE", "MODES", "FakeRegistry", "FakeRequest", "Headers"]
@@ -134,7 +135,7 @@ def _image(name: str, padding: int = 0) -> _Image:
     return _Image(config, layer, body)
 
 
-class FakeRegistry(Addresses):
+class FakeRegistry(Addresses, RequestLog["FakeRequest"]):
     """The hostile registry; a context manager. ``slow_seconds``, ``credentials`` and ``token`` may be changed
     while it runs."""
 
@@ -201,20 +202,6 @@ class FakeRegistry(Addresses):
     def manifest_digest(self, name: str) -> str:
         """The true digest of the manifest ``name`` serves."""
         return self.image(name).digest
-
-    # -- records ------------------------------------------------------------------------------------------------
-    @property
-    def requests(self) -> list[FakeRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
-    def _record(self, rec: FakeRequest) -> None:
-        with self._lock:
-            self._requests.append(rec)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -51,8 +51,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+R = TypeVar("R")  # a recorded request (RequestLog)
 
 __all__ = [
     "DEMO_FOLDER",
@@ -321,7 +323,30 @@ class _Listener(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class HubServer:
+class RequestLog(Generic[R]):
+    """The requests a test server received, recorded by its handler threads (``_lock``, ``_requests``:
+    the server's own)."""
+
+    _lock: Any
+    _requests: list[R]
+
+    @property
+    def requests(self) -> list[R]:
+        """A snapshot (copy) of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self._requests.clear()
+
+    def _record(self, rec: R) -> None:
+        with self._lock:
+            self._requests.append(rec)
+
+
+class HubServer(RequestLog[RecordedRequest]):
     """Hub-compatible server on 127.0.0.1 (a free port unless ``port``), its CDN on another; a context manager.
 
     Switches (plain attributes, may be changed while running), the faults and hubs tests need:
@@ -378,20 +403,6 @@ class HubServer:
         """The served repo with this id."""
         return self.repos[repo_id]
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot (copy) of every request received so far, in arrival order."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self._requests.clear()
-
-    def _record(self, rec: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(rec)
 
     def _take_failure(self, path: str, size: int, start: int, end: int) -> int | None:
         """Return how many body bytes to send before breaking this response, or None to send it all."""
