@@ -265,6 +265,10 @@ _APPTAINER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 #: profile's, whose paths are the cluster's: checked by bfjobs there.)
 _FOLDERS_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("bfjobs_folders_here", default=True)
 
+#: Is the table being checked one this command reads its settings from? (False: another profile's
+#: table of the user's file, checked for typos only: its paths may be another machine's.)
+_IN_USE: contextvars.ContextVar[bool] = contextvars.ContextVar("bfjobs_table_in_use", default=True)
+
 
 def _check_setting(key: str, value: Any, label: str) -> Any:
     """Validate one bfjobs.toml (or command-line) setting; return its normalised value.
@@ -299,6 +303,8 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
             raise ConfigError(f"{label}: expected a command name or absolute path, got {show(text)}")
         return text
     if key == "templates_dir":
+        if not _IN_USE.get():  # a profile not in use: maybe a cluster's folder, or a home not here
+            return _path_text(label, _as_str(label, value))
         if not _FOLDERS_HERE.get():  # a remote profile's: the cluster's folder, checked there
             return _cluster_path(label, _as_str(label, value))
         path = _user_path(label, _as_str(label, value))
@@ -310,6 +316,14 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
     if key == "insecure_registries":
         return tuple(validate.registry_host(label, _as_str(label, v)) for v in _as_list(label, value))
     raise ConfigError(f"{label}: unknown setting {show(key)}")
+
+
+def _path_text(label: str, value: str) -> str:
+    """A path's text checked as written (absolute, or ``~``/``~user`` then the rest), never expanded
+    nor looked up: a setting of a profile not in use, whose folders may be another machine's."""
+    text = validate.ascii_only(label, value)
+    validate.safe_path(label, "/" + text[1:].lstrip("/") if text.startswith("~") else text)
+    return text
 
 
 def _as_str(label: str, value: Any) -> str:
@@ -442,16 +456,29 @@ def _site_fixed(data: dict[str, Any], path: Path) -> tuple[str, ...]:
 
 
 def _file_layers(
-    data: dict[str, Any], path: Path, profile: str, kind: str, kinds: Collection[str]
+    data: dict[str, Any], path: Path, profile: str, kind: str, kinds: Collection[str], *, site: bool = False
 ) -> list[tuple[str, dict[str, Any]]]:
-    """A file's four layers for ``profile`` and ``kind``, lowest first, each with its table's name
-    (every table is checked, those of other profiles and kinds too: typos surface early)."""
+    """A file's four layers for ``profile`` and ``kind``, lowest first, each with its table's name.
+
+    The tables used (``[defaults]``, ``[profiles.PROFILE]``, each with every kind's sub-table) are
+    checked in full. Of the user's file, the other profiles' tables are checked too, so a typo
+    surfaces early, but their values never against this machine (a remote profile's
+    ``templates_dir`` is the cluster's folder). Of the site file, the other profiles' tables are
+    not read at all: they may be other users' profiles, and a user cannot fix the site file.
+    """
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table of profile tables")
     d_plain, d_kind = _layer(data.get("defaults"), path, ("defaults",), kind, kinds)
-    layers = {name: _layer(table, path, ("profiles", name), kind, kinds) for name, table in profiles.items()}
-    p_plain, p_kind = layers.get(profile, ({}, {}))
+    p_plain, p_kind = _layer(profiles.get(profile), path, ("profiles", profile), kind, kinds)
+    if not site:
+        token = _IN_USE.set(False)
+        try:
+            for name, table in profiles.items():
+                if name != profile:
+                    _layer(table, path, ("profiles", name), kind, kinds)
+        finally:
+            _IN_USE.reset(token)
     return [
         (_table_name(path, "defaults"), d_plain),
         (_table_name(path, "defaults", kind), d_kind),
@@ -520,7 +547,7 @@ def _resolve(
     hub = constants.hf_endpoint_env()
     if hub:
         lowest.append(("HF_ENDPOINT", {"hf_endpoint": _check_setting("hf_endpoint", hub, "HF_ENDPOINT")}))
-    site_layers = _file_layers(site, site_path, profile, kind, kinds)
+    site_layers = _file_layers(site, site_path, profile, kind, kinds, site=True)
     users: list[tuple[str, dict[str, Any]]] = _file_layers(user, user_path, profile, kind, kinds)
     env_templates = constants.templates_dir_env() if user_layers is None else None
     if user_layers is not None:

@@ -4,6 +4,7 @@ keys an admin fixes, and ``bfjobs config show`` saying where each setting came f
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -69,6 +70,98 @@ def test_the_sites_tables_for_profiles_a_user_lacks_are_ignored_but_the_users_ar
     kinds.load_settings("slurm", "pull-image")  # no error for [profiles.othercluster] in the site file
     admin_site.write_settings('[profiles.othercluster]\nqos = "x"\n')
     with pytest.raises(ConfigError, match=r"\[profiles.othercluster\]: no such profile"):
+        kinds.load_settings("slurm", "pull-image")
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        'templates_dir = "/nonexistent/templates"',
+        'mem = "lots"',
+        'partiton = "x"',
+        "[profiles.othercluster.pull-imagez]",
+    ],
+)
+def test_a_broken_site_table_of_a_profile_a_user_lacks_never_fails_that_user(admin_site, cli, table):
+    """Another cluster's table may name folders not on this machine, or be broken: it is not this
+    user's to fix, and not read for them; config show still lists it as ignored."""
+    admin_site.write_site_settings(SITE.replace('partition = "elsewhere"', table))
+    shown = cli("config", "show")
+    assert shown.exit_code == 0, shown.stderr
+    assert "site profiles you do not have (ignored): othercluster" in shown.stdout.splitlines()
+    rendered = cli("render", "pull-image", "docker://alpine:3.20")
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "#SBATCH --partition=transfer" in rendered.stdout
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[profiles.slurm]\npartiton = "x"\n', "[profiles.slurm]: unknown setting 'partiton'; did you mean"),
+        ('[profiles.slurm]\ntemplates_dir = "/nonexistent/templates"\n', "'/nonexistent/templates' does not exist"),
+        ('[profiles.slurm.pull-imagez]\nmem = "1G"\n', "unknown kind 'pull-imagez'"),
+        ('[defaults.download-model]\nmem = "lots"\n', "not a Slurm memory size"),
+    ],
+)
+def test_the_site_tables_a_user_gets_are_still_checked(site, table, message):
+    site.write_profiles()
+    site.write_site_settings(table)
+    with pytest.raises(BadInput) as info:
+        kinds.load_settings("slurm", "pull-image")
+    assert message in str(info.value) and str(site.site_settings_path) in str(info.value)
+
+
+def test_a_site_table_is_read_only_for_the_profile_in_use(admin_site, cli):
+    """The site's [profiles.slurm] is checked when slurm is used, not while laptop is."""
+    admin_site.write_site_settings(SITE.replace('account = "lab"', 'templates_dir = "/nonexistent/templates"'))
+    assert cli("config", "show", "--profile", "laptop").exit_code == 0
+    refused = cli("config", "show", "--profile", "slurm")
+    assert refused.exit_code == 2 and "[profiles.slurm] templates_dir: '/nonexistent/templates'" in refused.stderr
+
+
+def _with_remote_profile(site) -> None:
+    """profiles.cfg: ``slurm`` (the default, this machine) and ``della``, a remote one (docs/remote.md)."""
+    from support.site import profiles_cfg, slurm_profile
+
+    della = {"schema": "slurm", "host": "della.example.edu", "user": "alice",
+             "home_dir": "/home/alice/.blackfish", "cache_dir": "/scratch/gpfs/blackfish"}
+    (site.app_dir / "profiles.cfg").write_text(
+        profiles_cfg({"slurm": slurm_profile(site.home_dir, site.cache_dir, default="true"), "della": della})
+    )
+
+
+def test_a_remote_profiles_cluster_paths_do_not_break_the_profile_in_use(site, cli):
+    """The user's own [profiles.della] names the cluster's folders: not looked up on the laptop
+    while another profile is used, and taken as the cluster's when della is."""
+    _with_remote_profile(site)
+    site.write_settings(
+        '[profiles.della]\ntemplates_dir = "/home/alice/bfjobs-templates"\n'
+        'remote_python = "/home/alice/venv/bin/python"\n'
+        '[profiles.della.download-model]\ntemplates_dir = "/home/alice/model-templates"\n'
+    )
+    shown = cli("config", "show", "--profile", "slurm")
+    assert shown.exit_code == 0, shown.stderr
+    assert cli("render", "pull-image", "docker://alpine:3.20", "--profile", "slurm").exit_code == 0
+    assert kinds.load_settings("slurm", "pull-image").templates_dir is None
+    della = kinds.resolve_settings("della", "pull-image", remote=True)
+    assert str(della.settings.templates_dir) == "/home/alice/bfjobs-templates"
+    model = kinds.resolve_settings("della", "download-model", remote=True).settings
+    assert str(model.templates_dir) == "/home/alice/model-templates"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[profiles.della]\ntemplate_dir = "/x"\n', "unknown setting 'template_dir'; did you mean 'templates_dir'?"),
+        ('[profiles.della]\ntemplates_dir = "templates"\n', "templates_dir: must be an absolute path"),
+        ('[profiles.della]\nmem = "lots"\n', "not a Slurm memory size"),
+        ('[profiles.della.pull-images]\nmem = "1G"\n', "unknown kind 'pull-images'"),
+    ],
+)
+def test_a_typo_in_the_users_table_of_a_profile_not_in_use_is_still_an_error(site, table, message):
+    _with_remote_profile(site)
+    site.write_settings(table)
+    with pytest.raises(BadInput, match=re.escape(message)):
         kinds.load_settings("slurm", "pull-image")
 
 
