@@ -12,6 +12,7 @@ import pwd
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,70 @@ def test_unknown_partition_and_qos_fail_with_the_valid_ones(slurm_site):
     partition = next(i for i, line in enumerate(lines) if line.startswith("FAIL  partition"))
     assert "transfr not among the partitions here (" in lines[partition]
     assert "fix: set partition (bfjobs.toml or --partition) to one of them" in lines[partition + 1]
-    qos = next(line for line in lines if line.startswith("FAIL  qos"))
-    assert "fastlane not among the QOS in accounting (" in qos and "normal" in qos
+    qos = next(i for i, line in enumerate(lines) if line.startswith("FAIL  qos"))
+    assert "fastlane not among the QOS root's Slurm associations allow (bfjobs-small, normal)" in lines[qos]
+    assert "ask the site to add it to your association" in lines[qos + 1]
     hub_line = next(line for line in lines if line.startswith("WARN  hub"))
     assert "does not answer from here" in hub_line and "Connection refused" in hub_line
     assert proc.stderr.strip() == "bfjobs: error: 2 check(s) failed: partition, qos"
     assert len(lines) <= 24  # one screen
+
+
+@pytest.fixture
+def unassociated_qos() -> Iterator[str]:
+    """A QOS that exists in accounting but no association allows (removed after the test)."""
+    name = f"bfjobs-notmine-{os.getpid()}"
+    subprocess.run(["sacctmgr", "-i", "add", "qos", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["sacctmgr", "-i", "delete", "qos", name], capture_output=True)
+
+
+@pytest.mark.slurm
+def test_a_qos_that_exists_but_is_not_the_users_fails(slurm_site, unassociated_qos):
+    """sbatch refuses a QOS outside the user's associations ("Invalid qos specification") as it
+    refuses one that does not exist: doctor asks the associations, not the list of all QOS."""
+    site = slurm_site
+    listed = subprocess.run(["sacctmgr", "-n", "-P", "show", "qos", "format=name"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert unassociated_qos in listed  # it exists
+    hub = f"http://127.0.0.1:{closed_port()}"  # a warning only, at once
+    site.write_site_settings(f'[defaults]\nqos = "{unassociated_qos}"\nhf_endpoint = "{hub}"\n')
+    calls = site.root / "calls.log"
+    proc = site.bfjobs("doctor", "--json", PATH=_counting_path(site, calls))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    qos = checks(proc.stdout)["qos"]
+    assert qos["status"] == "fail"
+    allowed = "the QOS root's Slurm associations allow (bfjobs-small, normal)"
+    assert qos["detail"] == f"{unassociated_qos} not among {allowed}"
+    assert "ask the site to add it to your association" in qos["fix"]
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["sacctmgr"]  # asked once
+    submitted = site.bfjobs("submit", "pull-image", "docker://alpine:3.20")
+    assert submitted.returncode != 0 and "Invalid qos specification" in submitted.stderr, submitted.stderr
+
+
+def test_the_qos_allowed_are_read_from_every_association_of_the_user():
+    """One sacctmgr call for all the user's associations; one with no QOS listed allows normal."""
+    from blackfish_jobs.backends import slurmcli
+    from blackfish_jobs.backends.slurm import SlurmBackend
+
+    asked = []
+
+    def answer(text):
+        def runner(argv):
+            asked.append(argv)
+            return text
+        return runner
+
+    assert slurmcli.user_qos("alice", answer("xfer,normal\n\ndtn\n")) == ["dtn", "normal", "xfer"]
+    assert asked == [["sacctmgr", "-n", "-P", "show", "assoc", "where", "user=alice", "format=qos"]]
+    assert slurmcli.user_qos("alice", answer("\n")) == ["normal"]
+    assert slurmcli.user_qos("alice", answer("")) == []  # no association at all
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    [qos] = [c for c in SlurmBackend(answer("")).checks("p", {"qos": {"xfer"}}) if c.name == "qos"]
+    assert qos.status == "warn" and qos.detail == f"xfer: Slurm's accounting has no association for {user}"
+    assert f"add {user} to a Slurm account" in qos.fix
 
 
 def test_a_local_profile_skips_slurm_and_a_bad_profile_is_the_one_failure(local_site, cli, hub):

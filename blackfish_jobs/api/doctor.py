@@ -1,7 +1,9 @@
 """``bfjobs doctor``: can this user's profile run bfjobs jobs here? One check per line, each with its fix.
 
-Cheap on purpose (a login node): one ``sinfo`` and one ``sacctmgr`` call, a handful of ``stat``s,
-one HTTP request to the hub with a short timeout; nothing walks a cache.
+Cheap on purpose (a login node): one ``sinfo`` (the partitions this user may submit to) and one
+``sacctmgr`` call (the QOS this user's associations allow: one that exists but is not theirs is
+refused at submit too), a handful of ``stat``s, one HTTP request to the hub with a short timeout;
+nothing walks a cache.
 """
 
 from __future__ import annotations

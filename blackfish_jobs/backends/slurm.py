@@ -135,8 +135,9 @@ class SlurmBackend(Backend):
             )
 
     def checks(self, profile_name: str, wanted: dict[str, set[str]]) -> list[Check]:
-        """Slurm's commands on PATH; the settings' partitions (one ``sinfo``) and QOS (one
-        ``sacctmgr``) known to the cluster."""
+        """Slurm's commands on PATH; the settings' partitions among those this user may submit to
+        (one ``sinfo``) and QOS among those their associations allow (one ``sacctmgr``): each
+        asked once, and only when a setting names one."""
         from .. import constants
 
         needed = (*SLURM_CLIENTS, "squeue", "sacct", "scancel", "sinfo")
@@ -150,27 +151,33 @@ class SlurmBackend(Backend):
                 "its Slurm module), or choose a local profile",
             )
         ]
-        asks = (
-            ("partition", slurmcli.partitions, "partitions here", "set partition (bfjobs.toml or --partition)"),
-            ("qos", slurmcli.qos_names, "QOS in accounting", "set qos (bfjobs.toml or --qos)"),
-        )
-        for key, ask, what, fix in asks:
+        for key in ("partition", "qos"):
             values = sorted(wanted.get(key, ()))
             if not values:
                 found.append(Check(key, "ok", f"none set: Slurm's default {key} is used"))
-                continue
-            known = ask(self.run)
-            if known is None:
-                found.append(Check(key, "warn", f"{', '.join(values)}: Slurm could not list its {what}",
-                                   "check that the controller and accounting answer (sinfo, sacctmgr)"))
-                continue
-            unknown = [v for v in values if v not in known]
-            if unknown:
-                found.append(Check(key, "fail", f"{', '.join(unknown)} not among the {what} ({', '.join(known)})",
-                                   f"{fix} to one of them"))
+            elif key == "partition":
+                found.append(_listed(key, values, slurmcli.partitions(self.run), "partitions here",
+                                     "set partition (bfjobs.toml or --partition) to one of them"))
             else:
-                found.append(Check(key, "ok", f"{', '.join(values)} ({what}: {', '.join(known)})"))
+                found.append(self._qos_check(values))
         return found
+
+    def _qos_check(self, values: list[str]) -> Check:
+        """May this user submit with these QOS? Their associations say (one ``sacctmgr``): a QOS
+        that exists but is not theirs is refused at submit just as one that does not exist."""
+        import os
+        import pwd
+
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            return Check("qos", "warn", f"{', '.join(values)}: no user name for uid {os.geteuid()} to ask Slurm about")
+        allowed = slurmcli.user_qos(user, self.run)
+        if allowed == []:  # accounting answered: no association of this user's
+            return Check("qos", "warn", f"{', '.join(values)}: Slurm's accounting has no association for {user}",
+                         f"ask the site to add {user} to a Slurm account (sacctmgr add user)")
+        return _listed("qos", values, allowed, f"QOS {user}'s Slurm associations allow",
+                       "set qos (bfjobs.toml or --qos) to one of them, or ask the site to add it to your association")
 
     def submit(self, spec: JobSpec, job_folder: Path, script: str | None, task: Task) -> Submitted:
         from . import executors
@@ -439,3 +446,14 @@ def _vanished(row: JobRow, asked: _Asked, now: datetime) -> Observation:
             "(ended more than MinJobAge ago, or lost), and it wrote no result"
         )
     return Observation(UNKNOWN, row.node, one_line(reason), gone=True)
+
+
+def _listed(key: str, values: list[str], known: list[str] | None, what: str, fix: str) -> Check:
+    """doctor's check that each of ``values`` is among the ``known`` ones Slurm listed (None: it could not)."""
+    if known is None:
+        return Check(key, "warn", f"{', '.join(values)}: Slurm could not list the {what}",
+                     "check that the controller and accounting answer (sinfo, sacctmgr)")
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        return Check(key, "fail", f"{', '.join(unknown)} not among the {what} ({', '.join(known)})", fix)
+    return Check(key, "ok", f"{', '.join(values)} ({what}: {', '.join(known)})")

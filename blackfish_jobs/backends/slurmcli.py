@@ -87,6 +87,22 @@ def qos_names(runner: Runner = run) -> list[str] | None:
     return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
 
 
+def user_qos(user: str, runner: Runner = run) -> list[str] | None:
+    """The QOS ``user`` may submit with: those their associations allow, every one of them (one
+    ``sacctmgr`` call). An association with an empty QOS list allows Slurm's default, ``normal``.
+    ``[]``: accounting knows no association of theirs; None if sacctmgr cannot say."""
+    try:
+        out = runner(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=qos"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    allowed: set[str] = set()
+    for line in out.splitlines():  # one line per association: "normal,xfer", or "" for the default
+        allowed.update(name.strip() for name in line.split(",") if name.strip())
+        if not line.strip():
+            allowed.add("normal")
+    return sorted(allowed)
+
+
 def _stderr(exc: BaseException) -> str:
     if isinstance(exc, subprocess.CalledProcessError):
         return str(exc.stderr or exc.output or "")
