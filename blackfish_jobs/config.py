@@ -569,7 +569,7 @@ def _resolve(
                 now = f"{show(_shown(merged[key]))} ({sources[key]})" if key in merged else "unset"
                 raise ConfigError(
                     f"{label} {key}: the site fixes this setting ({site_path} [site] fixed), to {now}; "
-                    f"remove it from {'your settings' if label.startswith(str(user_path)) else 'the command'}"
+                    + _remedy(label)
                 )
             merged[key], sources[key] = value, label
     for key in _SETTING_KEYS - set(sources):
@@ -616,12 +616,27 @@ def check_layers(raw: Any) -> list[tuple[str, dict[str, Any]]]:
     for item in raw:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
             raise ConfigError("the settings sent: a layer is not [label, table]")
-        label = f"{show(item[0], 200)} (sent by the laptop)"
+        label = f"{show(item[0], 200)}{_SENT}"
         for key in item[1]:
             if key not in _SETTING_KEYS:
                 raise ConfigError(f"{label}: unknown setting {show(str(key))}")
         checked.append((label, {k: _check_setting(k, v, f"{label} {k}") for k, v in item[1].items()}))
     return checked
+
+
+#: How a layer the laptop sent is named on the cluster (:func:`check_layers`).
+_SENT = " (sent by the laptop)"
+
+
+def _remedy(label: str) -> str:
+    """How a user takes back a setting of a fixed key, by where it was set (``label``: a table of
+    their file, ``BFJOBS_TEMPLATES_DIR`` or a flag; any of them sent by the laptop)."""
+    where = label.removesuffix(_SENT).strip("'")
+    if where == "BFJOBS_TEMPLATES_DIR":
+        return "unset the environment variable BFJOBS_TEMPLATES_DIR"
+    if where.startswith("--"):
+        return "remove it from the command"
+    return "remove it from your settings"
 
 
 def _shown(value: Any) -> str:

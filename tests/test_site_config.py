@@ -166,15 +166,17 @@ def test_a_typo_in_the_users_table_of_a_profile_not_in_use_is_still_an_error(sit
 
 
 @pytest.mark.parametrize(
-    ("user_toml", "flags", "env", "named"),
+    ("user_toml", "flags", "env", "named", "remedy"),
     [
-        ('[defaults]\npartition = "cpu"\n', {}, {}, "bfjobs.toml [defaults] partition"),
-        ('[profiles.slurm.pull-image]\npartition = "cpu"\n', {}, {}, "[profiles.slurm.pull-image] partition"),
-        ("", {"partition": "cpu"}, {}, "--partition partition"),
-        ("", {}, {"BFJOBS_TEMPLATES_DIR": "TMP"}, "BFJOBS_TEMPLATES_DIR templates_dir"),
+        ('[defaults]\npartition = "cpu"\n', {}, {}, "bfjobs.toml [defaults] partition", "from your settings"),
+        ('[profiles.slurm.pull-image]\npartition = "cpu"\n', {}, {}, "[profiles.slurm.pull-image] partition",
+         "from your settings"),
+        ("", {"partition": "cpu"}, {}, "--partition partition", "remove it from the command"),
+        ("", {}, {"BFJOBS_TEMPLATES_DIR": "TMP"}, "BFJOBS_TEMPLATES_DIR templates_dir",
+         "unset the environment variable BFJOBS_TEMPLATES_DIR"),
     ],
 )
-def test_changing_a_fixed_key_is_one_line(admin_site, monkeypatch, tmp_path, user_toml, flags, env, named):
+def test_changing_a_fixed_key_is_one_line(admin_site, monkeypatch, tmp_path, user_toml, flags, env, named, remedy):
     admin_site.write_settings(user_toml)
     for key, value in env.items():
         monkeypatch.setenv(key, str(tmp_path) if value == "TMP" else value)
@@ -183,6 +185,24 @@ def test_changing_a_fixed_key_is_one_line(admin_site, monkeypatch, tmp_path, use
     message = str(info.value)
     assert named in message and "the site fixes this setting" in message and "\n" not in message
     assert f"{admin_site.site_settings_path} [site] fixed" in message
+    assert message.endswith(remedy)
+
+
+@pytest.mark.parametrize(
+    ("label", "remedy"),
+    [
+        ("BFJOBS_TEMPLATES_DIR", "unset the environment variable BFJOBS_TEMPLATES_DIR"),
+        ("--templates-dir", "remove it from the command"),
+        ("/home/alice/.blackfish/bfjobs.toml [defaults]", "remove it from your settings"),
+    ],
+)
+def test_a_fixed_key_sent_by_the_laptop_names_where_to_remove_it(admin_site, tmp_path, label, remedy):
+    """On the cluster, the layers a laptop sent: the same remedy as on the laptop itself."""
+    sent = config.check_layers([[label, {"templates_dir": str(tmp_path)}]])
+    with pytest.raises(ConfigError) as info:
+        kinds.resolve_settings("slurm", "pull-image", user_layers=sent)
+    assert "(sent by the laptop) templates_dir: the site fixes this setting" in str(info.value)
+    assert str(info.value).endswith(remedy)
 
 
 def test_repeating_a_fixed_value_is_not_a_change(admin_site):
