@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.site import profiles_cfg, slurm_profile
-from support.unprivileged import as_nobody
+from support.site import local_profile, profiles_cfg, slurm_profile
+from support.unprivileged import as_nobody, nobody_site
 
 
 def checks(stdout: str) -> dict[str, dict]:
@@ -190,3 +190,92 @@ def test_as_a_researcher_home_must_be_writable_and_the_shared_cache_reads_as_rea
     assert found["cache_dir"]["status"] == "ok" and "read-only for you" in found["cache_dir"]["detail"]
     assert found["cache modes"]["status"] == "warn" and str(cache / "models") in found["cache modes"]["detail"]
     assert found["interpreter"]["status"] == "ok", found["interpreter"]  # the world-readable copy nobody runs
+
+
+# ------------------------------------------------------------------ each failure, with its fix
+
+SETTINGS = '[defaults]\npartition = "transfer"\nqos = "dtn"\nhf_endpoint = "http://127.0.0.1:{port}"\n'
+
+
+def test_slurm_commands_missing_from_path_fail_with_the_fix(site, cli, no_slurm_path, monkeypatch):
+    site.write_profiles()  # slurm (default, this machine) and laptop
+    site.write_settings(SETTINGS.format(port=closed_port()))
+    monkeypatch.setenv("PATH", no_slurm_path)
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    found = checks(result.stdout)
+    commands = found["slurm commands"]
+    assert commands["status"] == "fail"
+    assert commands["detail"] == "sbatch, srun, squeue, sacct, scancel, sinfo not on PATH"
+    assert "run bfjobs on a login node of the cluster (or load its Slurm module)" in commands["fix"]
+    assert found["partition"]["status"] == "warn" and found["qos"]["status"] == "warn"  # nothing to ask
+    assert "slurm commands" in result.stderr and "partition" not in result.stderr  # warnings do not fail
+
+
+def test_sinfo_and_sacctmgr_that_cannot_list_are_warnings_naming_them(site, cli, no_slurm_path, monkeypatch):
+    """The commands are there but the controller and accounting do not answer."""
+    site.write_profiles()
+    site.write_settings(SETTINGS.format(port=closed_port()))
+    down = site.root / "slurm-down"
+    down.mkdir()
+    for name in ("sbatch", "srun", "squeue", "sacct", "scancel", "sinfo", "sacctmgr"):
+        (down / name).write_text(f"#!/bin/sh\necho '{name}: error: Unable to contact slurm controller' >&2\nexit 1\n")
+        (down / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{down}{os.pathsep}{no_slurm_path}")
+    result = cli("doctor", "--json")
+    assert result.exit_code == 0, result.stdout  # warnings only
+    found = checks(result.stdout)
+    assert found["slurm commands"]["status"] == "ok"
+    assert found["partition"] == {
+        "name": "partition", "status": "warn", "detail": "transfer: Slurm could not list the partitions here",
+        "fix": "check that the controller and accounting answer (sinfo, sacctmgr)",
+    }
+    assert found["qos"]["status"] == "warn" and found["qos"]["detail"].startswith("dtn: Slurm could not list the QOS")
+    assert "sacctmgr" in found["qos"]["fix"]
+
+
+def test_a_shared_group_that_does_not_exist_fails_with_the_fix(local_site, cli):
+    group = "bfjobs-nosuchgroup"
+    local_site.write_settings(f'[defaults]\nshared_group = "{group}"\nhf_endpoint = "http://127.0.0.1:{closed_port()}"\n')
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    found = checks(result.stdout)[f"shared_group {group}"]
+    assert found["status"] == "fail" and found["detail"] == f"no group '{group}' on this machine"
+    assert found["fix"] == "fix shared_group in the site file or bfjobs.toml (getent group lists the groups)"
+    assert result.stderr.strip() == f"bfjobs: error: 1 check(s) failed: shared_group {group}"
+
+
+def test_as_a_researcher_an_unreadable_cache_fails_and_a_private_install_warns_until_fixed(nobody_env):
+    """As ``nobody``: a cache_dir only root can read fails; an install only nobody can read (its
+    package folder nobody's, 700) works for nobody but not for the site's other users: a warning.
+    The fixes doctor gives (chmod -R a+rX) turn both to ok."""
+    root = nobody_env
+    app, home, cache = nobody_site(root)
+    cache.mkdir(mode=0o700)  # root's, readable by root alone
+    (app / "profiles.cfg").write_text(profiles_cfg({"mine": local_profile(home, cache)}))
+    (app / "bfjobs.toml").write_text(f'[defaults]\nhf_endpoint = "http://127.0.0.1:{closed_port()}"\n')
+    package = root / "lib" / "blackfish_jobs"
+    subprocess.run(["chown", "-R", "nobody", str(package)], check=True)
+    package.chmod(0o700)
+    try:
+        proc = as_nobody(root, app, "doctor", "--json")
+        assert proc.returncode == 1 and proc.stdout, proc.stdout + proc.stderr
+        found = checks(proc.stdout)
+        assert found["cache_dir"] == {
+            "name": "cache_dir", "status": "fail", "detail": f"{cache}: not readable by you",
+            "fix": "ask its admins to make it readable (chmod -R a+rX), or fix the profile's cache_dir",
+        }
+        interpreter = found["interpreter"]
+        assert interpreter["status"] == "warn"
+        assert interpreter["detail"] == f"/usr/bin/python3.11 runs the jobs; not readable by every user: {package}"
+        assert "a site install must be readable by all" in interpreter["fix"]
+
+        subprocess.run(["chmod", "-R", "a+rX", str(cache), str(package)], check=True)  # the fixes
+        proc = as_nobody(root, app, "doctor", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        found = checks(proc.stdout)
+        assert found["cache_dir"]["status"] == "ok" and "read-only for you" in found["cache_dir"]["detail"]
+        assert found["interpreter"]["status"] == "ok", found["interpreter"]
+    finally:  # the copy stays usable by the module's other tests
+        subprocess.run(["chown", "-R", "root", str(package)], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(package)], check=True)

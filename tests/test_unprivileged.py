@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from support.site import json_job, profiles_cfg, slurm_profile, wait_for
-from support.unprivileged import as_nobody
+from support.unprivileged import as_nobody, nobody_site
 
 pytestmark = pytest.mark.slurm
 
@@ -26,12 +24,7 @@ pytestmark = pytest.mark.slurm
 def test_nobody_refused_on_shared_cache_and_pulls_to_home(nobody_env):
     root = nobody_env
     nobody = pwd.getpwnam("nobody")
-    site = Path(tempfile.mkdtemp(prefix="site-", dir=root))
-    site.chmod(0o755)
-    app, home, cache = site / "app", site / "home", site / "cache"
-    for d in (app, home):
-        d.mkdir()
-        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    app, home, cache = nobody_site(root)
     (cache / "images").mkdir(parents=True)
     subprocess.run(["chmod", "-R", "755", str(cache)], check=True)  # root's shared cache: read-only for users
     (app / "profiles.cfg").write_text(profiles_cfg({"cluster": slurm_profile(home, cache, user="nobody")}))

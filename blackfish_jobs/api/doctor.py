@@ -134,7 +134,7 @@ def _caches(profile: Profile) -> list[Check]:
                 f"{cache}: read-only for you (shared artefacts are the admins'; yours go to home_dir)",
             )
         )
-    closed = [p for p in (cache, cache / "images", cache / "models") if p.is_dir() and not _world_readable(p)]
+    closed = [p for p in (cache, cache / "images", cache / "models") if _is_dir(p) and not _world_readable(p)]
     if closed:
         found.append(
             Check(
@@ -182,6 +182,14 @@ def _group(profile: Profile, group: str) -> Check:
             f"as their owner: chgrp {group} DIR && chmod g+rwxs DIR for each (docs/install.md, step 5)",
         )
     return Check(name, "ok", f"you are a member; {cache} is the group's (setgid, group-writable)")
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that is False where a folder above cannot be searched (Python 3.11's raises)."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _world_readable(path: Path) -> bool:

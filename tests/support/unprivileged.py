@@ -5,6 +5,7 @@ cannot read it (``/root/.pyenv``)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,19 @@ def copy_bfjobs_for_nobody() -> Path:
     shutil.copytree(STUB_BIN, root / "bin")
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     return root
+
+
+def nobody_site(root: Path) -> tuple[Path, Path, Path]:
+    """A fresh site folder under ``root`` (readable by all): ``app`` and ``home`` made and
+    ``nobody``'s, and the path of ``cache``, not made (each test gives it its owner and modes)."""
+    nobody = pwd.getpwnam("nobody")
+    site = Path(tempfile.mkdtemp(prefix="site-", dir=root))
+    site.chmod(0o755)
+    app, home, cache = site / "app", site / "home", site / "cache"
+    for folder in (app, home):
+        folder.mkdir()
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    return app, home, cache
 
 
 def as_nobody(root: Path, app: Path, *args: str) -> subprocess.CompletedProcess[str]:
