@@ -1,4 +1,5 @@
-"""Group mode on the real cluster: two admins keep one shared cache, a researcher reads it.
+"""Group mode on the real cluster: two admins keep one shared cache, a researcher reads it; the
+list and status tables of their real jobs.
 
 The users are real local users with Slurm associations (``scripts/test-site.sh``): ``bfadmin1``
 and ``bfadmin2`` in group ``bfcache``, ``bfresearcher`` outside it. The site file sets
@@ -132,3 +133,51 @@ def test_an_admin_outside_the_group_is_told_before_submitting(cluster):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert f"shared_group '{GROUP}': you are not a member" in refused.stderr
     assert not (cluster.root / outsider / "home" / "jobs").exists()
+
+
+def _table(stdout: str) -> dict[str, dict[str, str]]:
+    """A list/status table's rows by job id, each cell cut at its header's column."""
+    header, *lines = stdout.splitlines()
+    names = ["ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "PROFILE", "WHERE", "REVISION", "TARGET", "REASON"]
+    starts = [header.index(name) for name in names]
+    assert starts == sorted(starts), header
+    rows = {}
+    for line in lines:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows[cells[0]] = dict(zip(names, cells, strict=True))
+    return rows
+
+
+def test_the_tables_of_real_jobs_show_profile_where_and_revision(cluster):
+    """A researcher's model download (home) and an admin's image pull (shared), real Slurm jobs of
+    each user: their own list and status tables say whose profile, which cache and which commit."""
+    admin = ADMINS[0]
+    submitted = {}
+    for user, args in ((RESEARCHER, ("download-model", DEMO_REPO_ID)), (admin, ("pull-image", IMAGE))):
+        proc = cluster.bfjobs(user, "submit", *args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        submitted[user] = json_job(proc.stdout)["id"]  # both jobs run at once
+    done = {}
+    for user, job_id in submitted.items():
+        proc = cluster.bfjobs(user, "wait", job_id, "--json", "--timeout", "120")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        done[user] = json_job(proc.stdout)
+    model, image = done[RESEARCHER], done[admin]
+    commit = model["result"]["commit"]
+    assert len(commit) == 40 and model["where"] == "home" and image["where"] == "shared"
+    expected = {
+        RESEARCHER: {"KIND": "download-model", "PROFILE": "cluster", "WHERE": "home", "REVISION": commit[:12],
+                     "TARGET": model["target"]},
+        admin: {"KIND": "pull-image", "PROFILE": "cluster", "WHERE": "shared", "REVISION": "-",
+                "TARGET": str(cluster.cache / "images" / "alpine_3.20.sif")},
+    }
+    for user, job in done.items():
+        for command in (("list",), ("status", job["id"])):
+            proc = cluster.bfjobs(user, *command)
+            assert proc.returncode == 0, proc.stderr
+            rows = _table(proc.stdout)
+            assert list(rows) == [job["id"]], (command, proc.stdout)  # each user's own jobs only
+            row = rows[job["id"]]
+            assert {key: row[key] for key in expected[user]} == expected[user], (command, proc.stdout)
+            assert row["STATE"] == "COMPLETED" and row["SLURM ID"] == job["slurm_job_id"]
+    assert model["target"].startswith(str(cluster.root / RESEARCHER / "home" / "models"))
