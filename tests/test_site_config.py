@@ -4,11 +4,15 @@ keys an admin fixes, and ``bfjobs config show`` saying where each setting came f
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support.site import skip_or_fail
 
-from blackfish_jobs import config, kinds
+from blackfish_jobs import config, constants, kinds
 from blackfish_jobs.errors import BadInput, ConfigError
 
 SITE = """
@@ -284,3 +288,43 @@ def test_config_show_of_an_unknown_profile_is_one_line(admin_site, cli):
         f"bfjobs: error: profile 'slurn' not found in {admin_site.app_dir / 'profiles.cfg'} "
         "(profiles: slurm, laptop); did you mean 'slurm'?"
     )
+
+
+@pytest.fixture
+def etc_site_file(site, monkeypatch) -> Iterator[Path]:
+    """The real default path, /etc/bfjobs/bfjobs.toml, with no BFJOBS_SITE_CONFIG: a file already
+    there is kept aside and put back after, as is the folder's absence."""
+    if os.geteuid() != 0:
+        skip_or_fail("writing /etc/bfjobs/bfjobs.toml needs root")
+    path = constants.SITE_CONFIG
+    assert str(path) == "/etc/bfjobs/bfjobs.toml"
+    monkeypatch.delenv("BFJOBS_SITE_CONFIG")
+    made_folder = not path.parent.exists()
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    backup = path.with_name(f".{path.name}.bfjobs-test-{os.getpid()}")
+    if path.exists():
+        os.replace(path, backup)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        if backup.exists():
+            os.replace(backup, path)
+        if made_folder:
+            path.parent.rmdir()
+
+
+def test_the_site_file_at_its_default_path_is_read_and_named(etc_site_file, site):
+    site.write_profiles()
+    absent = site.bfjobs("config", "show", check=True).stdout.splitlines()
+    assert absent[1] == "site file: /etc/bfjobs/bfjobs.toml (absent)"  # no file there: no site settings
+    etc_site_file.write_text('[site]\nfixed = ["max_workers"]\n\n[defaults]\nmax_workers = 7\n')
+    etc_site_file.chmod(0o644)
+    lines = site.bfjobs("config", "show", check=True).stdout.splitlines()
+    assert lines[1] == "site file: /etc/bfjobs/bfjobs.toml"
+    assert "fixed by the site: max_workers" in lines
+    row = next(line for line in lines if line.split()[:1] == ["max_workers"])
+    assert row.split(None, 2)[1:] == ["7", "/etc/bfjobs/bfjobs.toml [defaults] (fixed)"]
+    data = json.loads(site.bfjobs("config", "show", "--json", check=True).stdout)
+    assert data["site_file"] == {"path": "/etc/bfjobs/bfjobs.toml", "exists": True}
+    assert data["kinds"]["download-model"]["max_workers"] == {"value": 7, "from": "/etc/bfjobs/bfjobs.toml [defaults]"}
