@@ -95,7 +95,7 @@ def _options(tokens: Sequence[str], valued: Sequence[str], flags: Sequence[str])
 class _Live(NamedTuple):
     """What ``status`` will ask about, read from the store before the CLI loads."""
 
-    slurm_ids: list[str | None]
+    slurm_ids: list[str]
     oldest: datetime | None
     remote_profiles: list[str]
 
@@ -151,7 +151,7 @@ def _prestart_sacct(live: _Live | None) -> Prestarted | None:
     from .backends import slurmcmd
 
     try:
-        argvs = slurmcmd.sacct_argvs([sid or "" for sid in live.slurm_ids], slurmcmd.sacct_since([live.oldest]))
+        argvs = slurmcmd.sacct_argvs(live.slurm_ids, slurmcmd.sacct_since([live.oldest]))
         return slurmcmd.prestart(argvs[0]) if argvs else None  # the first call; the backend makes any others
     except Exception:  # only a head start: the CLI meets the same problem and reports it
         return None

@@ -196,14 +196,27 @@ def test_every_query_answers_what_the_rows_say(tmp_path):
     assert db.resolve("77_10") == by_id[f"{10:012x}"]  # an array element's id ("_" is no LIKE wildcard)
     assert db.safe_url() == url
     assert db.live_native_ids("slurm") == (
-        [r.native_id for r in live if r.backend == "slurm"],
+        [r.native_id for r in live if r.backend == "slurm" and r.native_id],
         min(r.submitted_at for r in live if r.backend == "slurm"))
     assert db.live_native_ids("slurm", "della")[0] == [
-        r.native_id for r in live if r.backend == "slurm" and r.profile == "della"]
+        r.native_id for r in live if r.backend == "slurm" and r.profile == "della" and r.native_id]
     with pytest.raises(BadInput, match="ambiguous"):
         db.resolve("00000000000")
     with pytest.raises(BadInput, match="no bfjobs job"):
         db.resolve("fff")
+
+
+def test_live_native_ids_skip_unknown_ids_but_not_their_submit_time(tmp_path):
+    """A live job whose id is not known yet (a remote submission's placeholder: NULL) names no
+    id in sacct's list, yet its submit time still bounds ``-S``: the survey computes the same."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    rows = [_job(i, backend="slurm", state="PENDING") for i in range(1, 4)]
+    rows[0].native_id = None  # the oldest
+    rows[1].native_id = ""
+    dbmod.Database(url).insert_many(rows)
+    db = dbmod.Database(url)
+    assert db.live_native_ids("slurm") == ([rows[2].native_id], rows[0].submitted_at)
+    assert db.live_native_ids("local") == ([], None)
 
 
 def test_many_ids_are_read_in_chunks(tmp_path):
@@ -274,11 +287,13 @@ def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     db = dbmod.Database(f"sqlite:///{tmp_path / 'app.sqlite'}")
     conn = db.conn
     live = jobsmod.UNFINISHED
-    slurm_ids = f"SELECT native_id, submitted_at FROM {JOBS_TABLE} WHERE {live} AND backend = ?"
+    slurm_ids = f"SELECT group_concat(native_id, ','), min(submitted_at) FROM {JOBS_TABLE} WHERE {live} AND backend = ?"
+    newest = f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at DESC, id"
     for sql, params in [
         (slurm_ids, ("slurm",)),
         (slurm_ids + " AND profile = ?", ("slurm", "della")),
         (f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at", ()),
+        (newest, ()),
     ]:
         plan = " ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "USING" in plan and "INDEX ix_bfjobs_jobs_unfinished" in plan, plan
@@ -287,8 +302,9 @@ def test_status_reads_of_unfinished_jobs_use_the_partial_index(tmp_path):
     conn.set_trace_callback(statements.append)
     db.live_native_ids("slurm", "della")
     db.unfinished()
+    db.unfinished(newest_first=True)
     assert statements == [slurm_ids.replace("?", "'slurm'") + " AND profile = 'della'",
-                          f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at"]
+                          f"{jobsmod.SELECT} WHERE {jobsmod.UNFINISHED} ORDER BY submitted_at", newest]
 
 
 def test_store_connection_has_blackfish_pragmas(tmp_path):
