@@ -77,14 +77,21 @@ def refresh_report(
     found = survey([r for r in rows if r.state not in FINISHED], backends, verify=verify, reasons=reasons)
     now = utcnow()
     changes: list[tuple[JobRow, dict[str, Any]]] = []
+    observed = found.observed
     for row in rows:
-        obs = found.observed.get(row.id)
+        obs = observed.get(row.id)
         if obs is None or not obs.known:
             continue
         node = obs.node or row.node
-        result = obs.result if obs.result is not None else row.result
         learnt = obs.native_id is not None and row.native_id is None  # never replaces a confirmed id
-        if (obs.state, node, obs.reason, result) == (row.state, row.node, row.reason, row.result) and not learnt:
+        # (a row's result is decoded only if the observation brings one: most rows are unchanged)
+        if (
+            obs.state == row.state
+            and node == row.node
+            and obs.reason == row.reason
+            and (obs.result is None or obs.result == row.result)
+            and not learnt
+        ):
             if obs.touch:
                 changes.append((row, {"updated_at": now}))
             continue

@@ -78,15 +78,6 @@ def partitions(runner: Runner = run) -> list[str] | None:
     return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
 
 
-def qos_names(runner: Runner = run) -> list[str] | None:
-    """The QOS names Slurm's accounting knows (one ``sacctmgr`` call); None if it cannot say."""
-    try:
-        out = runner(["sacctmgr", "-n", "-P", "show", "qos", "format=name"])
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip())) or None
-
-
 def user_qos(user: str, runner: Runner = run) -> list[str] | None:
     """The QOS ``user`` may submit with: those their associations allow, every one of them (one
     ``sacctmgr`` call). An association with an empty QOS list allows Slurm's default, ``normal``.
@@ -166,24 +157,38 @@ def sacct(ids: Iterable[str], since: datetime, runner: Runner = run) -> dict[str
             raise AccountingUnavailable(describe_failure(argv, exc), disabled) from None
     out = "\n".join(outs)
     found: dict[str, list[Record]] = {}
-    # A refresh of 1,000 jobs parses 1,000 lines: converted times are shared (jobs submitted in
+    # A refresh of 10,000 jobs parses 10,000 lines: converted times are shared (jobs submitted in
     # the same second, every "Unknown" end), and -P output has no padding to strip per field.
     times: dict[str, datetime | None] = {}
-    make = Record._make
+
+    def converted(text: str) -> datetime | None:
+        value = times[text] = _epoch(text)
+        return value
+
+    new = tuple.__new__
     for line in out.splitlines():
         parts = line.strip().split("|", 7)
         if len(parts) < 8 or not parts[0]:
             continue
         shown, raw, state, node, submit, end, exit_code, reason = parts
-        if submit not in times:
-            times[submit] = _epoch(submit)
-        if end not in times:
-            times[end] = _epoch(end)
-        node_or_none = None if node in _NO_NODE else node
-        reason_or_none = None if reason in _NO_REASON else reason
-        record = make((raw, state, node_or_none, times[submit], times[end], reason_or_none, exit_code or None, "sacct"))
+        record = new(
+            Record,
+            (
+                raw,
+                state,
+                None if node in _NO_NODE else node,
+                times[submit] if submit in times else converted(submit),
+                times[end] if end in times else converted(end),
+                None if reason in _NO_REASON else reason,
+                exit_code or None,
+                "sacct",
+            ),
+        )
         if "_" not in shown:
-            found.setdefault(raw, []).append(record)
+            if raw in found:
+                found[raw].append(record)
+            else:
+                found[raw] = [record]
             continue
         # array elements are known by "<array id>_<index>" (their raw ids are unrelated numbers)
         for job_id in expand_job_id(shown):
