@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -28,6 +30,9 @@ COLUMNS = ("ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "PROFILE", "W
 _COLOUR = {"PENDING": "34", "RUNNING": "36", "COMPLETED": "32", "CANCELLED": "33", "UNKNOWN": "35"}
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
+_ID, _KIND, _STATE, _NODE, _SUBMITTED, _PROFILE, _WHERE, _TARGET, _REASON = map(
+    attrgetter, ("id", "kind", "state", "node", "submitted_at", "profile", "location", "target", "reason")
+)
 
 
 def native(row: JobRow) -> str:
@@ -35,7 +40,6 @@ def native(row: JobRow) -> str:
     return native_column(row)
 
 
-@functools.lru_cache(maxsize=4096)  # the 1,000 rows of a status share a few submit times (arrays, --from-file)
 def local_time(moment: datetime | None) -> str:
     """A naive-UTC DB timestamp in the viewer's local time, to the second."""
     if moment is None:
@@ -50,24 +54,6 @@ def _local_second(epoch: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def cells(row: JobRow, *, short_target: bool = False, record: dict[str, Any] | None = None) -> tuple[str, ...]:
-    """One job's cells; a RUNNING job with a progress ``record`` shows it in the STATE cell.
-
-    ``short_target`` (a terminal) shows the target's last component only where the WHERE cell
-    says which cache it is in; a row that does not know (an image pull recorded before bfjobs kept
-    it) keeps its whole path, so a shared copy is never mistaken for a home one."""
-    target = row.target.rsplit("/", 1)[-1] if short_target and row.location else row.target
-    reason = " ".join(row.reason.split()) if row.reason else ""
-    scheduler_id = native_column(row)
-    state = row.state
-    if record is not None and state == "RUNNING":
-        state = f"{state} ({describe_progress(record)})"
-    return (
-        row.id, row.kind, state, scheduler_id, row.node or "-", local_time(row.submitted_at), row.profile,
-        row.location or "-", revision_column(row), target, reason,
-    )
-
-
 def plain_lines(
     rows: Sequence[JobRow],
     *,
@@ -78,13 +64,54 @@ def plain_lines(
     """A header and one aligned line per job; the reason (free text) comes last, unpadded.
 
     ``colour``: the header bold and each state in its ANSI colour (widths are those of the text).
-    ``progress``: records by job id (see :meth:`blackfish_jobs.api.Client.progress`), shown for RUNNING jobs.
+    ``progress``: records by job id (see :meth:`blackfish_jobs.api.Client.progress`), shown in
+    the STATE cell of RUNNING jobs. ``short_target`` (a terminal) shows the target's last component
+    only where the WHERE cell says which cache it is in; a row that does not know (an image pull
+    recorded before bfjobs kept it) keeps its whole path, so a shared copy is never mistaken for a
+    home one.
+
+    Built a column at a time, each padded with ``str.ljust`` over the whole column (not at all
+    when every cell already has the column's width): ``status`` prints every live job, 10,000 at
+    scale, and a call per cell was most of its time after ``sacct`` had answered
+    (benchmarks/README.md).
     """
     records = progress or {}
-    table = [COLUMNS, *(cells(r, short_target=short_target, record=records.get(r.id)) for r in rows)]
-    widths = [max(map(len, column)) for column in list(zip(*table, strict=True))[:-1]]
+    states = list(map(_STATE, rows))
+    if records:
+        for i, row in enumerate(rows):
+            record = records.get(row.id)
+            if record is not None and row.state == "RUNNING":
+                states[i] = f"RUNNING ({describe_progress(record)})"
+    targets = list(map(_TARGET, rows))
+    if short_target:
+        targets = [t.rsplit("/", 1)[-1] if r.location else t for t, r in zip(targets, rows, strict=True)]
+    reasons: dict[str | None, str] = {None: ""}
+    for reason in set(map(_REASON, rows)):
+        if reason is not None:
+            reasons[reason] = " ".join(reason.split())
+    local_times = {moment: local_time(moment) for moment in set(map(_SUBMITTED, rows))}  # each time once
+    columns = [
+        list(map(_ID, rows)),
+        list(map(_KIND, rows)),
+        states,
+        list(map(native_column, rows)),
+        [node or "-" for node in map(_NODE, rows)],
+        list(map(local_times.__getitem__, map(_SUBMITTED, rows))),
+        list(map(_PROFILE, rows)),
+        [where or "-" for where in map(_WHERE, rows)],
+        list(map(revision_column, rows)),
+        targets,
+    ]
+    widths: list[int] = []
+    padded: list[list[str]] = []
+    for head, column in zip(COLUMNS[:-1], columns, strict=True):  # the reason (last) is not padded
+        lengths = set(map(len, column))
+        width = max(len(head), *lengths) if lengths else len(head)
+        widths.append(width)
+        padded.append(column if lengths == {width} else list(map(str.ljust, column, repeat(width))))
     layout = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
-    lines = [layout.format(*line).rstrip() for line in table]
+    lines = [layout.format(*COLUMNS).rstrip()]
+    lines += map(str.rstrip, map("  ".join, zip(*padded, map(reasons.__getitem__, map(_REASON, rows)), strict=True)))
     if not colour:
         return lines
     at = widths[0] + widths[1] + 4  # where the STATE column starts
