@@ -413,6 +413,10 @@ def bench_status(ctx: Context) -> list[Row]:
         "sacct_argv": [a if len(a) < 80 else a[:60] + f"...({len(a)} chars)" for a in sacct_argv],
         "accounting_lag_s": round(lag, 2),
         "python_overhead_s": row.candidate.median - row.baseline.median,  # type: ignore[union-attr]
+        # bfjobs' own share: beyond the interpreter's start and sacct, paired round by round
+        "own_share_s": statistics.median(
+            s - r - f for s, r, f in zip(times["status"], times["raw"], times["floor"], strict=True)
+        ),
         # the best any Python CLI could do here: interpreter start-up plus the same sacct call
         "floor_plus_sacct_ratio": paired_ratio([f + r for f, r in zip(times["floor"], times["raw"], strict=True)],
                                                times["raw"]),
@@ -928,6 +932,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure bfjobs without bytecode (removes blackfish_jobs/__pycache__ first)")
     parser.add_argument("--no-cluster-start", action="store_true",
                         help="do not run scripts/slurm-up.sh when sinfo fails (Slurm rows are then skipped)")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help="rounds of the start-up, list and status comparisons (default 9; more for a share "
+                             "of a few ms against a call whose own time varies by tens)")
     parser.add_argument("--live-jobs", type=int, metavar="N",
                         help="live Slurm jobs of the status group (default 1,000; 10,000 for the scale row: "
                              "the cluster's MaxJobCount must allow them, see scripts/slurm-up.sh)")
@@ -944,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.live_jobs < 1:
             parser.error("--live-jobs: at least 1")
         sizes = replace(sizes, live_jobs=args.live_jobs)
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds: at least 1")
+        sizes = replace(sizes, rounds=args.rounds)
     groups = {"startup" if g == "help" else g for g in args.only or ()} or {
         "startup", "list", "status", "lookup", "cache-ls", "download", "from-file"}
     started = time.monotonic()
