@@ -274,16 +274,28 @@ class Client:
             found.update(self.backends.named(name).read_progress(group))
         return found
 
-    def status(self, job_ids: Sequence[str] = (), *, profile: str | None = None) -> JobsResult:
+    def status(
+        self,
+        job_ids: Sequence[str] = (),
+        *,
+        profile: str | None = None,
+        on_stored: Callable[[Sequence[JobRow]], object] | None = None,
+    ) -> JobsResult:
         """Refresh and report jobs with one Slurm query: the given ones in the order given (an array's
         elements by index), or every unfinished one newest first, as ``list`` orders them; fails
-        (ClusterError) if Slurm could not be asked about some job."""
+        (ClusterError) if Slurm could not be asked about some job.
+
+        ``on_stored`` is called with the rows as stored, in that order, before Slurm's answer is
+        awaited: the command's early ``sacct`` is usually still running then, so work done there
+        (the CLI lays out its table) costs no time. The rows it gets are those refreshed after."""
         from .. import tracking
 
         self.check_profile(profile)
         rows = self.resolve(job_ids) if job_ids else self.db.unfinished(newest_first=True)
         if profile:
             rows = [r for r in rows if r.profile == profile]
+        if on_stored is not None:
+            on_stored(rows)
         report = tracking.refresh_report(self.db, rows, self.backends)  # keeps the rows' order
         shown = report.rows
         return JobsResult(shown, progress=self.progress(shown), problems=report.problems)

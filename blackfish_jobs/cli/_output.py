@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, is_, ne
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -30,8 +30,8 @@ COLUMNS = ("ID", "KIND", "STATE", "SLURM ID", "NODE", "SUBMITTED", "PROFILE", "W
 _COLOUR = {"PENDING": "34", "RUNNING": "36", "COMPLETED": "32", "CANCELLED": "33", "UNKNOWN": "35"}
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
-_ID, _KIND, _STATE, _NODE, _SUBMITTED, _PROFILE, _WHERE, _TARGET, _REASON = map(
-    attrgetter, ("id", "kind", "state", "node", "submitted_at", "profile", "location", "target", "reason")
+_ID, _KIND, _STATE, _NODE, _SUBMITTED, _PROFILE, _WHERE, _TARGET, _REASON, _UPDATED = map(
+    attrgetter, ("id", "kind", "state", "node", "submitted_at", "profile", "location", "target", "reason", "updated_at")
 )
 
 
@@ -69,66 +69,161 @@ def plain_lines(
     only where the WHERE cell says which cache it is in; a row that does not know (an image pull
     recorded before bfjobs kept it) keeps its whole path, so a shared copy is never mistaken for a
     home one.
+    """
+    return JobTable(short_target=short_target, colour=colour).lines(rows, progress)
 
-    Built a column at a time, each padded with ``str.ljust`` over the whole column (not at all
+
+class JobTable:
+    """:func:`plain_lines` in two steps, so that most of the work can be done while ``status``
+    waits for Slurm: :meth:`prepare` lays out the rows as stored (``Client.status`` calls it
+    before the answer is awaited), :meth:`lines` lays out again only the rows the refresh changed.
+
+    A row counts as unchanged when it is the same object with the same ``updated_at`` object:
+    a refresh stamps ``updated_at`` on every row it changes and replaces a row another process
+    changed (see :func:`blackfish_jobs.tracking.refresh_report`). A RUNNING row with a progress
+    record is always laid out again (its progress is read after the refresh).
+
+    Cells are built a column at a time and padded with ``str.ljust`` over a column (not at all
     when every cell already has the column's width): ``status`` prints every live job, 10,000 at
     scale, and a call per cell was most of its time after ``sacct`` had answered
     (benchmarks/README.md).
     """
-    records = progress or {}
-    states = list(map(_STATE, rows))
-    if records:
-        for i, row in enumerate(rows):
-            record = records.get(row.id)
-            if record is not None and row.state == "RUNNING":
-                states[i] = f"RUNNING ({describe_progress(record)})"
-    targets = list(map(_TARGET, rows))
-    if short_target:
-        targets = [t.rsplit("/", 1)[-1] if r.location else t for t, r in zip(targets, rows, strict=True)]
-    reasons: dict[str | None, str] = {None: ""}
-    for reason in set(map(_REASON, rows)):
-        if reason is not None:
-            reasons[reason] = " ".join(reason.split())
-    local_times = {moment: local_time(moment) for moment in set(map(_SUBMITTED, rows))}  # each time once
-    columns = [
-        list(map(_ID, rows)),
-        list(map(_KIND, rows)),
-        states,
-        list(map(native_column, rows)),
-        [node or "-" for node in map(_NODE, rows)],
-        list(map(local_times.__getitem__, map(_SUBMITTED, rows))),
-        list(map(_PROFILE, rows)),
-        [where or "-" for where in map(_WHERE, rows)],
-        list(map(revision_column, rows)),
-        targets,
-    ]
+
+    def __init__(self, *, short_target: bool = False, colour: bool = False) -> None:
+        self.short_target = short_target
+        self.colour = colour
+        self._prepared = False
+        self._rows: list[JobRow] = []
+        self._stamps: list[datetime] = []
+        self._columns: list[list[str]] = []
+        self._widths: list[int] = []
+        self._lines: list[str] = []
+
+    def prepare(self, rows: Sequence[JobRow]) -> None:
+        """Lay out ``rows`` as they are now (their progress unknown yet)."""
+        self._rows = list(rows)
+        self._stamps = list(map(_UPDATED, self._rows))
+        self._columns = self._cells(self._rows, {})
+        self._widths, self._lines = _layout(self._columns)
+        self._prepared = True
+
+    def lines(self, rows: Sequence[JobRow], progress: Mapping[str, dict[str, Any]] | None = None) -> list[str]:
+        """The header and a line per row of ``rows``, reusing the prepared lines of unchanged rows
+        (the prepared layout is left as it is: each call compares with it)."""
+        records = progress or {}
+        if (
+            self._prepared
+            and all(map(is_, rows, self._rows))  # the usual case at scale: no row changed (nor its length)
+            and len(rows) == len(self._rows)
+            and all(map(is_, map(_UPDATED, rows), self._stamps))
+            and not (records and any(row.state == "RUNNING" for row in rows if row.id in records))
+        ):
+            return self._coloured(rows, self._widths, self._lines)
+        if not self._prepared or len(rows) != len(self._rows) or any(map(ne, map(_ID, rows), map(_ID, self._rows))):
+            columns = self._cells(rows, records)  # other rows (or none prepared): all laid out now
+            widths, lines = _layout(columns)
+            return self._coloured(rows, widths, lines)
+        changed = [
+            i
+            for i, (row, old, stamp) in enumerate(zip(rows, self._rows, self._stamps, strict=True))
+            if row is not old or row.updated_at is not stamp or (row.id in records and row.state == "RUNNING")
+        ]
+        widths, lines = self._widths, self._lines
+        if changed:
+            columns = [list(column) for column in self._columns]  # the prepared layout stays as it was
+            subset = [rows[i] for i in changed]
+            fresh = self._cells(subset, records)
+            widths = []
+            for head, column, new, width in zip(COLUMNS, columns, fresh, self._widths, strict=False):
+                shrinks = any(len(column[i]) == width for i in changed)  # a widest cell replaced
+                for i, cell in zip(changed, new, strict=True):
+                    column[i] = cell
+                widths.append(max(len(head), *map(len, column)) if shrinks else max(width, *map(len, new)))
+            for i, cell in zip(changed, fresh[-1], strict=True):  # the reason: not padded
+                columns[-1][i] = cell
+            if widths == self._widths:
+                lines = list(lines)
+                fmt = _row_format(widths)
+                for i in changed:
+                    lines[i + 1] = fmt.format(*(column[i] for column in columns)).rstrip()
+            else:
+                widths, lines = _layout(columns)
+        return self._coloured(rows, widths, lines)
+
+    def _cells(self, rows: Sequence[JobRow], records: Mapping[str, dict[str, Any]]) -> list[list[str]]:
+        """The columns' unpadded cells for ``rows``, the reason (one line) last."""
+        states = list(map(_STATE, rows))
+        if records:
+            for i, row in enumerate(rows):
+                record = records.get(row.id)
+                if record is not None and row.state == "RUNNING":
+                    states[i] = f"RUNNING ({describe_progress(record)})"
+        targets = list(map(_TARGET, rows))
+        if self.short_target:
+            targets = [t.rsplit("/", 1)[-1] if r.location else t for t, r in zip(targets, rows, strict=True)]
+        reasons: dict[str | None, str] = {None: ""}
+        for reason in set(map(_REASON, rows)):
+            if reason is not None:
+                reasons[reason] = " ".join(reason.split())
+        local_times = {moment: local_time(moment) for moment in set(map(_SUBMITTED, rows))}  # each time once
+        return [
+            list(map(_ID, rows)),
+            list(map(_KIND, rows)),
+            states,
+            list(map(native_column, rows)),
+            [node or "-" for node in map(_NODE, rows)],
+            list(map(local_times.__getitem__, map(_SUBMITTED, rows))),
+            list(map(_PROFILE, rows)),
+            [where or "-" for where in map(_WHERE, rows)],
+            list(map(revision_column, rows)),
+            targets,
+            list(map(reasons.__getitem__, map(_REASON, rows))),
+        ]
+
+    def _coloured(self, rows: Sequence[JobRow], widths: list[int], lines: list[str]) -> list[str]:
+        if not self.colour:
+            return lines
+        at = widths[0] + widths[1] + 4  # where the STATE column starts
+        coloured = [f"\x1b[1m{lines[0]}\x1b[0m"]
+        for line, row in zip(lines[1:], rows, strict=True):
+            end = at + len(row.state)
+            coloured.append(f"{line[:at]}\x1b[{_COLOUR.get(row.state, '31')}m{line[at:end]}\x1b[0m{line[end:]}")
+        return coloured
+
+
+def _row_format(widths: Sequence[int]) -> str:
+    return "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+
+
+def _layout(columns: list[list[str]]) -> tuple[list[int], list[str]]:
+    """The padded columns' widths and the header and lines they make (the reason, last, unpadded)."""
     widths: list[int] = []
     padded: list[list[str]] = []
-    for head, column in zip(COLUMNS[:-1], columns, strict=True):  # the reason (last) is not padded
+    for head, column in zip(COLUMNS[:-1], columns[:-1], strict=True):
         lengths = set(map(len, column))
         width = max(len(head), *lengths) if lengths else len(head)
         widths.append(width)
         padded.append(column if lengths == {width} else list(map(str.ljust, column, repeat(width))))
-    layout = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
-    lines = [layout.format(*COLUMNS).rstrip()]
-    lines += map(str.rstrip, map("  ".join, zip(*padded, map(reasons.__getitem__, map(_REASON, rows)), strict=True)))
-    if not colour:
-        return lines
-    at = widths[0] + widths[1] + 4  # where the STATE column starts
-    coloured = [f"\x1b[1m{lines[0]}\x1b[0m"]
-    for line, row in zip(lines[1:], rows, strict=True):
-        end = at + len(row.state)
-        coloured.append(f"{line[:at]}\x1b[{_COLOUR.get(row.state, '31')}m{line[at:end]}\x1b[0m{line[end:]}")
-    return coloured
+    lines = [_row_format(widths).format(*COLUMNS).rstrip()]
+    lines += map(str.rstrip, map("  ".join, zip(*padded, columns[-1], strict=True)))
+    return widths, lines
+
+
+def job_table(stream: TextIO | None = None) -> JobTable:
+    """The table for ``stream`` (stdout): on a terminal, file names for targets and states in colour."""
+    tty = (stream or sys.stdout).isatty()
+    return JobTable(short_target=tty, colour=tty and colour_wanted())
 
 
 def print_jobs(
-    rows: Sequence[JobRow], stream: TextIO | None = None, progress: Mapping[str, dict[str, Any]] | None = None
+    rows: Sequence[JobRow],
+    stream: TextIO | None = None,
+    progress: Mapping[str, dict[str, Any]] | None = None,
+    table: JobTable | None = None,
 ) -> None:
-    """Aligned columns; on a terminal with file names for targets and the states in colour."""
+    """Aligned columns (``table``: one made by :func:`job_table` and prepared with the rows as stored)."""
     stream = stream or sys.stdout
-    tty = stream.isatty()
-    lines = plain_lines(rows, short_target=tty, colour=tty and colour_wanted(), progress=progress)
+    lines = (table or job_table(stream)).lines(rows, progress)
     stream.write("\n".join(lines) + "\n")
     stream.flush()
 
@@ -194,11 +289,16 @@ def describe(row: JobRow) -> str:
     return text
 
 
-def show_jobs(rows: Sequence[JobRow], empty: str, progress: Mapping[str, dict[str, Any]] | None = None) -> None:
+def show_jobs(
+    rows: Sequence[JobRow],
+    empty: str,
+    progress: Mapping[str, dict[str, Any]] | None = None,
+    table: JobTable | None = None,
+) -> None:
     if not rows:
         click.echo(empty)
         return
-    print_jobs(rows, progress=progress)
+    print_jobs(rows, progress=progress, table=table)
 
 
 class ProgressLines:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..api import STATES, native_name
-from ._output import ProgressLines, describe, echo_err, print_json, show_jobs
+from ._output import ProgressLines, describe, echo_err, job_table, print_json, show_jobs
 from ._utils import KindChoice, SinceType, json_option, no_nan, older_than_option, profile_option
 
 if TYPE_CHECKING:
@@ -28,11 +28,12 @@ def status(client: Client, job_ids: tuple[str, ...], profile_name: str | None, a
     accounting, or for all of them where there is no accounting). Exit 1 if Slurm could not be
     asked about some job.
     """
-    result = client.status(job_ids, profile=profile_name)
+    table = None if as_json else job_table()  # laid out while Slurm is asked (Client.status' on_stored)
+    result = client.status(job_ids, profile=profile_name, on_stored=table.prepare if table else None)
     if as_json:
         print_json(result)
     else:
-        show_jobs(result.jobs, "no unfinished jobs", result.progress)
+        show_jobs(result.jobs, "no unfinished jobs", result.progress, table)
     result.raise_for_status()
 
 
