@@ -80,7 +80,7 @@ def refresh_report(
     observed = found.observed
     for row in rows:
         obs = observed.get(row.id)
-        if obs is None or not obs.known:
+        if obs is None or not obs.known or obs.as_stored:
             continue
         node = obs.node or row.node
         learnt = obs.native_id is not None and row.native_id is None  # never replaces a confirmed id
@@ -116,7 +116,8 @@ def refresh_report(
         if "state" in values and row.state == COMPLETED:
             on_completed(db, row)
     gone = {job_id for job_id, obs in found.observed.items() if obs.gone}
-    return Refreshed([others.get(r.id, r) for r in rows], found.problems, gone, found.reason_seen)
+    shown = [others.get(r.id, r) for r in rows] if others else list(rows)
+    return Refreshed(shown, found.problems, gone, found.reason_seen)
 
 
 def refresh(

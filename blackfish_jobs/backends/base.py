@@ -37,7 +37,8 @@ class Observation(NamedTuple):
     ``cancel`` takes that as its request having removed a pending job. ``touch``: nothing changed,
     but the row's ``updated_at`` should say it was confirmed now (see the Slurm backend's reasons).
     ``native_id``, ``folder``: the scheduler's id and the job's folder, learnt now (a remote
-    submission whose answer was lost).
+    submission whose answer was lost). ``as_stored``: the row stands as stored, nothing to write
+    (most of a long queue: a refresh then skips it without comparing).
     """
 
     state: State
@@ -49,6 +50,7 @@ class Observation(NamedTuple):
     touch: bool = False
     native_id: str | None = None
     folder: str | None = None
+    as_stored: bool = False
 
 
 @dataclass

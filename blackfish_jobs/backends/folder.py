@@ -69,6 +69,9 @@ def progress_path(row: JobRow) -> Path | None:
     return progress.record_path(row.folder, row.native_id) if row.native_id else None
 
 
+_WITH_PROGRESS = frozenset({RUNNING, *ENDED})
+
+
 def read_progress(rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
     """Progress records by job id: of the RUNNING jobs, and the final figures of ended ones.
 
@@ -77,7 +80,7 @@ def read_progress(rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
     """
     found = {}
     for row in rows:
-        if row.state == RUNNING or row.state in ENDED:
+        if row.state in _WITH_PROGRESS:
             path = progress_path(row)
             record = progress.read(path) if path is not None else None
             if record is not None:

@@ -249,6 +249,7 @@ class SlurmBackend(Backend):
         kept: set[str] = set()  # pending, reason not asked: the stored one stands
         states: dict[str, str] = {}  # Slurm's words, each read once: a queue's records share a few
         as_stored: dict[str | None, Observation] = {}  # one per stored reason (observations are immutable)
+        rest: list[JobRow] = []  # the rows not decided in this first pass, in order
         for row, sid, floor, unknown, fresh in plan:
             records = accounting.get(sid) if accounting is not None and sid else None
             if not records:
@@ -258,6 +259,7 @@ class SlurmBackend(Backend):
             else:
                 record = _match(row, records)
             if record is None:
+                rest.append(row)
                 if sid:
                     ask_queue.append(row)
                 continue
@@ -270,15 +272,16 @@ class SlurmBackend(Backend):
                     ask_queue.append(row)
                     reason_only.add(row.id)
                 elif row.state == PENDING and row.reason is not None:
-                    kept.add(row.id)
                     if record.node is None:  # the common case of a long queue: as stored, decided now
                         reason = row.reason
                         obs = as_stored.get(reason)
                         if obs is None:
-                            obs = as_stored[reason] = Observation(PENDING, None, reason)
+                            obs = as_stored[reason] = Observation(PENDING, None, reason, as_stored=True)
                         done.observed[row.id] = obs
                         continue
+                    kept.add(row.id)
             found[row.id] = record
+            rest.append(row)
         if ask_queue:
             try:
                 queue = slurmcli.squeue([r.native_id or "" for r in ask_queue], self.run)
@@ -300,11 +303,10 @@ class SlurmBackend(Backend):
                         asked.stale.add(row.id)  # accounting calls it live; the controller does not know it
                         del found[row.id]
         observed = done.observed
-        for row in rows:
+        for row in rest:
             record = found.get(row.id)
             if record is None:
-                if row.id not in observed:
-                    observed[row.id] = _vanished(row, asked, now)
+                observed[row.id] = _vanished(row, asked, now)
                 continue
             if row.id in kept and record.node is None:  # accounting's reason only (squeue failed): as stored
                 observed[row.id] = Observation(PENDING, None, row.reason)
