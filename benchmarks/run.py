@@ -933,8 +933,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cluster-start", action="store_true",
                         help="do not run scripts/slurm-up.sh when sinfo fails (Slurm rows are then skipped)")
     parser.add_argument("--rounds", type=int, metavar="N",
-                        help="rounds of the start-up, list and status comparisons (default 9; more for a share "
-                             "of a few ms against a call whose own time varies by tens)")
+                        help="rounds of the start-up, list and status comparisons (default 9, --quick 3; more "
+                             "for a share of a few ms against a call whose own time varies by tens)")
     parser.add_argument("--live-jobs", type=int, metavar="N",
                         help="live Slurm jobs of the status group (default 1,000; 10,000 for the scale row: "
                              "the cluster's MaxJobCount must allow them, see scripts/slurm-up.sh)")

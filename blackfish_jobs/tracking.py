@@ -134,7 +134,10 @@ def refresh(
 
 def _store(db: Database, row: JobRow, values: dict[str, Any]) -> JobRow:
     """One job's change, written only if the row still has the state it was read with (as
-    :func:`refresh_report` does for many): the updated row, or the row as another process left it."""
+    :func:`refresh_report` does for many): the updated row, or the row as another process left it.
+    The row object gets the new ``updated_at`` too, as the stored row does: a changed row always
+    carries a new stamp (the CLI's job tables tell changed rows by it)."""
+    values = {"updated_at": utcnow(), **values}
     if not db.update_many([(row.id, row.state, values)]):
         return reload(db, [row.id])[0]
     for key, value in values.items():

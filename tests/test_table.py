@@ -116,3 +116,39 @@ def test_status_hands_the_stored_rows_over_before_it_refreshes_them(site):
     assert job.state == "FAILED"
     lines = table.lines(result.jobs, result.progress)
     assert lines == plain_lines(result.jobs, progress=result.progress) and " FAILED " in lines[1]
+
+
+def test_a_change_stored_one_job_at_a_time_is_seen_too(site):
+    """``store_observation`` (cancel, wait's ending of jobs that cannot start) stamps the row
+    object as the stored row: a table prepared before it shows the change."""
+    from blackfish_jobs import tracking
+    from blackfish_jobs.backends.base import Observation
+
+    db = Database()
+    db.insert_many([job_row(1, reason="JobHeldUser"), job_row(2, reason="JobHeldUser")])
+    rows = db.unfinished(newest_first=True)
+    table = JobTable()
+    table.prepare(rows)
+    [changed] = [r for r in rows if r.id == "000000000002"]
+    tracking.store_observation(db, changed, Observation("CANCELLED", None, "cancelled by the user"))
+    lines = table.lines(rows)
+    assert lines == plain_lines(rows) and any("CANCELLED" in line for line in lines)
+
+
+def test_a_table_that_cannot_be_prepared_is_laid_out_afterwards(monkeypatch):
+    """Preparing is only a head start: a failure there is met again (and reported) by lines()."""
+    from blackfish_jobs.cli import _output
+
+    rows = stored_rows(5, 3)
+    real = _output.revision_column
+
+    def broken(row):
+        raise ValueError("a stored result that is not JSON")
+
+    monkeypatch.setattr(_output, "revision_column", broken)
+    table = JobTable()
+    table.prepare(rows)  # no exception: status goes on to store its refresh
+    with pytest.raises(ValueError, match="not JSON"):
+        table.lines(rows)
+    monkeypatch.setattr(_output, "revision_column", real)
+    assert table.lines(rows) == plain_lines(rows)

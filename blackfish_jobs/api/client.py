@@ -263,12 +263,14 @@ class Client:
         """Progress records by job id (running jobs' latest figures, ended jobs' final ones), read
         where each job runs (a remote profile's: what its cluster's last survey sent)."""
         names = {r.backend for r in rows}
-        by_backend: dict[str, Sequence[JobRow]] = {}
+        by_backend: dict[str, Sequence[JobRow]]
         if len(names) == 1:  # the usual case: no regrouping of 10,000 rows
-            by_backend[names.pop()] = rows
+            by_backend = {names.pop(): rows}
         else:
+            grouped: dict[str, list[JobRow]] = {}
             for row in rows:
-                by_backend.setdefault(row.backend, []).append(row)  # type: ignore[attr-defined]
+                grouped.setdefault(row.backend, []).append(row)
+            by_backend = dict(grouped)
         found: dict[str, dict[str, Any]] = {}
         for name, group in by_backend.items():
             found.update(self.backends.named(name).read_progress(group))

@@ -331,7 +331,7 @@ def survey(args: dict[str, Any]) -> dict[str, Any]:
     for job_id, (native, folder) in learnt.items():
         obs = found.observed.get(job_id)
         if obs is not None:
-            found.observed[job_id] = obs._replace(native_id=native, folder=folder, known=True)
+            found.observed[job_id] = obs._replace(native_id=native, folder=folder, known=True, as_stored=False)
     in_place = {}
     for job_id, obs in found.observed.items():
         if obs.state == COMPLETED and obs.result is not None:

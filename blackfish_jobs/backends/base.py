@@ -38,7 +38,8 @@ class Observation(NamedTuple):
     but the row's ``updated_at`` should say it was confirmed now (see the Slurm backend's reasons).
     ``native_id``, ``folder``: the scheduler's id and the job's folder, learnt now (a remote
     submission whose answer was lost). ``as_stored``: the row stands as stored, nothing to write
-    (most of a long queue: a refresh then skips it without comparing).
+    (most of a long queue: a refresh then skips it without comparing); local to one process, never
+    sent to another (see :func:`.protocol.encode_observation`).
     """
 
     state: State

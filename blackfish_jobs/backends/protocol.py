@@ -20,8 +20,9 @@ IDS_FILE = "bfjobs-ids.json"
 
 
 def encode_observation(obs: Any) -> dict[str, Any]:
-    """A survey's :class:`~.base.Observation` as JSON: the fields that are set (``known`` always)."""
-    return {k: v for k, v in obs._asdict().items() if v not in (None, False) or k == "known"}
+    """A survey's :class:`~.base.Observation` as JSON: the fields that are set (``known`` always;
+    ``as_stored`` never: it speaks of the cluster's copy of the rows, the laptop compares its own)."""
+    return {k: v for k, v in obs._asdict().items() if (v not in (None, False) or k == "known") and k != "as_stored"}
 
 
 def one_line(text: str) -> str:

@@ -215,7 +215,8 @@ class SlurmBackend(Backend):
             return done
         asked = _Asked()
         # each row's record must be submitted no earlier than the row (less skew); a pending row
-        # whose stored reason was confirmed within REASON_TTL keeps it (see _reason_due)
+        # whose stored reason was confirmed within REASON_TTL keeps it (_reason_due judges the
+        # others, against the time after sacct answered: a TTL ending during the call counts next time)
         confirmed_since = _utcnow() - REASON_TTL
         plan = [
             (
@@ -246,9 +247,9 @@ class SlurmBackend(Backend):
         found: dict[str, slurmcli.Record] = {}
         ask_queue: list[JobRow] = []
         reason_only: set[str] = set()  # pending in accounting: the controller is asked for the reason alone
-        kept: set[str] = set()  # pending, reason not asked: the stored one stands
+        reason_stands: set[str] = set()  # pending rows whose reason squeue could not give: the stored one
         states: dict[str, str] = {}  # Slurm's words, each read once: a queue's records share a few
-        as_stored: dict[str | None, Observation] = {}  # one per stored reason (observations are immutable)
+        as_stored: dict[str, Observation] = {}  # one per stored reason (observations are immutable)
         rest: list[JobRow] = []  # the rows not decided in this first pass, in order
         for row, sid, floor, unknown, fresh in plan:
             records = accounting.get(sid) if accounting is not None and sid else None
@@ -271,15 +272,14 @@ class SlurmBackend(Backend):
                 if reasons or (not fresh and _reason_due(row, record, now)):
                     ask_queue.append(row)
                     reason_only.add(row.id)
-                elif row.state == PENDING and row.reason is not None:
-                    if record.node is None:  # the common case of a long queue: as stored, decided now
-                        reason = row.reason
-                        obs = as_stored.get(reason)
-                        if obs is None:
-                            obs = as_stored[reason] = Observation(PENDING, None, reason, as_stored=True)
-                        done.observed[row.id] = obs
-                        continue
-                    kept.add(row.id)
+                elif row.state == PENDING and row.reason is not None and record.node is None:
+                    # the common case of a long queue: as stored, decided now
+                    reason = row.reason
+                    obs = as_stored.get(reason)
+                    if obs is None:
+                        obs = as_stored[reason] = Observation(PENDING, None, reason, as_stored=True)
+                    done.observed[row.id] = obs
+                    continue
             found[row.id] = record
             rest.append(row)
         if ask_queue:
@@ -289,7 +289,9 @@ class SlurmBackend(Backend):
                 needed = sum(r.id not in reason_only for r in ask_queue)  # accounting answered for the rest
                 if needed:
                     done.problems.append(f"cannot ask Slurm about {needed} job(s): {exc}")
-                kept |= {r.id for r in ask_queue if r.id in reason_only and r.state == PENDING and r.reason is not None}
+                reason_stands.update(
+                    r.id for r in ask_queue if r.id in reason_only and r.state == PENDING and r.reason is not None
+                )
             else:
                 for row in ask_queue:
                     asked.queue_asked.add(row.id)
@@ -308,13 +310,11 @@ class SlurmBackend(Backend):
             if record is None:
                 observed[row.id] = _vanished(row, asked, now)
                 continue
-            if row.id in kept and record.node is None:  # accounting's reason only (squeue failed): as stored
+            if row.id in reason_stands and record.node is None:  # accounting's submit-time reason is older
                 observed[row.id] = Observation(PENDING, None, row.reason)
                 continue
             obs = _from_record(row, record, now)
-            if obs.state == PENDING and row.id in kept:
-                obs = obs._replace(reason=row.reason)  # accounting's submit-time reason is older than ours
-            elif obs.state == PENDING and row.id in done.reason_seen and _stale(row, now):
+            if obs.state == PENDING and row.id in done.reason_seen and _stale(row, now):
                 obs = obs._replace(touch=True)  # confirmed now: trusted for another REASON_TTL
             observed[row.id] = obs
         return done

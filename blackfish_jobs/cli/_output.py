@@ -100,11 +100,17 @@ class JobTable:
         self._lines: list[str] = []
 
     def prepare(self, rows: Sequence[JobRow]) -> None:
-        """Lay out ``rows`` as they are now (their progress unknown yet)."""
-        self._rows = list(rows)
-        self._stamps = list(map(_UPDATED, self._rows))
-        self._columns = self._cells(self._rows, {})
-        self._widths, self._lines = _layout(self._columns)
+        """Lay out ``rows`` as they are now (their progress unknown yet). Only a head start: a row
+        that cannot be laid out (say, a stored result that is not JSON) fails :meth:`lines`
+        instead, after ``status`` has stored its refresh."""
+        try:
+            self._rows = list(rows)
+            self._stamps = list(map(_UPDATED, self._rows))
+            self._columns = self._cells(self._rows, {})
+            self._widths, self._lines = _layout(self._columns)
+        except Exception:  # laid out from scratch by lines(), which reports it
+            self._prepared = False
+            return
         self._prepared = True
 
     def lines(self, rows: Sequence[JobRow], progress: Mapping[str, dict[str, Any]] | None = None) -> list[str]:
@@ -134,7 +140,7 @@ class JobTable:
             subset = [rows[i] for i in changed]
             fresh = self._cells(subset, records)
             widths = []
-            for head, column, new, width in zip(COLUMNS, columns, fresh, self._widths, strict=False):
+            for head, column, new, width in zip(COLUMNS[:-1], columns[:-1], fresh[:-1], self._widths, strict=True):
                 shrinks = any(len(column[i]) == width for i in changed)  # a widest cell replaced
                 for i, cell in zip(changed, new, strict=True):
                     column[i] = cell

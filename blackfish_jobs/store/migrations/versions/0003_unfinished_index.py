@@ -6,7 +6,7 @@ critical path of ``status``, before its ``sacct`` call can start);
 with it, the read touches only the live rows, in submit order, and the Slurm ids and submit
 times come from the index alone.
 
-The WHERE clause is the very text the stdlib queries use (``store.jobs.UNFINISHED``): SQLite
+The WHERE clause is the very text the stdlib queries use (``store.live.UNFINISHED``): SQLite
 uses a partial index only for a query carrying the same term (tests/test_db.py checks both).
 Frozen here on purpose: a migration must not change when the code does. PostgreSQL gets the
 same partial index; databases without partial indexes (MySQL, MariaDB) get none.
