@@ -50,6 +50,7 @@ from ..states import (
     PENDING,
     RUNNING,
     UNKNOWN,
+    State,
     cannot_start,
     from_slurm,
     reason_word,
@@ -248,7 +249,6 @@ class SlurmBackend(Backend):
         ask_queue: list[JobRow] = []
         reason_only: set[str] = set()  # pending in accounting: the controller is asked for the reason alone
         reason_stands: set[str] = set()  # pending rows whose reason squeue could not give: the stored one
-        states: dict[str, str] = {}  # Slurm's words, each read once: a queue's records share a few
         as_stored: dict[str, Observation] = {}  # one per stored reason (observations are immutable)
         rest: list[JobRow] = []  # the rows not decided in this first pass, in order
         for row, sid, floor, unknown, fresh in plan:
@@ -264,9 +264,8 @@ class SlurmBackend(Backend):
                 if sid:
                     ask_queue.append(row)
                 continue
-            raw = record.raw_state
-            state = states[raw] if raw in states else states.setdefault(raw, from_slurm(raw))
-            if state in MAY_BE_REQUEUED or (verify and state not in FINISHED):  # the controller's word too
+            state = from_slurm(record.raw_state)
+            if _ask_controller(state, verify):
                 ask_queue.append(row)
             elif state == PENDING:
                 if reasons or (not fresh and _reason_due(row, record, now)):
@@ -430,9 +429,8 @@ def _match(row: JobRow, records: Sequence[slurmcli.Record]) -> slurmcli.Record |
     return None
 
 
-def _ask_controller(record: slurmcli.Record, verify: bool) -> bool:
-    """Does this accounting record need the controller's word too (see the module docstring)?"""
-    state = from_slurm(record.raw_state)
+def _ask_controller(state: State, verify: bool) -> bool:
+    """Does an accounting record in this state need the controller's word too (see the module docstring)?"""
     return state in MAY_BE_REQUEUED or (verify and state not in FINISHED)
 
 

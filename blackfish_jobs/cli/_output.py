@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import repeat
-from operator import attrgetter, is_, ne
+from operator import attrgetter, ne
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -117,14 +117,6 @@ class JobTable:
         """The header and a line per row of ``rows``, reusing the prepared lines of unchanged rows
         (the prepared layout is left as it is: each call compares with it)."""
         records = progress or {}
-        if (
-            self._prepared
-            and all(map(is_, rows, self._rows))  # the usual case at scale: no row changed (nor its length)
-            and len(rows) == len(self._rows)
-            and all(map(is_, map(_UPDATED, rows), self._stamps))
-            and not (records and any(row.state == "RUNNING" for row in rows if row.id in records))
-        ):
-            return self._coloured(rows, self._widths, self._lines)
         if not self._prepared or len(rows) != len(self._rows) or any(map(ne, map(_ID, rows), map(_ID, self._rows))):
             columns = self._cells(rows, records)  # other rows (or none prepared): all laid out now
             widths, lines = _layout(columns)
