@@ -192,6 +192,78 @@ def test_status_whose_jobs_changed_meanwhile_asks_again(tmp_path, fake_sacct):
     assert len(calls(fake_sacct)) == 2
 
 
+def _survey_request(rows: list[JobRow]) -> dict:
+    from blackfish_jobs.backends.protocol import PROTOCOL
+    from blackfish_jobs.backends.remote import encode_rows
+
+    return json.loads(json.dumps({"protocol": PROTOCOL, "op": "survey", "args": {"rows": encode_rows(rows)}}))
+
+
+def test_a_cluster_survey_starts_its_one_sacct_before_its_imports(tmp_path, fake_sacct):
+    """The agent (a remote profile's cluster side) starts the survey's sacct from the request alone;
+    the survey collects it: one call in all, the same answer."""
+    from blackfish_jobs import agent
+    from blackfish_jobs.api import cluster
+
+    now = utcnow()
+    rows = [job_row(i, backend="remote", native_id=str(7000 - i), submitted_at=now - timedelta(minutes=i))
+            for i in range(40)]
+    request = _survey_request(rows)
+    early = agent.prestart_sacct(request)
+    assert early is not None
+    answer = cluster.serve("survey", request["args"], early)
+    assert early.used
+    [call] = calls(fake_sacct)
+    assert call.split(" -j ")[1].split(",") == sorted(r.native_id for r in rows)
+    assert {o["reason"] for o in answer["observed"].values()} == {"JobHeldUser"} and len(answer["observed"]) == 40
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"native_id": None},  # a lost submission's row: looked up in its folder first
+        {"native_id": "1; touch /tmp/x"},
+        {"submitted_at": "yesterday"},
+    ],
+)
+def test_a_cluster_survey_starts_nothing_ahead_for_rows_it_must_look_up_or_cannot_read(change, fake_sacct):
+    from blackfish_jobs import agent
+
+    request = _survey_request([job_row(i, backend="remote") for i in range(3)])
+    request["args"]["rows"][1].update(change)
+    assert agent.prestart_sacct(request) is None
+    assert agent.prestart_sacct({"op": "cancel", "args": {"rows": request["args"]["rows"]}}) is None
+    assert agent.prestart_sacct({"op": "survey", "args": "rows"}) is None
+    assert calls(fake_sacct) == []
+
+
+def test_a_cluster_sacct_started_for_a_request_it_cannot_serve_is_killed(tmp_path, monkeypatch):
+    """A survey refused after its sacct started (malformed rows): the agent answers the error, and
+    the call is killed and reaped, not left running on the login node."""
+    import io
+
+    from blackfish_jobs import agent
+
+    bindir = tmp_path / "slowbin"
+    bindir.mkdir()
+    (bindir / "sacct").write_text("#!/bin/sh\nexec sleep 60\n")
+    (bindir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    request = _survey_request([job_row(i, backend="remote") for i in range(3)])
+    del request["args"]["rows"][2]["target"]
+    started = []
+    real = agent.prestart_sacct
+    monkeypatch.setattr(agent, "prestart_sacct", lambda req: started.append(real(req)) or started[-1])
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(request).encode())))
+    monkeypatch.setattr(sys, "stdout", out)
+    assert agent.main() == 0
+    [early] = started
+    assert early is not None and early.process.returncode is not None  # killed and reaped
+    answer = json.loads(out.getvalue().splitlines()[-1].split(" ", 1)[1])
+    assert answer["type"] == "BadInput" and "malformed rows" in answer["error"]
+
+
 def test_no_head_start_without_a_migrated_sqlite_file(tmp_path, fake_sacct):
     assert entry._prestart_sacct(entry._read_live(f"sqlite:///{tmp_path / 'missing.sqlite'}", None)) is None
     assert entry._prestart_sacct(entry._read_live("postgresql://u@127.0.0.1:1/db", None)) is None

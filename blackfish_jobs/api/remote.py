@@ -110,7 +110,7 @@ def _confirmed(raw: Any, ids: set[str], spec: JobSpec) -> JobRow:
 def _outcome(raw: dict[str, Any], job_id: str, spec: JobSpec) -> AlreadyPresent | JobRow:
     """One entry of the cluster's answer to a submission: present, or the job it submitted (which
     must be the job asked for: its id, kind, a Slurm id)."""
-    from ..backends.remote import SLURM_ID
+    from ..backends.protocol import SLURM_ID
     from .cluster import decode_rows
 
     if "present" in raw:

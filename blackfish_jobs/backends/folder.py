@@ -69,7 +69,8 @@ def progress_path(row: JobRow) -> Path | None:
     return progress.record_path(row.folder, row.native_id) if row.native_id else None
 
 
-_WITH_PROGRESS = frozenset({RUNNING, *ENDED})
+#: The states whose jobs may have a progress record (PENDING ones never do).
+WITH_PROGRESS = frozenset({RUNNING, *ENDED})
 
 
 def read_progress(rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
@@ -80,7 +81,7 @@ def read_progress(rows: Sequence[JobRow]) -> dict[str, dict[str, Any]]:
     """
     found = {}
     for row in rows:
-        if row.state in _WITH_PROGRESS:
+        if row.state in WITH_PROGRESS:
             path = progress_path(row)
             record = progress.read(path) if path is not None else None
             if record is not None:

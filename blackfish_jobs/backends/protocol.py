@@ -4,6 +4,7 @@ laptop's side (its ssh client, its configuration)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 #: Bumped whenever a request or an answer changes shape: both sides must speak the same one.
@@ -17,6 +18,8 @@ AGENT_MODULE = "blackfish_jobs.agent"
 #: submitted: which bfjobs job is which element of it (``{id: index}``), for a laptop that lost
 #: the answer to find its jobs (with submitit's ``*_submitted.pkl``).
 IDS_FILE = "bfjobs-ids.json"
+#: A Slurm job id as a cluster may name one (``123``, an array element ``123_4``).
+SLURM_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
 
 
 def encode_observation(obs: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import selectors
 import subprocess
 import time
@@ -30,7 +29,7 @@ from ..errors import ClusterError, ConnectionLost, MalformedAnswer, RemoteUnreac
 from ..states import State
 from . import ssh
 from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
-from .protocol import AGENT_MODULE, ANSWER, MARK, PROGRESS, PROTOCOL, one_line
+from .protocol import AGENT_MODULE, ANSWER, MARK, PROGRESS, PROTOCOL, SLURM_ID, one_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,6 +112,8 @@ class Agent:
 
         proc, reader = self._early.pop() if self._early else self.start()
         try:
+            # Encoded while the cluster gets ready, not after: a survey of 10,000 rows is several MB.
+            request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args}).encode()
             ready = reader.until(MARK + " ", time.monotonic() + READY_TIMEOUT_S)
             if ready is None:
                 raise self._not_started(proc, reader)
@@ -123,10 +124,9 @@ class Agent:
                     f"{words[1] if len(words) > 1 else '?'} (version {words[2] if len(words) > 2 else '?'}), "
                     f"this bfjobs {PROTOCOL} (version {__version__}): install the same bfjobs on both sides"
                 )
-            request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args})
             deadline = time.monotonic() + timeout
             try:
-                if not _send(proc, request.encode(), deadline):
+                if not _send(proc, request, deadline):
                     raise self._lost(proc, reader, "while sending the request (it stopped reading)")
             except BrokenPipeError:
                 raise self._lost(proc, reader, "while sending the request") from None
@@ -300,9 +300,6 @@ def encode_rows(rows: Sequence[JobRow]) -> list[dict[str, Any]]:
         fields = {name: getattr(row, name) for name in row.__dataclass_fields__}
         encoded.append({k: v.isoformat(sep=" ") if isinstance(v, datetime) else v for k, v in fields.items()})
     return encoded
-
-
-SLURM_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
 
 
 def _text(value: Any) -> str | None:
