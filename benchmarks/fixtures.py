@@ -374,13 +374,22 @@ class RemoteSite:
             return ""
 
         slurmcli.sacct([r.native_id or "" for r in rows], slurmcmd.sacct_since(r.submitted_at for r in rows), record)
+        return self.over_ssh(["env", "SLURM_TIME_FORMAT=%s", *argv])  # as bfjobs' runner calls it
+
+    def over_ssh(self, words: list[str]) -> list[str]:
+        """``words`` run on the cluster over ssh through the laptop's master (as the laptop user)."""
         from support.install import RUNUSER
 
         from blackfish_jobs.backends.ssh import remote_line
 
+        made = self.laptop_dir
         options = ["-o", f"ControlPath={made.control}/%C", "-o", "ControlMaster=auto", "-o", "ControlPersist=300"]
-        line = remote_line(["env", "SLURM_TIME_FORMAT=%s", *argv])  # as bfjobs' runner calls it
-        return [RUNUSER, "-u", "bflaptop", "--", "/usr/bin/ssh", *options, "-l", "bfcluster", "--", "bfcluster", line]
+        return [RUNUSER, "-u", "bflaptop", "--", "/usr/bin/ssh", *options, "-l", "bfcluster", "--", "bfcluster",
+                remote_line(words)]
+
+    def cluster_python(self) -> str:
+        """The cluster user's interpreter (``remote_python``)."""
+        return str(self.laptop_dir.cluster_install.prefix / "bin" / "python")
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import pty
 import random
 import re
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -453,14 +454,23 @@ def bench_remote(ctx: Context) -> list[Row]:
             if len(jobs) != n or {j["state"] for j in jobs} != {"PENDING"}:
                 raise BenchError(f"remote status --json gave {len(jobs)} jobs, want {n} PENDING ones")
             raw = command(site.raw_sacct(held.ids), site.env)
-            times = interleave({"raw": raw, "status": command(site.laptop(["status"]), site.env)}, ctx.sizes.rounds)
+            # the fixed costs of any agent call, for the share's breakdown: a session, the login
+            # shell bfjobs runs the agent in (`bash -lc`, which `ssh HOST sacct` skips), the interpreter
+            fixed = {"session": ["true"], "login": ["bash", "-lc", "true"],
+                     "interpreter": ["bash", "-lc", shlex.join([site.cluster_python(), "-c", "pass"])]}
+            times = interleave({"raw": raw, "status": command(site.laptop(["status"]), site.env),
+                                **{k: command(site.over_ssh(v), site.env) for k, v in fixed.items()}},
+                               ctx.sizes.rounds)
         finally:
             held.cancel()
     row = Row("remote-status", title, Sample("bfjobs status (remote)", times["status"]),
               Sample("ssh HOST sacct (same argv)", times["raw"]), paired_ratio(times["status"], times["raw"]), target)
     share = row.candidate.median - row.baseline.median  # type: ignore[union-attr]
     row.met = calls["status"] == 1 and share <= 0.1
-    row.extra = {"round_trips": calls, "bfjobs_share_s": share}
+    median = {k: statistics.median(v) for k, v in times.items()}
+    row.extra = {"round_trips": calls, "bfjobs_share_s": share,
+                 "login_shell_s": median["login"] - median["session"],
+                 "cluster_interpreter_s": median["interpreter"] - median["login"]}
     row.note = "both as the laptop user through runuser; round trips counted in separate runs"
     return [row]
 

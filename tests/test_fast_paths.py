@@ -224,6 +224,8 @@ def test_a_cluster_survey_starts_its_one_sacct_before_its_imports(tmp_path, fake
         {"native_id": None},  # a lost submission's row: looked up in its folder first
         {"native_id": "1; touch /tmp/x"},
         {"submitted_at": "yesterday"},
+        {"submitted_at": "0001-01-01T00:00:00"},  # the sacct -S bound would be before year 1
+        {"submitted_at": None},
     ],
 )
 def test_a_cluster_survey_starts_nothing_ahead_for_rows_it_must_look_up_or_cannot_read(change, fake_sacct):
@@ -235,6 +237,33 @@ def test_a_cluster_survey_starts_nothing_ahead_for_rows_it_must_look_up_or_canno
     assert agent.prestart_sacct({"op": "cancel", "args": {"rows": request["args"]["rows"]}}) is None
     assert agent.prestart_sacct({"op": "survey", "args": "rows"}) is None
     assert calls(fake_sacct) == []
+
+
+def test_a_cluster_survey_with_more_ids_than_one_call_holds_starts_nothing_ahead(fake_sacct):
+    from blackfish_jobs import agent
+
+    rows = [{"native_id": str(1_000_000 + i), "submitted_at": "2026-12-07 10:00:00"} for i in range(20_000)]
+    assert agent.prestart_sacct({"op": "survey", "args": {"rows": rows}}) is None  # 2 lists: the survey's
+    assert calls(fake_sacct) == []
+
+
+def test_the_cluster_starts_sacct_before_loading_the_survey(tmp_path, fake_sacct):
+    """The head start loads only the protocol and the Slurm command lines, not api.cluster."""
+    request = _survey_request([job_row(i, backend="remote") for i in range(3)])
+    code = (
+        "import json, sys\n"
+        "from blackfish_jobs import agent\n"
+        "early = agent.prestart_sacct(json.loads(sys.stdin.read()))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('blackfish_jobs'))\n"
+        "early.collect()\n"
+        "print(json.dumps(loaded))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(request), capture_output=True, text=True,
+                          check=True, timeout=60)
+    loaded = json.loads(done.stdout)
+    assert "blackfish_jobs.backends.slurmcmd" in loaded
+    assert not {"blackfish_jobs.api.cluster", "blackfish_jobs.backends.slurm", "blackfish_jobs.store"} & set(loaded)
+    assert len(calls(fake_sacct)) == 1
 
 
 def test_a_cluster_sacct_started_for_a_request_it_cannot_serve_is_killed(tmp_path, monkeypatch):

@@ -233,8 +233,6 @@ def _slurm(prestarted: Prestarted | None = None) -> Any:
     return Backends(prestarted=prestarted).named("slurm")
 
 
-
-
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
 #: A job folder without submitit's record of the submission may still be in the middle of it.
 SUBMITTING_GRACE = timedelta(minutes=10)
