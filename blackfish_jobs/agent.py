@@ -49,12 +49,12 @@ def main() -> int:
 
 
 def prestart_sacct(request: dict[str, Any]) -> Prestarted | None:
-    """Start a survey's one ``sacct`` call before bfjobs' modules are imported (what the entry
+    """Start a survey's (first) ``sacct`` call before bfjobs' modules are imported (what the entry
     point does for a local ``status``): the imports, ~40 ms on a login node, then overlap the
     call instead of preceding it. Only when every row has its Slurm id, the common case: a row
     without one is first looked up in its job folder, which may change the ids asked about. The
-    survey's Slurm backend collects it if it asks exactly this command line; anything unexpected
-    here starts nothing (the survey meets it and answers it)."""
+    survey's Slurm backend collects it if it asks exactly this command line (the first, when the
+    ids need several); anything unexpected here starts nothing (the survey meets it and answers it)."""
     args = request.get("args")
     rows = args.get("rows") if request.get("op") == "survey" and isinstance(args, dict) else None
     if not isinstance(rows, list) or not rows:
@@ -69,10 +69,9 @@ def prestart_sacct(request: dict[str, Any]) -> Prestarted | None:
         if not all(isinstance(i, str) and SLURM_ID.fullmatch(i) for i in ids):
             return None
         since = slurmcmd.sacct_since(datetime.fromisoformat(row["submitted_at"]) for row in rows)
-        argvs = slurmcmd.sacct_argvs(ids, since)
+        return slurmcmd.prestart_sacct(ids, since)
     except Exception:  # only a head start: the survey meets the same problem and answers it
         return None
-    return slurmcmd.prestart(argvs[0]) if len(argvs) == 1 else None  # several: left to the survey
 
 
 def _answer(request: dict[str, object], early: Prestarted | None = None) -> dict[str, object]:

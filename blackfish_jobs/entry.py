@@ -151,7 +151,6 @@ def _prestart_sacct(live: _Live | None) -> Prestarted | None:
     from .backends import slurmcmd
 
     try:
-        argvs = slurmcmd.sacct_argvs(live.slurm_ids, slurmcmd.sacct_since([live.oldest]))
-        return slurmcmd.prestart(argvs[0]) if argvs else None  # the first call; the backend makes any others
+        return slurmcmd.prestart_sacct(live.slurm_ids, slurmcmd.sacct_since([live.oldest]))
     except Exception:  # only a head start: the CLI meets the same problem and reports it
         return None

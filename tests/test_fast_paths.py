@@ -239,12 +239,17 @@ def test_a_cluster_survey_starts_nothing_ahead_for_rows_it_must_look_up_or_canno
     assert calls(fake_sacct) == []
 
 
-def test_a_cluster_survey_with_more_ids_than_one_call_holds_starts_nothing_ahead(fake_sacct):
+def test_a_cluster_survey_with_more_ids_than_one_call_holds_starts_the_first(fake_sacct):
+    """As the entry point does: the first of the survey's calls, which its backend collects."""
     from blackfish_jobs import agent
 
     rows = [{"native_id": str(1_000_000 + i), "submitted_at": "2026-12-07 10:00:00"} for i in range(20_000)]
-    assert agent.prestart_sacct({"op": "survey", "args": {"rows": rows}}) is None  # 2 lists: the survey's
-    assert calls(fake_sacct) == []
+    early = agent.prestart_sacct({"op": "survey", "args": {"rows": rows}})
+    assert early is not None
+    early.collect()
+    [call] = calls(fake_sacct)
+    listed = call.split(" -j ")[1].split(",")
+    assert listed == [r["native_id"] for r in rows][: len(listed)] and len(listed) < len(rows)
 
 
 def test_the_cluster_starts_sacct_before_loading_the_survey(tmp_path, fake_sacct):

@@ -157,3 +157,11 @@ def prestart(argv: list[str]) -> Prestarted | None:
     except (OSError, ValueError):
         return None
     return Prestarted(argv, process)
+
+
+def prestart_sacct(ids: Iterable[str], since: datetime) -> Prestarted | None:
+    """Start the first ``sacct`` call a survey of ``ids`` active since ``since`` will make (the
+    only one unless the ids outgrow one argument: the backend makes the others); None without ids.
+    ``status``' entry point and a remote cluster's agent start their head start here."""
+    argvs = sacct_argvs(ids, since)
+    return prestart(argvs[0]) if argvs else None
