@@ -14,6 +14,12 @@ ANSWER = "BFJOBS-AGENT-ANSWER"
 #: ``BFJOBS-AGENT-PROGRESS <done> <bytes>``: how far a long request (a removal) has got, before its answer.
 PROGRESS = "BFJOBS-AGENT-PROGRESS"
 AGENT_MODULE = "blackfish_jobs.agent"
+#: The last word of an agent's ready line when it can also be held open (``--serve``): a laptop
+#: starts a session holder (:mod:`.session`) only for a cluster whose bfjobs says so.
+SERVES = "serves"
+#: A held agent's messages: ``HINT <n>`` / ``REQUEST <n>`` lines, each followed by ``n`` bytes of JSON.
+HINT = "HINT"
+REQUEST = "REQUEST"
 #: In a job folder whose ids the submitter chose (a remote laptop), written before anything is
 #: submitted: which bfjobs job is which element of it (``{id: index}``), for a laptop that lost
 #: the answer to find its jobs (with submitit's ``*_submitted.pkl``).
