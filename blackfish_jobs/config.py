@@ -249,6 +249,7 @@ class JobSettings:
     max_parallel: int | None = None  # job arrays: at most this many elements run at once (%N)
     shared_group: str | None = None  # the Unix group of the shared cache's admins (publish.group_mode)
     remote_python: str = "python3"  # a remote profile: the cluster's Python that has bfjobs (a path or a command)
+    remote_session: int = 300  # a remote profile: seconds a held session waits for the next status (0: none)
     insecure_registries: tuple[str, ...] = ()  # host[:port] of registries asked over plain HTTP (--no-https)
 
     def merged(self, **overrides: Any) -> JobSettings:
@@ -289,6 +290,8 @@ def _check_setting(key: str, value: Any, label: str) -> Any:
         return validate.positive_int(label, value, 10000)
     if key == "max_workers":
         return validate.positive_int(label, value, 64)
+    if key == "remote_session":  # seconds; 0 turns held sessions off (backends.session)
+        return validate.positive_int(label, value, 86400, minimum=0)
     if key == "constraint":
         return validate.constraint(label, _as_str(label, value))
     if key == "modules":
@@ -577,8 +580,8 @@ def _resolve(
     return Resolved(JobSettings(**merged), sources, fixed)
 
 
-def profile_value(profile: str, key: str, home: Path | None = None) -> Any:
-    """One setting for ``profile`` where no kind is known (below the kinds' layer: ``remote_python``
+def profile_settings(profile: str, home: Path | None = None) -> JobSettings:
+    """The settings for ``profile`` where no kind is known (below the kinds' layer: ``remote_python``
     for the remote backend): the files' ``[defaults]`` and ``[profiles.P]`` tables, kinds' sub-tables
     taken as such (each command that knows the kinds checks them)."""
     tables: set[str] = set()
@@ -589,8 +592,7 @@ def profile_value(profile: str, key: str, home: Path | None = None) -> Any:
         for table in candidates:
             if isinstance(table, dict):
                 tables |= {k for k, v in table.items() if isinstance(v, dict) and k not in _SETTING_KEYS}
-    resolved = resolve_settings(profile, "", home, kinds={name: {} for name in tables}, remote=True)
-    return getattr(resolved.settings, key)
+    return resolve_settings(profile, "", home, kinds={name: {} for name in tables}, remote=True).settings
 
 
 def sent_layers(resolved: Resolved, site_path: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -599,7 +601,7 @@ def sent_layers(resolved: Resolved, site_path: Path | None = None) -> list[tuple
     site = str(site_path or constants.site_config_path())
     layers: dict[str, dict[str, Any]] = {}
     for key, label in resolved.sources.items():
-        if label in ("default", "HF_ENDPOINT") or label.startswith(site):
+        if label in ("default", "HF_ENDPOINT") or label.startswith(site) or key in _LAPTOP_ONLY:
             continue
         value = getattr(resolved.settings, key)
         layers.setdefault(label, {})[key] = (
@@ -623,6 +625,9 @@ def check_layers(raw: Any) -> list[tuple[str, dict[str, Any]]]:
         checked.append((label, {k: _check_setting(k, v, f"{label} {k}") for k, v in item[1].items()}))
     return checked
 
+
+#: Settings of how the laptop reaches a cluster, not of jobs: never sent to it.
+_LAPTOP_ONLY = frozenset({"remote_python", "remote_session"})
 
 #: How a layer the laptop sent is named on the cluster (:func:`check_layers`).
 _SENT = " (sent by the laptop)"

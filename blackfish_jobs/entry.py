@@ -16,6 +16,7 @@ reports it).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .backends import Backends
 
 if TYPE_CHECKING:
+    from .backends.session import Held
     from .backends.slurmcmd import Prestarted
 
 
@@ -98,6 +100,8 @@ class _Live(NamedTuple):
     slurm_ids: list[str]
     oldest: datetime | None
     remote_profiles: list[str]
+    remote_ids: list[str]  # the Slurm ids of the one remote profile's unfinished jobs (for its hint)
+    remote_oldest: datetime | None
 
 
 def _read_live(db_url: str | None, profile: str | None) -> _Live | None:
@@ -116,7 +120,9 @@ def _read_live(db_url: str | None, profile: str | None) -> _Live | None:
             if not store.at_head(conn):
                 return None
             ids, oldest = store.live_native_ids(conn, slurmcmd.BACKEND, profile or None)
-            return _Live(ids, oldest, store.live_profiles(conn, "remote", profile or None))
+            remote = store.live_profiles(conn, "remote", profile or None)
+            far, far_oldest = store.live_native_ids(conn, "remote", remote[0]) if len(remote) == 1 else ([], None)
+            return _Live(ids, oldest, remote, far, far_oldest)
         finally:
             conn.close()
     except Exception:
@@ -124,14 +130,29 @@ def _read_live(db_url: str | None, profile: str | None) -> _Live | None:
 
 
 def _prestart_remote(live: _Live | None) -> dict[str, Any] | None:
-    """Start the connection to each remote profile's cluster that ``status`` will ask (once per
-    profile): the login, the interpreter and bfjobs' imports there overlap the CLI's start-up here;
-    the request itself is sent by the remote backend once it has the rows. Nothing is sent to an
-    agent nobody asks: it is killed when the command ends."""
+    """Start asking the remote profile's cluster that ``status`` will ask. With a held session
+    (:mod:`.backends.session`): tell it the jobs' ids before reading any configuration, so that
+    its ``sacct`` call starts now. Otherwise start the connection: the login, the interpreter and
+    bfjobs' imports there overlap the CLI's start-up here; the request itself is sent by the
+    remote backend once it has the rows. Nothing is sent to an agent nobody asks: it is killed
+    when the command ends."""
     if live is None or len(live.remote_profiles) != 1:
         return None  # several clusters: one at a time, so that two logins never prompt at once
     from .backends import remote
 
+    name = live.remote_profiles[0]
+    held = _hint_held(name, live)
+    if held is not None:
+        try:
+            agent = remote.agent_for(name)
+        except Exception:  # the CLI meets the same problem and reports it
+            held.close()
+            return None
+        agent.adopt(held)
+        if not agent.session_s:  # held sessions since turned off (remote_session = 0): the plain way
+            with contextlib.suppress(Exception):  # only a head start: the CLI meets it and reports it
+                agent.prestart()
+        return {name: agent}
     agents: dict[str, Any] = {}
     try:
         for name in live.remote_profiles:
@@ -142,6 +163,19 @@ def _prestart_remote(live: _Live | None) -> dict[str, Any] | None:
             agent.close()
         return None
     return agents
+
+
+def _hint_held(name: str, live: _Live) -> Held | None:
+    """The profile's held session, told which jobs this ``status`` will ask about; None if none."""
+    from .backends import session, ssh
+
+    try:  # the control folder checked as the backend checks it: private, the user's own
+        held = session.connect(ssh.control_dir(), name)
+        if held is not None:
+            held.hint(live.remote_ids, live.remote_oldest)
+        return held
+    except Exception:  # only a head start
+        return None
 
 
 def _prestart_sacct(live: _Live | None) -> Prestarted | None:

@@ -113,8 +113,8 @@ def module(field: str, value: str) -> str:
     return value
 
 
-def positive_int(field: str, value: object, maximum: int) -> int:
-    """An integer in 1..maximum (refuses bools and strings that are not plain digits)."""
+def positive_int(field: str, value: object, maximum: int, minimum: int = 1) -> int:
+    """An integer in minimum..maximum (refuses bools and strings that are not plain digits)."""
     if isinstance(value, bool):
         raise BadInput(f"{field}: expected an integer, got {show(value)}")
     if isinstance(value, str):
@@ -122,8 +122,8 @@ def positive_int(field: str, value: object, maximum: int) -> int:
         if not value.isdigit():
             raise BadInput(f"{field}: expected an integer, got {show(value)}")
         value = int(value)
-    if not isinstance(value, int) or not 1 <= value <= maximum:
-        raise BadInput(f"{field}: expected an integer from 1 to {maximum}, got {show(value)}")
+    if not isinstance(value, int) or not minimum <= value <= maximum:
+        raise BadInput(f"{field}: expected an integer from {minimum} to {maximum}, got {show(value)}")
     return value
 
 

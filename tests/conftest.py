@@ -21,6 +21,7 @@ from support.blackfish import create_blackfish_db
 from support.group import ADMINS, GROUP, RESEARCHER, Cluster
 from support.hub import HubServer, make_demo_repo
 from support.install import SiteInstall, install_site
+from support.remote import Laptop
 from support.site import STUB_BIN, Site, path_without_slurm, skip_or_fail, slurm_available, tmpfs_over
 from support.slurm import DownPartition, make_call_log
 from support.unprivileged import copy_bfjobs_for_nobody
@@ -202,3 +203,27 @@ def fake_registry():
 
     with FakeRegistry() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def cluster_install() -> Iterator[SiteInstall]:
+    """The remote tests' cluster user's own bfjobs: a second install, as a site module or a user's
+    venv would be (tests/test_remote.py, tests/test_remote_session.py)."""
+    from support.remote import cluster_login_profile, sshd_ready
+
+    sshd_ready()
+    if not slurm_available():
+        skip_or_fail("Slurm is not running: run scripts/slurm-up.sh")
+    install = install_site()
+    cluster_login_profile("BFJOBS_REGISTRY_OFFLINE=1")
+    yield install
+    cluster_login_profile()
+    shutil.rmtree(install.root, ignore_errors=True)
+
+
+@pytest.fixture
+def laptop(site_install: SiteInstall, cluster_install: SiteInstall) -> Iterator[Laptop]:
+    """One remote test's laptop (tests/support/remote.py), its ssh masters closed afterwards."""
+    made = Laptop(site_install, cluster_install)
+    yield made
+    made.close()

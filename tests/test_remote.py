@@ -16,29 +16,8 @@ from datetime import datetime, timedelta
 import pytest
 from support.blackfish import create_blackfish_db
 from support.hub import DEMO_REPO_ID
-from support.install import SiteInstall, install_site
-from support.remote import CLUSTER, Laptop, cluster_login_profile, sshd_ready
-from support.site import as_job, as_jobs, skip_or_fail, slurm_available
-
-
-@pytest.fixture(scope="module")
-def cluster_install() -> Iterator[SiteInstall]:
-    """The cluster user's own bfjobs: a second install, as a site module or a user's venv would be."""
-    sshd_ready()
-    if not slurm_available():
-        skip_or_fail("Slurm is not running: run scripts/slurm-up.sh")
-    install = install_site()
-    cluster_login_profile("BFJOBS_REGISTRY_OFFLINE=1")
-    yield install
-    cluster_login_profile()
-    shutil.rmtree(install.root, ignore_errors=True)
-
-
-@pytest.fixture
-def laptop(site_install: SiteInstall, cluster_install: SiteInstall) -> Iterator[Laptop]:
-    made = Laptop(site_install, cluster_install)
-    yield made
-    made.close()
+from support.remote import CLUSTER, Laptop, cluster_login_profile
+from support.site import as_job, as_jobs
 
 
 def _owner(path) -> str:

@@ -29,7 +29,7 @@ from ..errors import ClusterError, ConnectionLost, MalformedAnswer, RemoteUnreac
 from ..states import State
 from . import ssh
 from .base import Backend, CancelRequest, Observation, Submitted, Survey, Task
-from .protocol import AGENT_MODULE, ANSWER, MARK, PROGRESS, PROTOCOL, SLURM_ID, one_line
+from .protocol import AGENT_MODULE, ANSWER, MARK, PROGRESS, PROTOCOL, SERVES, SLURM_ID, one_line
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..config import Profile
     from ..specs import JobSpec
     from ..store import JobRow
+    from .session import Held
 
 #: How long the cluster may take to start bfjobs and say it is ready (a login, a slow filesystem).
 READY_TIMEOUT_S = 60.0
@@ -65,18 +66,21 @@ ERROR_TYPES = {
 class Agent:
     """bfjobs on one cluster, as a remote profile reaches it."""
 
-    def __init__(self, profile: Profile, python: str) -> None:
+    def __init__(self, profile: Profile, python: str, session_s: int = 0) -> None:
         assert profile.host is not None
         self.profile = profile
         self.target = ssh.Target(profile.name, profile.host, profile.user)
         self.python = python
+        self.session_s = session_s  # remote_session: how long a held session waits (0: never hold one)
         self.calls = 0  # ssh invocations made (the benchmark and tests count round trips)
+        self.held_calls = 0  # requests answered over a held session (a round trip, no ssh invocation)
         self._early: list[tuple[subprocess.Popen[bytes], _Lines]] = []  # started by prestart(), not asked yet
+        self._held: Held | None = None  # a held session the entry point connected to (and hinted)
+        self._serves = False  # the cluster's bfjobs said it can be held (its ready line)
 
     def start(self) -> tuple[subprocess.Popen[bytes], _Lines]:
         """ssh to the cluster's bfjobs, which says it is ready and then waits for one request."""
-        remote = ["bash", "-lc", ssh.remote_line([self.python, "-m", AGENT_MODULE])]
-        argv = self.target.argv(remote)
+        argv = self.target.argv(self._agent_line())
         self.calls += 1
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -91,8 +95,27 @@ class Agent:
         the cluster overlap this command's own start-up (``status``: see :mod:`blackfish_jobs.entry`)."""
         self._early.append(self.start())
 
+    def adopt(self, held: Held) -> None:
+        """Use ``held`` (connected, and hinted, by the entry point) for the next survey, if this
+        profile holds sessions at all."""
+        if self.session_s:
+            self._held = held
+        else:
+            held.close()
+
+    def session_argv(self) -> list[str]:
+        """The ssh command a session holder runs: ``bfjobs --serve`` there, never prompting."""
+        return self.target.argv(self._agent_line("--serve"), batch=True)
+
+    def _agent_line(self, *options: str) -> list[str]:
+        """bfjobs' agent run by the cluster's login shell (modules, Slurm's PATH and configuration)."""
+        return ["bash", "-lc", ssh.remote_line([self.python, "-m", AGENT_MODULE, *options])]
+
     def close(self) -> None:
         """End a started connection nobody asked anything (it has been sent nothing)."""
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         while self._early:
             proc, _reader = self._early.pop()
             if proc.poll() is None:
@@ -110,10 +133,17 @@ class Agent:
         ``progress`` hears the cluster's progress lines before the answer."""
         from .. import __version__
 
+        held = op == "survey" and self.session_s > 0  # read-only: safe to ask again the plain way
+        if held:
+            request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args}).encode()
+            line = self._ask_held(request, timeout)
+            if line is not None:
+                self.held_calls += 1
+                return self._answer(line)
         proc, reader = self._early.pop() if self._early else self.start()
         try:
-            # Encoded while the cluster gets ready, not after: a survey of 10,000 rows is several MB.
-            request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args}).encode()
+            if not held:  # encoded while the cluster gets ready, not after: 10,000 rows are several MB
+                request = json.dumps({"protocol": PROTOCOL, "version": __version__, "op": op, "args": args}).encode()
             ready = reader.until(MARK + " ", time.monotonic() + READY_TIMEOUT_S)
             if ready is None:
                 raise self._not_started(proc, reader)
@@ -124,6 +154,7 @@ class Agent:
                     f"{words[1] if len(words) > 1 else '?'} (version {words[2] if len(words) > 2 else '?'}), "
                     f"this bfjobs {PROTOCOL} (version {__version__}): install the same bfjobs on both sides"
                 )
+            self._serves = words[-1] == SERVES
             deadline = time.monotonic() + timeout
             try:
                 if not _send(proc, request, deadline):
@@ -137,6 +168,24 @@ class Agent:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        answer = self._answer(line)
+        if held and self._serves:  # the next survey (a wait's refresh, the next status) is held
+            from . import session
+
+            session.spawn(ssh.control_dir(), self.profile.name, self.session_argv(), self.session_s)
+        return answer
+
+    def _ask_held(self, request: bytes, timeout: float) -> str | None:
+        """The answer line of this profile's session holder, or None (none, stale, gone)."""
+        from . import session
+
+        held, self._held = self._held, None
+        if held is None:
+            held = session.connect(ssh.control_dir(), self.profile.name)
+        return None if held is None else held.ask(session.key(self.session_argv()), request, timeout)
+
+    def _answer(self, line: str) -> Any:
+        """The ``ok`` of an answer line, or the error it names raised (same type, one line)."""
         try:
             answer = json.loads(line[len(ANSWER) + 1 :])
         except ValueError:
@@ -197,22 +246,34 @@ class Agent:
 def _send(proc: subprocess.Popen[bytes], data: bytes, deadline: float) -> bool:
     """Write ``data`` to the process's stdin and close it, by the deadline (False if not: the far
     side stopped reading, and a plain write would block for ever)."""
+    if not write_by(proc, data, deadline):
+        return False
+    assert proc.stdin is not None
+    proc.stdin.close()
+    return True
+
+
+def write_by(proc: subprocess.Popen[bytes], data: bytes, deadline: float) -> bool:
+    """Write ``data`` to the process's stdin by the deadline, leaving it open (False if not: it
+    stopped reading); OSError if it went away (BrokenPipeError)."""
     assert proc.stdin is not None
     fd = proc.stdin.fileno()
-    os.set_blocking(fd, False)
     view = memoryview(data)
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_WRITE)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if selector.select(min(left, 1.0)):
-                try:
-                    view = view[os.write(fd, view[:65536]) :]
-                except BlockingIOError:
-                    continue
-    proc.stdin.close()
+    os.set_blocking(fd, False)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_WRITE)
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if selector.select(min(left, 1.0)):
+                    try:
+                        view = view[os.write(fd, view[:65536]) :]
+                    except BlockingIOError:
+                        continue
+    finally:
+        os.set_blocking(fd, True)
     return True
 
 
@@ -347,8 +408,14 @@ class RemoteBackend(Backend):
         self.progress: dict[str, dict[str, Any]] = {}  # learnt by surveys: running and ended jobs' records
 
     def close(self) -> None:
-        for agent in self._agents.values():
+        for name, agent in self._agents.items():
             agent.close()
+            if agent.calls or agent.held_calls:
+                import logging
+
+                logging.getLogger(__name__).debug(
+                    "profile %r: %d ssh call(s), %d request(s) over a held session", name, agent.calls, agent.held_calls
+                )
 
     def agent(self, profile_name: str) -> Agent:
         """The cluster of ``profile_name`` (its profile and ``remote_python`` read once per command)."""
@@ -457,7 +524,8 @@ def agent_for(profile_name: str) -> Agent:
     profile = config.load_profile(profile_name, check_dirs=False)
     if not profile.remote:
         raise ClusterError(f"profile {profile_name!r} no longer names a remote host (host = {profile.host})")
-    return Agent(profile, config.profile_value(profile_name, "remote_python"))
+    settings = config.profile_settings(profile_name)
+    return Agent(profile, settings.remote_python, settings.remote_session)
 
 
 def _by_profile(rows: Sequence[JobRow]) -> dict[str, list[JobRow]]:

@@ -59,8 +59,9 @@ class Target:
     host: str
     user: str | None
 
-    def argv(self, remote: Sequence[str], *, master: bool = True) -> list[str]:
-        """The ssh command running ``remote`` (quoted by :func:`remote_line`) on the cluster."""
+    def argv(self, remote: Sequence[str], *, master: bool = True, batch: bool = False) -> list[str]:
+        """The ssh command running ``remote`` (quoted by :func:`remote_line`) on the cluster;
+        ``batch``: never prompt (a detached session holder, with nobody to answer)."""
         options = [
             "-o",
             f"ConnectTimeout={CONNECT_TIMEOUT_S}",
@@ -90,6 +91,8 @@ class Target:
                 "-o",
                 f"ControlPersist={CONTROL_PERSIST_S}",
             ]
+        if batch:
+            options += ["-o", "BatchMode=yes"]
         if self.user:
             options += ["-l", self.user]
         return [constants.ssh_command(), *options, "--", self.host, remote_line(remote)]

@@ -116,4 +116,11 @@ def cli(click_ctx: click.Context, db_url: str | None) -> None:
 def main(argv: Sequence[str] | None = None, backends: object = None) -> None:
     """Console-script entry point; ``backends``: the entry's (holding a prestarted ``sacct``), passed
     through to the :class:`~blackfish_jobs.api.Client` unopened."""
+    if debug_env():  # the library's debug records (how each cluster was reached) on stderr too
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("bfjobs: debug: %(message)s"))
+        logging.getLogger("blackfish_jobs").addHandler(handler)
+        logging.getLogger("blackfish_jobs").setLevel(logging.DEBUG)
     cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", obj=backends)

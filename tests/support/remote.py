@@ -89,10 +89,14 @@ class Laptop:
         text = "[cluster]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
         (self.app / "profiles.cfg").write_text(text)
 
-    def write_settings(self, *lines: str, remote_python: str | None = None) -> None:
+    def write_settings(self, *lines: str, remote_python: str | None = None, session: int | None = 0) -> None:
+        """The laptop's bfjobs.toml. ``session``: ``remote_session`` (None: unset, the default of
+        holding sessions). 0 unless asked: most tests count each request's ssh call, which a held
+        session (tests/test_remote_session.py) would answer instead."""
         python = remote_python or str(self.cluster_install.prefix / "bin" / "python")
         apptainer = self.cluster_install.tools / "apptainer"
-        text = f'[profiles.cluster]\nremote_python = "{python}"\napptainer = "{apptainer}"\n' + "\n".join(lines)
+        held = "" if session is None else f"remote_session = {session}\n"
+        text = f'[profiles.cluster]\nremote_python = "{python}"\napptainer = "{apptainer}"\n{held}' + "\n".join(lines)
         (self.app / "bfjobs.toml").write_text(text + "\n")
 
     def write_list(self, name: str, entries: list[str]) -> Path:
@@ -128,6 +132,8 @@ class Laptop:
 
     def close(self) -> None:
         for socket in self.control.iterdir() if self.control.exists() else ():
+            if socket.name.startswith("held-"):
+                continue  # a session holder's: it goes with its master's session
             subprocess.run(
                 [RUNUSER, "-u", LAPTOP, "--", "/usr/bin/ssh", "-o", f"ControlPath={socket}", "-O", "exit", ALIAS],
                 capture_output=True, timeout=30,
