@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -336,13 +337,22 @@ class RemoteSite:
     env: dict[str, str]
     cluster_user: str
 
-    def laptop(self, args: list[str]) -> list[str]:
+    def laptop(self, args: list[str], **env: str) -> list[str]:
         """``bfjobs ARGS`` as the laptop user."""
         from support.install import RUNUSER
 
         made = self.laptop_dir
-        return [RUNUSER, "-u", "bflaptop", "--", "env", *[f"{k}={v}" for k, v in made.env().items()],
+        return [RUNUSER, "-u", "bflaptop", "--", "env", *[f"{k}={v}" for k, v in made.env(**env).items()],
                 str(made.laptop_install.prefix / "bin" / "bfjobs"), *args]
+
+    def plain_settings(self) -> Path:
+        """A copy of the laptop's bfjobs.toml with held sessions off (``BFJOBS_CONFIG``): every
+        request its own ssh call."""
+        made = self.laptop_dir
+        plain = made.app / "bfjobs-plain.toml"
+        plain.write_text((made.app / "bfjobs.toml").read_text() + "remote_session = 0\n")
+        subprocess.run(["chown", "bflaptop:bflaptop", str(plain)], check=True)
+        return plain
 
     def jobs(self, ids: list[str]) -> None:
         """One PENDING remote-profile row per held job in the laptop's DB (amid 10,000 finished ones)."""
@@ -352,11 +362,21 @@ class RemoteSite:
                          user=self.cluster_user)
         subprocess.run(["chown", "-R", "bflaptop:bflaptop", str(made.app)], check=True)
 
-    def round_trips(self, argv: Any) -> int:
-        """ssh invocations of one run of ``argv()`` (a laptop command)."""
+    def round_trips(self, args: list[str], **env: str) -> dict[str, int]:
+        """One run of ``bfjobs ARGS`` on the laptop: its ssh invocations (counted by the laptop's
+        ``ssh`` on PATH) and its requests over a held session (its own ``BFJOBS_DEBUG`` record;
+        0 without one). A session holder it starts (detached, after its answer) is waited for, so
+        that its ssh invocation is not counted against the next command."""
         before = self.laptop_dir.ssh_calls()
-        subprocess.run(argv(), env=self.env, capture_output=True, check=True, timeout=600)
-        return self.laptop_dir.ssh_calls() - before
+        done = subprocess.run(self.laptop(args, BFJOBS_DEBUG="1", **env), env=self.env, capture_output=True,
+                              text=True, check=True, timeout=600)
+        time.sleep(1.0)
+        found = re.search(r"(\d+) ssh call\(s\), (\d+) request\(s\) over a held session", done.stderr)
+        held = int(found.group(2)) if found else 0
+        if found and int(found.group(1)) > self.laptop_dir.ssh_calls() - before:
+            raise RuntimeError(f"bfjobs counted more ssh calls than its PATH saw: {done.stderr}")
+        return {"ssh_calls": self.laptop_dir.ssh_calls() - before, "held_requests": held,
+                "round_trips": (int(found.group(1)) if found else 0) + held}
 
     def raw_sacct(self, ids: list[str]) -> list[str]:
         """The ``sacct`` the cluster's bfjobs runs for these jobs, run over ssh through the same master."""
