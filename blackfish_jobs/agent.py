@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .backends.slurmcmd import Prestarted
 
 MAX_REQUEST = 64 * 1024 * 1024
+#: A held session's hinted ``sacct`` serves only a request that follows within this many seconds
+#: (the laptop sends both within one command; its holder waits 10 s at most between them).
+HINT_TTL_S = 30.0
 
 
 def main() -> int:
@@ -62,6 +65,8 @@ def serve() -> int:
     that survey's ``sacct`` call at once; the request that follows collects it if it asks the
     same. Anything out of step ends the session (the holder then goes away; the laptop falls back
     to one ssh call per request)."""
+    import time
+
     from . import __version__
     from .api import cluster  # noqa: F401  loaded once, before saying ready: each survey finds it loaded
     from .backends.protocol import ANSWER, HINT, MARK, PROTOCOL, REQUEST, SERVES
@@ -69,6 +74,7 @@ def serve() -> int:
     print(f"{MARK} {PROTOCOL} {__version__} {SERVES}", flush=True)
     stdin = sys.stdin.buffer
     early: Prestarted | None = None
+    hinted_at = 0.0
     try:
         while True:
             head = stdin.readline(64).split()
@@ -81,8 +87,11 @@ def serve() -> int:
             if head[0] == HINT.encode():
                 if early is not None:
                     early.discard()
-                early = _hinted_sacct(body)
+                early, hinted_at = _hinted_sacct(body), time.monotonic()
                 continue
+            if early is not None and time.monotonic() - hinted_at > HINT_TTL_S:
+                early.discard()  # never an answer older than its request (the holder clears unused hints anyway)
+                early = None
             answer = _served(body, early)
             early = None  # collected by the survey, or discarded by _served
             sys.stdout.write(f"{ANSWER} {json.dumps(answer)}\n")

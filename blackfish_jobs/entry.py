@@ -169,12 +169,15 @@ def _hint_held(name: str, live: _Live) -> Held | None:
     """The profile's held session, told which jobs this ``status`` will ask about; None if none."""
     from .backends import session, ssh
 
+    held = None
     try:  # the control folder checked as the backend checks it: private, the user's own
         held = session.connect(ssh.control_dir(), name)
         if held is not None:
             held.hint(live.remote_ids, live.remote_oldest)
         return held
     except Exception:  # only a head start
+        if held is not None:
+            held.close()
         return None
 
 

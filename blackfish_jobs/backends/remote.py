@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 60.0
 #: How long one request may take there (a submission asks the hub, renders and runs sbatch).
 CALL_TIMEOUT_S = 300.0
+#: How long a survey may take over a held session before it is asked the plain way instead.
+HELD_TIMEOUT_S = 60.0
 MAX_ANSWER = 64 * 1024 * 1024
 #: The errors an answer may name: the same type is raised here.
 ERROR_TYPES = {
@@ -182,7 +184,10 @@ class Agent:
         held, self._held = self._held, None
         if held is None:
             held = session.connect(ssh.control_dir(), self.profile.name)
-        return None if held is None else held.ask(session.key(self.session_argv()), request, timeout)
+        if held is None:
+            return None
+        # bounded: a holder busy with another command's survey, or stuck, costs a minute at most
+        return held.ask(session.key(self.session_argv(), self.session_s), request, min(timeout, HELD_TIMEOUT_S))
 
     def _answer(self, line: str) -> Any:
         """The ``ok`` of an answer line, or the error it names raised (same type, one line)."""

@@ -18,12 +18,14 @@ What keeps it honest:
   the request goes the plain way, as if no holder existed; a survey is safe to ask twice.
 - **Never a prompt.** The holder's ssh runs with ``BatchMode=yes`` through the master the plain
   call just used (it cannot ask for a password or a 2FA code nobody would see).
-- **Never stale.** The holder serves only requests made with its exact ssh command line and this
-  bfjobs version (:func:`key`); told otherwise, it answers ``STALE`` and goes away. It also goes
-  away after ``remote_session`` seconds without a request (bfjobs.toml, default 300 as ssh's
-  ``ControlPersist``, so a held session keeps the master no longer than a plain call; 0: never
-  hold one), after :data:`LIFETIME_S` in all (the cluster's login
-  environment is read afresh), and when its session ends (``ssh -O exit``, a dropped link).
+- **Never stale.** The holder serves only requests made with its exact ssh command line, its
+  ``remote_session`` and this bfjobs version (:func:`key`); told otherwise, it answers ``STALE``
+  and goes away. A hint it forwarded is dropped there unless its own request follows. It also
+  goes away after ``remote_session`` seconds without a request (bfjobs.toml, default 300; 0:
+  never hold one; the master then lives its ``ControlPersist`` on, as after any call), after
+  :data:`LIFETIME_S` in all (the cluster's login environment is read afresh), and when its
+  session ends (``ssh -O exit``, a dropped link). One holder per socket: it holds a lock file
+  all its life, so commands in quick succession do not start several.
 """
 
 from __future__ import annotations
@@ -72,12 +74,13 @@ def socket_path(control_dir: Path, profile_name: str) -> Path:
 KEY = re.compile(rb"[0-9a-f]{32}")
 
 
-def key(argv: list[str]) -> str:
+def key(argv: list[str], idle_s: int) -> str:
     """What a holder must have been started with to serve a request: its ssh command line (the
-    host, user, ``remote_python``, options) and this bfjobs' version and protocol."""
+    host, user, ``remote_python``, options), its ``remote_session`` and this bfjobs' version and
+    protocol."""
     from .. import __version__
 
-    text = json.dumps([PROTOCOL, __version__, argv])
+    text = json.dumps([PROTOCOL, __version__, argv, idle_s])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -120,7 +123,8 @@ class Held:
         finally:
             self.close()
         line = b"".join(chunks).decode("utf-8", "replace")
-        return line.rstrip("\n") if line.startswith(ANSWER + " ") and line.count("\n") <= 1 else None
+        whole = line.startswith(ANSWER + " ") and line.endswith("\n") and line.count("\n") == 1
+        return line[:-1] if whole else None  # a line cut short (the holder went) is no answer
 
     def close(self) -> None:
         self.sock.close()
@@ -146,6 +150,8 @@ def spawn(control_dir: Path, profile_name: str, argv: list[str], idle_s: int) ->
     if found is not None:
         found.close()
         return
+    if _locked(path):
+        return  # one is starting (its login can take a while): not a second one
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
     try:
         holder = subprocess.Popen(
@@ -158,11 +164,32 @@ def spawn(control_dir: Path, profile_name: str, argv: list[str], idle_s: int) ->
             cwd="/",
         )
         assert holder.stdin is not None
-        settings = {"argv": argv, "key": key(argv), "path": str(path), "idle_s": idle_s}
+        settings = {"argv": argv, "key": key(argv, idle_s), "path": str(path), "idle_s": idle_s}
         with holder.stdin:
             holder.stdin.write(json.dumps(settings).encode())
-    except OSError:  # only ever a head start for later commands
+        holder.wait(timeout=10)  # it forks and exits at once: no zombie left for a long `wait`
+    except (OSError, subprocess.TimeoutExpired):  # only ever a head start for later commands
         return
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _locked(path: Path) -> bool:
+    """Is a holder of ``path`` alive (starting or serving)? It holds its lock file all its life."""
+    import fcntl
+
+    try:
+        with open(_lock_path(path), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 # ------------------------------------------------------------------------------- holder side
@@ -203,7 +230,8 @@ class Holder:
 
     def listen(self) -> bool:
         """Bind under a private name, then rename into place: a client never meets a half-made
-        socket, and of two holders started at once the later simply wins."""
+        socket. False if a holder already listens there (the lock file makes that rare: one left
+        from before its lock, say)."""
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(self.path))
@@ -273,35 +301,19 @@ class Holder:
     def handle(self, conn: socket.socket, proc: subprocess.Popen[bytes], lines: Any) -> bool:
         """One client: its hint goes to the agent at once, then its request; the answer back.
         False when the holder should end (stale, or the session broke)."""
+        hinted = False
+        try:
+            hinted, request = self.receive(conn, proc)
+        except _Stale:
+            with contextlib.suppress(OSError):
+                conn.sendall(STALE + b"\n")
+            return False  # a client with another profile, setting or bfjobs: this holder is stale, it goes
+        except _Broken:
+            return False
+        if request is None:  # no request after all: the hinted call is dropped there, never served later
+            return not hinted or _write(proc, b"%s 2\n{}" % HINT.encode(), time.monotonic() + CLIENT_S)
         from .remote import CALL_TIMEOUT_S
 
-        conn.settimeout(CLIENT_S)
-        reader = conn.makefile("rb")
-        try:
-            hint = reader.readline(MAX_HINT)
-            if not hint.endswith(b"\n"):
-                return True  # not a client of ours (or it gave up): dropped
-            body = hint.strip()
-            if body not in (b"", b"{}"):
-                message = b"%s %d\n%s" % (HINT.encode(), len(body), body)
-                if not _write(proc, message, time.monotonic() + CLIENT_S):
-                    return False
-            asked = reader.readline(128).strip()
-            if not asked:  # it left without asking (held sessions turned off there): no call for nobody
-                return body in (b"", b"{}") or _write(proc, b"%s 2\n{}" % HINT.encode(), time.monotonic() + CLIENT_S)
-            if not KEY.fullmatch(asked):
-                return True  # not a client of ours: dropped
-            if asked.decode() != self.key:
-                with contextlib.suppress(OSError):
-                    conn.sendall(STALE + b"\n")
-                return False  # a client with another profile or bfjobs: this holder is stale, it goes
-            request = reader.read(MAX_REQUEST + 1)
-        except (OSError, ValueError):
-            return True
-        finally:
-            reader.close()
-        if not request or len(request) > MAX_REQUEST:
-            return True
         deadline = time.monotonic() + CALL_TIMEOUT_S
         if not _write(proc, b"%s %d\n" % (REQUEST.encode(), len(request)) + request, deadline):
             return False
@@ -316,6 +328,42 @@ class Holder:
             conn.sendall(answer.encode() + b"\n")
         return True
 
+    def receive(self, conn: socket.socket, proc: subprocess.Popen[bytes]) -> tuple[bool, bytes | None]:
+        """A client's hint (forwarded at once: whether it was) and request (None: none came, or
+        not one of ours). Raises :class:`_Stale` for another key, :class:`_Broken` if the agent
+        stopped reading."""
+        hinted = False
+        conn.settimeout(CLIENT_S)
+        reader = conn.makefile("rb")
+        try:
+            hint = reader.readline(MAX_HINT)
+            if not hint.endswith(b"\n"):
+                return hinted, None  # not a client of ours (or it gave up): dropped
+            body = hint.strip()
+            if body not in (b"", b"{}"):
+                if not _write(proc, b"%s %d\n%s" % (HINT.encode(), len(body), body), time.monotonic() + CLIENT_S):
+                    raise _Broken
+                hinted = True
+            asked = reader.readline(128).strip()
+            if not KEY.fullmatch(asked):
+                return hinted, None  # it left without asking (held sessions turned off there), or junk
+            if asked.decode() != self.key:
+                raise _Stale
+            request = reader.read(MAX_REQUEST + 1)
+        except (OSError, ValueError):
+            return hinted, None
+        finally:
+            reader.close()
+        return hinted, (request if request and len(request) <= MAX_REQUEST else None)
+
+
+class _Stale(Exception):
+    """A client sent another key."""
+
+
+class _Broken(Exception):
+    """The agent stopped reading."""
+
 
 def _write(proc: subprocess.Popen[bytes], data: bytes, deadline: float) -> bool:
     """Write a message to the agent by the deadline, keeping its stdin open for the next one
@@ -329,7 +377,11 @@ def _write(proc: subprocess.Popen[bytes], data: bytes, deadline: float) -> bool:
 
 
 def main() -> int:
-    """The holder process: its settings (from :func:`spawn`) on stdin."""
+    """The holder process: its settings (from :func:`spawn`) on stdin. It forks once and the
+    first process exits (the holder is then nobody's child: no zombie in a long command); it
+    takes its lock or leaves (one holder per socket, starting or serving)."""
+    import fcntl
+
     try:
         settings = json.loads(sys.stdin.buffer.read(1 << 20))
         holder = Holder(
@@ -338,6 +390,13 @@ def main() -> int:
     except (ValueError, KeyError, TypeError):
         return 2
     sys.stdin.close()
+    if os.fork():
+        os._exit(0)
+    try:
+        lock = open(_lock_path(holder.path), "a")  # noqa: SIM115  held open for the holder's life
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another holder is starting or serving
+        return 0
     return holder.run()
 
 

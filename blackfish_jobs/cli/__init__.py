@@ -119,8 +119,11 @@ def main(argv: Sequence[str] | None = None, backends: object = None) -> None:
     if debug_env():  # the library's debug records (how each cluster was reached) on stderr too
         import logging
 
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("bfjobs: debug: %(message)s"))
-        logging.getLogger("blackfish_jobs").addHandler(handler)
-        logging.getLogger("blackfish_jobs").setLevel(logging.DEBUG)
+        log = logging.getLogger("blackfish_jobs")
+        if not any(getattr(h, "bfjobs_cli", False) for h in log.handlers):  # once per process
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("bfjobs: debug: %(message)s"))
+            handler.bfjobs_cli = True  # type: ignore[attr-defined]
+            log.addHandler(handler)
+            log.setLevel(logging.DEBUG)
     cli.main(args=list(argv) if argv is not None else None, prog_name="bfjobs", obj=backends)
