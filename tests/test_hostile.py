@@ -817,6 +817,7 @@ TOML_SETTINGS: dict[str, tuple[str, list[Any]]] = {
     "max_parallel": ("int", [1, 10, 10000]),
     "shared_group": ("str", [grp.getgrgid(os.getgid()).gr_name]),  # a group this user is in (others: refused)
     "remote_python": ("str", ["python3", "/opt/bfjobs/bin/python", "python3.11"]),  # a remote profile's only
+    "remote_session": ("int", [0, 300, 86400, "60"]),  # a remote profile's only: not in any script
     "insecure_registries": ("list", ["127.0.0.1:5000", "mirror.internal", "registry.example.org:443"]),
 }
 SBATCH_FLAGS = {"partition": "partition", "qos": "qos", "account": "account", "time": "time", "mem": "mem",
@@ -897,8 +898,9 @@ def test_bfjobs_toml_fields(sb: Sandbox, key: str, data: st.DataObject) -> None:
             assert got == sbatch_value(sb.baseline(kind), SBATCH_FLAGS[key])
     elif key == "hf_endpoint":
         assert prelude.env.get("HF_ENDPOINT") == (value.rstrip("/") if applies else None)
-    else:  # apptainer, templates_dir, max_workers, max_parallel, shared_group, insecure_registries: not in
-        # the script of the sandbox's requests (Docker Hub's and library:// names)
+    else:  # apptainer, templates_dir, max_workers, max_parallel, shared_group, insecure_registries,
+        # remote_python, remote_session: not in the script of the sandbox's requests (Docker Hub's
+        # and library:// names)
         assert script == sb.baseline(kind)
 
 

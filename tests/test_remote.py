@@ -316,7 +316,10 @@ def test_a_connection_lost_during_submit_loses_no_job_and_submits_none_twice(lap
     assert len({c.split("_")[0] for c in submitted}) == 1, submitted  # one sbatch: nothing submitted twice
 
 
-def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_back(laptop: Laptop):
+@pytest.mark.parametrize("session", [0, None], ids=["plain", "held-session"])
+def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_back(laptop: Laptop, session):
+    """Also with held sessions (the default): the holder's session dies with the others, its
+    refreshes fall back to plain calls, which fail until the cluster is back."""
     import os
     import signal
     import subprocess
@@ -324,9 +327,9 @@ def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_bac
 
     from support.install import RUNUSER
     from support.remote import SSHD_DIR
-    from support.site import REPO
+    from support.site import REPO, wait_for
 
-    laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=20"]')
+    laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=20"]', session=session)
     done = laptop.bfjobs("submit", "pull-image", "docker://alpine:3.18", "--profile", "cluster", "--to", "home",
                          "--json")
     assert done.returncode == 0, done.stderr
@@ -336,6 +339,8 @@ def test_wait_says_when_the_cluster_cannot_be_reached_and_goes_on_when_it_is_bac
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3)
+        if session is None:  # the refreshes go through a held session by now
+            wait_for(lambda: any(p.name.startswith("held-") and p.is_socket() for p in laptop.control.iterdir()))
         os.kill(int((SSHD_DIR / "sshd.pid").read_text()), signal.SIGTERM)  # the listener...
         _kill_sessions()  # ...and the session a multiplexed master keeps open
         time.sleep(10)  # a few polls fail meanwhile

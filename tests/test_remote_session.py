@@ -20,7 +20,8 @@ def _debug_counts(stderr: str) -> tuple[int, int]:
 
 
 def _holders(laptop: Laptop) -> list:
-    return sorted(p.name for p in laptop.control.iterdir() if p.name.startswith("held-"))
+    """The holders' sockets in the laptop's ssh control folder (not their lock files)."""
+    return sorted(p.name for p in laptop.control.iterdir() if p.name.startswith("held-") and p.is_socket())
 
 
 def _serving_agents() -> list[str]:
