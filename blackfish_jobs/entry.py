@@ -138,10 +138,10 @@ def _prestart_remote(live: _Live | None) -> dict[str, Any] | None:
     when the command ends."""
     if live is None or len(live.remote_profiles) != 1:
         return None  # several clusters: one at a time, so that two logins never prompt at once
+    name = live.remote_profiles[0]
+    held = _hint_held(name, live)  # first: the cluster's sacct starts while the rest loads here
     from .backends import remote
 
-    name = live.remote_profiles[0]
-    held = _hint_held(name, live)
     if held is not None:
         try:
             agent = remote.agent_for(name)

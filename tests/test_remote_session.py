@@ -24,9 +24,11 @@ def _holders(laptop: Laptop) -> list:
     return sorted(p.name for p in laptop.control.iterdir() if p.name.startswith("held-") and p.is_socket())
 
 
-def _serving_agents() -> list[str]:
-    found = subprocess.run(["pgrep", "-u", CLUSTER, "-f", "blackfish_jobs.agent --serve"], capture_output=True,
-                           text=True)
+def _serving_agents(laptop: Laptop) -> list[str]:
+    """The cluster user's held agents of this test's cluster install (not another site's)."""
+    python = laptop.cluster_install.prefix / "bin" / "python"
+    found = subprocess.run(["pgrep", "-u", CLUSTER, "-f", f"{python} -m blackfish_jobs.agent --serve"],
+                           capture_output=True, text=True)
     return found.stdout.split()
 
 
@@ -57,7 +59,7 @@ def test_the_next_status_is_answered_by_the_held_session_as_the_plain_call_would
     assert _debug_counts(first.stderr) == (1, 0)  # the plain way: one ssh call...
     wait_for(lambda: _holders(laptop), timeout=60)  # ...after which a holder is started (its own ssh call)
     wait_for(lambda: laptop.ssh_calls() == before + 2, timeout=30)
-    assert _serving_agents()
+    assert _serving_agents(laptop)
     held = laptop.bfjobs("status", "--json", BFJOBS_DEBUG="1")
     assert _debug_counts(held.stderr) == (0, 1) and laptop.ssh_calls() == before + 2  # one round trip, no ssh
     assert set(_states(held)) == set(ids)
@@ -93,16 +95,16 @@ def test_the_held_session_goes_when_idle_and_with_its_master(laptop: Laptop):
     _running_jobs(laptop, "3.14")
     laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=120"]', session=3)
     assert laptop.bfjobs("status").returncode == 0
-    wait_for(lambda: _holders(laptop) and _serving_agents(), timeout=60)
-    wait_for(lambda: not _holders(laptop) and not _serving_agents(), timeout=30)  # 3 s idle: gone, both ends
+    wait_for(lambda: _holders(laptop) and _serving_agents(laptop), timeout=60)
+    wait_for(lambda: not _holders(laptop) and not _serving_agents(laptop), timeout=30)  # 3 s idle: gone, both ends
     laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=120"]', session=None)
     assert laptop.bfjobs("status").returncode == 0
-    wait_for(lambda: _holders(laptop) and _serving_agents(), timeout=60)
+    wait_for(lambda: _holders(laptop) and _serving_agents(laptop), timeout=60)
     masters = [p for p in laptop.control.iterdir() if not p.name.startswith("held-")]
     for master in masters:  # the user ends the master (ssh -O exit): the held session ends with it
         subprocess.run(["runuser", "-u", "bflaptop", "--", "/usr/bin/ssh", "-o", f"ControlPath={master}", "-O",
                         "exit", "bfcluster"], capture_output=True, timeout=30)
-    wait_for(lambda: not _holders(laptop) and not _serving_agents(), timeout=30)
+    wait_for(lambda: not _holders(laptop) and not _serving_agents(laptop), timeout=30)
     again = laptop.bfjobs("status", "--json", BFJOBS_DEBUG="1")
     assert _debug_counts(again.stderr) == (1, 0) and len(as_jobs(again)) == 1  # the plain way, as before
 
@@ -110,8 +112,8 @@ def test_the_held_session_goes_when_idle_and_with_its_master(laptop: Laptop):
 def test_a_changed_profile_is_never_answered_by_the_old_session(laptop: Laptop):
     _running_jobs(laptop, "3.15")
     assert laptop.bfjobs("status").returncode == 0
-    wait_for(lambda: _holders(laptop) and _serving_agents(), timeout=60)
-    old = _serving_agents()
+    wait_for(lambda: _holders(laptop) and _serving_agents(laptop), timeout=60)
+    old = _serving_agents(laptop)
     # another remote_python (a wrapper of the same interpreter): the holder's command line is not this one
     wrapper = laptop.cluster_root / "python-wrapper"
     wrapper.write_text(f'#!/bin/sh\nexec {laptop.cluster_install.prefix / "bin" / "python"} "$@"\n')
@@ -120,8 +122,8 @@ def test_a_changed_profile_is_never_answered_by_the_old_session(laptop: Laptop):
     laptop.write_settings('setup = ["export FAKE_APPTAINER_SLEEP=120"]', remote_python=str(wrapper), session=None)
     changed = laptop.bfjobs("status", "--json", BFJOBS_DEBUG="1")
     assert _debug_counts(changed.stderr) == (1, 0) and len(as_jobs(changed)) == 1  # asked the plain way
-    wait_for(lambda: not set(old) & set(_serving_agents()), timeout=30)  # the stale one went
-    wait_for(lambda: _holders(laptop) and _serving_agents(), timeout=60)  # and a new one holds the new line
+    wait_for(lambda: not set(old) & set(_serving_agents(laptop)), timeout=30)  # the stale one went
+    wait_for(lambda: _holders(laptop) and _serving_agents(laptop), timeout=60)  # and a new one holds the new line
     new = subprocess.run(["pgrep", "-a", "-u", "bflaptop", "-f", "agent --serve"], capture_output=True, text=True)
     assert str(wrapper) in new.stdout, new.stdout
     held = laptop.bfjobs("status", "--json", BFJOBS_DEBUG="1")
@@ -131,7 +133,7 @@ def test_a_changed_profile_is_never_answered_by_the_old_session(laptop: Laptop):
 def test_a_dropped_session_falls_back_to_the_plain_call(laptop: Laptop):
     _running_jobs(laptop, "3.16")
     assert laptop.bfjobs("status").returncode == 0
-    wait_for(lambda: _holders(laptop) and _serving_agents(), timeout=60)
+    wait_for(lambda: _holders(laptop) and _serving_agents(laptop), timeout=60)
     # the link drops: every ssh session of the cluster user dies (not the listening sshd)
     subprocess.run(["pkill", "-KILL", "-u", CLUSTER, "-f", f"sshd: {CLUSTER}"], check=False)
     time.sleep(1)

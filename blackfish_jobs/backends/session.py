@@ -35,17 +35,18 @@ import hashlib
 import json
 import os
 import re
-import selectors
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterError
 from .protocol import ANSWER, HINT, MARK, PROTOCOL, REQUEST, SERVES
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: How long a holder lives in all, however busy: the cluster's login environment (modules, Slurm's
 #: configuration) is then read again by the next one.
@@ -152,6 +153,8 @@ def spawn(control_dir: Path, profile_name: str, argv: list[str], idle_s: int) ->
         return
     if _locked(path):
         return  # one is starting (its login can take a while): not a second one
+    import subprocess  # here, not above: a status imports this module before its hint (every ms counts there)
+
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
     try:
         holder = subprocess.Popen(
@@ -204,6 +207,8 @@ class Holder:
         self.listener: socket.socket | None = None
 
     def run(self) -> int:
+        import subprocess
+
         from .remote import READY_TIMEOUT_S, _Lines
 
         proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -270,6 +275,7 @@ class Holder:
 
     def serve(self, proc: subprocess.Popen[bytes], lines: Any) -> None:
         """Serve clients one at a time until idle, too old, stale, or the session ends."""
+        import selectors
         assert self.listener is not None and proc.stdout is not None
         with selectors.DefaultSelector() as selector:
             selector.register(self.listener, selectors.EVENT_READ, "client")

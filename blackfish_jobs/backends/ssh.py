@@ -17,8 +17,8 @@ import os
 import shlex
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import constants
 from ..errors import ConfigError
@@ -51,9 +51,10 @@ def control_dir() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Target:
-    """One cluster as a profile names it (``host``, ``user``: validated ssh words)."""
+class Target(NamedTuple):
+    """One cluster as a profile names it (``host``, ``user``: validated ssh words). A NamedTuple,
+    not a dataclass: ``status`` reaches this module before it tells a held session its job ids,
+    and ``dataclasses`` (with ``inspect``) costs ~6 ms there (benchmarks/README.md)."""
 
     profile: str
     host: str
