@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .backends.slurmcmd import Prestarted
 
-MAX_REQUEST = 64 * 1024 * 1024
 #: A held session's hinted ``sacct`` serves only a request that follows within this many seconds
 #: (the laptop sends both within one command; its holder waits 10 s at most between them).
 HINT_TTL_S = 30.0
@@ -27,7 +26,7 @@ def main() -> int:
     import signal
 
     from . import __version__
-    from .backends.protocol import ANSWER, MARK, PROTOCOL, SERVES
+    from .backends.protocol import ANSWER, MARK, MAX_REQUEST, PROTOCOL, SERVES
 
     if sys.argv[1:] == ["--serve"]:
         return serve()
@@ -69,7 +68,7 @@ def serve() -> int:
 
     from . import __version__
     from .api import cluster  # noqa: F401  loaded once, before saying ready: each survey finds it loaded
-    from .backends.protocol import ANSWER, HINT, MARK, PROTOCOL, REQUEST, SERVES
+    from .backends.protocol import ANSWER, HINT, MARK, MAX_REQUEST, PROTOCOL, REQUEST, SERVES
 
     print(f"{MARK} {PROTOCOL} {__version__} {SERVES}", flush=True)
     stdin = sys.stdin.buffer

@@ -20,6 +20,8 @@ SERVES = "serves"
 #: A held agent's messages: ``HINT <n>`` / ``REQUEST <n>`` lines, each followed by ``n`` bytes of JSON.
 HINT = "HINT"
 REQUEST = "REQUEST"
+#: The largest request either side reads (a survey of 10,000 rows is a few MB).
+MAX_REQUEST = 64 * 1024 * 1024
 #: In a job folder whose ids the submitter chose (a remote laptop), written before anything is
 #: submitted: which bfjobs job is which element of it (``{id: index}``), for a laptop that lost
 #: the answer to find its jobs (with submitit's ``*_submitted.pkl``).

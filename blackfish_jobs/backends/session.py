@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterError
-from .protocol import ANSWER, HINT, MARK, PROTOCOL, REQUEST, SERVES
+from .protocol import ANSWER, HINT, MARK, MAX_REQUEST, PROTOCOL, REQUEST, SERVES
 
 if TYPE_CHECKING:
     import subprocess
@@ -55,7 +55,6 @@ LIFETIME_S = 3600
 #: one client at a time).
 CLIENT_S = 10.0
 MAX_HINT = 4 * 1024 * 1024
-MAX_REQUEST = 64 * 1024 * 1024
 STALE = b"STALE"
 #: The variables a holder does not inherit (it never needs a token; ssh could be told to send one).
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -145,14 +144,10 @@ def connect(control_dir: Path, profile_name: str) -> Held | None:
 
 def spawn(control_dir: Path, profile_name: str, argv: list[str], idle_s: int) -> None:
     """Start a holder for ``profile_name`` (detached: it outlives this command) unless one is
-    listening already. Its settings go on its stdin, not its command line."""
+    alive (starting or serving: it holds the lock). Its settings go on its stdin, not its command line."""
     path = socket_path(control_dir, profile_name)
-    found = connect(control_dir, profile_name)
-    if found is not None:
-        found.close()
-        return
     if _locked(path):
-        return  # one is starting (its login can take a while): not a second one
+        return
     import subprocess  # here, not above: a status imports this module before its hint (every ms counts there)
 
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
@@ -218,8 +213,7 @@ class Holder:
             words = ready.split() if ready else []
             if len(words) < 4 or words[1] != str(PROTOCOL) or words[3] != SERVES:
                 return 1  # not a bfjobs that can be held (or no session at all): the plain way stays
-            if not self.listen():
-                return 0  # another holder got there first
+            self.listen()
             self.serve(proc, lines)
             return 0
         finally:
@@ -233,18 +227,9 @@ class Holder:
                 proc.kill()
                 proc.wait()
 
-    def listen(self) -> bool:
+    def listen(self) -> None:
         """Bind under a private name, then rename into place: a client never meets a half-made
-        socket. False if a holder already listens there (the lock file makes that rare: one left
-        from before its lock, say)."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.path))
-            return False  # one is listening
-        except OSError:
-            pass
-        finally:
-            probe.close()
+        socket (one left by a holder that was killed is replaced; the lock says none is alive)."""
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
@@ -255,10 +240,9 @@ class Holder:
         os.replace(temporary, self.path)
         self.listener = listener
         self.inode = self.path.stat().st_ino
-        return True
 
     def still_named(self) -> bool:
-        """Does the socket's name still lead here?"""
+        """Does the socket's name still lead here (not removed behind the holder's back)?"""
         try:
             return self.path.stat().st_ino == self.inode
         except OSError:
@@ -267,9 +251,7 @@ class Holder:
     def unlisten(self) -> None:
         if self.listener is None:
             return
-        if self.still_named():  # still ours (a later holder may have replaced it)
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+        self.path.unlink(missing_ok=True)  # ours: no other holder lives while this one holds the lock
         self.listener.close()
         self.listener = None
 
@@ -289,7 +271,7 @@ class Holder:
                     return  # idle, or old enough
                 events = selector.select(min(left, 30.0))
                 if not events:
-                    if not self.still_named():  # another holder took the name (it serves), or it was removed
+                    if not self.still_named():  # removed: nobody can reach this holder any more
                         return
                     continue
                 if any(k.data == "session" for k, _ in events):
